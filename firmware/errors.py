@@ -1,0 +1,67 @@
+"""The one error hierarchy of posterm.
+
+Every error carries a message a person can act on. The runtime turns them into
+a display text (for the person at the counter) or a log line (for the operator),
+never a traceback.
+"""
+
+
+class PostermError(Exception):
+    """Base of every error posterm raises on purpose."""
+
+
+class ConfigError(PostermError):
+    """The configuration file is missing, unreadable or has a bad key or value."""
+
+
+class DeviceError(PostermError):
+    """A peripheral failed; `device` names which one."""
+
+    device = "device"
+
+    def __init__(self, message: str, device: str | None = None) -> None:
+        super().__init__(message)
+        if device is not None:
+            self.device = device
+
+
+class CardReaderError(DeviceError):
+    device = "card_reader"
+
+
+class KeypadError(DeviceError):
+    device = "keypad"
+
+
+class PrinterError(DeviceError):
+    """Printing failed: paper out, cover open, offline, timeout."""
+
+    device = "printer"
+
+
+class DisplayError(DeviceError):
+    device = "display"
+
+
+class GpioError(DeviceError):
+    device = "gpio"
+
+
+class HostError(PostermError):
+    """The acquirer host link failed."""
+
+
+class HostUnreachableError(HostError):
+    """Could not connect, TLS refused, or the connection dropped before we wrote."""
+
+
+class ProtocolError(HostError):
+    """A frame or message that does not follow the host interface."""
+
+
+class JournalError(PostermError):
+    """The journal database cannot be opened or is damaged."""
+
+
+class KeyStoreError(PostermError):
+    """The store-and-forward key is missing, unreadable or does not match the stored data."""

@@ -1,0 +1,81 @@
+"""Ports: the small typed interfaces between the runtime and the drivers.
+
+Each driver module in `drivers/` implements one of these. Wiring
+(`firmware.runtime.wiring`) picks the implementation from configuration; nothing
+else in the firmware knows whether a device is real or simulated.
+
+Async `run` methods read a device until cancelled and report what happened as
+core events through `emit`. They never raise for a device problem: they emit
+`DeviceFault` (or `CardReadFailed`) and carry on or end cleanly. Blocking
+methods (printer, display, pins) raise a subclass of `firmware.errors.DeviceError`
+with a clear message; the runtime runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from firmware.core.events import Event
+
+Emit = Callable[[Event], None]
+
+
+class CardReaderPort(Protocol):
+    async def run(self, emit: Emit) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class KeypadPort(Protocol):
+    async def run(self, emit: Emit) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PrinterStatus:
+    online: bool
+    paper_out: bool = False
+    paper_near_end: bool = False
+    cover_open: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.online and not self.paper_out and not self.cover_open
+
+    def problem(self) -> str:
+        if self.paper_out:
+            return "PAPER OUT"
+        if self.cover_open:
+            return "PRINTER COVER OPEN"
+        if not self.online:
+            return "PRINTER OFFLINE"
+        return ""
+
+
+class PrinterPort(Protocol):
+    def status(self) -> PrinterStatus: ...
+
+    def print_lines(self, lines: Sequence[str]) -> None:
+        """Print the lines (each at most 32 characters) and cut. Raises PrinterError."""
+
+    def close(self) -> None: ...
+
+
+class DisplayPort(Protocol):
+    def show(self, rows: Sequence[str]) -> None:
+        """Show four rows of at most 20 characters. Raises DisplayError."""
+
+    def close(self) -> None: ...
+
+
+class PinsPort(Protocol):
+    def set_led(self, on: bool) -> None: ...
+
+    def beep(self, on: bool) -> None: ...
+
+    def power_ok(self) -> bool: ...
+
+    def close(self) -> None: ...
