@@ -6,10 +6,9 @@ device events below; the runtime produces host and timer events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
+from dataclasses import dataclass
 from firmware.core.card import CardData
+from firmware.core.model import SaleRecord
 
 # Logical keys, as the keypad driver reports them.
 DIGITS = tuple("0123456789")
@@ -48,25 +47,36 @@ class TimerFired:
 
 
 @dataclass(frozen=True)
-class HostReplied:
-    """A response matched to the sale's outstanding request."""
+class HostAnswered:
+    """The host gave a final answer; the journal has recorded it already."""
 
-    fields: dict[str, Any] = field(hash=False)
+    record: SaleRecord
 
 
 @dataclass(frozen=True)
-class HostUnreachable:
-    """Nothing was written: connect failed, refused, or reset before the write."""
+class HostBusy:
+    """Not processed: 91/96, refused, or reset before the request was written.
 
+    `sale_id` is the journal's id for the sale (created with the first attempt).
+    """
+
+    sale_id: int
     reason: str
 
 
 @dataclass(frozen=True)
 class HostOutcomeUnknown:
-    """The request was written but no usable answer came: connection broke, or garbage."""
+    """The request was written but no usable answer came; a reversal is recorded."""
 
+    record: SaleRecord
     reason: str
-    reversal_reason: str = "68"  # "06" for an undecodable or mismatching answer
+
+
+@dataclass(frozen=True)
+class SaleClosed:
+    """The runtime recorded the end of a sale that did not reach the host."""
+
+    record: SaleRecord
 
 
 @dataclass(frozen=True)
@@ -75,14 +85,21 @@ class PrintFinished:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class LinkChanged:
+    state: str  # "UP", "DEGRADED", "DOWN"
+
+
 Event = (
     KeyPressed
     | CardSwiped
     | CardReadFailed
     | DeviceFault
     | TimerFired
-    | HostReplied
-    | HostUnreachable
+    | HostAnswered
+    | HostBusy
     | HostOutcomeUnknown
+    | SaleClosed
     | PrintFinished
+    | LinkChanged
 )

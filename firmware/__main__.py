@@ -1,0 +1,98 @@
+"""posterm: the terminal firmware's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from firmware import config as config_mod
+from firmware.errors import (
+    ConfigError, DeviceError, HostError, JournalError, KeyStoreError, PostermError,
+)
+
+DEFAULT_CONFIG = "/etc/posterm/posterm.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posterm",
+        description="posterm card-payment terminal firmware. Runs the terminal: keypad, "
+                    "card reader, display, printer and the acquirer host link, as the "
+                    "configuration file describes (real devices or hwsim).")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"configuration file (TOML), default {DEFAULT_CONFIG}")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the terminal (the default)")
+    sub.add_parser("check-config", help="validate the configuration file and exit")
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(f"posterm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{args.config}: configuration is valid")
+        return 0
+    setup_logging(cfg.log_level)
+    try:
+        return asyncio.run(_run(cfg))
+    except KeyboardInterrupt:
+        return 0
+    except ConfigError as exc:
+        print(f"posterm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DeviceError as exc:
+        print(f"posterm: device error: {exc}", file=sys.stderr)
+        return 3
+    except (KeyStoreError, JournalError) as exc:
+        print(f"posterm: storage error: {exc}", file=sys.stderr)
+        return 4
+    except HostError as exc:
+        print(f"posterm: host error: {exc}", file=sys.stderr)
+        return 5
+    except PostermError as exc:
+        print(f"posterm: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run(cfg: config_mod.Config) -> int:
+    from firmware.runtime.app import App
+    from firmware.runtime.journal import Journal
+    from firmware.runtime.vault import Vault
+    from firmware.runtime.wiring import open_devices
+
+    state_dir = Path(cfg.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    journal_path = state_dir / "journal.sqlite3"
+    vault = Vault.open(state_dir / "card.key", create=not Journal.has_sealed_data(journal_path))
+    journal = Journal(journal_path, vault)
+    devices = open_devices(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await App(cfg, devices, journal).run(stop)
+    finally:
+        devices.close()
+        journal.close()
+    logging.getLogger("posterm").info("posterm stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

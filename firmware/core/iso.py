@@ -1,0 +1,212 @@
+"""ISO 8583 messages of host-interface.md section 4, built and parsed with pyiso8583.
+
+Pure functions: the caller supplies the STAN, the transmission time and the card
+data. Fields are formatted exactly as `iso8583.specs.default` describes them
+(fixed numeric fields zero-padded, fields 41/42 space-padded). Framing (2-byte
+big-endian length) lives here too because it is pure byte arithmetic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import iso8583
+from iso8583.specs import default as SPEC
+
+from firmware.core.card import CardData, mask_pan
+
+MAX_FRAME = 2048
+PURCHASE = "000000"
+REFUND = "200000"
+ENTRY_SWIPED = "901"
+ENTRY_KEYED = "011"
+
+Fields = dict[str, str]
+
+
+class MessageError(ValueError):
+    """A message that cannot be encoded or decoded; the text never holds card data."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    terminal_id: str
+    merchant_id: str
+    currency: str  # ISO 4217 numeric, 3 digits
+
+    @property
+    def f41(self) -> str:
+        return self.terminal_id.ljust(8)[:8]
+
+    @property
+    def f42(self) -> str:
+        return self.merchant_id.ljust(15)[:15]
+
+
+def f7(utc: datetime) -> str:
+    """Transmission date and time, UTC, MMDDhhmmss."""
+    return utc.strftime("%m%d%H%M%S")
+
+
+def stan_str(stan: int) -> str:
+    return f"{stan:06d}"
+
+
+def next_stan(stan: int) -> int:
+    """STANs run 1..999999 and wrap to 1."""
+    return 1 if stan >= 999999 else stan + 1
+
+
+def sale_fields(
+    ident: Identity,
+    *,
+    card: CardData,
+    amount: int,
+    processing_code: str,
+    local: datetime,
+    batch: int,
+    invoice: int,
+) -> Fields:
+    """The fields of a sale that do not change between attempts (no 7, 11, 35)."""
+    return {
+        "2": card.pan,
+        "3": processing_code,
+        "4": f"{amount:012d}",
+        "12": local.strftime("%H%M%S"),
+        "13": local.strftime("%m%d"),
+        "14": card.expiry,
+        "22": ENTRY_SWIPED,
+        "25": "00",
+        "41": ident.f41,
+        "42": ident.f42,
+        "49": ident.currency,
+        "60": f"{batch:06d}",
+        "62": f"{invoice:06d}",
+    }
+
+
+def financial_request(base: Fields, *, stan: int, utc: datetime, track2: str | None) -> Fields:
+    """A 0200 from the sale's fixed fields; track 2 only when the card was swiped."""
+    doc: Fields = {"t": "0200", **base, "7": f7(utc), "11": stan_str(stan)}
+    if track2:
+        doc["35"] = track2
+    return doc
+
+
+REVERSAL_FIELDS = ("2", "3", "4", "12", "13", "14", "22", "25", "41", "42", "49", "60", "62")
+
+
+def reversal(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str,
+             stan: int, f7: str, reason: str) -> Fields:
+    """A 0400 for an original request (section 4, 0400/0410); `f7` fixed at first send."""
+    doc: Fields = {"t": "0400"}
+    for key in REVERSAL_FIELDS:
+        if key in original:
+            doc[key] = original[key]
+    doc["7"] = f7
+    doc["11"] = stan_str(stan)
+    doc["39"] = reason
+    doc["90"] = f"{orig_mti}{orig_stan}{orig_f7}" + "0" * 22
+    return doc
+
+
+def advice(original: Fields, *, approval: str, stan: int, f7: str) -> Fields:
+    """A 0220 for a sale approved offline: the 0200's fields without 35, plus 38."""
+    doc: Fields = {"t": "0220"}
+    for key, value in original.items():
+        if key not in ("t", "35", "7", "11"):
+            doc[key] = value
+    doc["7"] = f7
+    doc["11"] = stan_str(stan)
+    doc["38"] = approval
+    return doc
+
+
+def repeat(doc: Fields) -> Fields:
+    """The repeat of an advice or reversal: same fields, MTI ending in 1."""
+    mti = doc["t"]
+    if mti not in ("0220", "0400"):
+        raise MessageError(f"message {mti} has no repeat")
+    return {**doc, "t": mti[:3] + "1"}
+
+
+def network(ident: Identity, *, code: str, stan: int, utc: datetime) -> Fields:
+    """0800: code '001' sign-on, '301' echo."""
+    return {"t": "0800", "7": f7(utc), "11": stan_str(stan), "41": ident.f41, "70": code}
+
+
+def encode(doc: Fields) -> bytes:
+    try:
+        raw, _ = iso8583.encode(dict(doc), SPEC)
+    except (iso8583.EncodeError, ValueError, TypeError) as exc:
+        raise MessageError(f"cannot encode {doc.get('t', '????')}: {_scrub(str(exc))}") from None
+    return bytes(raw)
+
+
+KNOWN_RESPONSES = {"0210", "0230", "0410", "0510", "0810"}
+
+
+def decode(raw: bytes) -> Fields:
+    """Decode a message; unknown MTIs and malformed bytes raise MessageError."""
+    try:
+        doc, _ = iso8583.decode(bytes(raw), SPEC)
+    except (iso8583.DecodeError, ValueError, TypeError, IndexError) as exc:
+        raise MessageError(f"undecodable message: {_scrub(str(exc))}") from None
+    out = {k: v for k, v in doc.items() if isinstance(v, str)}
+    return out
+
+
+def frame(payload: bytes) -> bytes:
+    if not 0 < len(payload) <= MAX_FRAME:
+        raise MessageError(f"message of {len(payload)} bytes cannot be framed")
+    return len(payload).to_bytes(2, "big") + payload
+
+
+def response_class(mti: str) -> str:
+    """'0210' and '0200' -> '02'; the class used to match responses to requests."""
+    return mti[:2]
+
+
+def match_key(doc: Fields) -> tuple[str, str, str]:
+    return (doc.get("41", "").strip(), doc.get("11", ""), response_class(doc.get("t", "")))
+
+
+def mismatch(request: Fields, response: Fields) -> str | None:
+    """Why a response does not answer the request, or None when it does."""
+    expected = {"0200": "0210", "0220": "0230", "0221": "0230", "0400": "0410",
+                "0401": "0410", "0800": "0810", "0500": "0510"}[request["t"]]
+    if response.get("t") != expected:
+        return f"answer MTI {response.get('t')} for a {request['t']}"
+    for key in ("3", "4", "11", "41", "49"):
+        if key in request and response.get(key) != request[key]:
+            return f"field {key} does not match the request"
+    if "39" not in response or len(response["39"]) != 2:
+        return "response without field 39"
+    return None
+
+
+def safe_summary(doc: dict[str, Any]) -> str:
+    """One log-safe line: MTI, STAN, amount, code and the masked PAN, never track data."""
+    parts = [doc.get("t", "????")]
+    if "11" in doc:
+        parts.append(f"stan={doc['11']}")
+    if "2" in doc:
+        parts.append(f"pan={mask_pan(str(doc['2']))}")
+    if "4" in doc:
+        parts.append(f"amount={doc['4']}")
+    if "39" in doc:
+        parts.append(f"rc={doc['39']}")
+    if "70" in doc:
+        parts.append(f"nmic={doc['70']}")
+    return " ".join(parts)
+
+
+def _scrub(text: str) -> str:
+    """Library error texts may quote field data: blank out any long digit run."""
+    return _DIGIT_RUN.sub("<digits>", text)[:160]
+
+
+_DIGIT_RUN = re.compile(r"\d{7,}")

@@ -1,0 +1,65 @@
+"""Values the core and the runtime share: configuration the core needs, a sale's request and its record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from firmware.core.card import CardData
+from firmware.core.iso import Identity
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    identity: Identity
+    merchant_name: str
+    address: tuple[str, ...]
+    currency_code: str  # alphabetic, for people: "EUR"
+    max_amount: int  # minor units
+    amount_timeout: float = 60.0
+    card_timeout: float = 30.0
+    result_timeout: float = 4.0
+    busy_retries: int = 2
+    busy_backoff: float = 0.5
+    sale_budget: float = 60.0  # seconds a sale may spend retrying a busy host
+
+
+class SaleStatus:
+    AUTHORIZING = "AUTHORIZING"
+    APPROVED = "APPROVED"
+    DECLINED = "DECLINED"
+    NOT_COMPLETED = "NOT_COMPLETED"  # outcome unknown: reversal pending or done
+    FAILED = "FAILED"  # never reached the host: nothing charged
+    OFFLINE_APPROVED = "OFFLINE_APPROVED"
+
+    FINAL = frozenset({APPROVED, DECLINED, NOT_COMPLETED, FAILED, OFFLINE_APPROVED})
+
+
+@dataclass(frozen=True)
+class SaleRequest:
+    """What the core asks the runtime to authorize. Holds the card only in memory."""
+
+    kind: str  # "purchase" or "refund"
+    amount: int
+    card: CardData = field(repr=False)
+    local: datetime  # local date and time of the sale (fields 12, 13; the receipt)
+
+
+@dataclass(frozen=True)
+class SaleRecord:
+    """A sale as the journal holds it: safe to show and print (PAN masked)."""
+
+    sale_id: int
+    kind: str
+    amount: int
+    pan_masked: str
+    local: datetime
+    status: str
+    response_code: str = ""
+    approval: str = ""
+    rrn: str = ""
+    stan: str = ""
+    batch: int = 0
+    invoice: int = 0
+    reason: str = ""  # plain words for a decline or failure
+    receipt_printed: bool = False

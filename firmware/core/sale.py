@@ -1,0 +1,315 @@
+"""The transaction state machine: one pure function, `step(state, event, now)`.
+
+Theory of operation
+-------------------
+The terminal is always in one Phase. A person moves it forward with keys and a
+card; the runtime moves it with host and printer events; time moves it only
+through `TimerFired` events carrying the token of the timer the core started
+(a stale timer, from a phase already left, carries an old token and is ignored).
+
+    IDLE --digit--> AMOUNT --OK--> WAIT_CARD --card--> AUTHORIZING
+    AUTHORIZING --HostAnswered--> PRINTING --PrintFinished--> RESULT --timer/key--> IDLE
+    AUTHORIZING --HostBusy--> BUSY_WAIT --timer--> AUTHORIZING   (within budget)
+    AUTHORIZING --HostBusy, budget spent--> CloseSale ... SaleClosed --> RESULT
+    AUTHORIZING --HostOutcomeUnknown--> RESULT ("NO RESPONSE - NOT CHARGED")
+    IDLE --F1--> MENU (last sale, reprint)
+
+A person can cancel in AMOUNT, WAIT_CARD, BUSY_WAIT (nothing is outstanding
+there) and MENU; never while a request is outstanding. The core never shows an
+approval itself: it shows what a `HostAnswered` record says, and the runtime
+sends that event only after the journal has recorded the answer.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from firmware.core.card import luhn_ok
+from firmware.core.effects import (
+    Authorize, Beep, CloseSale, Effect, Log, Print, Show, StartTimer,
+)
+from firmware.core.events import (
+    CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered, HostBusy,
+    HostOutcomeUnknown, KeyPressed, LinkChanged, PrintFinished, SaleClosed, TimerFired,
+)
+from firmware.core.model import CoreConfig, SaleRecord, SaleRequest, SaleStatus
+from firmware.core.receipt import sale_receipt
+from firmware.core import screens
+
+
+class Phase(enum.Enum):
+    IDLE = "IDLE"
+    AMOUNT = "AMOUNT"
+    WAIT_CARD = "WAIT_CARD"
+    AUTHORIZING = "AUTHORIZING"
+    BUSY_WAIT = "BUSY_WAIT"
+    PRINTING = "PRINTING"
+    RESULT = "RESULT"
+    MENU = "MENU"
+
+
+@dataclass(frozen=True)
+class Now:
+    """The runtime's clock, read once per event."""
+
+    mono: float  # monotonic seconds
+    local: datetime  # local wall time
+
+
+@dataclass(frozen=True)
+class Sale:
+    amount: int
+    request: SaleRequest | None = None
+    sale_id: int | None = None
+    attempts: int = 0
+    started: float = 0.0  # monotonic time of the first attempt
+
+
+@dataclass(frozen=True)
+class State:
+    cfg: CoreConfig
+    phase: Phase = Phase.IDLE
+    digits: str = ""
+    sale: Sale | None = None
+    token: int = 0
+    notice: str = ""  # one line shown in IDLE (last sale outcome after recovery)
+    message: str = ""  # one line of feedback in the current phase
+    last: SaleRecord | None = None
+    result: SaleRecord | None = None
+    link: str = "UP"
+
+
+Step = tuple[State, list[Effect]]
+
+
+def initial(cfg: CoreConfig, *, last: SaleRecord | None = None, notice: str = "") -> Step:
+    state = State(cfg=cfg, last=last, notice=notice)
+    return state, [screens.show(state)]
+
+
+def step(state: State, event: Event, now: Now) -> Step:
+    if isinstance(event, TimerFired):
+        if event.token != state.token:
+            return state, []
+        return _timer(state, now)
+    if isinstance(event, LinkChanged):
+        st = replace(state, link=event.state)
+        return st, [screens.show(st)] if st.phase in (Phase.IDLE, Phase.MENU) else []
+    if isinstance(event, DeviceFault):
+        return state, [Log("error", f"{event.device}: {event.message}")]
+    handler = _HANDLERS.get(state.phase)
+    return handler(state, event, now) if handler else (state, [])
+
+
+# -- helpers ---------------------------------------------------------------
+
+def _go(state: State, phase: Phase, timeout: float | None = None, *, jitter: bool = False,
+        **changes: object) -> Step:
+    """Enter a phase: new timer token, show its screen, start its timer."""
+    st = replace(state, phase=phase, token=state.token + 1, **changes)  # type: ignore[arg-type]
+    effects: list[Effect] = [screens.show(st)]
+    if timeout is not None:
+        effects.append(StartTimer(timeout, st.token, jitter=jitter))
+    return st, effects
+
+
+def _idle(state: State, notice: str = "") -> Step:
+    return _go(state, Phase.IDLE, None, digits="", sale=None, message="", notice=notice,
+               result=None)
+
+
+def _amount(state: State) -> int:
+    return int(state.digits) if state.digits else 0
+
+
+# -- phases ----------------------------------------------------------------
+
+def _in_idle(state: State, event: Event, now: Now) -> Step:
+    if isinstance(event, KeyPressed):
+        if event.key.isdigit() and event.key != "0":
+            return _go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=event.key,
+                       notice="", message="")
+        if event.key == "F1":
+            return _go(state, Phase.MENU, state.cfg.amount_timeout, message="", notice="")
+        if event.key in ("CANCEL", "CLEAR") and state.notice:
+            return _idle(state)
+        return state, []
+    if isinstance(event, (CardSwiped, CardReadFailed)):
+        st = replace(state, notice="ENTER AMOUNT FIRST")
+        return st, [screens.show(st)]
+    return state, []
+
+
+def _in_amount(state: State, event: Event, now: Now) -> Step:
+    if not isinstance(event, KeyPressed):
+        if isinstance(event, CardSwiped):
+            return _refresh(state, "PRESS OK FIRST")
+        return state, []
+    key = event.key
+    if key == "CANCEL":
+        return _idle(state, "SALE CANCELLED")
+    if key == "CLEAR":
+        if not state.digits:
+            return _idle(state)
+        return _go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=state.digits[:-1],
+                   message="")
+    if key.isdigit():
+        digits = (state.digits + key).lstrip("0")
+        if len(digits) > 12 or int(digits or "0") > state.cfg.max_amount:
+            return _refresh(state, "AMOUNT OVER LIMIT")
+        return _go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=digits, message="")
+    if key == "OK":
+        amount = _amount(state)
+        if amount <= 0:
+            return _refresh(state, "ENTER AN AMOUNT")
+        return _go(state, Phase.WAIT_CARD, state.cfg.card_timeout, sale=Sale(amount=amount),
+                   message="")
+    return state, []
+
+
+def _in_wait_card(state: State, event: Event, now: Now) -> Step:
+    assert state.sale is not None
+    if isinstance(event, KeyPressed) and event.key == "CANCEL":
+        return _idle(state, "SALE CANCELLED")
+    if isinstance(event, CardReadFailed):
+        st, eff = _go(state, Phase.WAIT_CARD, state.cfg.card_timeout, message=event.reason)
+        return st, [Log("warning", f"bad card read: {event.reason} {event.detail}".strip()),
+                    Beep(), *eff]
+    if isinstance(event, CardSwiped):
+        card = event.card
+        if not luhn_ok(card.pan):
+            st, eff = _go(state, Phase.WAIT_CARD, state.cfg.card_timeout, message="INVALID CARD")
+            return st, [Log("warning", f"card {card.masked} fails the Luhn check"), Beep(), *eff]
+        request = SaleRequest(kind="purchase", amount=state.sale.amount, card=card,
+                              local=now.local)
+        sale = replace(state.sale, request=request, attempts=1, started=now.mono)
+        st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale, message="")
+        return st, [*eff, Authorize(request, None)]
+    return state, []
+
+
+def _in_authorizing(state: State, event: Event, now: Now) -> Step:
+    sale = state.sale
+    assert sale is not None and sale.request is not None
+    if isinstance(event, HostAnswered):
+        return _finish(state, event.record)
+    if isinstance(event, HostOutcomeUnknown):
+        st, eff = _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
+                      last=event.record, message="")
+        return st, [Log("warning", f"sale {event.record.sale_id}: {event.reason}; reversal "
+                                   "recorded"), *eff]
+    if isinstance(event, HostBusy):
+        sale = replace(sale, sale_id=event.sale_id)
+        elapsed = now.mono - sale.started
+        if sale.attempts <= state.cfg.busy_retries and elapsed < state.cfg.sale_budget:
+            delay = min(state.cfg.busy_backoff * (2 ** (sale.attempts - 1)),
+                        max(0.0, state.cfg.sale_budget - elapsed))
+            st, eff = _go(state, Phase.BUSY_WAIT, delay, jitter=True, sale=sale,
+                          message="")
+            return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
+                                       f"retry {sale.attempts} of {state.cfg.busy_retries}"),
+                        *eff]
+        st = replace(state, sale=sale, message="")
+        return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
+                                   "giving up"),
+                    CloseSale(event.sale_id, "HOST UNAVAILABLE")]
+    if isinstance(event, SaleClosed):
+        st, eff = _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
+                      last=event.record)
+        return st, eff
+    if isinstance(event, KeyPressed) and event.key == "CANCEL":
+        return _refresh(state, "PLEASE WAIT")
+    return state, []
+
+
+def _in_busy_wait(state: State, event: Event, now: Now) -> Step:
+    sale = state.sale
+    assert sale is not None and sale.sale_id is not None
+    if isinstance(event, KeyPressed) and event.key == "CANCEL":
+        st = replace(state, message="CANCELLING", token=state.token + 1)  # retry timer void
+        return st, [CloseSale(sale.sale_id, "CANCELLED")]
+    if isinstance(event, SaleClosed):
+        return _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
+                   last=event.record)
+    return state, []
+
+
+def _finish(state: State, record: SaleRecord) -> Step:
+    st, eff = _go(state, Phase.PRINTING, None, result=record, last=record, message="")
+    lines = tuple(sale_receipt(state.cfg, record))
+    return st, [Log("info", f"sale {record.sale_id} {record.status} rc={record.response_code}"),
+                *eff, Print(lines, record.sale_id)]
+
+
+def _in_printing(state: State, event: Event, now: Now) -> Step:
+    if isinstance(event, PrintFinished):
+        message = "" if event.ok else f"{event.message or 'PRINTER FAULT'}"
+        st, eff = _go(state, Phase.RESULT, state.cfg.result_timeout, message=message)
+        if not event.ok:
+            return st, [Log("error", f"receipt not printed: {event.message}"), Beep(), *eff]
+        return st, eff
+    return state, []
+
+
+def _in_result(state: State, event: Event, now: Now) -> Step:
+    if isinstance(event, KeyPressed) and event.key in ("OK", "CANCEL", "CLEAR"):
+        return _idle(state)
+    if isinstance(event, PrintFinished):  # a reprint from the menu
+        return _refresh(state, "" if event.ok else event.message)
+    return state, []
+
+
+def _in_menu(state: State, event: Event, now: Now) -> Step:
+    if not isinstance(event, KeyPressed):
+        if isinstance(event, PrintFinished):
+            return _refresh(state, "REPRINTED" if event.ok else event.message)
+        return state, []
+    if event.key in ("CANCEL", "CLEAR"):
+        return _idle(state)
+    if event.key == "1":
+        return _go(state, Phase.MENU, state.cfg.amount_timeout,
+                   message=screens.last_sale_line(state.last))
+    if event.key == "2":
+        if state.last is None:
+            return _refresh(state, "NO SALE TO REPRINT")
+        lines = tuple(sale_receipt(state.cfg, state.last, copy=True))
+        st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING COPY")
+        return st, [*eff, Print(lines, None)]
+    return state, []
+
+
+def _refresh(state: State, message: str) -> Step:
+    st = replace(state, message=message)
+    return st, [screens.show(st)]
+
+
+def _timer(state: State, now: Now) -> Step:
+    if state.phase == Phase.AMOUNT or state.phase == Phase.MENU:
+        return _idle(state, "TIMED OUT" if state.phase == Phase.AMOUNT else "")
+    if state.phase == Phase.WAIT_CARD:
+        return _idle(state, "NO CARD - CANCELLED")
+    if state.phase == Phase.RESULT:
+        return _idle(state)
+    if state.phase == Phase.BUSY_WAIT:
+        sale = state.sale
+        assert sale is not None and sale.request is not None
+        sale = replace(sale, attempts=sale.attempts + 1)
+        st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale)
+        return st, [*eff, Authorize(sale.request, sale.sale_id)]
+    return state, []
+
+
+_HANDLERS = {
+    Phase.IDLE: _in_idle,
+    Phase.AMOUNT: _in_amount,
+    Phase.WAIT_CARD: _in_wait_card,
+    Phase.AUTHORIZING: _in_authorizing,
+    Phase.BUSY_WAIT: _in_busy_wait,
+    Phase.PRINTING: _in_printing,
+    Phase.RESULT: _in_result,
+    Phase.MENU: _in_menu,
+}
+
+__all__ = ["Phase", "State", "Now", "Sale", "step", "initial", "SaleStatus"]

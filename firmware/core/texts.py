@@ -1,0 +1,79 @@
+"""Every text the terminal shows or prints about a response code, and amount formatting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# host-interface.md section 5: code -> (display text, final?)
+RESPONSES: dict[str, tuple[str, bool]] = {
+    "00": ("APPROVED", True),
+    "01": ("CALL ISSUER", True),
+    "05": ("DECLINED", True),
+    "12": ("INVALID TRANSACTION", True),
+    "13": ("INVALID AMOUNT", True),
+    "14": ("INVALID CARD", True),
+    "25": ("DECLINED", True),
+    "30": ("FORMAT ERROR", True),
+    "41": ("DECLINED", True),
+    "43": ("DECLINED", True),
+    "51": ("DECLINED", True),
+    "54": ("EXPIRED CARD", True),
+    "55": ("INCORRECT PIN", True),
+    "57": ("NOT PERMITTED", True),
+    "91": ("HOST BUSY", False),
+    "95": ("BATCH OUT OF BALANCE", True),
+    "96": ("HOST BUSY", False),
+}
+
+# Reasons printed under DECLINED so the merchant can tell the customer why.
+REASONS: dict[str, str] = {
+    "05": "DO NOT HONOUR",
+    "41": "LOST CARD",
+    "43": "STOLEN CARD",
+    "51": "INSUFFICIENT FUNDS",
+}
+
+BUSY_CODES = frozenset({"91", "96"})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    headline: str  # first display row and receipt verdict
+    reason: str  # second line: a plain-words reason, may be ""
+    approved: bool
+
+
+def outcome(code: str) -> Outcome:
+    if code == "00":
+        return Outcome("APPROVED", "", True)
+    text, _ = RESPONSES.get(code, ("DECLINED", True))
+    reason = REASONS.get(code, "")
+    if code not in RESPONSES:
+        reason = f"RESPONSE {code}"
+    return Outcome(text, reason, False)
+
+
+def is_busy(code: str) -> bool:
+    return code in BUSY_CODES
+
+
+def money(amount: int, currency_code: str) -> str:
+    """Minor units to 'EUR 12.50'."""
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    return f"{currency_code} {sign}{amount // 100}.{amount % 100:02d}"
+
+
+def fit(text: str, width: int = 20) -> str:
+    return text[:width]
+
+
+def center(text: str, width: int = 20) -> str:
+    return text[:width].center(width).rstrip()
+
+
+def two_cols(left: str, right: str, width: int) -> str:
+    space = width - len(left) - len(right)
+    if space < 1:
+        return (left + " " + right)[:width]
+    return left + " " * space + right

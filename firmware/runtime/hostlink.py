@@ -1,0 +1,235 @@
+"""The host link: one persistent TCP (or TLS) connection to the acquirer host.
+
+host-interface.md section 1: 2-byte big-endian length framing, at most 2048
+bytes; the first message on every new connection is the sign-on (0800, 70=001);
+several requests may be outstanding and responses are matched by (41, 11, MTI
+class), never by order. A response matching nothing outstanding is logged and
+discarded (this is how a late 0210 dies). A bad frame, an undecodable message or
+an unknown MTI is a protocol error: the link closes and every outstanding
+request learns its outcome is unknown.
+
+`send()` either writes the whole frame or raises HostUnreachableError, which
+means "nothing was written". After a successful `send()`, `Pending.wait()` gives
+the response or raises ResponseTimeout / ConnectionLost / ProtocolError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+from firmware.config import HostConfig
+from firmware.core import iso
+from firmware.core.iso import Fields, Identity, MessageError
+from firmware.errors import HostError, HostUnreachableError, ProtocolError
+
+log = logging.getLogger("posterm.host")
+wire = logging.getLogger("posterm.wire.host")
+
+
+class ResponseTimeout(HostError):
+    pass
+
+
+class ConnectionLost(HostError):
+    pass
+
+
+Key = tuple[str, str, str]
+
+
+class Pending:
+    def __init__(self, link: "HostLink", key: Key, request: Fields) -> None:
+        self.link, self.key, self.request = link, key, request
+        self.future: asyncio.Future[Fields] = asyncio.get_running_loop().create_future()
+
+    async def wait(self, timeout: float) -> Fields:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.future), timeout)
+        except asyncio.TimeoutError:
+            raise ResponseTimeout(f"no answer to {self.request['t']} stan "
+                                  f"{self.request.get('11')} within {timeout:g} s") from None
+        finally:
+            self.link._forget(self)
+
+
+class HostLink:
+    def __init__(self, cfg: HostConfig, ident: Identity, allocate_stan: Callable[[], str],
+                 on_connected: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.cfg, self.ident = cfg, ident
+        self.allocate_stan = allocate_stan
+        self.on_connected = on_connected
+        self.address = f"{cfg.host}:{cfg.port}"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._outstanding: dict[Key, Pending] = {}
+        self._connect_lock = asyncio.Lock()
+        self._ssl = self._ssl_context() if cfg.tls else None
+        self.last_traffic = time.monotonic()
+        self.connected_at = 0.0
+        self.listeners: list[Callable[[bool, str], None]] = []  # (ok, reason) per attempt
+
+    # -- connection ------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.cfg.ca_file)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cfg.client_cert:
+                ctx.load_cert_chain(self.cfg.client_cert, self.cfg.client_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise HostError(f"TLS set-up failed (ca_file {self.cfg.ca_file}): {exc}") from None
+        return ctx
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing() and \
+            self._read_task is not None and not self._read_task.done()
+
+    async def ensure_connected(self) -> None:
+        async with self._connect_lock:
+            if self.connected:
+                return
+            await self._connect()
+        if self.on_connected is not None:
+            await self.on_connected()
+
+    async def _connect(self) -> None:
+        await self.close()
+        server_name = (self.cfg.server_name or self.cfg.host) if self._ssl else None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.cfg.host, self.cfg.port, ssl=self._ssl,
+                                        server_hostname=server_name),
+                self.cfg.connect_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            raise self._fail(f"host {self.address} refused: its TLS certificate is not "
+                             f"trusted ({exc.verify_message})")
+        except ssl.SSLError as exc:
+            raise self._fail(f"TLS handshake with host {self.address} failed: {exc.reason}")
+        except asyncio.TimeoutError:
+            raise self._fail(f"host {self.address}: no connection within "
+                             f"{self.cfg.connect_timeout:g} s")
+        except OSError as exc:
+            raise self._fail(f"host {self.address}: {exc.strerror or exc}")
+        self._reader, self._writer = reader, writer
+        self._read_task = asyncio.create_task(self._read_loop(reader, writer),
+                                              name="host-reader")
+        log.info("connected to host %s%s", self.address, " (TLS)" if self._ssl else "")
+        try:
+            stan = self.allocate_stan()
+            utc = datetime.now(timezone.utc)
+            answer = await self._exchange(iso.network(self.ident, code="001",
+                                                      stan=int(stan), utc=utc),
+                                          self.cfg.response_timeout)
+        except HostError as exc:
+            await self.close()
+            raise self._fail(f"sign-on to host {self.address} failed: {exc}")
+        if answer.get("39") != "00":
+            await self.close()
+            raise self._fail(f"sign-on to host {self.address} refused with code "
+                             f"{answer.get('39')}")
+        self.connected_at = time.monotonic()
+        log.info("signed on to host %s", self.address)
+        self._notify(True, "signed on")
+
+    def _fail(self, reason: str) -> HostUnreachableError:
+        log.warning("%s", reason)
+        self._notify(False, reason)
+        return HostUnreachableError(reason)
+
+    def _notify(self, ok: bool, reason: str) -> None:
+        for listener in self.listeners:
+            listener(ok, reason)
+
+    async def close(self) -> None:
+        writer, task = self._writer, self._read_task
+        self._writer = self._reader = None
+        self._read_task = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        if writer is not None:
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+                pass
+        self._fail_all(ConnectionLost("connection to the host closed"))
+
+    def _fail_all(self, exc: HostError) -> None:
+        pending, self._outstanding = self._outstanding, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    # -- messages --------------------------------------------------------------
+    async def send(self, doc: Fields) -> Pending:
+        """Write one request on a signed-on connection. Raises HostUnreachableError
+        when nothing was written."""
+        await self.ensure_connected()
+        return self._write(doc)
+
+    async def exchange(self, doc: Fields, timeout: float) -> Fields:
+        pending = await self.send(doc)
+        return await pending.wait(timeout)
+
+    async def _exchange(self, doc: Fields, timeout: float) -> Fields:
+        return await self._write(doc).wait(timeout)
+
+    def _write(self, doc: Fields) -> Pending:
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            raise self._fail(f"connection to host {self.address} is closed")
+        payload = iso.encode(doc)
+        key = iso.match_key(doc)
+        pending = Pending(self, key, doc)
+        try:
+            writer.write(iso.frame(payload))
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(f"write to host {self.address} failed: {exc}")
+        self._outstanding[key] = pending
+        self.last_traffic = time.monotonic()
+        wire.debug(">>> %s", iso.safe_summary(doc))
+        return pending
+
+    def _forget(self, pending: Pending) -> None:
+        if self._outstanding.get(pending.key) is pending:
+            del self._outstanding[pending.key]
+
+    async def _read_loop(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(2)
+                size = int.from_bytes(header, "big")
+                if not 0 < size <= iso.MAX_FRAME:
+                    raise ProtocolError(f"frame length {size} from host is out of range")
+                payload = await reader.readexactly(size)
+                self.last_traffic = time.monotonic()
+                try:
+                    doc = iso.decode(payload)
+                except MessageError as exc:
+                    raise ProtocolError(str(exc)) from None
+                if doc.get("t") not in iso.KNOWN_RESPONSES:
+                    raise ProtocolError(f"unknown MTI {doc.get('t')!r} from host")
+                wire.debug("<<< %s", iso.safe_summary(doc))
+                pending = self._outstanding.pop(iso.match_key(doc), None)
+                if pending is None or pending.future.done():
+                    log.warning("discarded a response that matches nothing outstanding: %s",
+                                iso.safe_summary(doc))
+                    continue
+                pending.future.set_result(doc)
+        except ProtocolError as exc:
+            log.error("protocol error on the host link: %s; closing", exc)
+            self._fail_all(exc)
+        except (asyncio.IncompleteReadError, OSError, ssl.SSLError) as exc:
+            log.warning("host connection lost: %s", exc.__class__.__name__)
+            self._fail_all(ConnectionLost("the connection to the host broke"))
+        finally:
+            writer.close()
+            if self._writer is writer:
+                self._writer = None

@@ -1,0 +1,89 @@
+"""Card data at rest: AES-256-GCM under a key kept in its own file.
+
+The key file is created on first start (mode 0600, readable only by the service
+user). A missing key file when sealed data exists, an unreadable file, or a key
+that does not open the stored data is a KeyStoreError that stops the firmware:
+it never re-keys silently, because that would orphan the stored sales.
+Each sealed value binds its record id as associated data, so a blob copied onto
+another record does not open.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from firmware.errors import KeyStoreError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+VERSION = b"\x01"
+
+
+class Vault:
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise KeyStoreError(f"key must be {KEY_BYTES} bytes, got {len(key)}")
+        self._aead = AESGCM(key)
+        self.created = False  # True when this start made a new key file
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool) -> "Vault":
+        """Load the key; create it only when `create` (no sealed data exists yet)."""
+        if not path.exists():
+            if not create:
+                raise KeyStoreError(
+                    f"key file {path} is missing but the journal holds encrypted card data: "
+                    "restore the key file (the stored sales cannot be read without it)")
+            vault = cls(_create_key(path))
+            vault.created = True
+            return vault
+        try:
+            mode = path.stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyStoreError(f"key file {path} is readable by others "
+                                    f"(mode {stat.S_IMODE(mode):o}): chmod 600 it")
+            key = path.read_bytes()
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read key file {path}: {exc.strerror}") from None
+        if len(key) != KEY_BYTES:
+            raise KeyStoreError(f"key file {path} is damaged: {len(key)} bytes, "
+                                f"expected {KEY_BYTES}")
+        return cls(key)
+
+    def seal(self, record: str, plaintext: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return VERSION + nonce + self._aead.encrypt(nonce, plaintext, record.encode())
+
+    def unseal(self, record: str, blob: bytes) -> bytes:
+        if len(blob) < 1 + NONCE_BYTES + 16 or blob[:1] != VERSION:
+            raise KeyStoreError(f"stored card data for {record} is damaged")
+        nonce, body = blob[1:1 + NONCE_BYTES], blob[1 + NONCE_BYTES:]
+        try:
+            return self._aead.decrypt(nonce, body, record.encode())
+        except InvalidTag:
+            raise KeyStoreError(f"the key does not open the stored card data of {record}: "
+                                "wrong key file?") from None
+
+
+def _create_key(path: Path) -> bytes:
+    key = AESGCM.generate_key(bit_length=256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return key
