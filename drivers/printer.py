@@ -1,0 +1,322 @@
+"""ESC/POS thermal receipt printer (58 mm, 32 columns in font A) via python-escpos 3.1.
+
+Connection by TCP (port 9100) or a serial line. python-escpos formats the
+text, styles and cut; the status exchange is done here, on the same
+connection, because escpos's own `query_status` neither drains stale bytes
+nor bounds the wait sensibly (a serial read of 16 bytes waits out the whole
+timeout every time).
+
+Status uses the real-time requests DLE EOT 1 (printer), 2 (offline cause) and
+4 (paper sensor); their answers always have bit 4 set. After the cut the driver
+sends GS r 1, which the printer answers only when it has processed everything
+before it (that answer has bit 4 clear). So `print_lines` returns only once the
+receipt is really out, and a fault in the middle of it is reported. Printers
+without GS r can be run with `confirm_print=False`.
+
+Importing escpos has side effects, handled in `_load_escpos`: its capabilities
+cache goes to ESCPOS_CAPABILITIES_PICKLE_DIR, which must be set before the first
+import; 3.1 still calls `tempfile.mkdtemp()` on every import even when that
+variable is set (the default argument of `environ.get` is evaluated anyway),
+and it calls `logging.basicConfig()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+
+from firmware.errors import PrinterError
+from firmware.ports import PrinterStatus
+
+log = logging.getLogger(__name__)
+wire = logging.getLogger("posterm.wire.printer")  # status bytes and sizes, never receipt text
+
+BIG = "\x00B"  # line prefix: print this line bold and double height
+COLUMNS = 32
+STATUS_TIMEOUT = 2.0  # at most, per real-time status request
+
+_DLE_EOT = b"\x10\x04"
+_GS_R_PAPER = b"\x1dr\x01"  # transmit paper sensor status, answered in sequence
+_PRINTER, _OFFLINE_CAUSE, _PAPER = 1, 2, 4
+
+_import_lock = threading.Lock()
+T = TypeVar("T")
+
+
+def _load_escpos(cache_dir: str) -> ModuleType:
+    """Import escpos.printer once, keeping its files inside `cache_dir`."""
+    with _import_lock:
+        if "escpos.printer" in sys.modules:
+            return sys.modules["escpos.printer"]
+        if "escpos.capabilities" in sys.modules:
+            log.warning("escpos was imported elsewhere first; its cache may be in a temp folder")
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            os.environ["ESCPOS_CAPABILITIES_PICKLE_DIR"] = cache_dir
+            scratch = tempfile.mkdtemp(prefix="escpos-import-", dir=cache_dir)
+        except OSError as exc:
+            raise PrinterError(f"printer: cannot use cache folder {cache_dir}: {exc}") from exc
+        root = logging.getLogger()
+        had_handlers = bool(root.handlers)
+        saved_tempdir = tempfile.tempdir
+        tempfile.tempdir = scratch  # the stray mkdtemp() lands here, then goes
+        try:
+            import escpos.exceptions  # noqa: F401
+            import escpos.printer
+        except Exception as exc:  # broken install, unwritable cache, missing yaml...
+            raise PrinterError(f"printer: cannot load python-escpos: {exc}") from exc
+        finally:
+            tempfile.tempdir = saved_tempdir
+            shutil.rmtree(scratch, ignore_errors=True)
+            if not had_handlers:  # logging belongs to the application, not to escpos
+                for handler in list(root.handlers):
+                    root.removeHandler(handler)
+        return escpos.printer
+
+
+class _Link:
+    """Byte access to the open socket or serial port, for status answers."""
+
+    def __init__(self, device: Any, timeout: float) -> None:
+        self._device = device
+        self._timeout = timeout
+        self._is_socket = isinstance(device, socket.socket)
+
+    def drain(self) -> None:
+        if not self._is_socket:
+            self._device.reset_input_buffer()
+            return
+        self._device.settimeout(0.0)  # with a timeout set, recv() would wait first
+        try:
+            while True:
+                try:
+                    chunk = self._device.recv(256)
+                except (BlockingIOError, InterruptedError):
+                    return
+                if not chunk:
+                    raise ConnectionError("the printer closed the connection")
+                log.debug("printer: drained %d stale bytes", len(chunk))
+        finally:
+            self._device.settimeout(self._timeout)
+
+    def read_byte(self, timeout: float) -> int | None:
+        """One byte, or None if nothing came within `timeout` seconds."""
+        timeout = max(timeout, 0.001)
+        try:
+            if self._is_socket:
+                self._device.settimeout(timeout)
+                try:
+                    data = self._device.recv(1)
+                except TimeoutError:
+                    return None
+                if not data:
+                    raise ConnectionError("the printer closed the connection")
+            else:
+                self._device.timeout = timeout
+                data = self._device.read(1)
+                if not data:
+                    return None
+        finally:
+            if self._is_socket:
+                self._device.settimeout(self._timeout)
+            else:
+                self._device.timeout = self._timeout
+        return data[0]
+
+
+class EscposPrinter:
+    """`PrinterPort` for an ESC/POS printer on TCP ("network") or a serial line ("serial")."""
+
+    def __init__(
+        self,
+        backend: str,
+        *,
+        host: str = "",
+        port: int = 9100,
+        device: str = "",
+        baudrate: int = 19200,
+        timeout: float = 2.0,
+        cache_dir: str,
+        confirm_print: bool = True,
+        print_timeout: float = 30.0,
+    ) -> None:
+        if backend not in ("network", "serial"):
+            raise PrinterError(f"printer: unknown backend {backend!r} (network or serial)")
+        self._backend = backend
+        self._host, self._port = host, port
+        self._device, self._baudrate = device, baudrate
+        self._timeout = timeout
+        self._cache_dir = cache_dir
+        self._confirm = confirm_print
+        self._print_timeout = print_timeout
+        self._status_timeout = min(timeout, STATUS_TIMEOUT)
+        self._printer: Any = None
+        self._link: _Link | None = None
+        self._printed_ack = False
+        self._lock = threading.RLock()
+
+    @property
+    def address(self) -> str:
+        if self._backend == "network":
+            return f"{self._host}:{self._port}"
+        return self._device
+
+    # -- PrinterPort ------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect; a second call reconnects. Raises PrinterError naming the address."""
+        with self._lock:
+            self._drop()
+            printers = _load_escpos(self._cache_dir)
+            from escpos.exceptions import DeviceNotFoundError
+
+            try:
+                if self._backend == "network":
+                    p = printers.Network(host=self._host, port=self._port, timeout=self._timeout)
+                else:
+                    p = printers.Serial(devfile=self._device, baudrate=self._baudrate,
+                                        timeout=self._timeout)
+                p.open()
+            except DeviceNotFoundError as exc:
+                cause = exc.__context__ or exc
+                raise PrinterError(f"printer: cannot connect to {self.address}: {cause}") from exc
+            except (OSError, ValueError) as exc:
+                raise PrinterError(f"printer: cannot connect to {self.address}: {exc}") from exc
+            self._printer = p
+            self._link = _Link(p.device, self._timeout)
+            log.info("printer: connected to %s", self.address)
+
+    def status(self) -> PrinterStatus:
+        with self._lock:
+            return self._guard("status request", self._read_status)
+
+    def print_lines(self, lines: Sequence[str]) -> None:
+        with self._lock:
+            status = self.status()
+            if not status.ready:
+                raise PrinterError(status.problem())
+            if status.paper_near_end:
+                log.warning("printer: paper near end")
+            self._guard("printing", lambda: self._send_receipt(lines))
+            if self._confirm:
+                self._guard("print confirmation", lambda: self._await_printed(len(lines)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- internals --------------------------------------------------------------
+
+    def _guard(self, what: str, action: Callable[[], T]) -> T:
+        """Run `action` connected; library and OS errors become PrinterError."""
+        if self._printer is None:
+            self.open()
+        from escpos.exceptions import Error as EscposError
+
+        try:
+            return action()
+        except PrinterError:
+            raise
+        except (OSError, EscposError, ValueError) as exc:
+            self._drop()  # reconnect on the next call
+            raise PrinterError(f"printer: {what} on {self.address} failed: {exc}") from exc
+
+    def _drop(self) -> None:
+        printer, self._printer, self._link = self._printer, None, None
+        if printer is not None:
+            try:
+                printer.close()
+            except Exception as exc:  # closing a dead connection: nothing left to do
+                log.debug("printer: close failed: %s", exc)
+
+    def _request(self, n: int, drain: bool = True) -> int:
+        """Send DLE EOT n and return its answer byte; stale input is drained first."""
+        assert self._printer is not None and self._link is not None
+        if drain:
+            self._link.drain()
+        self._printer._raw(_DLE_EOT + bytes([n]))
+        wire.debug(">>> DLE EOT %d", n)
+        answer = self._await_realtime_answer()
+        wire.debug("<<< 0x%02X", answer)
+        return answer
+
+    def _await_realtime_answer(self) -> int:
+        assert self._link is not None
+        deadline = time.monotonic() + self._status_timeout
+        while (left := deadline - time.monotonic()) > 0:
+            byte = self._link.read_byte(left)
+            if byte is None:
+                break
+            if byte & 0x93 == 0x12:  # bits 1 and 4 set, 0 and 7 clear: a DLE EOT answer
+                return byte
+            if byte & 0x90 == 0:  # a GS r answer overtaken by this request
+                wire.debug("<<< 0x%02X (GS r)", byte)
+                self._printed_ack = True
+            else:
+                log.warning("printer: unexpected status byte 0x%02X ignored", byte)
+        raise PrinterError(f"printer: no status answer within {self._status_timeout:g} s")
+
+    def _read_status(self, drain: bool = True) -> PrinterStatus:
+        printer = self._request(_PRINTER, drain)
+        cause = self._request(_OFFLINE_CAUSE, drain)
+        paper = self._request(_PAPER, drain)
+        return PrinterStatus(
+            online=not printer & 0x08,
+            cover_open=bool(cause & 0x04),
+            paper_out=paper & 0x60 == 0x60 or bool(cause & 0x20),
+            paper_near_end=paper & 0x0C == 0x0C,
+        )
+
+    def _send_receipt(self, lines: Sequence[str]) -> None:
+        p = self._printer
+        assert p is not None
+        p.hw("INIT")
+        p.set(align="left", font="a", bold=False, underline=0, normal_textsize=True)
+        for i, line in enumerate(lines):
+            big = line.startswith(BIG)
+            text = line[len(BIG):] if big else line
+            text = "".join(ch if ch >= " " else " " for ch in text)
+            if len(text) > COLUMNS:
+                log.warning("printer: line %d has %d characters, wider than %d", i, len(text),
+                            COLUMNS)
+            if big:
+                p.set(bold=True, double_height=True)
+            p.textln(text)
+            if big:
+                p.set(bold=False, normal_textsize=True)
+        p.cut()
+        wire.debug(">>> receipt of %d lines, cut", len(lines))
+        self._printed_ack = False
+        if self._confirm:
+            assert self._link is not None
+            self._link.drain()
+            p._raw(_GS_R_PAPER)
+
+    def _await_printed(self, line_count: int) -> None:
+        """Wait for the GS r answer; meanwhile make sure the printer is still working."""
+        assert self._link is not None
+        deadline = time.monotonic() + self._print_timeout
+        while not self._printed_ack:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PrinterError(
+                    f"printer: {line_count} lines sent but not confirmed printed "
+                    f"within {self._print_timeout:g} s"
+                )
+            byte = self._link.read_byte(min(left, 1.0))
+            if byte is not None and byte & 0x90 == 0:
+                wire.debug("<<< 0x%02X (GS r): printed", byte)
+                return
+            if byte is None:  # still printing, or stopped? Ask without draining.
+                status = self._read_status(drain=False)
+                if not status.ready:
+                    raise PrinterError(status.problem())

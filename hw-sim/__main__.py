@@ -1,0 +1,249 @@
+"""The `hwsim` command: run the simulator, or control a running one.
+
+    hwsim run --dir DIR [--tls] [--host-port N] [--external-host HOST:PORT] [--seed N]
+    hwsim ctl --dir DIR OP ...      (swipe, press, display, receipts, fault, ...)
+
+`run` serves until SIGINT or SIGTERM and logs to stderr. `ctl` sends one
+request over DIR/control.sock and prints the answer for a person, or as JSON
+with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hwsim.client import HwsimClient, HwsimError, HwsimUnavailable, draw_display
+
+log = logging.getLogger("hwsim")
+
+KEYS_HELP = "keys: 0-9 (or digit strings such as 1250), OK, CLEAR, CANCEL, F1-F4"
+BAD_KINDS = "track2_error, both_error, noise, partial, overlong"
+FAULT_KINDS = ("delay, late, swallow, drop_after_post, drop_before_read, busy, malformed, "
+               "decline, refuse, blackhole")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hwsim",
+        description="posterm's hardware and acquirer-host simulator. `hwsim run` starts it; "
+        "`hwsim ctl` drives a running one (swipe cards, press keys, read the display, "
+        "inject faults).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the simulator until SIGINT/SIGTERM",
+        description="Start the card reader (a pty), printer and acquirer host (TCP on "
+        "127.0.0.1), display, keypad and GPIO models and the control socket DIR/control.sock; "
+        "write DIR/hwsim.json and the firmware configuration DIR/posterm.toml.",
+    )  # fmt: skip
+    run.add_argument("--dir", required=True, help="state directory (created if missing)")
+    run.add_argument("--tls", action="store_true",
+                     help="serve the host over TLS with a test CA made in DIR/tls/")
+    run.add_argument("--host-port", type=int, default=0, metavar="N",
+                     help="TCP port of the simulated host (default: any free port)")
+    run.add_argument("--external-host", metavar="HOST:PORT",
+                     help="do not simulate the host: point the firmware at this one")
+    run.add_argument("--seed", type=int, metavar="N",
+                     help="seed the host's random choices (approval codes, references)")
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+
+    ctl = commands.add_parser(
+        "ctl", help="control a running simulator",
+        description="Send one request to the simulator running in DIR.",
+    )  # fmt: skip
+    ctl.add_argument("--dir", required=True, help="the directory given to `hwsim run`")
+    ctl.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    ops = ctl.add_subparsers(dest="op", required=True, metavar="OP")
+
+    swipe = ops.add_parser("swipe", help="swipe a card (or send raw or bad reader output)")
+    swipe.add_argument("pan", nargs="?", help="card number, e.g. 4761739001010010")
+    swipe.add_argument("--expiry", metavar="YYMM", help="expiry date (default 3012)")
+    swipe.add_argument("--service-code", metavar="SVC", help="3-digit service code")
+    swipe.add_argument("--raw", metavar="TEXT", help="send TEXT as the reader's output")
+    swipe.add_argument("--no-cr", action="store_true",
+                       help="with --raw: do not end the text with a carriage return")
+    swipe.add_argument("--bad", metavar="KIND", help=f"a bad read: {BAD_KINDS}")
+
+    press = ops.add_parser("press", help="press keys", description=KEYS_HELP)
+    press.add_argument("keys", nargs="+", metavar="KEY", help=KEYS_HELP)
+
+    ops.add_parser("display", help="show the 20x4 display")
+    receipts = ops.add_parser("receipts", help="print the receipts printed so far")
+    receipts.add_argument("--last", action="store_true", help="only the last receipt")
+    ops.add_parser("ledger", help="the host's ledger of processed messages")
+    ops.add_parser("messages", help="every message the host received")
+
+    fault = ops.add_parser("fault", help="inject a host fault", description=f"kinds: {FAULT_KINDS}")
+    fault.add_argument("kind", help=f"one of: {FAULT_KINDS}")
+    fault.add_argument("--count", type=int, default=1,
+                       help="how many messages or connections (0: until cleared; default 1)")
+    fault.add_argument("--mti", default="0200",
+                       help="message class: 0200, 0220, 0400, 0800 or * (default 0200)")
+    fault.add_argument("--seconds", type=float, help="for delay and late")
+    fault.add_argument("--code", help="response code, for busy and decline")
+    ops.add_parser("clear", help="clear all host faults")
+    ops.add_parser("down", help="take the host down (refuse and drop connections)")
+    ops.add_parser("up", help="bring the host back")
+
+    pfault = ops.add_parser("printer-fault", help="inject printer faults")
+    pfault.add_argument("--paper-out", action="store_true", help="paper runs out")
+    pfault.add_argument("--cover-open", action="store_true", help="cover is open")
+    pfault.add_argument("--near-end", action="store_true", help="paper is nearly used up")
+    pfault.add_argument("--offline", action="store_true", help="printer reports offline")
+    pfault.add_argument("--mute", action="store_true", help="no answers to status requests")
+    pfault.add_argument("--slow", type=float, metavar="S", help="take S seconds per job")
+    ops.add_parser("printer-clear", help="clear all printer faults")
+
+    gpio = ops.add_parser("gpio", help="pin levels and the output history")
+    gpio.add_argument("--set", nargs=2, type=int, metavar=("PIN", "LEVEL"),
+                      help="drive an input pin, e.g. --set 25 0 for a mains failure")
+    ops.add_parser("info", help="where the simulator's parts are (hwsim.json)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    return _ctl(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    from hwsim.control import StartError
+    from hwsim.sim import Simulator
+
+    async def serve() -> None:
+        sim = Simulator(args.dir, tls=args.tls, host_port=args.host_port,
+                        external_host=args.external_host, seed=args.seed)  # fmt: skip
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await sim.start()
+        try:
+            await stop.wait()
+        finally:
+            await sim.stop()
+
+    try:
+        asyncio.run(serve())
+    except (StartError, OSError, ValueError) as exc:
+        log.error("hwsim cannot run: %s", exc)
+        return 1
+    return 0
+
+
+def _ctl(args: argparse.Namespace) -> int:
+    client = HwsimClient.from_dir(args.dir)
+    try:
+        op, params, show = _request_for(args)
+        reply = client.request(op, **params)
+    except HwsimUnavailable:
+        print(f"hwsim is not running in {args.dir}: start it with `hwsim run --dir {args.dir}`",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except (HwsimError, ValueError) as exc:
+        print(f"hwsim: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        text = show(reply)
+        if text:
+            print(text)
+    return 0
+
+
+Show = Callable[[dict[str, Any]], str]
+
+
+def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any], Show]:
+    """The op, its parameters and how to show the answer, for a `ctl` command line."""
+    op = args.op
+    if op == "swipe":
+        if sum(x is not None for x in (args.pan, args.raw, args.bad)) != 1:
+            raise ValueError("swipe needs exactly one of PAN, --raw TEXT or --bad KIND")
+        if args.raw is not None:
+            params: dict[str, Any] = {"raw": args.raw if args.no_cr else args.raw + "\r"}
+        elif args.bad is not None:
+            params = {"bad": args.bad}
+        else:
+            params = {"pan": args.pan, "expiry": args.expiry, "service_code": args.service_code}
+        return "swipe", _given(params), lambda r: f"swiped ({r.get('bytes', 0)} bytes)"
+    if op == "press":
+        return "press", {"keys": args.keys}, lambda r: f"pressed ({r['listeners']} listener(s))"
+    if op == "display":
+        return "display", {}, lambda r: draw_display(r["rows"])
+    if op == "receipts":
+        return "receipts", {}, lambda r: _show_receipts(r, last=args.last)
+    if op == "fault":
+        params = {"kind": args.kind, "count": args.count, "mti": args.mti,
+                  "seconds": args.seconds, "code": args.code}  # fmt: skip
+        return "host_fault", _given(params), lambda r: f"fault {args.kind} set"
+    if op == "printer-fault":
+        params = {"paper_out": args.paper_out or None, "cover_open": args.cover_open or None,
+                  "paper_near_end": args.near_end or None, "offline": args.offline or None, "mute": args.mute or None,
+                  "slow_seconds": args.slow}  # fmt: skip
+        return "printer_fault", _given(params), lambda r: "printer fault set"
+    if op == "gpio" and args.set:
+        pin, level = args.set
+        return "gpio_set_input", {"pin": pin, "level": level}, lambda r: f"pin {pin} = {level}"
+    simple: dict[str, tuple[str, Show]] = {
+        "ledger": ("ledger", lambda r: _show_records(r["entries"], "the ledger is empty")),
+        "messages": ("messages", lambda r: _show_records(r["messages"], "no messages yet")),
+        "clear": ("host_clear", lambda r: "host faults cleared"),
+        "down": ("host_down", lambda r: "host is down"),
+        "up": ("host_up", lambda r: "host is up"),
+        "printer-clear": ("printer_clear", lambda r: "printer faults cleared"),
+        "gpio": ("gpio_state", _show_gpio),
+        "info": ("info", lambda r: "\n".join(f"{k}: {v}" for k, v in r.items())),
+    }
+    name, show = simple[op]
+    return name, {}, show
+
+
+def _given(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _show_receipts(reply: dict[str, Any], *, last: bool) -> str:
+    receipts: list[str] = reply["receipts"][-1:] if last else reply["receipts"]
+    parts = [f"--- receipt {i} ---\n{text}" for i, text in enumerate(receipts, 1)]
+    if reply.get("partial"):
+        parts.append(f"--- not cut yet ---\n{reply['partial']}")
+    return "\n".join(parts) if parts else "no receipts printed"
+
+
+def _show_records(records: list[dict[str, Any]], empty: str) -> str:
+    if not records:
+        return empty
+    return "\n".join(" ".join(f"{k}={v}" for k, v in rec.items()) for rec in records)
+
+
+def _show_gpio(reply: dict[str, Any]) -> str:
+    lines = []
+    for pin, p in reply["pins"].items():
+        pull = f", pull {p['pull']}" if p["pull"] != "off" else ""
+        lines.append(f"pin {pin}: {p['direction']}, level {p['level']}{pull}")
+    lines.append(f"online LED {'on' if reply['led_online'] else 'off'}, "
+                 f"mains {'present' if reply['power_ok'] else 'LOST'}")  # fmt: skip
+    recent = reply["history"][-10:]
+    if recent:
+        lines.append("recent output changes:")
+        lines += [f"  {h['t']:.3f} pin {h['pin']} -> {h['level']}" for h in recent]
+    return "\n".join(lines)
+
+if __name__ == "__main__":
+    sys.exit(main())

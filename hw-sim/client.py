@@ -1,0 +1,166 @@
+"""Python API to a running hwsim, for tests and scripts.
+
+`HwsimClient` sends one JSON-line request per call over the control socket
+(a fresh connection each time, so a restarted simulator is simply found again)
+and returns the answer's payload. An error answer raises `HwsimError`; a
+simulator that is not running raises `HwsimUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+SOCKET_NAME = "control.sock"
+
+
+class HwsimError(Exception):
+    """The simulator refused a request; the message says why."""
+
+
+class HwsimUnavailable(HwsimError):
+    """Nothing answers on the control socket: hwsim is not running there."""
+
+
+class HwsimClient:
+    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    @classmethod
+    def from_dir(cls, dirpath: str, timeout: float = 5.0) -> HwsimClient:
+        return cls(os.path.join(dirpath, SOCKET_NAME), timeout)
+
+    def request(self, op: str, **params: Any) -> dict[str, Any]:
+        """Send one request; the answer without its "ok" key, or HwsimError."""
+        line = json.dumps({"op": op, **params}, separators=(",", ":")).encode("utf-8") + b"\n"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(self.socket_path)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise HwsimUnavailable(
+                    f"hwsim is not running at {self.socket_path} ({exc.strerror})"
+                ) from None
+            sock.sendall(line)
+            answer = _read_line(sock)
+        except TimeoutError:
+            raise HwsimError(f"{op}: no answer from hwsim within {self.timeout:g} s") from None
+        finally:
+            sock.close()
+        if not answer:
+            raise HwsimError(f"{op}: hwsim closed the connection without answering")
+        try:
+            reply = json.loads(answer)
+        except ValueError:
+            raise HwsimError(f"{op}: hwsim answered something that is not JSON") from None
+        if not isinstance(reply, dict) or not reply.pop("ok", False):
+            reply = reply if isinstance(reply, dict) else {}
+            raise HwsimError(str(reply.get("error", "unknown error")))
+        return dict(reply)
+
+    # Cards, keys, screen, paper
+
+    def swipe(self, pan: str | None = None, *, expiry: str | None = None,
+              service_code: str | None = None, raw: str | None = None,
+              bad: str | None = None) -> int:  # fmt: skip
+        """Swipe a card, raw reader output, or a bad read; returns the bytes sent."""
+        given = [x for x in (pan, raw, bad) if x is not None]
+        if len(given) != 1:
+            raise ValueError("swipe needs exactly one of pan, raw or bad")
+        params = {"pan": pan, "expiry": expiry, "service_code": service_code, "raw": raw,
+                  "bad": bad}  # fmt: skip
+        reply = self.request("swipe", **{k: v for k, v in params.items() if v is not None})
+        return int(reply.get("bytes", 0))
+
+    def press(self, *keys: str) -> int:
+        """Press keys ("OK", "CLEAR", "F1", "1250"...); returns how many listeners got them."""
+        return int(self.request("press", keys=list(keys))["listeners"])
+
+    def display(self) -> list[str]:
+        return list(self.request("display")["rows"])
+
+    def wait_display(self, text: str, timeout: float = 10.0) -> list[str]:
+        """Poll until a display row contains `text`; the rows, or AssertionError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.display()
+            if any(text in row for row in rows):
+                return rows
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"display never showed {text!r} within {timeout:g} s; it shows:\n"
+                    + draw_display(rows)
+                )
+            time.sleep(0.05)
+
+    def receipts(self) -> list[str]:
+        return list(self.request("receipts")["receipts"])
+
+    def partial_receipt(self) -> str:
+        return str(self.request("receipts")["partial"])
+
+    def printer_fault(self, **kw: Any) -> None:
+        """paper_out, paper_near_end, cover_open, offline, mute (bools), slow_seconds (float)."""
+        self.request("printer_fault", **kw)
+
+    def printer_clear(self) -> None:
+        self.request("printer_clear")
+
+    # The acquirer host
+
+    def ledger(self) -> list[dict[str, Any]]:
+        return list(self.request("ledger")["entries"])
+
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.request("messages")["messages"])
+
+    def host_fault(self, kind: str, count: int = 1, mti: str = "0200", **params: Any) -> None:
+        self.request("host_fault", kind=kind, count=count, mti=mti, **params)
+
+    def host_clear(self) -> None:
+        self.request("host_clear")
+
+    def host_down(self) -> None:
+        self.request("host_down")
+
+    def host_up(self) -> None:
+        self.request("host_up")
+
+    def host_default(self, mti: str, code: str) -> None:
+        self.request("host_default", mti=mti, code=code)
+
+    # Pins and the rest
+
+    def gpio_state(self) -> dict[str, Any]:
+        return self.request("gpio_state")
+
+    def gpio_set_input(self, pin: int, level: int) -> None:
+        self.request("gpio_set_input", pin=pin, level=level)
+
+    def info(self) -> dict[str, Any]:
+        return self.request("info")
+
+
+def draw_display(rows: list[str], width: int = 20) -> str:
+    """The rows in a box, as a person sees the LCD."""
+    edge = "+" + "-" * width + "+"
+    body = [f"|{row[:width].ljust(width)}|" for row in rows]
+    return "\n".join([edge, *body, edge])
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            chunks.append(chunk[:newline])
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -1,0 +1,347 @@
+"""The control server: hwsim's one Unix socket, speaking JSON lines.
+
+Each request is one JSON object on one line, `{"op": "...", ...}`; each answer
+is `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. `ControlServer`
+frames, parses and dispatches to a table of handlers; `build_handlers` makes
+that table for a `Simulator`, each op a thin call into one of its parts. One op
+is special: after answering `keypad_listen`, the connection becomes a one-way
+stream of `{"event": [sec, usec, type, code, value]}` lines from the keypad
+model, until the client goes away.
+
+A malformed request gets an error answer and the connection stays usable; a
+failing handler is logged; a client that disconnects disturbs no one else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from hwsim.cards import bad_swipe, swipe_line
+from hwsim.keypad import KeypadSim
+
+if TYPE_CHECKING:
+    from hwsim.host import AcquirerHost
+    from hwsim.sim import Simulator
+
+log = logging.getLogger(__name__)
+
+Request = dict[str, Any]
+Reply = dict[str, Any]
+Handler = Callable[[Request], Reply | None | Awaitable[Reply | None]]
+
+MAX_LINE = 1 << 20
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
+class RequestError(ValueError):
+    """A request that cannot be carried out; its text goes back to the client."""
+
+
+class StartError(RuntimeError):
+    """The simulator cannot start here; the text says why and what to do."""
+
+
+def check_socket_path(path: str) -> None:
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise StartError(
+            f"control socket path is {len(os.fsencode(path))} bytes, longer than the "
+            f"{MAX_SOCKET_PATH} a Unix socket allows: use a shorter --dir ({path})"
+        )
+
+
+class ControlServer:
+    def __init__(self, handlers: Mapping[str, Handler], keypad: KeypadSim) -> None:
+        self._handlers = dict(handlers)
+        self._keypad = keypad
+        self._server: asyncio.Server | None = None
+        self._path = ""
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, path: str) -> None:
+        claim_socket_path(path)
+        self._path = path
+        self._server = await asyncio.start_unix_server(self._serve, path=path, limit=MAX_LINE)
+        log.info("control socket %s", path)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:
+                    await _send(writer, _error(f"request longer than {MAX_LINE} bytes"))
+                    break
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                request, problem = _parse(line)
+                if request is None:
+                    await _send(writer, _error(problem))
+                    continue
+                if request.get("op") == "keypad_listen":
+                    await self._stream_keys(reader, writer)
+                    break
+                await _send(writer, await self.dispatch(request))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away; nothing to tell it
+        except Exception:
+            log.exception("control connection failed")
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def dispatch(self, request: Request) -> Reply:
+        """Run one request's handler and build the answer; never raises."""
+        op = request.get("op")
+        if not isinstance(op, str) or not op:
+            return _error('a request needs an "op" string')
+        handler = self._handlers.get(op)
+        if handler is None:
+            known = ", ".join(sorted([*self._handlers, "keypad_listen"]))
+            return _error(f"unknown op {op!r}; known ops: {known}")
+        try:
+            result = handler(request)
+            if inspect.isawaitable(result):
+                result = await result
+        except (ValueError, TypeError) as exc:
+            log.info("%s refused: %s", op, exc)
+            return _error(str(exc))
+        except Exception as exc:
+            log.exception("%s failed", op)
+            return _error(f"{op} failed: {type(exc).__name__}: {exc}")
+        return {"ok": True, **(result or {})}
+
+    async def _stream_keys(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        queue = self._keypad.listen()
+        gone = asyncio.ensure_future(_until_eof(reader))
+        try:
+            await _send(writer, {"ok": True})
+            while True:
+                get = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    return
+                await _send(writer, {"event": get.result()})
+        finally:
+            self._keypad.unlisten(queue)
+            gone.cancel()
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(4096):
+            pass
+
+
+def _parse(line: bytes) -> tuple[Request | None, str]:
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "malformed request: not UTF-8"
+    except json.JSONDecodeError as exc:
+        return None, f"malformed request: not JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(request, dict):
+        return None, 'malformed request: expected a JSON object like {"op": "info"}'
+    return request, ""
+
+
+def _error(message: str) -> Reply:
+    return {"ok": False, "error": message}
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+async def _send(writer: asyncio.StreamWriter, reply: Reply) -> None:
+    data = json.dumps(reply, default=_jsonable, separators=(",", ":")) + "\n"
+    writer.write(data.encode("utf-8"))
+    await writer.drain()
+
+
+def claim_socket_path(path: str) -> None:
+    """Check the path fits and remove a socket left by a dead hwsim; refuse if one serves."""
+    check_socket_path(path)
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise StartError(f"another hwsim is already running with the socket {path}")
+
+
+# Request arguments, checked with a clear message.
+
+_MISSING: Any = object()
+
+
+def arg(request: Request, name: str, kind: type, default: Any = _MISSING) -> Any:
+    """`request[name]` if it is a `kind` (int accepted for float); else a RequestError."""
+    if name not in request or request[name] is None:
+        if default is _MISSING:
+            raise RequestError(f"{request.get('op')}: missing {name!r}")
+        return default
+    value = request[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RequestError(
+            f"{request.get('op')}: {name!r} must be {kind.__name__}, not {value!r}"
+        )
+    return value
+
+
+def arg_bytes(request: Request, name: str) -> list[int]:
+    """A list of byte values 0..255."""
+    data = arg(request, name, list)
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in data):
+        raise RequestError(f"{request.get('op')}: {name!r} must be a list of bytes (0..255)")
+    return data
+
+
+# The ops: what each request does to the simulator's parts.
+
+PRINTER_FAULT_KEYS = {"paper_out": bool, "cover_open": bool, "offline": bool, "mute": bool,
+                      "slow_seconds": float, "paper_near_end": bool}  # fmt: skip
+HOST_FAULT_FIXED = {"op", "kind", "count", "mti"}
+
+
+def build_handlers(sim: Simulator) -> dict[str, Handler]:
+    """The op table for a running simulator (`keypad_listen` is the server's own)."""
+
+    def host() -> AcquirerHost:
+        if sim.host is None:
+            where = "{}:{}".format(*sim.external) if sim.external else "none"
+            raise RequestError(f"no simulated host: the firmware uses an external host ({where})")
+        return sim.host
+
+    def i2c_write(r: Request) -> Reply:
+        sim.i2c.device(arg(r, "bus", int, 1), arg(r, "addr", int)).write(arg_bytes(r, "data"))
+        return {}
+
+    def i2c_read(r: Request) -> Reply:
+        addr, n = arg(r, "addr", int), arg(r, "n", int)
+        device = sim.i2c.device(arg(r, "bus", int, 1), addr)
+        if not 0 < n <= 32 or not hasattr(device, "read"):
+            raise RequestError(f"i2c_read: cannot read {n} bytes from the device at 0x{addr:02x}")
+        return {"data": device.read(arg(r, "reg", int), n)}
+
+    def gpio_setup(r: Request) -> Reply:
+        sim.gpio.setup(
+            arg(r, "pin", int), arg(r, "direction", str), pull=arg(r, "pull", str, "off"),
+            initial=arg(r, "initial", int, None), mode=arg(r, "mode", str, "BCM"),
+        )  # fmt: skip
+        return {}
+
+    def gpio_output(r: Request) -> Reply:
+        sim.gpio.output(arg(r, "pin", int), arg(r, "level", int), mode=arg(r, "mode", str, "BCM"))
+        return {}
+
+    def gpio_input(r: Request) -> Reply:
+        return {"level": sim.gpio.input(arg(r, "pin", int), mode=arg(r, "mode", str, "BCM"))}
+
+    def gpio_cleanup(r: Request) -> Reply:
+        sim.gpio.cleanup(arg(r, "pin", int, None), mode=arg(r, "mode", str, "BCM"))
+        return {}
+
+    def swipe(r: Request) -> Reply:
+        if r.get("raw") is not None:
+            try:
+                data = arg(r, "raw", str).encode("latin-1")
+            except UnicodeEncodeError:
+                raise RequestError("swipe: raw text must be Latin-1 (bytes 0..255)") from None
+        elif r.get("bad") is not None:
+            data = bad_swipe(arg(r, "bad", str))
+        else:
+            pan = arg(r, "pan", str)
+            data = swipe_line(pan, expiry=arg(r, "expiry", str, "3012"),
+                              service_code=arg(r, "service_code", str, None),
+                              name=arg(r, "name", str, "CARDHOLDER/TEST"))  # fmt: skip
+        sim.card_reader.write(data)
+        log.info("swipe: %d bytes to the card reader", len(data))  # never the track itself
+        return {"bytes": len(data)}
+
+    def press(r: Request) -> Reply:
+        keys = arg(r, "keys", list)
+        return {"listeners": sim.keypad.press(keys)}
+
+    def host_fault(r: Request) -> Reply:
+        params = {k: v for k, v in r.items() if k not in HOST_FAULT_FIXED}
+        host().add_fault(arg(r, "kind", str), count=arg(r, "count", int, 1),
+                         mti=arg(r, "mti", str, "0200"), **params)  # fmt: skip
+        return {}
+
+    async def host_updown(down: bool) -> Reply:
+        await host().set_down(down)
+        return {}
+
+    def printer_fault(r: Request) -> Reply:
+        unknown = set(r) - set(PRINTER_FAULT_KEYS) - {"op"}
+        if unknown:
+            raise RequestError(f"printer_fault: unknown {', '.join(sorted(unknown))}; "
+                               f"known: {', '.join(PRINTER_FAULT_KEYS)}")  # fmt: skip
+        kw = {k: arg(r, k, kind, None) for k, kind in PRINTER_FAULT_KEYS.items()}
+        sim.printer.set_fault(**{k: v for k, v in kw.items() if v is not None})
+        return {}
+
+    def gpio_set_input(r: Request) -> Reply:
+        sim.gpio.set_input(arg(r, "pin", int), arg(r, "level", int))
+        return {}
+
+    def host_default(r: Request) -> Reply:
+        host().set_default_answer(arg(r, "mti", str), arg(r, "code", str))
+        return {}
+
+    return {
+        "i2c_write": i2c_write, "i2c_read": i2c_read,
+        "gpio_setup": gpio_setup, "gpio_output": gpio_output, "gpio_input": gpio_input,
+        "gpio_cleanup": gpio_cleanup, "gpio_set_input": gpio_set_input,
+        "gpio_state": lambda r: sim.gpio.state(),
+        "swipe": swipe, "press": press,
+        "display": lambda r: {"rows": sim.lcd.rows()},
+        "receipts": lambda r: {"receipts": sim.printer.receipts(),
+                               "partial": sim.printer.partial()},
+        "printer_fault": printer_fault,
+        "printer_clear": lambda r: sim.printer.clear_faults(),
+        "ledger": lambda r: {"entries": host().ledger()},
+        "messages": lambda r: {"messages": host().messages()},
+        "host_fault": host_fault, "host_default": host_default,
+        "host_clear": lambda r: host().clear_faults(),
+        "host_down": lambda r: host_updown(True),
+        "host_up": lambda r: host_updown(False),
+        "info": lambda r: dict(sim.info),
+    }  # fmt: skip

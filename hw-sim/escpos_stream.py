@@ -1,0 +1,105 @@
+"""Decoder of the ESC/POS byte stream a receipt printer receives.
+
+`EscPosDecoder.feed` splits the stream into commands, each consumed with its
+parameter bytes (fixed lengths from the ESC/POS reference, counted or
+NUL-terminated data for tab stops, images and barcodes). A command that is not
+all there yet waits for the next `feed`. Runs of printable bytes become text,
+decoded in the code page chosen with ESC t.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
+# Bytes of parameters after ESC x / GS x / FS x / DLE x, for fixed-length commands.
+_ESC_PARAMS = {**dict.fromkeys(b"!-3EGJMRTUVadert%A+ =K{", 1), **dict.fromkeys(b"@2<LimS", 0),
+               **dict.fromkeys(b"$Bcf?\\", 2), ord("p"): 3, ord("W"): 8}
+_GS_PARAMS = {**dict.fromkeys(b"!BHIa|bfhwr", 1), **dict.fromkeys(b"LWP$\\", 2)}
+_FS_PARAMS = {**dict.fromkeys(b".&", 0), ord("C"): 1, ord("p"): 2, ord("S"): 2}
+_DLE_PARAMS = {0x04: 1, 0x05: 1, 0x14: 3}
+_CODEPAGES = {0: "cp437", 2: "cp850", 3: "cp860", 4: "cp863", 5: "cp865", 13: "cp857",
+              14: "cp737", 16: "cp1252", 17: "cp866", 18: "cp852", 19: "cp858"}
+
+
+@dataclass(frozen=True)
+class Command:
+    """One decoded unit of the stream: `name` is "text", "lf", "ESC x", "GS x"..."""
+
+    name: str
+    args: bytes = b""
+    text: str = ""
+
+
+class EscPosDecoder:
+    """Splits an ESC/POS byte stream into commands; keeps incomplete ones for later."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.codepage = 0
+
+    def feed(self, data: bytes) -> list[Command]:
+        self._buf += data
+        out: list[Command] = []
+        while self._buf:
+            size = self._command_size(self._buf)
+            if size is None:
+                break  # wait for the rest of the command
+            raw, self._buf = bytes(self._buf[:size]), self._buf[size:]
+            out.append(self._command(raw))
+        return out
+
+    def _command(self, raw: bytes) -> Command:
+        first = raw[0]
+        if first >= 0x20:
+            codec = _CODEPAGES.get(self.codepage, "cp437")
+            return Command("text", raw, raw.decode(codec, errors="replace"))
+        if first in (ESC, GS, FS, DLE):
+            name = {ESC: "ESC", GS: "GS", FS: "FS", DLE: "DLE"}[first] + " " + chr(raw[1])
+            if name == "ESC @":
+                self.codepage = 0
+            elif name == "ESC t":
+                self.codepage = raw[2]
+            return Command(name, raw[2:])
+        return Command({0x0A: "lf", 0x09: "ht", 0x0C: "lf"}.get(first, "ctl"), raw)
+
+    @staticmethod
+    def _command_size(buf: bytearray) -> int | None:
+        """Length of the command at the start of `buf`, None if it is not all there yet."""
+        first = buf[0]
+        if first >= 0x20:
+            end = next((i for i, b in enumerate(buf) if b < 0x20), len(buf))
+            return end
+        if first not in (ESC, GS, FS, DLE):
+            return 1
+        if len(buf) < 2:
+            return None
+        op, n = buf[1], len(buf)
+        table = {ESC: _ESC_PARAMS, GS: _GS_PARAMS, FS: _FS_PARAMS, DLE: _DLE_PARAMS}[first]
+        if op in table:
+            size = 2 + table[op]
+        elif first == ESC and op == ord("D"):  # tab stops, NUL-terminated
+            end = buf.find(0, 2)
+            size = end + 1 if end >= 0 else n + 1
+        elif first == ESC and op == ord("*"):  # bit image: m nL nH data
+            size = 5 if n < 5 else 5 + (buf[3] + 256 * buf[4]) * (1 if buf[2] < 2 else 3)
+        elif first == GS and op == ord("V"):  # cut: m, or m n for 65, 66, 97, 98, 103, 104
+            size = 3 if n < 3 else 3 + (buf[2] in (65, 66, 97, 98, 103, 104))
+        elif first == GS and op == ord("k"):  # barcode: m data NUL, or m n data
+            if n < 4:
+                return None
+            end = buf.find(0, 3)
+            size = (end + 1 if end >= 0 else n + 1) if buf[2] <= 6 else 4 + buf[3]
+        elif first == GS and op == ord("v"):  # raster: 0 m xL xH yL yH data
+            size = 8 if n < 8 else 8 + (buf[4] + 256 * buf[5]) * (buf[6] + 256 * buf[7])
+        elif first == GS and op == ord("("):  # GS ( fn pL pH data
+            size = 5 if n < 5 else 5 + buf[3] + 256 * buf[4]
+        elif first == GS and op == ord("8"):  # GS 8 L p1 p2 p3 p4 data
+            size = 7 if n < 7 else 7 + int.from_bytes(buf[3:7], "little")
+        else:
+            log.warning("printer sim: unknown command 0x%02X 0x%02X, skipped", first, op)
+            size = 2
+        return size if size <= n else None

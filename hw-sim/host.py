@@ -1,0 +1,301 @@
+"""The simulated acquirer host: a TCP (optionally TLS) server in hwsim's event loop.
+
+It speaks the host interface, version 1 (framing and codec in `hostproto`, the
+ledger and decision rules in `ledger`), and lets tests and people inject faults
+(`hostfaults`): delays, silence, dropped connections, garbage answers, refused
+connections, a host that is gone. Each request is processed as it arrives, in
+arrival order; its answer is delivered by a task of its own, so a delayed answer
+never holds back the others on the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import socket
+import ssl
+import struct
+import time
+from typing import Any
+
+from .hostfaults import Fault, FaultPlan
+from .hostproto import GARBAGE_PAYLOAD, FrameError, Message, decode, describe, encode, frame
+from .hostproto import read_frame
+from .ledger import Books
+
+log = logging.getLogger("hwsim.host")
+
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+class _Connection:
+    """One terminal connection: its writer, a write lock, its answer tasks."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.peer = str(writer.get_extra_info("peername"))
+        self.lock = asyncio.Lock()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    async def send(self, payload: bytes) -> bool:
+        if self.closed:
+            return False
+        try:
+            async with self.lock:
+                self.writer.write(frame(payload))
+                await self.writer.drain()
+        except (ConnectionError, OSError, ssl.SSLError, RuntimeError) as exc:
+            log.info("answer to %s not delivered: %s", self.peer, exc)
+            return False
+        return True
+
+    def close(self, reset: bool = False) -> None:
+        """Close (or reset) the connection and cancel its other answer tasks."""
+        if self.closed:
+            return
+        self.closed = True
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+        if reset:
+            _reset(self.writer)
+        else:
+            self.writer.transport.abort()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close so that the peer sees a reset: SO_LINGER 0, then close."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    writer.transport.abort()
+
+
+def server_tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    """The host's TLS context: server side, TLS 1.2 at least, this certificate and key."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class AcquirerHost:
+    """An acquirer host for tests and the bench, with a ledger and fault injection."""
+
+    def __init__(self, *, tls_cert: str | None = None, tls_key: str | None = None,
+                 rng_seed: int | None = None) -> None:
+        if tls_key is not None and tls_cert is None:
+            raise ValueError("tls_key given without tls_cert")
+        self._ssl = server_tls_context(tls_cert, tls_key) if tls_cert else None
+        self._books = Books(random.Random(rng_seed))
+        self._faults = FaultPlan()
+        self._messages: list[dict[str, Any]] = []
+        self._attempts = 0
+        self._server: asyncio.Server | None = None
+        self._bind_host = "127.0.0.1"
+        self._port = 0
+        self._down = False
+        self._connections: set[_Connection] = set()
+        self._serve_tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on host:port (0 picks a free port); return the bound port."""
+        if self._server is not None:
+            raise RuntimeError("acquirer host already started")
+        self._bind_host, self._port = host, port
+        self._down = False
+        await self._listen()
+        return self._port
+
+    async def stop(self) -> None:
+        """Stop listening, close every connection, cancel pending answers."""
+        self._down = True
+        await self._close_all()
+
+    async def set_down(self, down: bool) -> None:
+        """Down: close the listener and every connection. Up: listen on the same port."""
+        if down == self._down:
+            return
+        self._down = down
+        if down:
+            log.info("host going down: port %d closed", self._port)
+            await self._close_all()
+        else:
+            await self._listen()
+            log.info("host back up on port %d", self._port)
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_protocol, self._bind_host, self._port, ssl=self._ssl,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._ssl else None,
+            reuse_address=True,
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        log.info("acquirer host listening on %s:%d%s", self._bind_host, self._port,
+                 " (TLS)" if self._ssl else "")
+
+    async def _close_all(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        answers: list[asyncio.Task[None]] = []
+        for conn in list(self._connections):
+            answers.extend(conn.tasks)
+            conn.close()  # aborts the transport: its serve task sees the end of stream
+        if answers:
+            await asyncio.gather(*answers, return_exceptions=True)
+        serving = [t for t in self._serve_tasks if t is not asyncio.current_task()]
+        if serving:
+            _, stuck = await asyncio.wait(serving, timeout=2.0)
+            for task in stuck:
+                task.cancel()
+        if server is not None:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                log.warning("listener did not close within 2 s")
+
+    # -- control -----------------------------------------------------------
+    def ledger(self) -> list[dict[str, Any]]:
+        return self._books.entries()
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [dict(m) for m in self._messages]
+
+    def connection_attempts(self) -> int:
+        return self._attempts
+
+    def add_fault(self, kind: str, count: int = 1, mti: str = "0200", **params: Any) -> None:
+        fault = self._faults.add(kind, count, mti, **params)
+        log.info("fault added: %s x%s on %s %s", fault.kind, count or "until cleared",
+                 fault.mti, fault.params or "")
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        log.info("faults cleared")
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults still pending, for a control interface."""
+        return [{"kind": f.kind, "mti": f.mti, "remaining": 0 if f.unlimited else f.remaining,
+                 **f.params} for f in self._faults.pending()]
+
+    def set_default_answer(self, mti: str, code: str | None) -> None:
+        self._books.set_default_answer(mti, code)
+        log.info("default answer for %s: %s", mti, code or "normal")
+
+    # -- connections -------------------------------------------------------
+    def _new_protocol(self) -> asyncio.StreamReaderProtocol:
+        self._attempts += 1
+        refuse = self._faults.take_refuse()
+        reader = asyncio.StreamReader()
+        handler = functools.partial(self._serve, refuse=refuse)
+        return asyncio.StreamReaderProtocol(reader, handler)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     refuse: bool) -> None:
+        conn = _Connection(writer)
+        if refuse or self._down:
+            log.info("connection from %s reset%s", conn.peer, " (refuse fault)" if refuse else "")
+            conn.close(reset=True)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._serve_tasks.add(task)
+        self._connections.add(conn)
+        log.info("connection from %s", conn.peer)
+        try:
+            while not conn.closed:
+                try:
+                    payload = await read_frame(reader)
+                except FrameError as exc:
+                    log.warning("closing connection from %s: %s", conn.peer, exc)
+                    break
+                except (ConnectionError, OSError, ssl.SSLError) as exc:
+                    log.info("connection from %s lost: %s", conn.peer, exc)
+                    break
+                if payload is None:
+                    log.info("connection from %s closed by the terminal", conn.peer)
+                    break
+                if not self._on_frame(conn, payload):
+                    break
+        finally:
+            self._connections.discard(conn)
+            self._serve_tasks.discard(task)
+            conn.close()
+
+    def _on_frame(self, conn: _Connection, payload: bytes) -> bool:
+        """Handle one frame; False when the connection must close."""
+        if self._faults.take_blackhole():
+            try:
+                request: Message | None = decode(payload)
+            except FrameError:
+                request = None
+            self._record(request, fault="blackhole")
+            log.info("<<< %s discarded (blackhole)", describe(request) if request else "frame")
+            return True
+        try:
+            request = decode(payload)
+        except FrameError as exc:
+            log.warning("closing connection from %s: %s", conn.peer, exc)
+            return False
+        log.info("<<< %s", describe(request))
+        fault = self._faults.take_message_fault(request["t"])
+        record = self._record(request, fault=fault.kind if fault else None)
+        kind = fault.kind if fault else None
+        if kind == "drop_before_read":
+            log.info("connection from %s dropped before reading %s", conn.peer, request["t"])
+            return False
+        answer = self._decide(request, fault)
+        if kind == "swallow":
+            log.info("answer %s swallowed", describe(answer))
+            return True
+        if kind == "drop_after_post":
+            log.info("answer %s dropped with the connection", describe(answer))
+            return False
+        delay = fault.seconds if fault is not None and kind in ("delay", "late") else 0.0
+        task = asyncio.create_task(self._deliver(conn, answer, record, delay, kind == "malformed"))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+        return True
+
+    def _decide(self, request: Message, fault: Fault | None) -> Message:
+        if fault is not None and fault.kind == "busy":
+            return self._books.not_processed(request, fault.code)
+        forced = fault.code if fault is not None and fault.kind == "decline" else None
+        return self._books.answer(request, forced)
+
+    async def _deliver(self, conn: _Connection, answer: Message, record: dict[str, Any],
+                       delay: float, garbage: bool) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if garbage:
+            if await conn.send(GARBAGE_PAYLOAD):
+                log.info(">>> undecodable frame instead of %s (malformed)", describe(answer))
+            return
+        try:
+            payload = encode(answer)
+        except FrameError as exc:
+            log.error("closing connection from %s: %s", conn.peer, exc)
+            conn.close()
+            return
+        if await conn.send(payload):
+            record["code"] = answer["39"]
+            log.info(">>> %s", describe(answer))
+
+    def _record(self, request: Message | None, fault: str | None) -> dict[str, Any]:
+        request = request or {}
+        entry: dict[str, Any] = {
+            "mti": request.get("t"), "tid": request.get("41"), "stan": request.get("11"),
+            "f7": request.get("7"), "code": None, "time": time.time(), "fault": fault,
+        }
+        self._messages.append(entry)
+        return entry

@@ -1,0 +1,118 @@
+"""Fault injection for the simulated acquirer host.
+
+A `FaultPlan` holds the faults a test or a person asked for, in the order they
+were added. Message faults apply to the next `count` requests whose MTI class
+matches (`"0200"`, `"0400"` covers 0400/0401, `"0220"` covers 0220/0221,
+`"0800"`, `"*"` any); each request takes at most one, the oldest that matches.
+Connection faults ignore the MTI: `refuse` resets the next `count` connection
+attempts, `blackhole` silently discards the next `count` requests. A count of 0
+means "until cleared".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .hostproto import class_matches
+
+# kind -> (parameter name -> default, or None when the parameter is required)
+MESSAGE_FAULTS: Final[dict[str, dict[str, Any]]] = {
+    "delay": {"seconds": None},
+    "late": {"seconds": None},
+    "swallow": {},
+    "drop_after_post": {},
+    "drop_before_read": {},
+    "busy": {"code": "91"},
+    "malformed": {},
+    "decline": {"code": "05"},
+}
+CONNECTION_FAULTS: Final = frozenset({"refuse", "blackhole"})
+FAULT_KINDS: Final = frozenset(MESSAGE_FAULTS) | CONNECTION_FAULTS
+
+
+@dataclass
+class Fault:
+    """One requested fault; `remaining` 0 means unlimited."""
+
+    kind: str
+    mti: str
+    remaining: int
+    params: dict[str, Any] = field(default_factory=dict)
+    unlimited: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return float(self.params.get("seconds", 0.0))
+
+    @property
+    def code(self) -> str:
+        return str(self.params.get("code", ""))
+
+
+def make_fault(kind: str, count: int, mti: str, params: dict[str, Any]) -> Fault:
+    """Validate a fault request; ValueError with a specific message if it is wrong."""
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(sorted(FAULT_KINDS))}")
+    if count < 0:
+        raise ValueError(f"fault count must be 0 (until cleared) or more, got {count}")
+    if mti != "*" and (len(mti) != 4 or not mti.isdigit()):
+        raise ValueError(f"fault MTI must be 4 digits or '*', got {mti!r}")
+    allowed = MESSAGE_FAULTS.get(kind, {})
+    unknown = set(params) - set(allowed)
+    if unknown:
+        raise ValueError(f"fault {kind!r} takes no parameter(s) {', '.join(sorted(unknown))}")
+    resolved: dict[str, Any] = {}
+    for name, default in allowed.items():
+        value = params.get(name, default)
+        if value is None:
+            raise ValueError(f"fault {kind!r} needs {name}=")
+        resolved[name] = value
+    if "seconds" in resolved and float(resolved["seconds"]) < 0:
+        raise ValueError(f"fault {kind!r}: seconds must not be negative")
+    if kind == "busy" and resolved["code"] not in ("91", "96"):
+        raise ValueError(f"fault 'busy' takes code 91 or 96, got {resolved['code']!r}")
+    if "code" in resolved and len(str(resolved["code"])) != 2:
+        raise ValueError(f"fault {kind!r}: code must be 2 characters")
+    return Fault(kind=kind, mti=mti, remaining=count, params=resolved, unlimited=count == 0)
+
+
+class FaultPlan:
+    """The pending faults, consumed as requests and connections arrive."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+
+    def add(self, kind: str, count: int = 1, mti: str = "0200", **params: Any) -> Fault:
+        fault = make_fault(kind, count, mti, params)
+        self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        return list(self._faults)
+
+    def take_refuse(self) -> bool:
+        """Whether the connection attempt now arriving must be reset."""
+        return self._take(lambda f: f.kind == "refuse") is not None
+
+    def take_blackhole(self) -> bool:
+        """Whether the request now arriving must be discarded unanswered."""
+        return self._take(lambda f: f.kind == "blackhole") is not None
+
+    def take_message_fault(self, mti: str) -> Fault | None:
+        """The message fault for a request of `mti`, if one is pending."""
+        return self._take(lambda f: f.kind in MESSAGE_FAULTS and class_matches(f.mti, mti))
+
+    def _take(self, wanted: Callable[[Fault], bool]) -> Fault | None:
+        for fault in self._faults:
+            if wanted(fault):
+                if not fault.unlimited:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                return fault
+        return None

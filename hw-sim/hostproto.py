@@ -1,0 +1,142 @@
+"""Wire format of the simulated acquirer host: framing, ISO 8583 codec, MTI rules.
+
+Everything here follows the host interface, version 1, sections 1 and 2: a 2-byte
+big-endian length before each message (1 to 2048 bytes), ISO 8583:1987 encoded as
+`iso8583.specs.default` of pyiso8583 4.x describes it. Nothing here does I/O
+except `read_frame`, which reads one frame from an asyncio stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Final
+
+import iso8583
+import iso8583.specs
+from iso8583.decoder import DecodeError
+from iso8583.encoder import EncodeError
+
+Message = dict[str, str]
+
+MAX_FRAME: Final = 2048
+SPEC: Final = iso8583.specs.default
+
+# The requests the host understands; anything else is a protocol error.
+KNOWN_MTIS: Final = frozenset({"0200", "0220", "0221", "0400", "0401", "0500", "0800"})
+
+# Fields every response copies from its request, where the request has them.
+ECHOED_FIELDS: Final = ("3", "4", "7", "11", "41", "42", "49", "70")
+
+# Fields that must never appear in a log line or a record in clear.
+SECRET_FIELDS: Final = frozenset({"2", "35", "52"})
+
+# A frame of valid length whose content no ISO 8583 decoder accepts: the MTI
+# is not ASCII.
+GARBAGE_PAYLOAD: Final = b"\xff\xfe\xfd\xfc" + b"\x00" * 12
+
+
+class FrameError(Exception):
+    """A frame or message that breaks the host interface; the connection must close."""
+
+
+def frame(payload: bytes) -> bytes:
+    """Prefix a message with its 2-byte big-endian length."""
+    if not 0 < len(payload) <= MAX_FRAME:
+        raise FrameError(f"message of {len(payload)} bytes cannot be framed")
+    return struct.pack(">H", len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+    """Read one frame's payload; None at a clean end of stream.
+
+    Raises FrameError for a length of 0 or above MAX_FRAME, or a stream that ends
+    inside a frame.
+    """
+    try:
+        header = await reader.readexactly(2)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise FrameError("stream ended inside a frame header") from exc
+    (length,) = struct.unpack(">H", header)
+    if length == 0 or length > MAX_FRAME:
+        raise FrameError(f"frame length {length} outside 1..{MAX_FRAME}")
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise FrameError(f"stream ended after {len(exc.partial)} of {length} bytes") from exc
+
+
+def decode(payload: bytes) -> Message:
+    """Decode one message; FrameError (without card data) if it cannot be decoded."""
+    try:
+        doc, _ = iso8583.decode(bytearray(payload), SPEC)
+    except DecodeError as exc:
+        # DecodeError's text names the field and position, never the data.
+        where = f"field {exc.field}, pos {exc.pos}"
+        raise FrameError(f"undecodable message: {exc.msg} ({where})") from None
+    except (ValueError, TypeError, IndexError) as exc:
+        raise FrameError(f"undecodable message: {type(exc).__name__}") from None
+    mti = doc.get("t", "")
+    if mti not in KNOWN_MTIS:
+        raise FrameError(f"unknown MTI {mti!r}")
+    return {k: v for k, v in doc.items() if k not in ("p", "1")}
+
+
+def encode(message: Message) -> bytes:
+    """Encode one message (bitmaps are added by the encoder)."""
+    doc = dict(message)
+    try:
+        raw, _ = iso8583.encode(doc, SPEC)
+    except EncodeError as exc:
+        raise FrameError(f"cannot encode response: {exc.msg} (field {exc.field})") from None
+    return bytes(raw)
+
+
+def mti_class(mti: str) -> str:
+    """The request class an MTI belongs to: '0221' -> '0220', '0401' -> '0400'."""
+    return mti[:3] + "0"
+
+
+def response_mti(mti: str) -> str:
+    """The response MTI for a request MTI: '0200' -> '0210', '0221' -> '0230'."""
+    return mti[:2] + str(int(mti[2]) + 1) + "0"
+
+
+def class_matches(pattern: str, mti: str) -> bool:
+    """Whether a fault's MTI pattern ('0200', '0400', '*') covers a request MTI."""
+    return pattern == "*" or mti_class(pattern) == mti_class(mti)
+
+
+def response(request: Message, code: str, extra: Message | None = None) -> Message:
+    """A response to `request`: its echoed fields, field 39 and `extra` fields."""
+    msg: Message = {"t": response_mti(request["t"])}
+    for field in ECHOED_FIELDS:
+        if field in request:
+            msg[field] = request[field]
+    if extra:
+        msg.update(extra)
+    msg["39"] = code
+    return msg
+
+
+def mask_pan(pan: str) -> str:
+    """First 6 and last 4 digits, the rest as '*'. Short values are fully masked."""
+    if len(pan) < 13:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def key_of(message: Message) -> tuple[str, str, str]:
+    """The idempotency key (41, 11, 7) of a message; missing fields are ''."""
+    return (message.get("41", ""), message.get("11", ""), message.get("7", ""))
+
+
+def describe(message: Message) -> str:
+    """A log-safe one-line summary: MTI, STAN, terminal, code. No card data."""
+    parts = [message.get("t", "????"), f"stan={message.get('11', '-')}"]
+    parts.append(f"tid={message.get('41', '-')!r}")
+    if "39" in message:
+        parts.append(f"code={message['39']}")
+    return " ".join(parts)

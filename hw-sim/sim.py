@@ -1,0 +1,267 @@
+"""The simulator: composes hwsim's device models, the acquirer host and the control server.
+
+`Simulator.start` brings every part up on the same wires a terminal uses (a
+pty for the card reader, TCP for the printer and the host, the control socket
+for the I2C, GPIO and keypad stand-ins), then writes `hwsim.json` (where
+everything is) and `posterm.toml` (the firmware configuration pointing at it),
+and only then logs "hwsim ready". `stop` takes it all down again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from hwsim.cardreader import CardReaderSim
+from hwsim.control import ControlServer, StartError, build_handlers, claim_socket_path
+from hwsim.fwconfig import TomlValue, render_config
+from hwsim.gpio import GpioSim
+from hwsim.host import AcquirerHost
+from hwsim.keypad import KeypadSim
+from hwsim.lcd import Hd44780Sim
+from hwsim.printer import PrinterSim
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+LCD_BUS = 1
+LCD_ADDRESS = 0x27
+
+
+class I2cBus:
+    """The I2C devices by (bus, address); an empty address answers like a NACK."""
+
+    def __init__(self) -> None:
+        self._devices: dict[tuple[int, int], Any] = {}
+
+    def attach(self, bus: int, addr: int, device: Any) -> None:
+        self._devices[(bus, addr)] = device
+
+    def device(self, bus: int, addr: int) -> Any:
+        found = self._devices.get((bus, addr))
+        if found is None:
+            raise ValueError(f"no I2C device at 0x{addr:02x} on bus {bus}")
+        return found
+
+
+class Pcf8574Lcd:
+    """The PCF8574 expander in front of the HD44780: bytes written go to the LCD model."""
+
+    def __init__(self, lcd: Hd44780Sim) -> None:
+        self.lcd = lcd
+        self._port = 0xFF
+
+    def write(self, data: list[int]) -> None:
+        if data:
+            self._port = data[-1]
+            self.lcd.feed(bytes(data))
+
+    def read(self, reg: int, n: int) -> list[int]:
+        # A read returns the port pins, which follow the last byte written.
+        return [self._port] * n
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StartError(f"--external-host must be HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class Simulator:
+    def __init__(
+        self,
+        dirpath: str,
+        *,
+        tls: bool = False,
+        host_port: int = 0,
+        external_host: str | None = None,
+        seed: int | None = None,
+        config_overrides: Mapping[str, Mapping[str, TomlValue]] | None = None,
+    ) -> None:
+        self.dir = os.path.abspath(dirpath)
+        self.tls = tls
+        self.host_port = host_port
+        self.external = parse_host_port(external_host) if external_host else None
+        self.seed = seed
+        self.config_overrides = config_overrides
+        self.socket_path = os.path.join(self.dir, "control.sock")
+        self.info_path = os.path.join(self.dir, "hwsim.json")
+        self.config_path = os.path.join(self.dir, "posterm.toml")
+        self.card_reader = CardReaderSim()
+        self.printer = PrinterSim()
+        self.lcd = Hd44780Sim()
+        self.keypad = KeypadSim()
+        self.gpio = GpioSim()
+        self.i2c = I2cBus()
+        self.i2c.attach(LCD_BUS, LCD_ADDRESS, Pcf8574Lcd(self.lcd))
+        self.host: AcquirerHost | None = None
+        self.control: ControlServer | None = None
+        self.info: dict[str, Any] = {}
+        self._reader_open = False
+        self._printer_started = False
+        self._wrote_info = False
+
+    async def start(self) -> dict[str, Any]:
+        """Start every part; returns the info also written to hwsim.json."""
+        os.makedirs(self.dir, exist_ok=True)
+        claim_socket_path(self.socket_path)  # before touching anything of another hwsim
+        _remove(self.info_path)  # whoever waits for it must see the new one
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> dict[str, Any]:
+        pty = self.card_reader.open()
+        self._reader_open = True
+        printer_port = await self.printer.start(LOOPBACK, 0)
+        self._printer_started = True
+        tls_files: dict[str, str] = {}
+        if self.external is not None:
+            host, host_port = self.external
+        else:
+            if self.tls:
+                tls_files = ensure_tls_files(os.path.join(self.dir, "tls"))
+            self.host = AcquirerHost(
+                tls_cert=tls_files.get("cert"), tls_key=tls_files.get("key"), rng_seed=self.seed
+            )
+            host, host_port = LOOPBACK, await self.host.start(LOOPBACK, self.host_port)
+        self.info = {
+            "dir": self.dir,
+            "card_reader": pty,
+            "printer_host": LOOPBACK,
+            "printer_port": printer_port,
+            "host": host,
+            "host_port": host_port,
+            "external_host": self.external is not None,
+            "tls": self.tls,
+            "ca_file": tls_files.get("ca", ""),
+            "server_name": "",  # the certificate also names 127.0.0.1
+            "display": {"bus": LCD_BUS, "address": LCD_ADDRESS},
+            "control_socket": self.socket_path,
+            "config": self.config_path,
+            "pid": os.getpid(),
+        }
+        self.control = ControlServer(build_handlers(self), self.keypad)
+        await self.control.start(self.socket_path)
+        config = render_config(
+            self.info, state_dir=os.path.join(self.dir, "state"), overrides=self.config_overrides
+        )
+        _write_atomic(self.config_path, config)
+        _write_atomic(self.info_path, json.dumps(self.info, indent=2) + "\n")
+        self._wrote_info = True
+        log.info(
+            "hwsim ready in %s: card reader %s, printer port %d, host %s:%d%s",
+            self.dir, pty, printer_port, host, host_port, " (TLS)" if self.tls else "",
+        )  # fmt: skip
+        return self.info
+
+    async def stop(self) -> None:
+        """Stop every part that started; safe to call more than once."""
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
+        if self._wrote_info:
+            _remove(self.info_path)
+            self._wrote_info = False
+        if self.host is not None:
+            await self.host.stop()
+            self.host = None
+        if self._printer_started:
+            await self.printer.stop()
+            self._printer_started = False
+        if self._reader_open:
+            self.card_reader.close()
+            self._reader_open = False
+        log.info("hwsim stopped")
+
+
+def ensure_tls_files(tls_dir: str) -> dict[str, str]:
+    """A test CA and a server certificate for 127.0.0.1/localhost in `tls_dir`.
+
+    Files already there are kept, so a firmware that trusts the CA keeps working
+    across simulator restarts. Returns the paths: "ca", "cert", "key".
+    """
+    paths = {name: os.path.join(tls_dir, f"{name}.pem") for name in ("ca", "cert", "key")}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    os.makedirs(tls_dir, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posterm hwsim test CA")])
+    ca = (
+        _cert_builder(ca_name, ca_name, ca_key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    cert = (
+        _cert_builder(subject, ca_name, key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    _write_atomic(paths["ca"], ca.public_bytes(pem).decode())
+    _write_atomic(paths["cert"], cert.public_bytes(pem).decode())
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    _write_atomic(paths["key"], key_pem)
+    os.chmod(paths["key"], 0o600)
+    log.info("made a test CA and server certificate in %s", tls_dir)
+    return paths
+
+
+def _cert_builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+    now: datetime.datetime,
+) -> x509.CertificateBuilder:  # fmt: skip
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+    )
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
+        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,107 @@
+"""Show a sale happen: start hwsim and posterm, key an amount, swipe a card, print the receipt.
+
+Run it with `./run demo`. Everything runs on this machine: hwsim simulates the
+keypad, card reader, display, printer, GPIO and the acquirer host; posterm is the
+real firmware, talking to them through the same wires as on a terminal.
+Options: --amount 12.50, --pan 4761739001010010, --keep (leave both running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hwsim.client import HwsimClient, draw_display  # noqa: E402
+from hwsim.fwconfig import render_config  # noqa: E402
+
+
+def step(title: str, hw: HwsimClient) -> None:
+    print(f"\n== {title}")
+    print(draw_display(hw.display()))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--amount", default="12.50")
+    parser.add_argument("--pan", default="4761739001010010")
+    parser.add_argument("--dir", default=str(ROOT / "run-state" / "demo"))
+    parser.add_argument("--keep", action="store_true", help="leave hwsim and posterm running")
+    args = parser.parse_args()
+
+    base = pathlib.Path(args.dir)
+    sim_dir, state_dir = base / "hwsim", base / "state"
+    base.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    sim = subprocess.Popen([sys.executable, "-m", "hwsim", "run", "--dir", str(sim_dir)],
+                           env=env, stderr=open(base / "hwsim.log", "w"))
+    fw = None
+    try:
+        info_path = sim_dir / "hwsim.json"
+        for _ in range(400):
+            if info_path.exists():
+                break
+            time.sleep(0.05)
+        info = json.loads(info_path.read_text())
+        config = base / "posterm.toml"
+        config.write_text(render_config(info, state_dir=str(state_dir)))
+        print(f"hwsim running in {sim_dir}; firmware configuration {config}")
+        log_path = base / "posterm.log"
+        fw = subprocess.Popen([sys.executable, "-m", "firmware", "--config", str(config)],
+                              env=env, stderr=open(log_path, "w"))
+        hw = HwsimClient.from_dir(str(sim_dir))
+        for _ in range(400):
+            if "posterm ready" in log_path.read_text():
+                break
+            if fw.poll() is not None:
+                print(log_path.read_text())
+                return 1
+            time.sleep(0.05)
+        hw.wait_display("ENTER AMOUNT")
+        step("terminal idle", hw)
+        digits = args.amount.replace(".", "").lstrip("0")
+        hw.press(digits)
+        step(f"keyed {args.amount}", hw)
+        hw.press("OK")
+        hw.wait_display("SWIPE CARD")
+        step("amount confirmed: waiting for the card", hw)
+        hw.swipe(args.pan)
+        print(f"\n(swiped test card {args.pan[:6]}...{args.pan[-4:]})")
+        hw.wait_display("AUTH", timeout=40)
+        step("host answered", hw)
+        for _ in range(100):
+            if hw.receipts():
+                break
+            time.sleep(0.1)
+        print("\n== printed receipt")
+        for receipt in hw.receipts()[-1:]:
+            print("+" + "-" * 34 + "+")
+            for line in receipt.splitlines():
+                print(f"| {line:<32} |")
+            print("+" + "-" * 34 + "+")
+        entry = hw.ledger()[-1]
+        print(f"\n== host ledger: stan {entry['stan']} amount {entry['amount']} "
+              f"charged={entry['charged']} approval {entry['approval']}")
+        print(f"\nlogs: {log_path}  {base / 'hwsim.log'}")
+        if args.keep:
+            print(f"left running; try: .venv/bin/hwsim ctl --dir {sim_dir} display")
+            return 0
+        return 0
+    finally:
+        if not args.keep:
+            for proc in (fw, sim):
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

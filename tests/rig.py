@@ -1,0 +1,180 @@
+"""End-to-end rig: hwsim and the firmware as two real processes, driven like a person would.
+
+    with Rig(tmp_path) as rig:
+        rig.start()                       # hwsim, then posterm against it
+        rig.sale("1250", "4761739001010010")
+        rig.hw.wait_display("APPROVED")
+
+The firmware's stderr goes to `rig.log_path`; `rig.restart()` waits for the new
+process's "posterm ready" line. The simulator keeps its state (paper, ledger)
+across firmware restarts, as real hardware would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from hwsim.client import HwsimClient
+from hwsim.fwconfig import render_config
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FAST = {
+    "timeouts": {"result": 1.0, "busy_backoff": 0.1, "sale_budget": 8.0},
+    "host": {"connect_timeout": 2.0, "response_timeout": 2.0, "repeat_backoff_base": 0.2,
+             "repeat_backoff_cap": 1.0},
+}
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(ROOT / ".cache" / "escpos")
+    env.pop("POSTERM_FAILPOINT", None)
+    env.update(extra or {})
+    return env
+
+
+class Rig:
+    def __init__(self, tmp: pathlib.Path, *, tls: bool = False,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self.tmp = tmp
+        self.sim_dir = tmp / "hwsim"
+        self.state_dir = tmp / "state"
+        self.tls = tls
+        self.overrides = {k: dict(v) for k, v in FAST.items()}
+        for table, keys in (overrides or {}).items():
+            self.overrides.setdefault(table, {}).update(keys)
+        self.sim: subprocess.Popen[bytes] | None = None
+        self.fw: subprocess.Popen[bytes] | None = None
+        self.log_path = tmp / "posterm.log"
+        self.config_path = tmp / "posterm.toml"
+        self.info: dict[str, Any] = {}
+        self._hw: HwsimClient | None = None
+        self._ready_seen = 0
+
+    # -- processes ------------------------------------------------------------
+    def start_sim(self) -> None:
+        args = [sys.executable, "-m", "hwsim", "run", "--dir", str(self.sim_dir), "--seed", "7"]
+        if self.tls:
+            args.append("--tls")
+        self.sim = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
+                                    stderr=open(self.tmp / "hwsim.log", "ab"))
+        info_path = self.sim_dir / "hwsim.json"
+        deadline = time.monotonic() + 20
+        while not info_path.exists():
+            if self.sim.poll() is not None:
+                raise RuntimeError("hwsim died:\n" + (self.tmp / "hwsim.log").read_text())
+            if time.monotonic() > deadline:
+                raise RuntimeError("hwsim did not start")
+            time.sleep(0.05)
+        self.info = json.loads(info_path.read_text())
+        self._hw = HwsimClient.from_dir(str(self.sim_dir))
+
+    def write_config(self, **extra: dict[str, Any]) -> pathlib.Path:
+        overrides = {k: dict(v) for k, v in self.overrides.items()}
+        for table, keys in extra.items():
+            overrides.setdefault(table, {}).update(keys)
+        self.config_path.write_text(render_config(self.info, state_dir=str(self.state_dir),
+                                                  overrides=overrides))
+        return self.config_path
+
+    def start_fw(self, *, failpoint: str | None = None, wait: bool = True) -> None:
+        if not self.config_path.exists():
+            self.write_config()
+        env = _env({"POSTERM_FAILPOINT": failpoint} if failpoint else None)
+        self.fw = subprocess.Popen(
+            [sys.executable, "-m", "firmware", "--config", str(self.config_path)],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"))
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        want = self._ready_seen + 1
+        deadline = time.monotonic() + timeout
+        while self.log().count("posterm ready") < want:
+            if self.fw is not None and self.fw.poll() is not None:
+                raise RuntimeError(f"posterm exited with {self.fw.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("posterm did not become ready:\n" + self.log())
+            time.sleep(0.05)
+        self._ready_seen = want
+
+    def start(self) -> "Rig":
+        self.start_sim()
+        self.start_fw()
+        return self
+
+    def kill_fw(self, sig: int = signal.SIGKILL) -> int:
+        assert self.fw is not None
+        if self.fw.poll() is None:
+            self.fw.send_signal(sig)
+        code = self.fw.wait(timeout=15)
+        return code
+
+    def wait_fw_exit(self, timeout: float = 20.0) -> int:
+        assert self.fw is not None
+        return self.fw.wait(timeout=timeout)
+
+    def restart_fw(self, *, failpoint: str | None = None) -> None:
+        if self.fw is not None and self.fw.poll() is None:
+            self.kill_fw(signal.SIGTERM)
+        self.start_fw(failpoint=failpoint)
+
+    def stop(self) -> None:
+        for proc in (self.fw, self.sim):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def __enter__(self) -> "Rig":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- people ---------------------------------------------------------------
+    @property
+    def hw(self) -> HwsimClient:
+        assert self._hw is not None, "start the simulator first"
+        return self._hw
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def key_amount(self, digits: str) -> None:
+        self.hw.press(digits)
+        self.hw.press("OK")
+        self.hw.wait_display("SWIPE CARD")
+
+    def sale(self, digits: str, pan: str = "4761739001010010", **swipe: Any) -> None:
+        self.hw.wait_display("ENTER AMOUNT")
+        self.key_amount(digits)
+        self.hw.swipe(pan, **swipe)
+
+    def wait_idle(self, timeout: float = 20.0) -> list[str]:
+        return self.hw.wait_display("ENTER AMOUNT", timeout=timeout)
+
+    def wait_receipts(self, count: int, timeout: float = 10.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            receipts = self.hw.receipts()
+            if len(receipts) >= count:
+                return receipts
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} receipts, got {receipts!r}")
+            time.sleep(0.05)
+
+    @property
+    def journal_path(self) -> pathlib.Path:
+        return self.state_dir / "journal.sqlite3"

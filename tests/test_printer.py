@@ -1,0 +1,324 @@
+"""The real EscposPrinter driver against the printer model, over TCP and over a pty."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import selectors
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drivers.printer import BIG, EscposPrinter, _load_escpos
+from firmware.errors import PrinterError
+from hwsim.escpos_stream import EscPosDecoder
+from hwsim.printer import PrintedLine, PrinterSim
+
+RECEIPT = [
+    "        POSTERM TEST SHOP",
+    "12 HIGH STREET",
+    "",
+    "VISA          476173******0010",
+    BIG + "SALE        EUR 12.50",
+    "AUTH 123456   RRN 000000000042",
+    "",
+    "      THANK YOU",
+]
+EXPECTED = "\n".join(line.removeprefix(BIG).rstrip() for line in RECEIPT)
+
+
+class SimThread:
+    """A PrinterSim served by an event loop in a background thread."""
+
+    def __init__(self) -> None:
+        self.sim = PrinterSim()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = self.call(self.sim.start("127.0.0.1", 0))
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def restart(self) -> None:
+        self.call(self.sim.stop())
+        self.call(self.sim.start("127.0.0.1", self.port))
+
+    def close(self) -> None:
+        self.call(self.sim.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture()
+def served() -> Iterator[SimThread]:
+    st_ = SimThread()
+    yield st_
+    st_.close()
+
+
+def driver(port: int, tmp_path: Path, **kw: Any) -> EscposPrinter:
+    return EscposPrinter("network", host="127.0.0.1", port=port, cache_dir=str(tmp_path / "c"),
+                         **kw)
+
+
+def test_printed_lines_come_back_as_a_receipt(served: SimThread, tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    p.open()
+    assert p.status().ready
+    p.print_lines(RECEIPT)
+    # print_lines returns only once the printer confirmed: no waiting needed.
+    assert served.sim.receipts() == [EXPECTED]
+    assert served.sim.partial() == ""
+    lines = served.sim.receipt_lines()[0]
+    assert lines[4] == PrintedLine("SALE        EUR 12.50", bold=True, double_height=True)
+    assert not any(line.bold or line.double_height for i, line in enumerate(lines) if i != 4)
+    p.print_lines(["SECOND"])
+    assert served.sim.receipts() == [EXPECTED, "SECOND"]
+    p.close()
+
+
+def test_print_opens_the_connection_itself(served: SimThread, tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    p.print_lines(["NO EXPLICIT OPEN"])
+    assert served.sim.receipts() == ["NO EXPLICIT OPEN"]
+    p.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("paper_out", "PAPER OUT"), ("cover_open", "PRINTER COVER OPEN"),
+     ("offline", "PRINTER OFFLINE")],
+)
+def test_faults_refuse_to_print(served: SimThread, tmp_path: Path, fault: str,
+                                message: str) -> None:
+    p = driver(served.port, tmp_path)
+    served.sim.set_fault(**{fault: True})
+    status = p.status()
+    assert not status.ready and status.problem() == message
+    with pytest.raises(PrinterError, match=f"^{message}$"):
+        p.print_lines(RECEIPT)
+    assert served.sim.receipts() == [] and served.sim.partial() == ""
+    served.sim.clear_faults()
+    p.print_lines(["AFTER"])
+    assert served.sim.receipts() == ["AFTER"]
+    p.close()
+
+
+def test_paper_near_end_still_prints(served: SimThread, tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    served.sim.set_fault(paper_near_end=True)
+    status = p.status()
+    assert status.ready and status.paper_near_end
+    p.print_lines(["LOW PAPER"])
+    assert served.sim.receipts() == ["LOW PAPER"]
+    p.close()
+
+
+def test_mute_printer_gives_an_error_within_2_seconds(served: SimThread, tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    p.open()
+    served.sim.set_fault(mute=True)
+    start = time.monotonic()
+    with pytest.raises(PrinterError, match="no status answer within 2 s"):
+        p.print_lines(RECEIPT)
+    assert 1.5 < time.monotonic() - start < 3.0
+    assert served.sim.receipts() == []
+    served.sim.clear_faults()
+    p.print_lines(["BACK"])
+    assert served.sim.receipts() == ["BACK"]
+    p.close()
+
+
+def test_printer_not_listening_names_the_address(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    p = driver(port, tmp_path)
+    start = time.monotonic()
+    with pytest.raises(PrinterError, match=f"127.0.0.1:{port}"):
+        p.print_lines(["X"])
+    with pytest.raises(PrinterError, match=f"cannot connect to 127.0.0.1:{port}"):
+        p.open()
+    assert time.monotonic() - start < 2
+
+
+def test_a_broken_connection_is_reopened_on_the_next_call(served: SimThread,
+                                                         tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    p.print_lines(["ONE"])
+    served.restart()  # the printer was power-cycled: the connection is gone
+    with pytest.raises(PrinterError, match="closed the connection"):
+        p.status()
+    p.print_lines(["TWO"])
+    assert served.sim.receipts() == ["ONE", "TWO"]
+    p.close()
+
+
+def test_slow_printing_is_waited_for_and_paper_out_midway_is_reported(
+        served: SimThread, tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    served.sim.set_fault(slow_seconds=0.05)
+    start = time.monotonic()
+    p.print_lines([f"LINE {i}" for i in range(6)])
+    # 6 lines and the 6-line feed before the cut, 0.05 s each
+    assert time.monotonic() - start >= 0.55
+    assert served.sim.receipts()[-1] == "\n".join(f"LINE {i}" for i in range(6))
+
+    served.sim.set_fault(slow_seconds=0.2)
+    timer = threading.Timer(0.5, lambda: served.sim.set_fault(paper_out=True))
+    timer.start()
+    with pytest.raises(PrinterError, match="^PAPER OUT$"):
+        p.print_lines([f"ROW {i}" for i in range(20)])
+    timer.join()
+    assert len(served.sim.receipts()) == 1  # never cut
+    assert served.sim.partial().startswith("ROW 0\nROW 1")
+    p.close()
+
+
+def test_lines_wider_than_32_columns_wrap_on_paper(served: SimThread, tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    p.print_lines(["A" * 40])
+    assert served.sim.receipts() == ["A" * 32 + "\n" + "A" * 8]
+    p.close()
+
+
+def test_unknown_backend_and_missing_serial_port(tmp_path: Path) -> None:
+    with pytest.raises(PrinterError, match="unknown backend"):
+        EscposPrinter("usb", cache_dir=str(tmp_path))
+    p = EscposPrinter("serial", device="/dev/ttyNOPE9", cache_dir=str(tmp_path))
+    with pytest.raises(PrinterError, match="/dev/ttyNOPE9"):
+        p.open()
+
+
+def test_serial_backend_through_a_pty(served: SimThread, tmp_path: Path) -> None:
+    """A pty stands in for the serial cable; a relay joins it to the TCP model."""
+    master, slave = pty.openpty()
+    os.set_blocking(master, False)
+    tcp = socket.create_connection(("127.0.0.1", served.port))
+    tcp.setblocking(False)
+    stop = threading.Event()
+
+    def relay() -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(master, selectors.EVENT_READ)
+        sel.register(tcp, selectors.EVENT_READ)
+        while not stop.is_set():
+            for key, _ in sel.select(0.05):
+                try:
+                    if key.fileobj == master:
+                        tcp.sendall(os.read(master, 4096))
+                    else:
+                        os.write(master, tcp.recv(4096))
+                except (BlockingIOError, OSError):
+                    pass
+
+    t = threading.Thread(target=relay, daemon=True)
+    t.start()
+    try:
+        p = EscposPrinter("serial", device=os.ttyname(slave), baudrate=19200,
+                          cache_dir=str(tmp_path))
+        p.print_lines(["OVER SERIAL"])
+        assert served.sim.receipts() == ["OVER SERIAL"]
+        served.sim.set_fault(cover_open=True)
+        with pytest.raises(PrinterError, match="PRINTER COVER OPEN"):
+            p.print_lines(["NO"])
+        p.close()
+    finally:
+        stop.set()
+        t.join(2)
+        tcp.close()
+        os.close(master)
+        os.close(slave)
+
+
+def _escpos_bytes(tmp_path: Path) -> bytes:
+    printers = _load_escpos(str(tmp_path / "c"))
+    d = printers.Dummy()
+    d.hw("INIT")
+    d.set(align="center", font="a", bold=True, double_height=True, underline=1)
+    d.textln("Grüße — 12,50 €")
+    d.set_with_default()
+    d.block_text("some text that is long enough to need wrapping here", columns=20)
+    d.control("HT")
+    d.line_spacing(30)
+    d.line_spacing()
+    d.barcode("4006381333931", "EAN13")
+    d.cut()
+    d.cut(mode="PART")
+    d.cut(feed=False)
+    return bytes(d.output)
+
+
+@pytest.fixture(scope="module")
+def escpos_stream(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return _escpos_bytes(tmp_path_factory.mktemp("escpos"))
+
+
+def test_decoder_consumes_what_python_escpos_emits(escpos_stream: bytes) -> None:
+    commands = EscPosDecoder().feed(escpos_stream)
+    names = [c.name for c in commands]
+    assert names.count("GS V") == 3
+    assert names[-1] == "GS V"
+    text = "".join(c.text for c in commands if c.name == "text")
+    assert "Grüße" in text and "€" in text
+    # A wrong parameter length would turn parameter bytes into bogus commands.
+    assert set(names) == {
+        "ESC !", "ESC -", "ESC 2", "ESC 3", "ESC @", "ESC D", "ESC E", "ESC M", "ESC a",
+        "ESC d", "ESC t", "ESC {", "GS B", "GS H", "GS V", "GS b", "GS f", "GS h", "GS k",
+        "GS w", "lf", "text",
+    }
+    assert [c.args for c in commands if c.name == "GS V"] == [b"\x00", b"\x01", b"B\x00"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=400), max_size=12))
+def test_decoder_is_independent_of_how_the_stream_is_split(escpos_stream: bytes,
+                                                           cuts: list[int]) -> None:
+    data = escpos_stream
+    whole = EscPosDecoder().feed(data)
+    split = EscPosDecoder()
+    pieces, pos = [], 0
+    for cut in sorted(cuts):
+        pieces.append(data[pos:cut])
+        pos = max(pos, cut)
+    pieces.append(data[pos:])
+    got = [c for piece in pieces for c in split.feed(piece)]
+    merged: list[Any] = []
+    for c in got:  # a text run split in two arrives as two text commands
+        if merged and c.name == "text" and merged[-1].name == "text":
+            merged[-1] = type(c)("text", merged[-1].args + c.args, merged[-1].text + c.text)
+        else:
+            merged.append(c)
+    assert merged == whole
+
+
+def test_escpos_import_keeps_its_files_in_the_cache_folder(tmp_path: Path) -> None:
+    """python-escpos 3.1 calls mkdtemp() on import even with the cache folder set."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    cache = tmp_path / "cache"
+    code = textwrap.dedent(f"""
+        import logging, tempfile
+        from drivers.printer import _load_escpos
+        _load_escpos({str(cache)!r})
+        assert tempfile.tempdir is None or tempfile.tempdir == {str(tmp)!r}, tempfile.tempdir
+        assert not logging.getLogger().handlers, logging.getLogger().handlers
+    """)
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("ESCPOS_CAPABILITIES_PICKLE_DIR", None)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+    assert list(tmp.iterdir()) == []
+    assert [f.name.endswith(".capabilities.pickle") for f in cache.iterdir()] == [True]
