@@ -69,6 +69,7 @@ def main() -> int:
         step("terminal idle", hw)
         digits = args.amount.replace(".", "").lstrip("0")
         hw.press(digits)
+        hw.wait_display(f"EUR {int(digits) // 100}.{int(digits) % 100:02d}")
         step(f"keyed {args.amount}", hw)
         hw.press("OK")
         hw.wait_display("SWIPE CARD")

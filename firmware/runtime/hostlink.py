@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -115,7 +116,8 @@ class HostLink:
             raise self._fail(f"host {self.address}: no connection within "
                              f"{self.cfg.connect_timeout:g} s")
         except OSError as exc:
-            raise self._fail(f"host {self.address}: {exc.strerror or exc}")
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise self._fail(f"host {self.address}: cannot connect: {why}")
         self._reader, self._writer = reader, writer
         self._read_task = asyncio.create_task(self._read_loop(reader, writer),
                                               name="host-reader")
