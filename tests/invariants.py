@@ -44,6 +44,7 @@ def pending(journal_path: Path) -> int:
         except sqlite3.OperationalError:
             pass
         n += db.execute("SELECT count(*) FROM sales WHERE status='AUTHORIZING'").fetchone()[0]
+        n += db.execute("SELECT count(*) FROM attempts WHERE state='sending'").fetchone()[0]
         return int(n)
     finally:
         db.close()
