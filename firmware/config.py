@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from firmware.core.iso import Identity
+from firmware.core.link import LinkPolicy
 from firmware.core.model import CoreConfig
+from firmware.core.risk import OfflineRules
 from firmware.errors import ConfigError
 
 
@@ -50,6 +52,7 @@ class Config:
     display: DeviceConfig
     gpio: DeviceConfig
     log_level: str = "INFO"
+    link: LinkPolicy = LinkPolicy()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -128,7 +131,7 @@ def load(path: str | Path) -> Config:
 
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
           path: Path = Path("posterm.toml")) -> Config:
-    known = {"terminal", "timeouts", "host", "log", *BACKENDS}
+    known = {"terminal", "timeouts", "host", "log", "offline", *BACKENDS}
     for name in data:
         if name not in known:
             raise ConfigError(f"{source}: [{name}]: unknown table")
@@ -189,15 +192,35 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
                    {"DEBUG", "INFO", "WARNING", "ERROR"}, what="must be DEBUG, INFO, WARNING or ERROR")
     lg.finish()
 
+    o = _Table(source, "offline", data.get("offline", {}))
+    money_ok = {"check": lambda v: v >= 0, "what": "must be an amount in minor units, 0 or more"}
+    offline = OfflineRules(
+        enabled=o.get("enabled", bool, True),
+        floor_limit=o.get("floor_limit", int, 5000, **money_ok),
+        total_limit=o.get("total_limit", int, 50000, **money_ok),
+        max_count=o.get("max_count", int, 20, check=lambda v: v >= 0,
+                        what="must be 0 or more"),
+        max_age_hours=o.get("max_age_hours", float, 24.0, **pos),
+        blocked_bins=tuple(o.get("blocked_bins", list, [], check=lambda v: all(
+            isinstance(b, str) and len(b) == 6 and b.isdigit() for b in v),
+            what="must be a list of 6-digit BIN strings")),
+    )
+    link = LinkPolicy(
+        down_after=o.get("down_after", int, 3, check=lambda v: v >= 1, what="must be 1 or more"),
+        probe_base=o.get("probe_base", float, 5.0, **pos),
+        probe_cap=o.get("probe_cap", float, 120.0, **pos),
+    )
+    o.finish()
+
     devices = {dev: _device(source, dev, data.get(dev)) for dev in BACKENDS}
     core = CoreConfig(
         identity=Identity(tid, mid, currency), merchant_name=name, address=tuple(address),
         currency_code=currency_code, max_amount=max_amount, amount_timeout=amount_to,
         card_timeout=card_to, result_timeout=result_to, busy_retries=busy_retries,
-        busy_backoff=busy_backoff, sale_budget=sale_budget,
+        busy_backoff=busy_backoff, sale_budget=sale_budget, offline=offline,
     )
     return Config(path=path, core=core, host=host, state_dir=Path(state_dir),
-                  log_level=level.upper(), raw=data, **devices)
+                  log_level=level.upper(), link=link, raw=data, **devices)
 
 
 def _device(source: str, name: str, data: Any) -> DeviceConfig:

@@ -29,6 +29,7 @@ FAST = {
     "timeouts": {"result": 1.0, "busy_backoff": 0.1, "sale_budget": 8.0},
     "host": {"connect_timeout": 2.0, "response_timeout": 2.0, "repeat_backoff_base": 0.2,
              "repeat_backoff_cap": 1.0},
+    "offline": {"probe_base": 0.3, "probe_cap": 1.0},
 }
 
 
@@ -161,6 +162,17 @@ class Rig:
         self.hw.wait_display("ENTER AMOUNT")
         self.key_amount(digits)
         self.hw.swipe(pan, **swipe)
+
+    def wait_online(self, timeout: float = 20.0) -> None:
+        """Wait until the idle screen no longer shows the OFFLINE indicator."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.hw.display()
+            if "ENTER AMOUNT" in " ".join(rows) and "OFFLINE" not in rows[0]:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"terminal still offline: {rows}")
+            time.sleep(0.05)
 
     def wait_idle(self, timeout: float = 20.0) -> list[str]:
         return self.hw.wait_display("ENTER AMOUNT", timeout=timeout)

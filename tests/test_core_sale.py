@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from firmware.core.card import CardData
-from firmware.core.effects import Authorize, CloseSale, Print, Show, StartTimer
+from firmware.core.effects import (
+    Authorize, CloseSale, DecideOffline, Print, PrintReport, Show, StartTimer,
+)
 from firmware.core.events import (
     CardReadFailed, CardSwiped, HostAnswered, HostBusy, HostOutcomeUnknown, KeyPressed,
-    PrintFinished, SaleClosed, TimerFired,
+    LinkChanged, OfflineDecided, PrintFinished, QueueChanged, TimerFired,
 )
+from firmware.core.risk import OfflineRules, QueueStats
 from firmware.core.iso import Identity
 from firmware.core.model import CoreConfig, SaleRecord, SaleStatus
 from firmware.core.sale import Now, Phase, State, initial, step
@@ -48,9 +51,11 @@ def shown(effects: list[object]) -> str:
 
 
 def record(status: str, code: str = "00", **kw: object) -> SaleRecord:
+    fields: dict[str, object] = {"approval": "123456", "rrn": "000000000001", "stan": "000001"}
+    fields.update(kw)
     return SaleRecord(sale_id=7, kind="purchase", amount=1250, pan_masked="476173******0010",
-                      local=T0, status=status, response_code=code, approval="123456",
-                      rrn="000000000001", stan="000001", **kw)  # type: ignore[arg-type]
+                      local=T0, status=status, response_code=code,
+                      **fields)  # type: ignore[arg-type]
 
 
 def to_card_wait() -> State:
@@ -170,16 +175,71 @@ def test_busy_retries_with_backoff_then_gives_up() -> None:
         auth = [e for e in eff if isinstance(e, Authorize)]
         assert auth and auth[0].sale_id == 7
     st, eff = run(st, HostBusy(7, "host answered 96"), mono=2.0)
-    assert [e for e in eff if isinstance(e, CloseSale)] == [CloseSale(7, "HOST UNAVAILABLE")]
+    decide = [e for e in eff if isinstance(e, DecideOffline)]
+    assert len(decide) == 1 and decide[0].sale_id == 7 and decide[0].approved
+    assert decide[0].reason == "WITHIN OFFLINE LIMITS"
+
+
+def test_busy_host_without_offline_ends_the_sale() -> None:
+    cfg = replace(CFG, offline=OfflineRules(enabled=False))
+    st, _ = initial(cfg)
+    st, _ = run(st, *keys("1250", "OK"), CardSwiped(CARD))
+    for _ in range(3):
+        st, eff = run(st, HostBusy(7, "91"), mono=1.0)
+        if st.phase == Phase.BUSY_WAIT:
+            st, eff = run(st, TimerFired("phase", st.token), mono=1.0)
+    decide = [e for e in eff if isinstance(e, DecideOffline)]
+    assert decide == [DecideOffline(decide[0].request, 7, False, "HOST UNAVAILABLE")]
     closed = record(SaleStatus.FAILED, "", reason="HOST UNAVAILABLE")
-    st, eff = run(st, SaleClosed(closed))
+    st, eff = run(st, OfflineDecided(closed))
     assert st.phase == Phase.RESULT and "HOST UNAVAILABLE" in shown(eff)
+    assert "NOT COMPLETED" in shown(eff)
+
+
+def test_link_down_goes_straight_to_offline_approval() -> None:
+    st, _ = run(to_card_wait(), LinkChanged("DOWN"))
+    st, eff = run(st, CardSwiped(CARD))
+    assert not any(isinstance(e, Authorize) for e in eff)
+    decide = [e for e in eff if isinstance(e, DecideOffline)]
+    assert decide and decide[0].approved and decide[0].sale_id is None
+    rec = record(SaleStatus.OFFLINE_APPROVED, "", approval="Y30007")
+    st, eff = run(st, OfflineDecided(rec))
+    assert "APPROVED OFFLINE" in shown(eff)
+    text = "\n".join([e for e in eff if isinstance(e, Print)][0].lines)
+    assert "OFFLINE" in text and "Y30007" in text
+
+
+def test_offline_refusal_names_its_rule() -> None:
+    st, _ = initial(CFG)
+    st, _ = run(st, LinkChanged("DOWN"), QueueChanged(QueueStats(count=20, total=100)))
+    st, _ = run(st, *keys("1250", "OK"))
+    st, eff = run(st, CardSwiped(CARD))
+    decide = [e for e in eff if isinstance(e, DecideOffline)][0]
+    assert not decide.approved and decide.reason == "OFFLINE COUNT FULL"
+
+
+def test_unknown_outcome_is_never_approved_offline() -> None:
+    st, _ = run(to_card_wait(), CardSwiped(CARD))
+    st, eff = run(st, HostOutcomeUnknown(record(SaleStatus.NOT_COMPLETED), "timeout"))
+    assert not any(isinstance(e, DecideOffline) for e in eff)
+
+
+def test_status_screen_and_report() -> None:
+    st, _ = initial(CFG)
+    stats = QueueStats(count=3, total=4500, oldest=T0 - timedelta(minutes=42), refused=1)
+    st, _ = run(st, LinkChanged("DOWN"), QueueChanged(stats), KeyPressed("F1"))
+    st, eff = run(st, KeyPressed("3"))
+    text = shown(eff)
+    assert "LINK DOWN" in text and "QUEUE 3 42M" in text and "EUR 45.00" in text
+    assert "REFUSED 1" in text
+    st, eff = run(st, KeyPressed("OK"), KeyPressed("4"))
+    assert any(isinstance(e, PrintReport) for e in eff)
 
 
 def test_busy_budget_ends_retries_early() -> None:
     st, _ = run(to_card_wait(), CardSwiped(CARD))
     st, eff = run(st, HostBusy(7, "refused"), mono=CFG.sale_budget + 1)
-    assert any(isinstance(e, CloseSale) for e in eff)
+    assert any(isinstance(e, DecideOffline) for e in eff)
 
 
 def test_cancel_while_waiting_to_retry_voids_the_timer() -> None:

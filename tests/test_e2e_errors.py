@@ -45,7 +45,7 @@ def test_host_signed_by_another_ca_is_refused(tmp_path: pathlib.Path) -> None:
         rig.write_config(host={"tls": True, "ca_file": other_ca},
                          timeouts={"busy_retries": 1})
         rig.start_fw()
-        rig.sale("4200", PAN)
+        rig.sale("9000", PAN)  # over the offline floor limit
         rig.hw.wait_display("HOST UNAVAILABLE", timeout=20)
         log = rig.log()
         assert "TLS certificate is not trusted" in log
@@ -57,7 +57,7 @@ def test_unreachable_host_gives_one_clear_message(tmp_path: pathlib.Path) -> Non
     with Rig(tmp_path, overrides={"timeouts": {"busy_retries": 1}}) as rig:
         rig.start()
         rig.hw.host_down()
-        rig.sale("300", PAN)
+        rig.sale("9000", PAN)  # over the offline floor limit
         rig.hw.wait_display("HOST UNAVAILABLE", timeout=20)
         rows = rig.hw.display()
         assert any("NOT COMPLETED" in r for r in rows), rows
@@ -65,7 +65,8 @@ def test_unreachable_host_gives_one_clear_message(tmp_path: pathlib.Path) -> Non
         assert "connection refused" in rig.log().lower() or "refused" in rig.log().lower()
         rig.hw.host_up()
         rig.hw.press("OK")
-        rig.sale("301", PAN)
+        rig.wait_online()
+        rig.sale("9001", PAN)
         rig.hw.wait_display("APPROVED")
 
 

@@ -88,7 +88,7 @@ def test_busy_host_shows_retrying_then_gives_up(tmp_path: pathlib.Path) -> None:
 
 def _busy_until_budget(rig: Rig) -> None:
     rig.hw.host_fault("busy", count=10, code="91")
-    rig.sale("1800", PAN)
+    rig.sale("9800", PAN)  # over the offline floor limit
     rig.hw.wait_display("HOST BUSY", timeout=10)
     rows = rig.hw.wait_display("HOST UNAVAILABLE", timeout=20)
     assert row_has(rows, "NOT COMPLETED")
@@ -107,14 +107,15 @@ def test_refused_connection_is_retried(rig: Rig) -> None:
 
 def test_host_down_then_back(rig: Rig) -> None:
     rig.hw.host_down()
-    rig.sale("2000", PAN)
+    rig.sale("9000", PAN)  # over the offline floor limit
     rig.hw.wait_display("HOST UNAVAILABLE", timeout=20)
     rig.hw.host_up()
     rig.hw.press("OK")
-    rig.sale("2001", PAN)
+    rig.wait_online()
+    rig.sale("9001", PAN)
     rig.hw.wait_display("APPROVED", timeout=15)
     wait_and_check(rig)
-    assert [e["amount"] for e in rig.hw.ledger() if e["charged"]] == [2001]
+    assert [e["amount"] for e in rig.hw.ledger() if e["charged"]] == [9001]
 
 
 def test_reversal_repeats_as_0401_until_acknowledged(rig: Rig) -> None:
@@ -154,7 +155,7 @@ def test_last_sale_lookup_and_reprint_from_menu(rig: Rig) -> None:
     rig.hw.press("OK")
     rig.hw.wait_display("ENTER AMOUNT")
     rig.hw.press("F1")
-    rig.hw.wait_display("1 LAST SALE")
+    rig.hw.wait_display("1 LAST")
     rig.hw.press("1")
     rig.hw.wait_display("APPROVED")
     rig.hw.press("2")

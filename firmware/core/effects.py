@@ -42,6 +42,24 @@ class CloseSale:
 
 
 @dataclass(frozen=True)
+class DecideOffline:
+    """Record the offline decision for a sale the host could not take.
+
+    Approved: the sale, its advice and its sealed card data in one transaction,
+    before anything is shown. Refused: the sale closed with `reason`."""
+
+    request: SaleRequest = field(repr=False)
+    sale_id: int | None
+    approved: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrintReport:
+    """Print the store-and-forward report (queue, refused advices)."""
+
+
+@dataclass(frozen=True)
 class Log:
     level: str  # "info", "warning", "error"
     text: str
@@ -52,4 +70,5 @@ class Beep:
     pass
 
 
-Effect = Show | Print | StartTimer | Authorize | CloseSale | Log | Beep
+Effect = (Show | Print | StartTimer | Authorize | CloseSale | DecideOffline | PrintReport | Log
+          | Beep)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from firmware.core.card import CardData
 from firmware.core.model import SaleRecord
+from firmware.core.risk import QueueStats
 
 # Logical keys, as the keypad driver reports them.
 DIGITS = tuple("0123456789")
@@ -90,6 +91,20 @@ class LinkChanged:
     state: str  # "UP", "DEGRADED", "DOWN"
 
 
+@dataclass(frozen=True)
+class QueueChanged:
+    """The store-and-forward queue changed (or the runtime started)."""
+
+    stats: QueueStats
+
+
+@dataclass(frozen=True)
+class OfflineDecided:
+    """The runtime recorded an offline decision: OFFLINE_APPROVED, or FAILED with its reason."""
+
+    record: SaleRecord
+
+
 Event = (
     KeyPressed
     | CardSwiped
@@ -102,4 +117,6 @@ Event = (
     | SaleClosed
     | PrintFinished
     | LinkChanged
+    | QueueChanged
+    | OfflineDecided
 )

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from firmware.core.card import CardData
 from firmware.core.iso import Identity
+from firmware.core.risk import OfflineRules
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class CoreConfig:
     busy_retries: int = 2
     busy_backoff: float = 0.5
     sale_budget: float = 60.0  # seconds a sale may spend retrying a busy host
+    offline: OfflineRules = OfflineRules()
 
 
 class SaleStatus:
@@ -31,8 +33,10 @@ class SaleStatus:
     NOT_COMPLETED = "NOT_COMPLETED"  # outcome unknown: reversal pending or done
     FAILED = "FAILED"  # never reached the host: nothing charged
     OFFLINE_APPROVED = "OFFLINE_APPROVED"
+    OFFLINE_REFUSED = "OFFLINE_REFUSED"  # approved offline, then refused by the host
 
-    FINAL = frozenset({APPROVED, DECLINED, NOT_COMPLETED, FAILED, OFFLINE_APPROVED})
+    FINAL = frozenset({APPROVED, DECLINED, NOT_COMPLETED, FAILED, OFFLINE_APPROVED,
+                       OFFLINE_REFUSED})
 
 
 @dataclass(frozen=True)

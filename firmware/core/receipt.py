@@ -5,7 +5,10 @@ A line starting with BOLD is printed emphasised by the printer driver.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from firmware.core.model import CoreConfig, SaleRecord, SaleStatus
+from firmware.core.risk import QueueStats
 from firmware.core.texts import money, outcome, two_cols
 
 WIDTH = 32
@@ -62,4 +65,37 @@ def verdict_lines(rec: SaleRecord) -> list[str]:
         return lines
     if rec.status == SaleStatus.NOT_COMPLETED:
         return [BOLD + "NOT COMPLETED", "NO RESPONSE - NOT CHARGED", "SALE REVERSED"]
+    if rec.status == SaleStatus.OFFLINE_REFUSED:
+        return [BOLD + "REFUSED BY HOST", two_cols("OFFLINE CODE", rec.approval, WIDTH),
+                two_cols("RESPONSE", rec.response_code, WIDTH), "SALE NOT PAID"]
     return [BOLD + "NOT COMPLETED", rec.reason or "HOST UNAVAILABLE", "NOT CHARGED"]
+
+
+def offline_report(cfg: CoreConfig, *, link: str, stats: QueueStats, queued: list[SaleRecord],
+                   refused: list[SaleRecord], printed_at: datetime) -> list[str]:
+    """The operator's store-and-forward report: link, queue, and advices the host refused."""
+    cur = cfg.currency_code
+    lines = [BOLD + _center("OFFLINE REPORT"), _center(cfg.merchant_name), RULE,
+             two_cols("PRINTED", printed_at.strftime("%Y-%m-%d %H:%M"), WIDTH),
+             two_cols("TERMINAL", cfg.identity.terminal_id.strip(), WIDTH),
+             two_cols("HOST LINK", link, WIDTH),
+             two_cols("REVERSALS PENDING", str(stats.reversals), WIDTH), RULE,
+             BOLD + two_cols("WAITING TO SEND", str(stats.count), WIDTH),
+             two_cols("AMOUNT", money(stats.total, cur), WIDTH)]
+    if stats.oldest is not None:
+        lines.append(two_cols("OLDEST", stats.oldest.strftime("%Y-%m-%d %H:%M"), WIDTH))
+    for rec in queued:
+        lines.append(_sale_line(rec, cur))
+    lines += [RULE, BOLD + two_cols("REFUSED BY HOST", str(len(refused)), WIDTH)]
+    for rec in refused:
+        lines.append(_sale_line(rec, cur))
+        lines.append(two_cols("  " + rec.pan_masked, "CODE " + rec.response_code, WIDTH))
+    if refused:
+        lines += ["", "REFUSED SALES ARE UNPAID.", "COLLECT PAYMENT ANOTHER WAY."]
+    lines += ["", _center("END OF REPORT")]
+    return lines
+
+
+def _sale_line(rec: SaleRecord, cur: str) -> str:
+    return two_cols(f"#{rec.sale_id} {rec.local.strftime('%m-%d %H:%M')} {rec.approval}",
+                    money(rec.amount, cur), WIDTH)

@@ -10,9 +10,14 @@ through `TimerFired` events carrying the token of the timer the core started
     IDLE --digit--> AMOUNT --OK--> WAIT_CARD --card--> AUTHORIZING
     AUTHORIZING --HostAnswered--> PRINTING --PrintFinished--> RESULT --timer/key--> IDLE
     AUTHORIZING --HostBusy--> BUSY_WAIT --timer--> AUTHORIZING   (within budget)
-    AUTHORIZING --HostBusy, budget spent--> CloseSale ... SaleClosed --> RESULT
+    AUTHORIZING --HostBusy, budget spent--> offline rules (DecideOffline)
+    WAIT_CARD --card, link DOWN--> offline rules (DecideOffline)
+    ... OfflineDecided --> PRINTING (approved offline) or RESULT (refused)
     AUTHORIZING --HostOutcomeUnknown--> RESULT ("NO RESPONSE - NOT CHARGED")
-    IDLE --F1--> MENU (last sale, reprint)
+    IDLE --F1--> MENU (1 last sale, 2 reprint, 3 link and queue status, 4 report)
+
+An unknown outcome never falls back to offline approval: the customer may have
+been charged, so the sale is reversed, not approved again.
 
 A person can cancel in AMOUNT, WAIT_CARD, BUSY_WAIT (nothing is outstanding
 there) and MENU; never while a request is outstanding. The core never shows an
@@ -28,12 +33,15 @@ from datetime import datetime
 
 from firmware.core.card import luhn_ok
 from firmware.core.effects import (
-    Authorize, Beep, CloseSale, Effect, Log, Print, Show, StartTimer,
+    Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport, Show,
+    StartTimer,
 )
 from firmware.core.events import (
     CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered, HostBusy,
-    HostOutcomeUnknown, KeyPressed, LinkChanged, PrintFinished, SaleClosed, TimerFired,
+    HostOutcomeUnknown, KeyPressed, LinkChanged, OfflineDecided, PrintFinished,
+    QueueChanged, SaleClosed, TimerFired,
 )
+from firmware.core.risk import QueueStats, offline_decision
 from firmware.core.model import CoreConfig, SaleRecord, SaleRequest, SaleStatus
 from firmware.core.receipt import sale_receipt
 from firmware.core import screens
@@ -48,6 +56,7 @@ class Phase(enum.Enum):
     PRINTING = "PRINTING"
     RESULT = "RESULT"
     MENU = "MENU"
+    STATUS = "STATUS"
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class State:
     last: SaleRecord | None = None
     result: SaleRecord | None = None
     link: str = "UP"
+    queue: QueueStats = QueueStats()
+    seen: datetime = datetime(2000, 1, 1)  # local time when the STATUS screen was opened
 
 
 Step = tuple[State, list[Effect]]
@@ -96,7 +107,10 @@ def step(state: State, event: Event, now: Now) -> Step:
         return _timer(state, now)
     if isinstance(event, LinkChanged):
         st = replace(state, link=event.state)
-        return st, [screens.show(st)] if st.phase in (Phase.IDLE, Phase.MENU) else []
+        return st, [screens.show(st)] if st.phase in _PASSIVE else []
+    if isinstance(event, QueueChanged):
+        st = replace(state, queue=event.stats)
+        return st, [screens.show(st)] if st.phase in _PASSIVE else []
     if isinstance(event, DeviceFault):
         return state, [Log("error", f"{event.device}: {event.message}")]
     handler = _HANDLERS.get(state.phase)
@@ -185,6 +199,9 @@ def _in_wait_card(state: State, event: Event, now: Now) -> Step:
         request = SaleRequest(kind="purchase", amount=state.sale.amount, card=card,
                               local=now.local)
         sale = replace(state.sale, request=request, attempts=1, started=now.mono)
+        if state.link == "DOWN":
+            st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale, message="HOST OFFLINE")
+            return st, [*eff, _offline(st, request, None, now)]
         st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale, message="")
         return st, [*eff, Authorize(request, None)]
     return state, []
@@ -211,10 +228,15 @@ def _in_authorizing(state: State, event: Event, now: Now) -> Step:
             return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
                                        f"retry {sale.attempts} of {state.cfg.busy_retries}"),
                         *eff]
-        st = replace(state, sale=sale, message="")
+        st = replace(state, sale=sale, message="HOST UNAVAILABLE")
         return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
-                                   "giving up"),
-                    CloseSale(event.sale_id, "HOST UNAVAILABLE")]
+                                   "no more retries"),
+                    screens.show(st), _offline(st, sale.request, event.sale_id, now)]
+    if isinstance(event, OfflineDecided):
+        if event.record.status == SaleStatus.OFFLINE_APPROVED:
+            return _finish(state, event.record)
+        return _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
+                   last=event.record, message="HOST UNAVAILABLE")
     if isinstance(event, SaleClosed):
         st, eff = _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
                       last=event.record)
@@ -234,6 +256,15 @@ def _in_busy_wait(state: State, event: Event, now: Now) -> Step:
         return _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
                    last=event.record)
     return state, []
+
+
+def _offline(state: State, request: SaleRequest, sale_id: int | None, now: Now) -> Effect:
+    """Apply the offline rules to a sale the host cannot take."""
+    if not state.cfg.offline.enabled:
+        return DecideOffline(request, sale_id, False, "HOST UNAVAILABLE")
+    decision = offline_decision(state.cfg.offline, state.queue, kind=request.kind,
+                                amount=request.amount, card=request.card, now=now.local)
+    return DecideOffline(request, sale_id, decision.approved, decision.reason)
 
 
 def _finish(state: State, record: SaleRecord) -> Step:
@@ -277,6 +308,17 @@ def _in_menu(state: State, event: Event, now: Now) -> Step:
         lines = tuple(sale_receipt(state.cfg, state.last, copy=True))
         st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING COPY")
         return st, [*eff, Print(lines, None)]
+    if event.key == "3":
+        return _go(state, Phase.STATUS, state.cfg.amount_timeout, message="", seen=now.local)
+    if event.key == "4":
+        st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING REPORT")
+        return st, [*eff, PrintReport()]
+    return state, []
+
+
+def _in_status(state: State, event: Event, now: Now) -> Step:
+    if isinstance(event, KeyPressed):
+        return _go(state, Phase.MENU, state.cfg.amount_timeout, message="")
     return state, []
 
 
@@ -286,7 +328,7 @@ def _refresh(state: State, message: str) -> Step:
 
 
 def _timer(state: State, now: Now) -> Step:
-    if state.phase == Phase.AMOUNT or state.phase == Phase.MENU:
+    if state.phase in (Phase.AMOUNT, Phase.MENU, Phase.STATUS):
         return _idle(state, "TIMED OUT" if state.phase == Phase.AMOUNT else "")
     if state.phase == Phase.WAIT_CARD:
         return _idle(state, "NO CARD - CANCELLED")
@@ -310,6 +352,9 @@ _HANDLERS = {
     Phase.PRINTING: _in_printing,
     Phase.RESULT: _in_result,
     Phase.MENU: _in_menu,
+    Phase.STATUS: _in_status,
 }
+
+_PASSIVE = (Phase.IDLE, Phase.MENU, Phase.STATUS)
 
 __all__ = ["Phase", "State", "Now", "Sale", "step", "initial", "SaleStatus"]

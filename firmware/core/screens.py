@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from firmware.core.effects import Show
@@ -52,9 +53,20 @@ def show(state: "State") -> Show:
         third = "PRINTING..." if phase == Phase.PRINTING else state.message
         return Show(rows(top, second, third, money(state.result.amount, cur)))
     if phase == Phase.MENU:
-        return Show(rows(_header(state, "MENU"), "1 LAST SALE", "2 REPRINT",
+        return Show(rows(_header(state, "MENU"), "1 LAST    2 REPRINT", "3 STATUS  4 REPORT",
                          state.message or "CANCEL=EXIT"))
+    if phase == Phase.STATUS:
+        q = state.queue
+        age = "" if q.oldest is None else \
+            f" {max(0, int((now_hint(state) - q.oldest).total_seconds() // 60))}M"
+        return Show(rows(f"LINK {state.link}", f"QUEUE {q.count}{age}",
+                         money(q.total, cur), f"REFUSED {q.refused}"))
     return Show(rows("POSTERM", "", "", ""))
+
+
+def now_hint(state: "State") -> "datetime":
+    """The time of the last event the core saw (screens read no clock)."""
+    return state.seen
 
 
 def result_lines(rec: SaleRecord) -> tuple[str, str]:
@@ -68,6 +80,8 @@ def result_lines(rec: SaleRecord) -> tuple[str, str]:
         return out.headline, out.reason or f"CODE {rec.response_code}"
     if rec.status == SaleStatus.NOT_COMPLETED:
         return "NO RESPONSE", "NOT CHARGED"
+    if rec.status == SaleStatus.OFFLINE_REFUSED:
+        return "REFUSED BY HOST", f"OFFLINE {rec.approval}"
     return "NOT COMPLETED", rec.reason or "NOT CHARGED"
 
 

@@ -13,21 +13,27 @@ import asyncio
 import logging
 import random
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 from firmware.config import Config
 from firmware.core import sale as core
+from firmware.core import iso
 from firmware.core.effects import (
-    Authorize, Beep, CloseSale, Effect, Log, Print, Show, StartTimer,
+    Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport, Show,
+    StartTimer,
 )
-from firmware.core.events import Event, PrintFinished, SaleClosed, TimerFired
+from firmware.core.events import (
+    Event, LinkChanged, OfflineDecided, PrintFinished, QueueChanged, SaleClosed, TimerFired,
+)
+from firmware.core.link import UP
 from firmware.core.model import SaleStatus
-from firmware.core.receipt import sale_receipt
-from firmware.errors import DeviceError
+from firmware.core.receipt import offline_report, sale_receipt
+from firmware.errors import DeviceError, HostError
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.linkmonitor import LinkMonitor
 from firmware.runtime.wiring import Devices
 
 log = logging.getLogger("posterm")
@@ -40,10 +46,19 @@ class App:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.link = HostLink(cfg.host, self.ident, journal.allocate_stan,
                              on_connected=self._on_connected)
-        self.forwarder = Forwarder(journal, self.link, cfg.host)
+        self.monitor = LinkMonitor(
+            cfg.link, self.ident.terminal_id, self._probe, self._link_changed,
+            echo=self._echo, idle_seconds=lambda: time.monotonic() - self.link.last_traffic,
+            echo_interval=cfg.host.echo_interval)
+        self.link.listeners.append(self.monitor.report)
+        self.forwarder = Forwarder(
+            journal, self.link, cfg.host, sale_active=self._sale_active,
+            link_usable=lambda: self.monitor.state != "DOWN", on_result=self.monitor.report,
+            on_queue_change=self._queue_changed)
         self.authorizer = Authorizer(journal, self.link, self.ident, cfg.host.response_timeout,
                                      before_request=self.forwarder.flush,
-                                     reversal_recorded=self.forwarder.kick)
+                                     reversal_recorded=self.forwarder.kick,
+                                     on_result=self.monitor.report)
         self.state: core.State | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -67,6 +82,44 @@ class App:
     async def _on_connected(self) -> None:
         await self.forwarder.flush(due_only=False)
 
+    def _sale_active(self) -> bool:
+        return self.state is not None and self.state.phase in (core.Phase.AUTHORIZING,
+                                                               core.Phase.BUSY_WAIT)
+
+    async def _echo(self) -> None:
+        doc = iso.network(self.ident, code="301", stan=int(self.journal.allocate_stan()),
+                          utc=datetime.now(timezone.utc))
+        answer = await self.link.exchange(doc, self.cfg.host.response_timeout)
+        if answer.get("39") != "00":
+            raise HostError(f"echo test answered {answer.get('39')}")
+
+    async def _probe(self) -> None:
+        """While the link is down: sign on again (or, if still connected, echo)."""
+        if self.link.connected:
+            try:
+                await self._echo()
+            except HostError as exc:
+                self.monitor.report(False, f"probe: {exc}")
+                return
+            self.monitor.report(True)
+        else:
+            await self.link.ensure_connected()
+
+    def _link_changed(self, state: str) -> None:
+        self.emit(LinkChanged(state))
+        self._spawn(self._led(state == UP), "led")
+        if state == UP:
+            self.forwarder.kick()
+
+    async def _led(self, on: bool) -> None:
+        try:
+            await asyncio.to_thread(self.devices.pins.set_led, on)
+        except DeviceError as exc:
+            log.warning("online LED: %s", exc)
+
+    def _queue_changed(self) -> None:
+        self.emit(QueueChanged(self.journal.queue_stats()))
+
     @staticmethod
     def now() -> core.Now:
         return core.Now(mono=time.monotonic(), local=datetime.now().replace(microsecond=0))
@@ -81,6 +134,9 @@ class App:
         self._spawn(self.devices.card_reader.run(self.emit), "card-reader")
         self._spawn(self.devices.keypad.run(self.emit), "keypad")
         self._spawn(self.forwarder.run(), "forwarder")
+        self._spawn(self.monitor.run(), "link-monitor")
+        self._queue_changed()
+        self._spawn(self._led(True), "led")
         self.forwarder.kick()
         log.info("posterm ready: terminal %s, host %s", self.ident.terminal_id,
                  self.link.address)
@@ -95,8 +151,11 @@ class App:
                     break
                 event = getter.result()
                 assert self.state is not None
+                phase = self.state.phase
                 self.state, effects = core.step(self.state, event, self.now())
                 await self.execute(effects)
+                if self.state.phase != phase:
+                    self.forwarder.kick()  # a sale that ended lets the upload go on
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -142,10 +201,39 @@ class App:
             elif isinstance(effect, CloseSale):
                 record = self.journal.close_sale(effect.sale_id, effect.reason)
                 self.emit(SaleClosed(record))
+            elif isinstance(effect, DecideOffline):
+                self._decide_offline(effect)
+            elif isinstance(effect, PrintReport):
+                self._spawn(self._print_report(), "report")
             elif isinstance(effect, Log):
                 log.log(logging.getLevelName(effect.level.upper()), "%s", effect.text)
             elif isinstance(effect, Beep):
                 self._spawn(self._beep(), "beep")
+
+    def _decide_offline(self, effect: DecideOffline) -> None:
+        req = effect.request
+        code = iso.REFUND if req.kind == "refund" else iso.PURCHASE
+        fields = iso.sale_fields(self.ident, card=req.card, amount=req.amount,
+                                 processing_code=code, local=req.local, batch=0, invoice=0)
+        record = self.journal.record_offline(
+            effect.sale_id, approved=effect.approved, reason=effect.reason, fields=fields,
+            card=req.card, kind=req.kind, amount=req.amount, currency=self.ident.currency,
+            local=req.local)
+        if effect.approved:
+            log.info("sale %d approved offline (%s), code %s", record.sale_id, effect.reason,
+                     record.approval)
+        else:
+            log.warning("sale %d not approved offline: %s", record.sale_id, effect.reason)
+        self.emit(OfflineDecided(record))
+        self._queue_changed()
+
+    async def _print_report(self) -> None:
+        lines = offline_report(self.cfg.core, link=self.monitor.state,
+                               stats=self.journal.queue_stats(),
+                               queued=self.journal.queued_sales(),
+                               refused=self.journal.refused_advices(),
+                               printed_at=datetime.now())
+        await self._print(Print(tuple(lines), None))
 
     async def _show(self, rows: tuple[str, str, str, str]) -> None:
         try:

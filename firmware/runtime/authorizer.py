@@ -33,11 +33,13 @@ log = logging.getLogger("posterm.sale")
 class Authorizer:
     def __init__(self, journal: Journal, link: HostLink, ident: iso.Identity,
                  response_timeout: float, before_request: Callable[[], object],
-                 reversal_recorded: Callable[[], None]) -> None:
+                 reversal_recorded: Callable[[], None],
+                 on_result: Callable[[bool, str], None] = lambda ok, why: None) -> None:
         self.journal, self.link, self.ident = journal, link, ident
         self.response_timeout = response_timeout
         self.before_request = before_request
         self.reversal_recorded = reversal_recorded
+        self.on_result = on_result
 
     async def authorize(self, request: SaleRequest, sale_id: int | None) -> Event:
         utc = datetime.now(timezone.utc)
@@ -71,6 +73,7 @@ class Authorizer:
             return self._unknown(attempt, "06", f"answer does not match the request: {wrong}")
         rc = answer["39"]
         failpoints.hit("after_answer")
+        self.on_result(not is_busy(rc), f"host answered {rc}")
         if is_busy(rc):
             self.journal.attempt_busy(attempt, rc)
             return HostBusy(attempt.sale_id, f"host answered {rc}")
@@ -80,6 +83,7 @@ class Authorizer:
         return HostAnswered(record)
 
     def _unknown(self, attempt: Attempt, reason: str, why: str) -> Event:
+        self.on_result(False, why)
         record = self.journal.attempt_unknown(attempt, reason)
         log.warning("sale %d: outcome unknown (%s): reversal %s recorded", attempt.sale_id,
                     why, reason)

@@ -1,12 +1,20 @@
-"""Store-and-forward of what the host must still hear: pending reversals.
+"""Store-and-forward: what the host must still hear, in the order the interface asks.
 
-A reversal is journaled before its first send; it gets its own STAN and field 7
-at that first send (journaled too), and every later send is a 0401 repeat with
-exactly the same fields. It ends only with an 0410 answering 00 or 25; anything
-else (another code, no answer, no connection) schedules a repeat with
-full-jitter backoff (base and cap from configuration), without limit, across
-restarts. Reversals go out before any other message: `flush()` runs right after
-each sign-on and before each sale's request.
+1. Pending reversals, before any other message. A reversal is journaled before
+   its first send; it gets its own STAN and field 7 at that first send (journaled
+   too) and every later send is a 0401 repeat with exactly the same fields. It
+   ends only with an 0410 answering 00 or 25; anything else schedules a repeat
+   with full-jitter backoff, without limit, across restarts. `flush()` writes the
+   due ones right after each sign-on and before each sale's request.
+2. Then advices (sales approved offline), strictly in order, one at a time: a
+   0220, repeated as 0221 with the same field 7 and STAN when its answer is lost
+   or says 91/96, so the host's idempotency makes delivery exactly-once. 00 means
+   accepted; any other code means refused: kept as "refused by host", reported,
+   never sent again. Either way the sealed card data is deleted.
+Live sales come first: no advice is started while a sale is in progress (a sale
+never waits behind the queue; its request may share the connection with an
+advice already in flight), and nothing is sent while the link is DOWN (the link
+monitor probes then, and kicks the forwarder when the host is back).
 """
 
 from __future__ import annotations
@@ -15,84 +23,118 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from firmware.config import HostConfig
 from firmware.core import iso
 from firmware.core.backoff import full_jitter
+from firmware.core.texts import is_busy
 from firmware.errors import HostError, HostUnreachableError
 from firmware.runtime import failpoints
 from firmware.runtime.hostlink import HostLink, Pending
-from firmware.runtime.journal import Journal, PendingReversal
+from firmware.runtime.journal import Journal, PendingAdvice, PendingReversal
 
 log = logging.getLogger("posterm.forward")
 REVERSAL_DONE = {"00", "25"}
 
 
+def _never() -> bool:
+    return False
+
+
+def _always() -> bool:
+    return True
+
+
 class Forwarder:
-    def __init__(self, journal: Journal, link: HostLink, cfg: HostConfig,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, journal: Journal, link: HostLink, cfg: HostConfig, *,
+                 rng: random.Random | None = None,
+                 sale_active: Callable[[], bool] = _never,
+                 link_usable: Callable[[], bool] = _always,
+                 on_result: Callable[[bool, str], None] = lambda ok, why: None,
+                 on_queue_change: Callable[[], None] = lambda: None) -> None:
         self.journal, self.link, self.cfg = journal, link, cfg
         self.rng = rng or random.Random()
+        self.sale_active, self.link_usable = sale_active, link_usable
+        self.on_result, self.on_queue_change = on_result, on_queue_change
         self._in_flight: set[int] = set()
-        self._not_before: dict[int, float] = {}
+        self._not_before: dict[str, float] = {}  # "r12" / "a7" -> monotonic time
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def kick(self) -> None:
         self._wake.set()
 
-    def idle(self) -> bool:
-        return not self._in_flight and not self.journal.pending_reversal_ids()
-
+    # -- the loop ---------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            due = self._next_due()
-            if due is not None and due <= time.monotonic():
+            self._wake.clear()
+            progressed = False
+            if self.link_usable():
                 try:
-                    await self.link.ensure_connected()  # flush() runs on a new connection
-                    await self.flush()
+                    progressed = await self._step()
                 except HostUnreachableError:
                     self._postpone_all()
-            self._wake.clear()
-            due = self._next_due()
-            wait = None if due is None else max(0.05, due - time.monotonic())
+            if progressed:
+                continue
+            wait = self._next_wakeup()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except asyncio.TimeoutError:
                 pass
 
-    def _next_due(self) -> float | None:
-        ids = [i for i in self.journal.pending_reversal_ids() if i not in self._in_flight]
-        if not ids:
+    async def _step(self) -> bool:
+        now = time.monotonic()
+        due = [i for i in self.journal.pending_reversal_ids()
+               if i not in self._in_flight and self._not_before.get(f"r{i}", 0.0) <= now]
+        if due:
+            await self.link.ensure_connected()  # a new connection flushes by itself
+            await self.flush()
+            return False
+        if self.journal.pending_reversal_ids() or self.sale_active():
+            return False
+        advices = self.journal.pending_advices(limit=1)
+        if not advices or self._not_before.get(f"a{advices[0].id}", 0.0) > now:
+            return False
+        await self._send_advice(advices[0])
+        return True
+
+    def _next_wakeup(self) -> float | None:
+        keys = [f"r{i}" for i in self.journal.pending_reversal_ids() if i not in self._in_flight]
+        if not self.journal.pending_reversal_ids():
+            keys += [f"a{a.id}" for a in self.journal.pending_advices(limit=1)]
+        if not keys:
             return None
-        return min(self._not_before.get(i, 0.0) for i in ids)
+        due = min(self._not_before.get(k, 0.0) for k in keys)
+        return max(0.05, due - time.monotonic())
 
     def _postpone_all(self) -> None:
         for rev_id in self.journal.pending_reversal_ids():
             if rev_id not in self._in_flight:
-                self._backoff(rev_id)
+                self._backoff(f"r{rev_id}", self.journal.reversal_tries(rev_id))
+        for adv in self.journal.pending_advices(limit=1):
+            self._backoff(f"a{adv.id}", adv.tries)
 
-    def _backoff(self, rev_id: int) -> None:
-        tries = self.journal.reversal_tries(rev_id)
+    def _backoff(self, key: str, tries: int) -> None:
         delay = full_jitter(max(0, tries - 1), self.cfg.repeat_backoff_base,
                             self.cfg.repeat_backoff_cap, self.rng.random())
-        self._not_before[rev_id] = time.monotonic() + delay
+        self._not_before[key] = time.monotonic() + delay
 
+    # -- reversals --------------------------------------------------------------
     async def flush(self, *, due_only: bool = True) -> None:
         """Write every pending reversal that is due and not in flight (no waiting)."""
         now = time.monotonic()
         for rev in self.journal.pending_reversals():
             if rev.id in self._in_flight:
                 continue
-            if due_only and self._not_before.get(rev.id, 0.0) > now:
+            if due_only and self._not_before.get(f"r{rev.id}", 0.0) > now:
                 continue
-            await self._send(rev)
+            await self._send_reversal(rev)
 
-    async def _send(self, rev: PendingReversal) -> None:
+    async def _send_reversal(self, rev: PendingReversal) -> None:
         repeat = rev.stan is not None
-        stan, f7 = self.journal.reversal_identity(
-            rev.id, iso.f7(datetime.now(timezone.utc)))
+        stan, f7 = self.journal.reversal_identity(rev.id, iso.f7(datetime.now(timezone.utc)))
         failpoints.hit("after_reversal_identity")
         doc = iso.reversal(rev.fields, orig_mti="0200", orig_stan=rev.orig_stan,
                            orig_f7=rev.orig_f7, stan=int(stan), f7=f7, reason=rev.reason)
@@ -103,33 +145,73 @@ class Forwarder:
             pending = self.link._write(doc) if self.link.connected else await self.link.send(doc)
         except HostUnreachableError:
             self._in_flight.discard(rev.id)
-            self._backoff(rev.id)
+            self._backoff(f"r{rev.id}", rev.tries + 1)
             return
         failpoints.hit("after_reversal_sent")
         log.info("reversal of sale %d: %s stan %s sent (reason %s)", rev.sale_id, doc["t"],
                  stan, rev.reason)
-        task = asyncio.create_task(self._await(rev, pending))
+        task = asyncio.create_task(self._await_reversal(rev, pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _await(self, rev: PendingReversal, pending: Pending) -> None:
+    async def _await_reversal(self, rev: PendingReversal, pending: Pending) -> None:
         code = ""
         try:
             answer = await pending.wait(self.cfg.response_timeout)
             code = answer.get("39", "")
+            self.on_result(not is_busy(code), f"reversal answered {code}")
         except HostError as exc:
             log.warning("reversal of sale %d: %s; will repeat", rev.sale_id, exc)
+            self.on_result(False, str(exc))
         try:
             if code in REVERSAL_DONE:
                 self.journal.reversal_done(rev.id, code)
-                self._not_before.pop(rev.id, None)
+                self._not_before.pop(f"r{rev.id}", None)
                 log.info("reversal of sale %d done (0410 code %s)", rev.sale_id, code)
             else:
                 if code:
-                    log.warning("reversal of sale %d answered %s; will repeat", rev.sale_id, code)
+                    log.warning("reversal of sale %d answered %s; will repeat",
+                                rev.sale_id, code)
                 self.journal.reversal_tried(rev.id, code)
-                self._backoff(rev.id)
+                self._backoff(f"r{rev.id}", rev.tries + 1)
         finally:
             self._in_flight.discard(rev.id)
+            self.on_queue_change()
             self.kick()
 
+    # -- advices ----------------------------------------------------------------
+    async def _send_advice(self, adv: PendingAdvice) -> None:
+        repeat = adv.stan is not None
+        stan, f7 = self.journal.advice_identity(adv.id, iso.f7(datetime.now(timezone.utc)))
+        failpoints.hit("after_advice_identity")
+        doc = iso.advice(adv.fields, approval=adv.approval, stan=int(stan), f7=f7)
+        if repeat:
+            doc = iso.repeat(doc)
+        try:
+            pending = await self.link.send(doc)
+        except HostUnreachableError:
+            self._backoff(f"a{adv.id}", adv.tries + 1)
+            raise
+        failpoints.hit("after_advice_sent")
+        code = ""
+        try:
+            answer = await pending.wait(self.cfg.response_timeout)
+            code = answer.get("39", "")
+            self.on_result(not is_busy(code), f"advice answered {code}")
+        except HostError as exc:
+            log.warning("advice of sale %d (%s stan %s): %s; will repeat", adv.sale_id,
+                        doc["t"], stan, exc)
+            self.on_result(False, str(exc))
+        if code and not is_busy(code):
+            self.journal.advice_done(adv.id, code)
+            self._not_before.pop(f"a{adv.id}", None)
+            if code == "00":
+                log.info("advice of sale %d accepted by the host (%s stan %s)", adv.sale_id,
+                         doc["t"], stan)
+            else:
+                log.error("advice of sale %d REFUSED by the host with code %s: the sale is "
+                          "unpaid; it is listed in the offline report", adv.sale_id, code)
+        else:
+            self.journal.advice_tried(adv.id, code)
+            self._backoff(f"a{adv.id}", adv.tries + 1)
+        self.on_queue_change()

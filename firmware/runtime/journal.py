@@ -18,13 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from firmware.core.card import CardData
 from firmware.core.iso import next_stan, stan_str
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.errors import JournalError, KeyStoreError
 from firmware.runtime.vault import Vault
+
+if TYPE_CHECKING:
+    from firmware.core.risk import QueueStats
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -66,6 +69,16 @@ CREATE TABLE IF NOT EXISTS reversals (
     tries INTEGER NOT NULL DEFAULT 0,
     last_code TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS advices (
+    id INTEGER PRIMARY KEY,
+    sale_id INTEGER NOT NULL UNIQUE REFERENCES sales(id),
+    approval TEXT NOT NULL,
+    stan TEXT,
+    f7 TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    tries INTEGER NOT NULL DEFAULT 0,
+    last_code TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS card_data (
     sale_id INTEGER PRIMARY KEY REFERENCES sales(id),
     blob BLOB NOT NULL
@@ -89,6 +102,17 @@ class PendingReversal:
     orig_stan: str
     orig_f7: str
     fields: dict[str, str]  # the original's fields, card data included (in memory only)
+    stan: str | None
+    f7: str | None
+    tries: int
+
+
+@dataclass(frozen=True)
+class PendingAdvice:
+    id: int
+    sale_id: int
+    approval: str
+    fields: dict[str, str]  # the sale's fields, card data included (in memory only)
     stan: str | None
     f7: str | None
     tries: int
@@ -185,6 +209,25 @@ class Journal:
         return stan_str(self._meta("next_stan"))
 
     # -- sales ----------------------------------------------------------------
+    def _create_sale(self, db: sqlite3.Connection, *, fields: dict[str, str], card: CardData,
+                     kind: str, amount: int, currency: str, local: datetime,
+                     status: str) -> tuple[int, dict[str, str]]:
+        """Insert a sale (masked PAN) and its sealed card data; give it batch and invoice."""
+        batch, invoice = self._meta("batch"), self._meta("invoice")
+        self._set_meta("invoice", invoice % 999999 + 1)
+        fixed = {**fields, "60": f"{batch:06d}", "62": f"{invoice:06d}"}
+        public = {k: v for k, v in fixed.items() if k not in ("2", "14", "35")}
+        cur = db.execute(
+            "INSERT INTO sales (local, kind, amount, currency, pan_masked, status, "
+            "batch, invoice, fields) VALUES (?,?,?,?,?,?,?,?,?)",
+            (local.isoformat(timespec="seconds"), kind, amount, currency, card.masked,
+             status, batch, invoice, json.dumps(public)))
+        sale_id = int(cur.lastrowid or 0)
+        secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
+        db.execute("INSERT INTO card_data VALUES (?, ?)",
+                   (sale_id, self.vault.seal(f"sale:{sale_id}", secret)))
+        return sale_id, fixed
+
     def start_attempt(self, sale_id: int | None, *, fields: dict[str, str], card: CardData,
                       kind: str, amount: int, currency: str, local: datetime,
                       f7: str) -> tuple[Attempt, dict[str, str]]:
@@ -193,19 +236,9 @@ class Journal:
         Returns the attempt and the sale's fixed fields (batch and invoice set)."""
         with self.tx() as db:
             if sale_id is None:
-                batch, invoice = self._meta("batch"), self._meta("invoice")
-                self._set_meta("invoice", invoice % 999999 + 1)
-                fixed = {**fields, "60": f"{batch:06d}", "62": f"{invoice:06d}"}
-                public = {k: v for k, v in fixed.items() if k not in ("2", "14", "35")}
-                cur = db.execute(
-                    "INSERT INTO sales (local, kind, amount, currency, pan_masked, status, "
-                    "batch, invoice, fields) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (local.isoformat(timespec="seconds"), kind, amount, currency, card.masked,
-                     SaleStatus.AUTHORIZING, batch, invoice, json.dumps(public)))
-                sale_id = int(cur.lastrowid or 0)
-                secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
-                db.execute("INSERT INTO card_data VALUES (?, ?)",
-                           (sale_id, self.vault.seal(f"sale:{sale_id}", secret)))
+                sale_id, fixed = self._create_sale(
+                    db, fields=fields, card=card, kind=kind, amount=amount, currency=currency,
+                    local=local, status=SaleStatus.AUTHORIZING)
             else:
                 fixed = self.sale_fields(sale_id)
             stan = self._take_stan()
@@ -213,6 +246,90 @@ class Journal:
                              "VALUES (?,?,?,'sending')", (sale_id, stan, f7))
             db.execute("UPDATE sales SET stan=? WHERE id=?", (stan, sale_id))
             return Attempt(sale_id, int(cur.lastrowid or 0), stan, f7), fixed
+
+    # -- offline ----------------------------------------------------------------
+    def record_offline(self, sale_id: int | None, *, approved: bool, reason: str,
+                       fields: dict[str, str], card: CardData, kind: str, amount: int,
+                       currency: str, local: datetime) -> SaleRecord:
+        """An offline decision in one transaction: approved means the sale, its advice
+        and its sealed card data; refused means the sale closed with its reason."""
+        from firmware.core.risk import offline_code
+
+        with self.tx() as db:
+            if sale_id is None:
+                sale_id, _ = self._create_sale(
+                    db, fields=fields, card=card, kind=kind, amount=amount, currency=currency,
+                    local=local, status=SaleStatus.AUTHORIZING)
+            if approved:
+                code = offline_code(sale_id)
+                db.execute("UPDATE sales SET status=?, approval=?, reason=?, stan='' "
+                           "WHERE id=?", (SaleStatus.OFFLINE_APPROVED, code, reason, sale_id))
+                db.execute("INSERT INTO advices (sale_id, approval) VALUES (?, ?)",
+                           (sale_id, code))
+            else:
+                db.execute("UPDATE sales SET status=?, reason=? WHERE id=?",
+                           (SaleStatus.FAILED, reason, sale_id))
+                self._forget_card(db, sale_id)
+        return self.sale(sale_id)
+
+    def pending_advices(self, limit: int | None = None) -> list[PendingAdvice]:
+        sql = "SELECT * FROM advices WHERE state='pending' ORDER BY id"
+        rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else "")).fetchall()
+        return [PendingAdvice(id=r["id"], sale_id=r["sale_id"], approval=r["approval"],
+                              fields=self.sale_fields(r["sale_id"]), stan=r["stan"], f7=r["f7"],
+                              tries=r["tries"]) for r in rows]
+
+    def advice_identity(self, adv_id: int, f7: str) -> tuple[str, str]:
+        """Give an advice its own STAN and field 7 at its first send (persisted first)."""
+        with self.tx() as db:
+            row = db.execute("SELECT stan, f7 FROM advices WHERE id=?", (adv_id,)).fetchone()
+            if row["stan"]:
+                return row["stan"], row["f7"]
+            stan = self._take_stan()
+            db.execute("UPDATE advices SET stan=?, f7=? WHERE id=?", (stan, f7, adv_id))
+            return stan, f7
+
+    def advice_tried(self, adv_id: int, code: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE advices SET tries=tries+1, last_code=? WHERE id=?",
+                       (code, adv_id))
+
+    def advice_done(self, adv_id: int, code: str) -> None:
+        """The host accepted (00) or refused (any final code) the advice: card data goes."""
+        with self.tx() as db:
+            state = "accepted" if code == "00" else "refused"
+            db.execute("UPDATE advices SET state=?, tries=tries+1, last_code=? WHERE id=?",
+                       (state, code, adv_id))
+            sale_id = db.execute("SELECT sale_id FROM advices WHERE id=?",
+                                 (adv_id,)).fetchone()[0]
+            if state == "refused":
+                db.execute("UPDATE sales SET status=?, response_code=?, reason=? WHERE id=?",
+                           (SaleStatus.OFFLINE_REFUSED, code, "REFUSED BY HOST", sale_id))
+            db.execute("DELETE FROM card_data WHERE sale_id=?", (sale_id,))
+
+    def queue_stats(self) -> "QueueStats":
+        from firmware.core.risk import QueueStats
+
+        row = self.db.execute(
+            "SELECT count(*), coalesce(sum(s.amount), 0), min(s.local) FROM advices a "
+            "JOIN sales s ON s.id = a.sale_id WHERE a.state='pending'").fetchone()
+        refused = self.db.execute("SELECT count(*) FROM advices WHERE state='refused'"
+                                  ).fetchone()[0]
+        reversals = self.db.execute("SELECT count(*) FROM reversals WHERE state='pending'"
+                                    ).fetchone()[0]
+        oldest = datetime.fromisoformat(row[2]) if row[2] else None
+        return QueueStats(count=row[0], total=row[1], oldest=oldest, refused=refused,
+                          reversals=reversals)
+
+    def refused_advices(self) -> list[SaleRecord]:
+        rows = self.db.execute("SELECT s.* FROM advices a JOIN sales s ON s.id = a.sale_id "
+                               "WHERE a.state='refused' ORDER BY a.id").fetchall()
+        return [_record(r) for r in rows]
+
+    def queued_sales(self) -> list[SaleRecord]:
+        rows = self.db.execute("SELECT s.* FROM advices a JOIN sales s ON s.id = a.sale_id "
+                               "WHERE a.state='pending' ORDER BY a.id").fetchall()
+        return [_record(r) for r in rows]
 
     def sale_fields(self, sale_id: int) -> dict[str, str]:
         """The sale's fixed request fields, card data unsealed (memory only)."""

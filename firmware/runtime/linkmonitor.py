@@ -1,0 +1,85 @@
+"""The link monitor: runs the circuit breaker of core/link.py against the real link.
+
+It hears every connect/sign-on result (HostLink listeners) and every sale's
+outcome (timeouts and busy answers count as failures). While the link is DOWN it
+probes — connect and sign on — after `probe_delay`; while UP and idle for
+`echo_interval` seconds it sends an echo test (0800, 70=301). Each change of
+state is reported through `on_change` (the display's offline indicator and the
+"online" LED follow it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from firmware.core import link as health
+from firmware.core.link import LinkHealth, LinkPolicy
+
+log = logging.getLogger("posterm.link")
+
+
+class LinkMonitor:
+    def __init__(self, policy: LinkPolicy, terminal_id: str,
+                 probe: Callable[[], Awaitable[object]],
+                 on_change: Callable[[str], None] = lambda state: None, *,
+                 echo: Callable[[], Awaitable[object]] | None = None,
+                 idle_seconds: Callable[[], float] | None = None,
+                 echo_interval: float = 60.0, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self.health = LinkHealth()
+        self.offset = health.terminal_offset(terminal_id, policy.probe_base)
+        self.probe, self.echo, self.on_change = probe, echo, on_change
+        self.idle_seconds = idle_seconds
+        self.echo_interval = echo_interval
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+
+    @property
+    def state(self) -> str:
+        return self.health.state
+
+    def report(self, ok: bool, reason: str = "") -> None:
+        before = self.health.state
+        self.health = health.record(self.health, ok, self.policy)
+        if self.health.state != before:
+            level = logging.INFO if self.health.state == health.UP else logging.WARNING
+            log.log(level, "host link %s -> %s%s", before, self.health.state,
+                    f" ({reason})" if reason and not ok else "")
+            self.on_change(self.health.state)
+            self._wake.set()
+
+    def next_probe_in(self) -> float:
+        return health.probe_delay(self.health, self.policy, draw=self.rng.random(),
+                                  offset=self.offset)
+
+    async def run(self) -> None:
+        while True:
+            if self.health.state == health.DOWN:
+                await asyncio.sleep(self.next_probe_in())
+                if self.health.state != health.DOWN:
+                    continue
+                try:
+                    await self.probe()
+                except Exception as exc:  # the probe's own listener reports the failure
+                    log.debug("probe failed: %s", exc)
+                continue
+            self._wake.clear()
+            wait = self.echo_interval
+            if self.echo is not None and self.idle_seconds is not None:
+                idle = self.idle_seconds()
+                if idle >= self.echo_interval:
+                    try:
+                        await self.echo()
+                        self.report(True)
+                    except Exception as exc:
+                        self.report(False, f"echo test failed: {exc}")
+                    continue
+                wait = self.echo_interval - idle
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+            except asyncio.TimeoutError:
+                pass
+
