@@ -240,54 +240,46 @@ async def scenario(n: int, outage: float, jitter: bool, seed: int) -> Result:
 
 
 # -- figures -------------------------------------------------------------------------
-def peak(times: list[float], start: float, end: float, window: float, step: float = 0.1) -> int:
-    """Most attempts in any window of `window` s starting in [start, end], step `step`."""
-    best, k = 0, 0
-    while start + k * step <= end:
-        s = start + k * step
-        best = max(best, bisect_left(times, s + window) - bisect_left(times, s))
-        k += 1
-    return best
+def peak(times: list[float], start: float, end: float, window: float) -> int:
+    """Most attempts in [start, end) within any `window` s, sliding in 100 ms steps."""
+    times = [t for t in times if start <= t < end]
+    starts = (start + k * 0.1 for k in range(max(1, int((end - start) / 0.1) + 1)))
+    return max(bisect_left(times, s + window) - bisect_left(times, s) for s in starts)
 
 
-def figures(r: Result) -> dict[str, str]:
+def figures(r: Result) -> list[tuple[str, str]]:
     end = r.up_at + (r.all_up_after if r.all_up_after is not None else 4 * PROBE_CAP)
-    during = [t for t in r.attempts if r.down_at <= t < r.up_at]
-    after = [t for t in r.attempts if t >= r.up_at]
-    p1, p01 = peak(r.attempts, r.down_at, end, 1.0), peak(r.attempts, r.down_at, end, 0.1)
-    rp1, rp01 = peak(after, r.up_at, end, 1.0), peak(after, r.up_at, end, 0.1)
-    up = "not all UP" if r.all_up_after is None else f"{r.all_up_after:.2f}"
-    up_prod = "-" if r.all_up_after is None else f"{r.all_up_after * SCALE:.0f}"
-    return {
-        "terminals": str(r.terminals),
-        "outage (s)": f"{r.outage:g}",
-        "whole fleet DOWN after (s)": f"{r.all_down_after:.2f}",
-        "connection attempts, total": str(len(during) + len(after)),
-        "  while the host was down": str(len(during)),
-        "  after the host came back": str(len(after)),
-        "peak attempts per 1 s": str(p1),
-        "peak attempts per 100 ms": str(p01),
-        "  recovery only, per 1 s": str(rp1),
-        "  recovery only, per 100 ms": str(rp01),
-        "whole fleet UP again after (s)": up,
-        "failed sign-ons after host back": str(r.late_failures),
-        "failure reports per refused attempt": f"{(r.failures - r.late_failures) / max(1, len(during)):.2f}",
-        "PRODUCTION SCALE (x10)": "",
-        "outage (s) ": f"{r.outage * SCALE:g}",
-        "peak attempts in any 1 s": str(p01),
-        "peak attempts/s over any 10 s": f"{p1 / SCALE:.1f}",
-        "  recovery only, in any 1 s": str(rp01),
-        "  recovery only, /s over 10 s": f"{rp1 / SCALE:.1f}",
-        "whole fleet UP again after (s) ": up_prod,
-    }
+    probing = r.down_at + r.all_down_after  # the whole fleet is DOWN: only probes from here
+    phases = [("whole run", r.down_at, end), ("fleet DOWN, probing", probing, r.up_at),
+              ("recovery", r.up_at, end)]
+    count = {name: peak(r.attempts, a, b, b - a + 1.0) for name, a, b in phases}
+    rows = [("terminals", str(r.terminals)), ("outage (s)", f"{r.outage:g}"),
+            ("whole fleet DOWN after (s)", f"{r.all_down_after:.2f}"),
+            ("failure reports per refused attempt",
+             f"{(r.failures - r.late_failures) / max(1, count['whole run'] - count['recovery']):.2f}"),
+            ("attempts, whole run", str(count["whole run"])),
+            ("attempts, fleet DOWN and probing", str(count["fleet DOWN, probing"])),
+            ("attempts, recovery", str(count["recovery"]))]
+    prod: list[tuple[str, str]] = []
+    for name, a, b in phases:
+        p1, p01 = peak(r.attempts, a, b, 1.0), peak(r.attempts, a, b, 0.1)
+        rows += [(f"peak per 1 s, {name}", str(p1)), (f"peak per 100 ms, {name}", str(p01))]
+        prod.append((f"  peak per 1 s, {name}", str(p01)))
+    up = None if r.all_up_after is None else r.all_up_after
+    rows += [("whole fleet UP again after (s)", "never" if up is None else f"{up:.2f}"),
+             ("failed sign-ons after host back", str(r.late_failures)),
+             (f"PRODUCTION SCALE (x{SCALE:g})", ""), ("  outage (s)", f"{r.outage * SCALE:g}")]
+    rows += prod + [("  whole fleet UP again after (s)",
+                     "never" if up is None else f"{up * SCALE:.0f}")]
+    return rows
 
 
 def table(results: list[Result]) -> str:
     cols = [figures(r) for r in results]
     heads = ["jitter + offset" if r.jitter else "no jitter" for r in results]
-    lines = [f"{'':34}" + "".join(f"{h:>18}" for h in heads)]
-    for key in cols[0]:
-        lines.append(f"{key:34}" + "".join(f"{c[key]:>18}" for c in cols))
+    lines = [f"{'':38}" + "".join(f"{h:>17}" for h in heads)]
+    for i, (key, _) in enumerate(cols[0]):
+        lines.append(f"{key:38}" + "".join(f"{c[i][1]:>17}" for c in cols))
     return "\n".join(lines)
 
 

@@ -1,0 +1,182 @@
+"""Offline mode end to end: floor-limit approvals, store-and-forward, reconnect.
+
+The host is taken down through hwsim; the firmware notices on its first failed
+sale (down_after = 1 here), approves what its rules allow, keeps the advices
+sealed, and forwards them exactly once, in order, when the host is back.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import random
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from tests.invariants import wait_and_check
+from tests.rig import Rig
+
+PAN = "4761739001010010"
+OFFLINE = {"offline": {"floor_limit": 5000, "total_limit": 10000, "max_count": 3,
+                       "down_after": 1, "blocked_bins": ["541333"]},
+           "timeouts": {"busy_retries": 0}}
+
+
+@pytest.fixture
+def rig(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
+    r = Rig(tmp_path, overrides=OFFLINE)
+    try:
+        yield r.start()
+    finally:
+        r.stop()
+
+
+def offline_sale(rig: Rig, digits: str, pan: str = PAN, **swipe: Any) -> list[str]:
+    rig.hw.press("CANCEL")  # leave any result screen
+    rig.sale(digits, pan, **swipe)
+    return _result(rig)
+
+
+def _result(rig: Rig) -> list[str]:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        rows = [r.rstrip() for r in rig.hw.display()]
+        if rows[0].startswith(("APPROVED", "NOT COMPLETED", "DECLINED", "NO RESPONSE")):
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"no result: {rig.hw.display()}")
+
+
+def go_offline(rig: Rig) -> None:
+    rig.hw.host_down()
+    rows = offline_sale(rig, "2000")  # the first sale finds the host gone
+    assert rows[0] == "APPROVED OFFLINE" and rows[1].startswith("AUTH Y3"), rows
+    assert rig.hw.gpio_state()["led_online"] == 0
+
+
+def test_limits_card_rules_then_upload_exactly_once_in_order(rig: Rig) -> None:
+    assert rig.hw.gpio_state()["led_online"] == 1
+    go_offline(rig)
+    rig.hw.press("CANCEL")
+    rig.hw.wait_display("OFFLINE")  # the idle screen's indicator
+    refusals = {
+        ("6000", PAN): "OVER FLOOR LIMIT",
+        ("1000", "4111111111111111"): "CHIP CARD",
+        ("1000", "4005550000000019"): "CHIP CARD",
+        ("1000", "6011000990139424"): "PIN REQUIRED",
+        ("1000", "5413330089010012"): "CARD NOT ACCEPTED",
+    }
+    for (digits, pan), reason in refusals.items():
+        rows = offline_sale(rig, digits, pan)
+        assert rows[:2] == ["NOT COMPLETED", reason], (reason, rows)
+    rows = offline_sale(rig, "1000", PAN, expiry="2001")
+    assert "CARD EXPIRED" in rows[1]
+    assert offline_sale(rig, "1000")[0] == "APPROVED OFFLINE"
+    assert offline_sale(rig, "4000")[0] == "APPROVED OFFLINE"  # 7000 in all, 3 sales
+    assert offline_sale(rig, "3500")[1] == "OFFLINE TOTAL FULL"  # 10500 > 10000
+    assert offline_sale(rig, "100")[1] == "OFFLINE COUNT FULL"  # 3 unsent already
+    receipts = [r for r in rig.hw.receipts() if "APPROVED OFFLINE" in r]
+    assert len(receipts) == 3 and all("OFFLINE" in r and "Y3" in r for r in receipts)
+    assert rig.hw.ledger() == []
+
+    rig.hw.host_up()
+    rig.hw.press("CANCEL")
+    rig.wait_online()
+    wait_and_check(rig)
+    ledger = rig.hw.ledger()
+    assert [e["amount"] for e in ledger] == [2000, 1000, 4000]  # in order
+    assert all(e["charged"] and e["offline_approval"].startswith("Y3") for e in ledger)
+    advices = [m for m in rig.hw.messages() if m["mti"] in ("0220", "0221")]
+    assert len(advices) == 3
+    assert rig.hw.gpio_state()["led_online"] == 1
+
+
+def test_host_refusing_an_advice_is_reported_not_retried(rig: Rig) -> None:
+    go_offline(rig)
+    rig.hw.host_default("0220", "05")
+    rig.hw.host_up()
+    rig.hw.press("CANCEL")
+    rig.wait_online()
+    wait_and_check(rig)  # the refused sale is unpaid, and the terminal says so
+    rig.hw.press("F1")
+    rig.hw.press("3")
+    rows = rig.hw.wait_display("REFUSED 1")
+    assert "QUEUE 0" in rows[1]
+    rig.hw.press("OK")
+    rig.hw.press("4")
+    report = rig.wait_receipts(2)[-1]
+    assert "OFFLINE REPORT" in report and "REFUSED BY HOST" in report and "CODE 05" in report
+    assert "476173******0010" in report and PAN not in report
+    time.sleep(1.5)  # several backoff periods: a refused advice is never sent again
+    assert [m["mti"] for m in rig.hw.messages()].count("0220") == 1
+    assert [m["mti"] for m in rig.hw.messages()].count("0221") == 0
+
+
+def test_no_full_pan_in_storage_or_logs_while_queued(rig: Rig) -> None:
+    go_offline(rig)
+    offline_sale(rig, "3000", PAN)
+    rig.kill_fw()
+    for path in rig.state_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert PAN.encode() not in data, path
+            assert b"=3012" not in data and b"^CARDHOLDER" not in data, path
+    assert PAN not in rig.log()
+    assert (rig.state_dir / "card.key").stat().st_mode & 0o077 == 0
+
+
+def test_wrong_key_refuses_to_start_and_the_queue_survives(rig: Rig) -> None:
+    go_offline(rig)
+    rig.kill_fw()
+    key = rig.state_dir / "card.key"
+    good = key.read_bytes()
+    key.write_bytes(bytes(32))
+    rig.start_fw(wait=False)
+    assert rig.wait_fw_exit() == 4
+    assert "does not match the journal" in rig.log() and "Traceback" not in rig.log()
+    key.unlink()
+    rig.start_fw(wait=False)
+    assert rig.wait_fw_exit() == 4
+    assert "is missing but the journal holds encrypted card data" in rig.log()
+    key.write_bytes(good)
+    key.chmod(0o600)
+    rig.hw.host_up()
+    rig.start_fw(wait=False)
+    rig.wait_ready()
+    wait_and_check(rig)
+    assert [e["amount"] for e in rig.hw.ledger() if e["charged"]] == [2000]
+
+
+def test_crash_during_upload_still_exactly_once(tmp_path: pathlib.Path) -> None:
+    rng = random.Random(4)
+    with Rig(tmp_path, overrides={**OFFLINE, "offline": {**OFFLINE["offline"],
+                                                         "max_count": 50,
+                                                         "total_limit": 1000000}}) as rig:
+        rig.start()
+        go_offline(rig)
+        for n in range(7):
+            assert offline_sale(rig, str(1000 + 10 * n))[0] == "APPROVED OFFLINE"
+        rig.hw.press("CANCEL")
+        rig.kill_fw()
+        rig.hw.host_up()
+        points = ["after_advice_identity", "after_advice_sent", None, None]
+        for _ in range(8):
+            point = rng.choice(points)
+            rig.hw.host_fault("delay", count=3, mti="0220", seconds=round(rng.uniform(0, .2), 3))
+            rig.start_fw(failpoint=f"{point}:{rng.randint(1, 2)}" if point else None, wait=False)
+            if point is None:
+                time.sleep(rng.uniform(0.3, 1.2))
+                if rig.fw is not None and rig.fw.poll() is None:
+                    rig.kill_fw(signal.SIGKILL)
+            else:
+                try:
+                    rig.wait_fw_exit(timeout=10)
+                except Exception:
+                    rig.kill_fw()
+            rig.hw.host_clear()
+        rig.start_fw(wait=False)
+        wait_and_check(rig, timeout=40)
+        charged = [e for e in rig.hw.ledger() if e["charged"]]
+        assert [e["amount"] for e in charged] == [2000] + [1000 + 10 * n for n in range(7)]
