@@ -2,18 +2,18 @@
 
 One process, one asyncio loop. Every terminal is a real LinkMonitor whose probe is
 a real HostLink.ensure_connected() (TCP connect + 0800/0810 sign-on) against a
-counting host on 127.0.0.1 that records the time of every accepted connection.
-The scenario: the whole fleet is signed on; the host goes down (open connections
-are reset, new ones are accepted and reset at once); each terminal's next sales
-or echoes fail until its breaker is DOWN, then only the monitor probes, on its
-backoff; after the outage the host serves again and the run ends when every
-terminal is UP. It runs twice: with jitter (full jitter plus the per-terminal
-offset of host-interface.md section 6) and without (every terminal waits the
-same ceiling).
+counting host on 127.0.0.1 that records the time of every connection it accepts.
+The whole fleet signs on; the host goes down (open connections are reset, new
+ones are accepted and reset at once); each terminal's next sales or echoes fail
+until its breaker is DOWN, then only its monitor probes, on its backoff; after the
+outage the host serves again and the run ends when every terminal is UP. It runs
+twice: with jitter (full jitter plus the per-terminal offset of host-interface.md
+section 6) and without (every terminal waits the same ceiling).
 
-Time is scaled 1:10: probe base 0.5 s and cap 8 s stand for the production 5 s
-and 120 s. Connect and response timeouts keep production values (they guard
-against a silent host; this host always answers or resets at once).
+Time is scaled 1:10 throughout: probe base 0.5 s and cap 12 s stand for the
+production 5 s and 120 s, so a 1 s window here is a 10 s window in production and
+a 100 ms window here is 1 s. Connect and response timeouts keep production values
+(they guard against a silent host; this one always answers or resets at once).
 
     python bench/fleet.py [--terminals N] [--outage S] [--quick] [--seed N]
 """
@@ -48,7 +48,7 @@ log = logging.getLogger("posterm.bench.fleet")
 
 SCALE = 10.0  # one bench second stands for ten production seconds
 PROBE_BASE, PROBE_CAP = 5.0 / SCALE, 120.0 / SCALE
-DETECT_SPREAD = 5.0 / SCALE  # a terminal's next sale or echo after the loss: within 5 s (prod.)
+DETECT_SPREAD = 5.0 / SCALE  # gap between a till's sales/echoes once the link is lost
 FDS_PER_TERMINAL = 2  # the terminal's socket and the host's end of it
 FD_RESERVE = 200
 
@@ -72,9 +72,8 @@ class CountingHost:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, backlog: int) -> int:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _HostProtocol(self), "127.0.0.1", 0,
-                                               backlog=backlog)
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: _HostProtocol(self), "127.0.0.1", 0, backlog=backlog)
         return int(self.server.sockets[0].getsockname()[1])
 
     def go_down(self) -> None:
@@ -92,8 +91,7 @@ class CountingHost:
 
 class _HostProtocol(asyncio.Protocol):
     def __init__(self, host: CountingHost) -> None:
-        self.host = host
-        self.buffer = b""
+        self.host, self.buffer = host, b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,20 +129,18 @@ class _HostProtocol(asyncio.Protocol):
 # -- the fleet -----------------------------------------------------------------------
 @dataclass
 class Fleet:
+    """Who is not UP, who has been DOWN, and the failure reports the links made."""
     not_up: set[str] = field(default_factory=set)
     went_down: set[str] = field(default_factory=set)
     last_change: float = 0.0
-    host_back_at: float | None = None
+    host_back: bool = False
     failures: int = 0
     late_failures: int = 0
 
     def on_change(self, tid: str) -> Callable[[str], None]:
         def changed(state: str) -> None:
             self.last_change = time.monotonic()
-            if state == UP:
-                self.not_up.discard(tid)
-            else:
-                self.not_up.add(tid)
+            (self.not_up.discard if state == UP else self.not_up.add)(tid)
             if state == DOWN:
                 self.went_down.add(tid)
         return changed
@@ -152,7 +148,7 @@ class Fleet:
     def on_attempt(self, ok: bool, reason: str) -> None:
         if not ok:
             self.failures += 1
-            self.late_failures += self.host_back_at is not None
+            self.late_failures += self.host_back
 
 
 @dataclass
@@ -184,8 +180,8 @@ async def notice_outage(t: Terminal, rng: random.Random) -> None:
             break
         try:
             await t.link.ensure_connected()
-        except HostError:
-            pass
+        except HostError as exc:
+            log.debug("%s: %s", t.tid, exc)
 
 
 @dataclass
@@ -193,10 +189,10 @@ class Result:
     jitter: bool
     terminals: int
     outage: float
-    attempts: list[float]
+    attempts: list[float]  # monotonic accept times at the host, sorted
     down_at: float
     up_at: float
-    all_down_after: float
+    all_down_after: float | None
     all_up_after: float | None
     failures: int
     late_failures: int
@@ -206,25 +202,25 @@ async def scenario(n: int, outage: float, jitter: bool, seed: int) -> Result:
     policy = LinkPolicy(probe_base=PROBE_BASE, probe_cap=PROBE_CAP, jitter=jitter)
     host, fleet = CountingHost(), Fleet()
     port = await host.start(backlog=max(128, n))
-    fleet_ = [make_terminal(i, port, policy, fleet, seed) for i in range(n)]
+    terminals = [make_terminal(i, port, policy, fleet, seed) for i in range(n)]
     gate = asyncio.Semaphore(100)
 
     async def sign_on(t: Terminal) -> None:
         async with gate:
             await t.link.ensure_connected()
-    await asyncio.gather(*(sign_on(t) for t in fleet_))
-    if not all(t.link.connected for t in fleet_):
+    await asyncio.gather(*(sign_on(t) for t in terminals))
+    if not all(t.link.connected and t.monitor.state == UP for t in terminals):
         raise RuntimeError("not every terminal signed on before the outage")
-    tasks = [asyncio.create_task(t.monitor.run()) for t in fleet_]
+    tasks = [asyncio.create_task(t.monitor.run()) for t in terminals]
 
     down_at = time.monotonic()
     host.go_down()
     tasks += [asyncio.create_task(notice_outage(t, random.Random(f"{seed}/till/{t.tid}")))
-              for t in fleet_]
+              for t in terminals]
     await asyncio.sleep(outage)
-    all_down_after = fleet.last_change - down_at if len(fleet.went_down) == n else float("nan")
-    host.up = True
-    up_at = fleet.host_back_at = time.monotonic()
+    all_down_after = fleet.last_change - down_at if len(fleet.went_down) == n else None
+    host.up = fleet.host_back = True
+    up_at = time.monotonic()
     deadline = up_at + 4 * PROBE_CAP + 10.0
     while fleet.not_up and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -233,45 +229,49 @@ async def scenario(n: int, outage: float, jitter: bool, seed: int) -> Result:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.gather(*(t.link.close() for t in fleet_), return_exceptions=True)
+    await asyncio.gather(*(t.link.close() for t in terminals), return_exceptions=True)
     await host.stop()
     return Result(jitter, n, outage, sorted(host.attempts), down_at, up_at, all_down_after,
                   all_up_after, fleet.failures, fleet.late_failures)
 
 
 # -- figures -------------------------------------------------------------------------
+def count(times: list[float], start: float, end: float) -> int:
+    return bisect_left(times, end) - bisect_left(times, start)
+
+
 def peak(times: list[float], start: float, end: float, window: float) -> int:
     """Most attempts in [start, end) within any `window` s, sliding in 100 ms steps."""
-    times = [t for t in times if start <= t < end]
-    starts = (start + k * 0.1 for k in range(max(1, int((end - start) / 0.1) + 1)))
-    return max(bisect_left(times, s + window) - bisect_left(times, s) for s in starts)
+    steps = range(max(1, int((end - start) / 0.1) + 1))
+    return max(count(times, max(start, s), min(end, s + window))
+               for s in (start + k * 0.1 for k in steps))
+
+
+def _secs(value: float | None, scale: float = 1.0, missing: str = "never") -> str:
+    return missing if value is None else f"{value * scale:.{0 if scale > 1 else 2}f}"
 
 
 def figures(r: Result) -> list[tuple[str, str]]:
     end = r.up_at + (r.all_up_after if r.all_up_after is not None else 4 * PROBE_CAP)
-    probing = r.down_at + r.all_down_after  # the whole fleet is DOWN: only probes from here
-    phases = [("whole run", r.down_at, end), ("fleet DOWN, probing", probing, r.up_at),
+    probing = r.down_at + (r.all_down_after or 0.0)  # fleet DOWN: only probes from here
+    phases = [("whole run", r.down_at, end), ("probing", probing, r.up_at),
               ("recovery", r.up_at, end)]
-    count = {name: peak(r.attempts, a, b, b - a + 1.0) for name, a, b in phases}
+    refused = count(r.attempts, r.down_at, r.up_at)
     rows = [("terminals", str(r.terminals)), ("outage (s)", f"{r.outage:g}"),
-            ("whole fleet DOWN after (s)", f"{r.all_down_after:.2f}"),
-            ("failure reports per refused attempt",
-             f"{(r.failures - r.late_failures) / max(1, count['whole run'] - count['recovery']):.2f}"),
-            ("attempts, whole run", str(count["whole run"])),
-            ("attempts, fleet DOWN and probing", str(count["fleet DOWN, probing"])),
-            ("attempts, recovery", str(count["recovery"]))]
-    prod: list[tuple[str, str]] = []
+            ("whole fleet DOWN after (s)", _secs(r.all_down_after, missing="not all")),
+            ("attempts, total", str(count(r.attempts, r.down_at, end))),
+            ("attempts, while host down", str(refused)),
+            ("attempts, after host back", str(count(r.attempts, r.up_at, end)))]
+    prod = [(f"PRODUCTION SCALE (x{SCALE:g})", ""), ("  outage (s)", f"{r.outage * SCALE:g}")]
     for name, a, b in phases:
         p1, p01 = peak(r.attempts, a, b, 1.0), peak(r.attempts, a, b, 0.1)
         rows += [(f"peak per 1 s, {name}", str(p1)), (f"peak per 100 ms, {name}", str(p01))]
-        prod.append((f"  peak per 1 s, {name}", str(p01)))
-    up = None if r.all_up_after is None else r.all_up_after
-    rows += [("whole fleet UP again after (s)", "never" if up is None else f"{up:.2f}"),
+        prod += [(f"  peak per 10 s, {name}", str(p1)), (f"  peak per 1 s, {name}", str(p01))]
+    rows += [("whole fleet UP again after (s)", _secs(r.all_up_after)),
              ("failed sign-ons after host back", str(r.late_failures)),
-             (f"PRODUCTION SCALE (x{SCALE:g})", ""), ("  outage (s)", f"{r.outage * SCALE:g}")]
-    rows += prod + [("  whole fleet UP again after (s)",
-                     "never" if up is None else f"{up * SCALE:.0f}")]
-    return rows
+             ("failure reports per refused attempt",
+              f"{(r.failures - r.late_failures) / max(1, refused):.2f}")]
+    return rows + prod + [("  whole fleet UP again after (s)", _secs(r.all_up_after, SCALE))]
 
 
 def table(results: list[Result]) -> str:
@@ -292,15 +292,25 @@ def raise_fd_limit(wanted: int) -> int:
     return target
 
 
+NOTES = f"""
+An attempt is a TCP connection the host accepted. "probing" runs from the moment
+the whole fleet is DOWN until the host is back; "recovery" from then until every
+terminal is UP. Terminals notice the outage through their next sales or echoes,
+{DETECT_SPREAD:g} s apart at most; {LinkPolicy().down_after} failure reports take a \
+terminal DOWN.
+Without jitter the bursts are capped by how fast this one process can connect; a
+real fleet would land them closer together."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--terminals", type=int, default=None, help="fleet size (default 1000)")
-    ap.add_argument("--outage", type=float, default=None, help="outage, bench seconds (20)")
+    ap = argparse.ArgumentParser(description="Fleet reconnect benchmark (time scaled 1:10).")
+    ap.add_argument("--terminals", type=int, help="fleet size (default 1000, quick 200)")
+    ap.add_argument("--outage", type=float, help="outage in bench seconds (20, quick 6)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 terminals, 6 s outage")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="seed of every terminal's random draws")
     args = ap.parse_args(argv)
-    n = args.terminals or (200 if args.quick else 1000)
-    outage = args.outage or (6.0 if args.quick else 20.0)
+    n = args.terminals if args.terminals is not None else (200 if args.quick else 1000)
+    outage = args.outage if args.outage is not None else (6.0 if args.quick else 20.0)
     if n < 1 or outage <= 0:
         ap.error("--terminals and --outage must be positive")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -308,30 +318,24 @@ def main(argv: list[str] | None = None) -> int:
 
     limit = raise_fd_limit(n * FDS_PER_TERMINAL + FD_RESERVE)
     fit = (limit - FD_RESERVE) // FDS_PER_TERMINAL
-    if fit < n:
-        print(f"open-file limit is {limit} (hard limit): enough for {fit} terminals, not {n}; "
-              f"running with {fit}. Raise it with `ulimit -Hn` as root to run the full fleet.")
-        n = fit
-    if n < 1:
-        print("the open-file limit is too low to run any terminal")
+    if fit < 1:
+        print(f"the open-file hard limit ({limit}) is too low to run any terminal")
         return 1
+    if fit < n:
+        print(f"the open-file hard limit is {limit}: enough for {fit} terminals, not {n}; "
+              f"running with {fit} (raise the hard limit to run the full fleet)")
+        n = fit
 
-    print(f"fleet reconnect benchmark: {n} terminals, {outage:g} s outage, time scaled "
-          f"1:{SCALE:g} (probe base {PROBE_BASE:g} s, cap {PROBE_CAP:g} s = production "
-          f"{PROBE_BASE * SCALE:g} s / {PROBE_CAP * SCALE:g} s)", flush=True)
+    print(f"fleet reconnect benchmark: {n} terminals, {outage:g} s outage; time scaled "
+          f"1:{SCALE:g}: probe base {PROBE_BASE:g} s and cap {PROBE_CAP:g} s stand for "
+          f"{PROBE_BASE * SCALE:g} s and {PROBE_CAP * SCALE:g} s", flush=True)
     results = []
     for jitter in (True, False):
         started = time.monotonic()
         results.append(asyncio.run(scenario(n, outage, jitter, args.seed)))
-        print(f"  run {'with' if jitter else 'without'} jitter: "
+        print(f"  run {'with' if jitter else 'without'} jitter took "
               f"{time.monotonic() - started:.1f} s", flush=True)
-    print()
-    print(table(results))
-    print(f"\nTimes in bench seconds unless marked production; an attempt is a TCP "
-          f"connection the host accepted. Terminals notice the outage through their next "
-          f"sales or echoes, spread over {DETECT_SPREAD:g} s; {LinkPolicy().down_after} "
-          f"failures take a terminal DOWN.\nWithout jitter the bursts are capped by how fast "
-          f"this one process can connect; a real fleet would land them closer together.")
+    print("\n" + table(results) + "\n" + NOTES)
     if any(r.all_up_after is None for r in results):
         print("FAILED: some terminals were not UP again before the deadline")
         return 1
