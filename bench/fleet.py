@@ -82,12 +82,6 @@ class CountingHost:
             _reset(transport)
         self.open.clear()
 
-    async def stop(self) -> None:
-        self.go_down()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
 
 class _HostProtocol(asyncio.Protocol):
     def __init__(self, host: CountingHost) -> None:
@@ -159,6 +153,7 @@ class Terminal:
 
 
 def make_terminal(n: int, port: int, policy: LinkPolicy, fleet: Fleet, seed: int) -> Terminal:
+    """A terminal wired as the firmware wires it: every link attempt drives the breaker."""
     tid = f"T{n:07d}"
     stans = itertools.count(1)
     cfg = HostConfig(host="127.0.0.1", port=port, tls=False, connect_timeout=5.0,
@@ -230,7 +225,9 @@ async def scenario(n: int, outage: float, jitter: bool, seed: int) -> Result:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.gather(*(t.link.close() for t in terminals), return_exceptions=True)
-    await host.stop()
+    host.go_down()
+    if host.server is not None:
+        host.server.close()
     return Result(jitter, n, outage, sorted(host.attempts), down_at, up_at, all_down_after,
                   all_up_after, fleet.failures, fleet.late_failures)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import evdev
 from evdev import ecodes
@@ -74,7 +74,7 @@ class EvdevSource:
     def __init__(self, path: str, grab: bool = True) -> None:
         self._path = path
         self._grab = grab
-        self._device: evdev.InputDevice | None = None
+        self._device: evdev.InputDevice[Any] | None = None
 
     def open(self) -> None:
         if self._device is not None:

@@ -177,7 +177,7 @@ class MagstripeReader:
                     log.info("card reader: %s is back", self._port)
                     in_outage = False
             try:
-                data = port.read(port.in_waiting or 1)
+                data = port.read(getattr(port, "in_waiting", 0) or 1)
             except (serial.SerialException, OSError) as exc:
                 message = f"card reader: lost {self._port}: {_read_failure(exc)}"
                 if not in_outage:

@@ -80,7 +80,8 @@ def _load_escpos(cache_dir: str) -> ModuleType:
             if not had_handlers:  # logging belongs to the application, not to escpos
                 for handler in list(root.handlers):
                     root.removeHandler(handler)
-        return escpos.printer
+        module: ModuleType = escpos.printer
+        return module
 
 
 class _Link:
@@ -130,7 +131,7 @@ class _Link:
                 self._device.settimeout(self._timeout)
             else:
                 self._device.timeout = self._timeout
-        return data[0]
+        return int(data[0])
 
 
 class EscposPrinter:

@@ -56,7 +56,7 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-BACKENDS = {
+BACKENDS: dict[str, dict[str, dict[str, type]]] = {
     "card_reader": {"serial": {"port": str, "baudrate": int}},
     "keypad": {"evdev": {"path": str}, "hwsim": {"socket": str}},
     "printer": {"network": {"host": str, "port": int},
@@ -154,7 +154,8 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
     t.finish()
 
     tm = _Table(source, "timeouts", data.get("timeouts", {}))
-    pos = {"check": lambda v: v > 0, "what": "must be a positive number of seconds"}
+    pos: dict[str, Any] = {"check": lambda v: v > 0,
+                           "what": "must be a positive number of seconds"}
     amount_to = tm.get("amount_entry", float, 60.0, **pos)
     card_to = tm.get("card", float, 30.0, **pos)
     result_to = tm.get("result", float, 4.0, **pos)
@@ -189,11 +190,13 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
 
     lg = _Table(source, "log", data.get("log", {}))
     level = lg.get("level", str, "INFO", check=lambda v: v.upper() in
-                   {"DEBUG", "INFO", "WARNING", "ERROR"}, what="must be DEBUG, INFO, WARNING or ERROR")
+                   {"DEBUG", "INFO", "WARNING", "ERROR"},
+                   what="must be DEBUG, INFO, WARNING or ERROR")
     lg.finish()
 
     o = _Table(source, "offline", data.get("offline", {}))
-    money_ok = {"check": lambda v: v >= 0, "what": "must be an amount in minor units, 0 or more"}
+    money_ok: dict[str, Any] = {"check": lambda v: v >= 0,
+                                "what": "must be an amount in minor units, 0 or more"}
     offline = OfflineRules(
         enabled=o.get("enabled", bool, True),
         floor_limit=o.get("floor_limit", int, 5000, **money_ok),
@@ -229,7 +232,7 @@ def _device(source: str, name: str, data: Any) -> DeviceConfig:
             return DeviceConfig("none")
         raise ConfigError(f"{source}: [{name}]: missing table (the device's backend and path)")
     t = _Table(source, name, data)
-    choices = BACKENDS[name]
+    choices: dict[str, dict[str, type]] = BACKENDS[name]
     backend = t.get("backend", str, check=lambda v: v in choices,
                     what="must be one of " + ", ".join(sorted(choices)))
     options: dict[str, Any] = {}

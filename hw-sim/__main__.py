@@ -194,7 +194,8 @@ def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any], Show]:
         return "host_fault", _given(params), lambda r: f"fault {args.kind} set"
     if op == "printer-fault":
         params = {"paper_out": args.paper_out or None, "cover_open": args.cover_open or None,
-                  "paper_near_end": args.near_end or None, "offline": args.offline or None, "mute": args.mute or None,
+                  "paper_near_end": args.near_end or None, "offline": args.offline or None,
+                  "mute": args.mute or None,
                   "slow_seconds": args.slow}  # fmt: skip
         return "printer_fault", _given(params), lambda r: "printer fault set"
     if op == "gpio" and args.set:

@@ -154,7 +154,7 @@ class Hd44780Sim:
             if not self.display_on:
                 return [blank] * len(ROW_STARTS)
             out = []
-            for i, start in enumerate(ROW_STARTS):
+            for start in ROW_STARTS:
                 if not self._two_lines and start & 0x40:
                     out.append(blank)  # one-line mode drives only the first line's commons
                     continue

@@ -107,7 +107,7 @@ class Rig:
             time.sleep(0.05)
         self._ready_seen = want
 
-    def start(self) -> "Rig":
+    def start(self) -> Rig:
         self.start_sim()
         self.start_fw()
         return self
@@ -138,7 +138,7 @@ class Rig:
                     proc.kill()
                     proc.wait()
 
-    def __enter__(self) -> "Rig":
+    def __enter__(self) -> Rig:
         return self
 
     def __exit__(self, *exc: object) -> None:

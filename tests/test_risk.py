@@ -19,7 +19,10 @@ def card(pan: str = "4761739001010010", svc: str = "101", expiry: str = "3012") 
     return CardData(pan=pan, expiry=expiry, service_code=svc, track2=f"{pan}={expiry}{svc}")
 
 
-def decide(amount: int = 1000, c: CardData | None = None, queue: QueueStats = QueueStats(),
+EMPTY = QueueStats()
+
+
+def decide(amount: int = 1000, c: CardData | None = None, queue: QueueStats = EMPTY,
            kind: str = "purchase", rules: OfflineRules = RULES) -> str:
     d = offline_decision(rules, queue, kind=kind, amount=amount, card=c or card(), now=NOW)
     assert d.approved == (d.reason == "WITHIN OFFLINE LIMITS")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def ceiling(attempt: int, base: float, cap: float) -> float:
     """The upper bound of the wait before repeat number `attempt` (0-based)."""
-    return min(cap, base * (2 ** min(attempt, 32)))
+    return float(min(cap, base * (2 ** min(attempt, 32))))
 
 
 def full_jitter(attempt: int, base: float, cap: float, draw: float) -> float:

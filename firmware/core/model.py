@@ -1,4 +1,4 @@
-"""Values the core and the runtime share: configuration the core needs, a sale's request and its record."""
+"""Values the core and the runtime share: core configuration, a sale's request, its record."""
 
 from __future__ import annotations
 

@@ -33,8 +33,7 @@ from datetime import datetime
 
 from firmware.core.card import luhn_ok
 from firmware.core.effects import (
-    Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport, Show,
-    StartTimer,
+    Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport, StartTimer,
 )
 from firmware.core.events import (
     CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered, HostBusy,
@@ -229,6 +228,7 @@ def _in_authorizing(state: State, event: Event, now: Now) -> Step:
                                        f"retry {sale.attempts} of {state.cfg.busy_retries}"),
                         *eff]
         st = replace(state, sale=sale, message="HOST UNAVAILABLE")
+        assert sale.request is not None
         return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
                                    "no more retries"),
                     screens.show(st), _offline(st, sale.request, event.sale_id, now)]
@@ -337,9 +337,10 @@ def _timer(state: State, now: Now) -> Step:
     if state.phase == Phase.BUSY_WAIT:
         sale = state.sale
         assert sale is not None and sale.request is not None
+        request = sale.request
         sale = replace(sale, attempts=sale.attempts + 1)
         st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale)
-        return st, [*eff, Authorize(sale.request, sale.sale_id)]
+        return st, [*eff, Authorize(request, sale.sale_id)]
     return state, []
 
 

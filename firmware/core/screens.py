@@ -20,13 +20,13 @@ def rows(*lines: str) -> tuple[str, str, str, str]:
     return (padded[0], padded[1], padded[2], padded[3])
 
 
-def _header(state: "State", title: str) -> str:
+def _header(state: State, title: str) -> str:
     flag = {"UP": "", "DEGRADED": "SLOW", "DOWN": "OFFLINE"}.get(state.link, state.link)
     space = W - len(title) - len(flag)
     return title + " " * max(1, space) + flag if flag else title
 
 
-def show(state: "State") -> Show:
+def show(state: State) -> Show:
     from firmware.core.sale import Phase
 
     cur = state.cfg.currency_code
@@ -64,7 +64,7 @@ def show(state: "State") -> Show:
     return Show(rows("POSTERM", "", "", ""))
 
 
-def now_hint(state: "State") -> "datetime":
+def now_hint(state: State) -> datetime:
     """The time of the last event the core saw (screens read no clock)."""
     return state.seen
 

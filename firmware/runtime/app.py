@@ -13,7 +13,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Coroutine
 from datetime import datetime, timezone
+from typing import Any
 
 from firmware.config import Config
 from firmware.core import sale as core
@@ -69,8 +71,8 @@ class App:
     def emit(self, event: Event) -> None:
         self.queue.put_nowait(event)
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
+        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

@@ -44,7 +44,7 @@ Key = tuple[str, str, str]
 
 
 class Pending:
-    def __init__(self, link: "HostLink", key: Key, request: Fields) -> None:
+    def __init__(self, link: HostLink, key: Key, request: Fields) -> None:
         self.link, self.key, self.request = link, key, request
         self.future: asyncio.Future[Fields] = asyncio.get_running_loop().create_future()
 
@@ -109,15 +109,16 @@ class HostLink:
                 self.cfg.connect_timeout)
         except ssl.SSLCertVerificationError as exc:
             raise self._fail(f"host {self.address} refused: its TLS certificate is not "
-                             f"trusted ({exc.verify_message})")
+                             f"trusted ({exc.verify_message})") from None
         except ssl.SSLError as exc:
-            raise self._fail(f"TLS handshake with host {self.address} failed: {exc.reason}")
+            raise self._fail(f"TLS handshake with host {self.address} failed: "
+                             f"{exc.reason}") from None
         except asyncio.TimeoutError:
             raise self._fail(f"host {self.address}: no connection within "
-                             f"{self.cfg.connect_timeout:g} s")
+                             f"{self.cfg.connect_timeout:g} s") from None
         except OSError as exc:
             why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            raise self._fail(f"host {self.address}: cannot connect: {why}")
+            raise self._fail(f"host {self.address}: cannot connect: {why}") from None
         self._reader, self._writer = reader, writer
         self._read_task = asyncio.create_task(self._read_loop(reader, writer),
                                               name="host-reader")
@@ -130,7 +131,7 @@ class HostLink:
                                           self.cfg.response_timeout)
         except HostError as exc:
             await self.close()
-            raise self._fail(f"sign-on to host {self.address} failed: {exc}")
+            raise self._fail(f"sign-on to host {self.address} failed: {exc}") from None
         if answer.get("39") != "00":
             await self.close()
             raise self._fail(f"sign-on to host {self.address} refused with code "
@@ -185,14 +186,14 @@ class HostLink:
     def _write(self, doc: Fields) -> Pending:
         writer = self._writer
         if writer is None or writer.is_closing():
-            raise self._fail(f"connection to host {self.address} is closed")
+            raise self._fail(f"connection to host {self.address} is closed") from None
         payload = iso.encode(doc)
         key = iso.match_key(doc)
         pending = Pending(self, key, doc)
         try:
             writer.write(iso.frame(payload))
         except (OSError, RuntimeError) as exc:
-            raise self._fail(f"write to host {self.address} failed: {exc}")
+            raise self._fail(f"write to host {self.address} failed: {exc}") from None
         self._outstanding[key] = pending
         self.last_traffic = time.monotonic()
         wire.debug(">>> %s", iso.safe_summary(doc))

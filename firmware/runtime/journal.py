@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
 
 from firmware.core.card import CardData
 from firmware.core.iso import next_stan, stan_str
@@ -307,7 +308,7 @@ class Journal:
                            (SaleStatus.OFFLINE_REFUSED, code, "REFUSED BY HOST", sale_id))
             db.execute("DELETE FROM card_data WHERE sale_id=?", (sale_id,))
 
-    def queue_stats(self) -> "QueueStats":
+    def queue_stats(self) -> QueueStats:
         from firmware.core.risk import QueueStats
 
         row = self.db.execute(

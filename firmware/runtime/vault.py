@@ -32,7 +32,7 @@ class Vault:
         self.created = False  # True when this start made a new key file
 
     @classmethod
-    def open(cls, path: Path, *, create: bool) -> "Vault":
+    def open(cls, path: Path, *, create: bool) -> Vault:
         """Load the key; create it only when `create` (no sealed data exists yet)."""
         if not path.exists():
             if not create:
