@@ -181,19 +181,22 @@ class HostLink:
         return await pending.wait(timeout)
 
     async def _exchange(self, doc: Fields, timeout: float) -> Fields:
-        return await self._write(doc).wait(timeout)
+        """The sign-on exchange: its failure is reported once, by _connect."""
+        return await self._write(doc, notify=False).wait(timeout)
 
-    def _write(self, doc: Fields) -> Pending:
+    def _write(self, doc: Fields, *, notify: bool = True) -> Pending:
         writer = self._writer
         if writer is None or writer.is_closing():
-            raise self._fail(f"connection to host {self.address} is closed") from None
+            reason = f"connection to host {self.address} is closed"
+            raise self._fail(reason) if notify else HostUnreachableError(reason) from None
         payload = iso.encode(doc)
         key = iso.match_key(doc)
         pending = Pending(self, key, doc)
         try:
             writer.write(iso.frame(payload))
         except (OSError, RuntimeError) as exc:
-            raise self._fail(f"write to host {self.address} failed: {exc}") from None
+            reason = f"write to host {self.address} failed: {exc}"
+            raise self._fail(reason) if notify else HostUnreachableError(reason) from None
         self._outstanding[key] = pending
         self.last_traffic = time.monotonic()
         wire.debug(">>> %s", iso.safe_summary(doc))

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from firmware.core import link as health
 from firmware.core.link import LinkHealth, LinkPolicy
+from firmware.errors import HostUnreachableError
 
 log = logging.getLogger("posterm.link")
 
@@ -74,6 +75,8 @@ class LinkMonitor:
                     try:
                         await self.echo()
                         self.report(True)
+                    except HostUnreachableError:
+                        pass  # the link's own listener has reported this failure
                     except Exception as exc:
                         self.report(False, f"echo test failed: {exc}")
                     continue

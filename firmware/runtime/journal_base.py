@@ -1,0 +1,223 @@
+"""The journal's foundation: the SQLite file, its schema, counters and sale rows.
+
+SQLite in WAL mode with synchronous=FULL: a committed transaction survives a
+power cut. Every write the firmware's safety depends on is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from firmware.core.card import CardData
+from firmware.core.iso import next_stan, stan_str
+from firmware.core.model import SaleRecord, SaleStatus
+from firmware.errors import JournalError, KeyStoreError
+from firmware.runtime.vault import Vault
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sales (
+    id INTEGER PRIMARY KEY,
+    local TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    pan_masked TEXT NOT NULL,
+    status TEXT NOT NULL,
+    response_code TEXT NOT NULL DEFAULT '',
+    approval TEXT NOT NULL DEFAULT '',
+    rrn TEXT NOT NULL DEFAULT '',
+    stan TEXT NOT NULL DEFAULT '',
+    batch INTEGER NOT NULL,
+    invoice INTEGER NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    fields TEXT NOT NULL,
+    receipt_printed INTEGER NOT NULL DEFAULT 0,
+    copy_printed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    sale_id INTEGER NOT NULL REFERENCES sales(id),
+    stan TEXT NOT NULL,
+    f7 TEXT NOT NULL,
+    state TEXT NOT NULL,
+    response_code TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS reversals (
+    id INTEGER PRIMARY KEY,
+    sale_id INTEGER NOT NULL REFERENCES sales(id),
+    attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+    reason TEXT NOT NULL,
+    stan TEXT,
+    f7 TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    tries INTEGER NOT NULL DEFAULT 0,
+    last_code TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS advices (
+    id INTEGER PRIMARY KEY,
+    sale_id INTEGER NOT NULL UNIQUE REFERENCES sales(id),
+    approval TEXT NOT NULL,
+    stan TEXT,
+    f7 TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    tries INTEGER NOT NULL DEFAULT 0,
+    last_code TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS card_data (
+    sale_id INTEGER PRIMARY KEY REFERENCES sales(id),
+    blob BLOB NOT NULL
+);
+"""
+
+
+class JournalBase:
+    def __init__(self, path: Path, vault: Vault) -> None:
+        self.path = path
+        self.vault = vault
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+            with self.tx():
+                for key, value in (("next_stan", "1"), ("batch", "1"), ("invoice", "1")):
+                    self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            self.db.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"journal {path} cannot be opened: {exc}") from None
+        self._check_key()
+
+    def _check_key(self) -> None:
+        """Refuse a key that is not the one the stored card data was sealed with."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='key_check'").fetchone()
+        if row is None or self.vault.created:
+            blob = self.vault.seal("meta:key_check", b"posterm key check").hex()
+            with self.tx() as db:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('key_check', ?)", (blob,))
+            return
+        try:
+            self.vault.unseal("meta:key_check", bytes.fromhex(row["value"]))
+        except KeyStoreError:
+            raise KeyStoreError(
+                f"the key file does not match the journal {self.path}: it is not the key its "
+                "card data was sealed with. Restore the original key file; nothing was "
+                "changed") from None
+
+    @staticmethod
+    def has_sealed_data(path: Path) -> bool:
+        """True when an existing journal holds encrypted card data (the key is needed)."""
+        if not path.exists():
+            return False
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT count(*) FROM card_data").fetchone()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError:
+            return False
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _meta(self, key: str) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self.db.execute("UPDATE meta SET value=? WHERE key=?", (str(value), key))
+
+    def _take_stan(self) -> str:
+        stan = self._meta("next_stan")
+        self._set_meta("next_stan", next_stan(stan))
+        return stan_str(stan)
+
+    def allocate_stan(self) -> str:
+        with self.tx():
+            return self._take_stan()
+
+    def peek_stan(self) -> str:
+        return stan_str(self._meta("next_stan"))
+
+    def _create_sale(self, db: sqlite3.Connection, *, fields: dict[str, str], card: CardData,
+                     kind: str, amount: int, currency: str, local: datetime,
+                     status: str) -> tuple[int, dict[str, str]]:
+        """Insert a sale (masked PAN) and its sealed card data; give it batch and invoice."""
+        batch, invoice = self._meta("batch"), self._meta("invoice")
+        self._set_meta("invoice", invoice % 999999 + 1)
+        fixed = {**fields, "60": f"{batch:06d}", "62": f"{invoice:06d}"}
+        public = {k: v for k, v in fixed.items() if k not in ("2", "14", "35")}
+        cur = db.execute(
+            "INSERT INTO sales (local, kind, amount, currency, pan_masked, status, "
+            "batch, invoice, fields) VALUES (?,?,?,?,?,?,?,?,?)",
+            (local.isoformat(timespec="seconds"), kind, amount, currency, card.masked,
+             status, batch, invoice, json.dumps(public)))
+        sale_id = int(cur.lastrowid or 0)
+        secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
+        db.execute("INSERT INTO card_data VALUES (?, ?)",
+                   (sale_id, self.vault.seal(f"sale:{sale_id}", secret)))
+        return sale_id, fixed
+
+    def sale_fields(self, sale_id: int) -> dict[str, str]:
+        """The sale's fixed request fields, card data unsealed (memory only)."""
+        row = self.db.execute("SELECT fields FROM sales WHERE id=?", (sale_id,)).fetchone()
+        fields: dict[str, str] = json.loads(row["fields"])
+        blob = self.db.execute("SELECT blob FROM card_data WHERE sale_id=?",
+                               (sale_id,)).fetchone()
+        if blob is not None:
+            fields.update(json.loads(self.vault.unseal(f"sale:{sale_id}", blob["blob"])))
+        return fields
+
+    def _reverse(self, db: sqlite3.Connection, sale_id: int, attempt_id: int,
+                 reason: str) -> None:
+        db.execute("UPDATE attempts SET state='unknown' WHERE id=?", (attempt_id,))
+        db.execute("UPDATE sales SET status=?, reason='NO RESPONSE' WHERE id=?",
+                   (SaleStatus.NOT_COMPLETED, sale_id))
+        db.execute("INSERT INTO reversals (sale_id, attempt_id, reason) VALUES (?,?,?)",
+                   (sale_id, attempt_id, reason))
+
+    def _forget_card(self, db: sqlite3.Connection, sale_id: int) -> None:
+        """Delete a sale's sealed card data unless a reversal or advice still needs it."""
+        busy = db.execute(
+            "SELECT (SELECT count(*) FROM reversals WHERE sale_id=? AND state='pending') + "
+            "(SELECT count(*) FROM advices WHERE sale_id=? AND state='pending')",
+            (sale_id, sale_id)).fetchone()[0]
+        if not busy:
+            db.execute("DELETE FROM card_data WHERE sale_id=?", (sale_id,))
+
+    def sale(self, sale_id: int) -> SaleRecord:
+        row = self.db.execute("SELECT * FROM sales WHERE id=?", (sale_id,)).fetchone()
+        return record_from_row(row)
+
+    def last_sale(self) -> SaleRecord | None:
+        row = self.db.execute("SELECT * FROM sales ORDER BY id DESC LIMIT 1").fetchone()
+        return record_from_row(row) if row else None
+
+
+def record_from_row(row: sqlite3.Row) -> SaleRecord:
+    return SaleRecord(
+        sale_id=row["id"], kind=row["kind"], amount=row["amount"],
+        pan_masked=row["pan_masked"], local=datetime.fromisoformat(row["local"]),
+        status=row["status"], response_code=row["response_code"], approval=row["approval"],
+        rrn=row["rrn"], stan=row["stan"], batch=row["batch"], invoice=row["invoice"],
+        reason=row["reason"], receipt_printed=bool(row["receipt_printed"]),
+    )
