@@ -180,3 +180,26 @@ def test_crash_during_upload_still_exactly_once(tmp_path: pathlib.Path) -> None:
         wait_and_check(rig, timeout=40)
         charged = [e for e in rig.hw.ledger() if e["charged"]]
         assert [e["amount"] for e in charged] == [2000] + [1000 + 10 * n for n in range(7)]
+
+
+def test_black_holed_host_means_offline_then_upload(rig: Rig) -> None:
+    rig.hw.host_fault("blackhole", count=0)  # accepts connections, never answers
+    rows = offline_sale(rig, "2500")
+    assert rows[0] == "APPROVED OFFLINE", rows
+    rig.hw.host_clear()
+    rig.hw.press("CANCEL")
+    rig.wait_online()
+    wait_and_check(rig)
+    assert [(e["amount"], e["charged"]) for e in rig.hw.ledger()] == [(2500, True)]
+
+
+def test_idle_link_sends_echo_tests(tmp_path: pathlib.Path) -> None:
+    with Rig(tmp_path, overrides={"host": {"echo_interval": 0.4}}) as rig:
+        rig.start()
+        rig.sale("100", PAN)
+        rig.hw.wait_display("APPROVED")
+        before = [m["mti"] for m in rig.hw.messages()].count("0800")
+        time.sleep(2.0)
+        after = [m["mti"] for m in rig.hw.messages()].count("0800")
+        assert after - before >= 2, (before, after)
+        assert "-> DOWN" not in rig.log()
