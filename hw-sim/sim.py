@@ -9,18 +9,11 @@ and only then logs "hwsim ready". `stop` takes it all down again.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hwsim.cardreader import CardReaderSim
 from hwsim.control import ControlServer, StartError, build_handlers, claim_socket_path
@@ -30,6 +23,7 @@ from hwsim.host import AcquirerHost
 from hwsim.keypad import KeypadSim
 from hwsim.lcd import Hd44780Sim
 from hwsim.printer import PrinterSim
+from hwsim.testca import make_ca, make_server_cert
 
 log = logging.getLogger(__name__)
 
@@ -192,65 +186,17 @@ def ensure_tls_files(tls_dir: str) -> dict[str, str]:
     """A test CA and a server certificate for 127.0.0.1/localhost in `tls_dir`.
 
     Files already there are kept, so a firmware that trusts the CA keeps working
-    across simulator restarts. Returns the paths: "ca", "cert", "key".
+    across simulator restarts (and a test can put its own CA's files there).
+    Returns the paths: "ca" (ca.pem), "cert" (cert.pem), "key" (cert.key).
     """
-    paths = {name: os.path.join(tls_dir, f"{name}.pem") for name in ("ca", "cert", "key")}
+    paths = {"ca": os.path.join(tls_dir, "ca.pem"), "cert": os.path.join(tls_dir, "cert.pem"),
+             "key": os.path.join(tls_dir, "cert.key")}
     if all(os.path.exists(p) for p in paths.values()):
         return paths
-    os.makedirs(tls_dir, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "posterm hwsim test CA")])
-    ca = (
-        _cert_builder(ca_name, ca_name, ca_key.public_key(), now)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    cert = (
-        _cert_builder(subject, ca_name, key.public_key(), now)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    _write_atomic(paths["ca"], ca.public_bytes(pem).decode())
-    _write_atomic(paths["cert"], cert.public_bytes(pem).decode())
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    _write_atomic(paths["key"], key_pem)
-    os.chmod(paths["key"], 0o600)
+    ca_cert, ca_key = make_ca(tls_dir)
+    make_server_cert(tls_dir, ca_cert, ca_key, stem="cert")
     log.info("made a test CA and server certificate in %s", tls_dir)
     return paths
-
-
-def _cert_builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
-    now: datetime.datetime,
-) -> x509.CertificateBuilder:  # fmt: skip
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-    )
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
-        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
-    )  # fmt: skip
 
 
 def _write_atomic(path: str, text: str) -> None:

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from tests import tlsutil
+from hwsim import testca as tlsutil
 from tests.rig import Rig
 
 PAN = "4761739001010010"
@@ -21,7 +21,7 @@ def _test_ca_for_hwsim(tmp: pathlib.Path) -> pathlib.Path:
     cert, key = tlsutil.make_server_cert(str(tmp / "ca"), ca_cert, ca_key)
     shutil.copy(ca_cert, tls_dir / "ca.pem")
     shutil.copy(cert, tls_dir / "cert.pem")
-    shutil.copy(key, tls_dir / "key.pem")
+    shutil.copy(key, tls_dir / "cert.key")
     return pathlib.Path(ca_cert)
 
 

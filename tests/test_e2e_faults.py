@@ -16,15 +16,6 @@ from tests.rig import Rig
 PAN = "4761739001010010"
 
 
-@pytest.fixture
-def rig(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
-    r = Rig(tmp_path)
-    try:
-        yield r.start()
-    finally:
-        r.stop()
-
-
 def row_has(rows: list[str], text: str) -> bool:
     return any(text in r for r in rows)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import sqlite3
 
 import pytest
@@ -10,15 +9,6 @@ import pytest
 from tests.rig import Rig
 
 PAN = "4761739001010010"
-
-
-@pytest.fixture
-def rig(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
-    r = Rig(tmp_path)
-    try:
-        yield r.start()
-    finally:
-        r.stop()
 
 
 def test_approved_sale(rig: Rig) -> None:

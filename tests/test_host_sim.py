@@ -17,12 +17,8 @@ from hypothesis import strategies as st
 
 from hwsim.host import AcquirerHost, server_tls_context
 from hwsim.hostfaults import FaultPlan
+from hwsim import testca as tlsutil
 from hwsim.ledger import Books
-
-try:
-    from tests import tlsutil
-except ImportError:  # tests/ is not a package: pytest puts it on sys.path
-    import tlsutil  # type: ignore[no-redef]
 
 SPEC = iso8583.specs.default
 PAN = "4761739001010010"

@@ -1,4 +1,5 @@
-"""Test certificates: a CA, server certificates it signs, and a self-signed one.
+"""Test certificates for the simulated host: a CA, server certificates it signs,
+and a self-signed one. `hwsim run --tls` uses them, and so do the tests.
 
 Keys are EC P-256 and certificates are valid from an hour ago for two days, so
 tests are fast and not sensitive to small clock differences.
@@ -65,7 +66,7 @@ def _load(cert_path: str | Path, key_path: str | Path) -> tuple[x509.Certificate
     return cert, key
 
 
-def make_ca(dirpath: str | Path) -> tuple[str, str]:
+def make_ca(dirpath: str | Path, stem: str = "ca") -> tuple[str, str]:
     """Create a test CA in `dirpath`; return (ca_cert_path, ca_key_path)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name("posterm test CA")
@@ -80,7 +81,7 @@ def make_ca(dirpath: str | Path) -> tuple[str, str]:
                        critical=False)
         .sign(key, hashes.SHA256())
     )
-    return _write(dirpath, "ca", cert, key)
+    return _write(dirpath, stem, cert, key)
 
 
 def _server_cert(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
@@ -99,14 +100,15 @@ def _server_cert(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticC
 
 def make_server_cert(dirpath: str | Path, ca_cert_path: str | Path, ca_key_path: str | Path,
                      hostnames: Iterable[str] = ("localhost",),
-                     ips: Iterable[str] = ("127.0.0.1",)) -> tuple[str, str]:
+                     ips: Iterable[str] = ("127.0.0.1",),
+                     stem: str = "server") -> tuple[str, str]:
     """A server certificate signed by the CA; return (cert_path, key_path)."""
     ca_cert, ca_key = _load(ca_cert_path, ca_key_path)
     key = ec.generate_private_key(ec.SECP256R1())
     hostnames = tuple(hostnames)
     cert = _server_cert(_name(hostnames[0] if hostnames else "server"), ca_cert.subject,
                         key.public_key(), ca_key, hostnames, ips)
-    return _write(dirpath, "server", cert, key)
+    return _write(dirpath, stem, cert, key)
 
 
 def make_self_signed(dirpath: str | Path, hostnames: Iterable[str] = ("localhost",),
