@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -87,6 +88,9 @@ async def _run(cfg: config_mod.Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await App(cfg, devices, journal).run(stop)
+    except sqlite3.Error as exc:  # disk full, I/O error: never take a sale unjournaled
+        raise JournalError(f"journal {journal_path} cannot be written: {exc}; the terminal "
+                           "stops rather than take sales it cannot record") from None
     finally:
         devices.close()
         journal.close()

@@ -59,15 +59,15 @@ class Config:
 BACKENDS: dict[str, dict[str, dict[str, type]]] = {
     "card_reader": {"serial": {"port": str, "baudrate": int}},
     "keypad": {"evdev": {"path": str}, "hwsim": {"socket": str}},
-    "printer": {"network": {"host": str, "port": int},
-                "serial": {"device": str, "baudrate": int}},
+    "printer": {"network": {"host": str, "port": int, "confirm_print": bool},
+                "serial": {"device": str, "baudrate": int, "confirm_print": bool}},
     "display": {"smbus2": {"bus": int, "address": int},
                 "hwsim": {"socket": str, "bus": int, "address": int}},
     "gpio": {"rpi": {}, "hwsim": {"socket": str}, "none": {}},
 }
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     "card_reader": {"baudrate": 9600},
-    "printer": {"port": 9100, "baudrate": 19200},
+    "printer": {"port": 9100, "baudrate": 19200, "confirm_print": True},
     "display": {"bus": 1, "address": 0x27},
 }
 

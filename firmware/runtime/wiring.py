@@ -99,10 +99,11 @@ def _printer(cfg: Config) -> PrinterPort:
     opts = cfg.printer.options
     cache = str(Path(cfg.state_dir) / "escpos-cache")
     if cfg.printer.backend == "network":
-        printer = EscposPrinter("network", host=opts["host"], port=opts["port"], cache_dir=cache)
+        printer = EscposPrinter("network", host=opts["host"], port=opts["port"], cache_dir=cache,
+                                confirm_print=opts["confirm_print"])
     else:
         printer = EscposPrinter("serial", device=opts["device"], baudrate=opts["baudrate"],
-                                cache_dir=cache)
+                                cache_dir=cache, confirm_print=opts["confirm_print"])
     try:
         printer.open()
     except DeviceError as exc:
