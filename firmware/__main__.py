@@ -38,36 +38,33 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+# Exit codes for systemd and operators: one line on stderr, never a traceback.
+EXIT_CODES: tuple[tuple[type[PostermError], str, int], ...] = (
+    (ConfigError, "configuration error", 2),
+    (DeviceError, "device error", 3),
+    (KeyStoreError, "storage error", 4),
+    (JournalError, "storage error", 4),
+    (HostError, "host error", 5),
+    (PostermError, "error", 1),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
-    except ConfigError as exc:
-        print(f"posterm: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "check-config":
-        print(f"{args.config}: configuration is valid")
-        return 0
-    setup_logging(cfg.log_level)
-    try:
+        if args.command == "check-config":
+            print(f"{args.config}: configuration is valid")
+            return 0
+        setup_logging(cfg.log_level)
         return asyncio.run(_run(cfg))
     except KeyboardInterrupt:
         return 0
-    except ConfigError as exc:
-        print(f"posterm: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except DeviceError as exc:
-        print(f"posterm: device error: {exc}", file=sys.stderr)
-        return 3
-    except (KeyStoreError, JournalError) as exc:
-        print(f"posterm: storage error: {exc}", file=sys.stderr)
-        return 4
-    except HostError as exc:
-        print(f"posterm: host error: {exc}", file=sys.stderr)
-        return 5
     except PostermError as exc:
-        print(f"posterm: {exc}", file=sys.stderr)
-        return 1
+        label, code = next((label, code) for kind, label, code in EXIT_CODES
+                           if isinstance(exc, kind))
+        print(f"posterm: {label}: {exc}", file=sys.stderr)
+        return code
 
 
 async def _run(cfg: config_mod.Config) -> int:
