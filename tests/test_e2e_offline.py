@@ -203,3 +203,25 @@ def test_idle_link_sends_echo_tests(tmp_path: pathlib.Path) -> None:
         after = [m["mti"] for m in rig.hw.messages()].count("0800")
         assert after - before >= 2, (before, after)
         assert "-> DOWN" not in rig.log()
+
+
+def test_live_sale_does_not_wait_behind_the_upload(rig: Rig) -> None:
+    go_offline(rig)
+    for digits in ("1100", "1200"):
+        assert offline_sale(rig, digits)[0] == "APPROVED OFFLINE"
+    rig.hw.host_fault("delay", count=0, mti="0220", seconds=1.5)  # a slow advice upload
+    rig.hw.host_up()
+    rig.hw.press("CANCEL")
+    rig.wait_online()
+    deadline = time.monotonic() + 10
+    while not any(m["mti"] == "0220" for m in rig.hw.messages()):
+        assert time.monotonic() < deadline, "the upload did not start"
+        time.sleep(0.02)
+    rig.sale("9100", PAN)  # online: over the floor limit
+    rig.hw.wait_display("APPROVED", timeout=5)
+    advice = next(m for m in rig.hw.messages() if m["mti"] == "0220")
+    assert advice["code"] is None, advice  # approved while the advice's answer was pending
+    rig.hw.host_clear()
+    wait_and_check(rig)
+    charged = [e["amount"] for e in rig.hw.ledger() if e["charged"]]
+    assert sorted(charged) == [1100, 1200, 2000, 9100]
