@@ -154,15 +154,20 @@ class Forwarder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _await_reversal(self, rev: PendingReversal, pending: Pending) -> None:
-        code = ""
+    async def _answer_code(self, pending: Pending, what: str) -> str:
+        """Field 39 of the answer, or "" when none came; the link breaker hears either way."""
         try:
             answer = await pending.wait(self.cfg.response_timeout)
-            code = answer.get("39", "")
-            self.on_result(not is_busy(code), f"reversal answered {code}")
         except HostError as exc:
-            log.warning("reversal of sale %d: %s; will repeat", rev.sale_id, exc)
+            log.warning("%s: %s; will repeat", what, exc)
             self.on_result(False, str(exc))
+            return ""
+        code = answer.get("39", "")
+        self.on_result(not is_busy(code), f"{what} answered {code}")
+        return code
+
+    async def _await_reversal(self, rev: PendingReversal, pending: Pending) -> None:
+        code = await self._answer_code(pending, f"reversal of sale {rev.sale_id}")
         try:
             if code in REVERSAL_DONE:
                 self.journal.reversal_done(rev.id, code)
@@ -193,15 +198,8 @@ class Forwarder:
             self._backoff(f"a{adv.id}", adv.tries + 1)
             raise
         failpoints.hit("after_advice_sent")
-        code = ""
-        try:
-            answer = await pending.wait(self.cfg.response_timeout)
-            code = answer.get("39", "")
-            self.on_result(not is_busy(code), f"advice answered {code}")
-        except HostError as exc:
-            log.warning("advice of sale %d (%s stan %s): %s; will repeat", adv.sale_id,
-                        doc["t"], stan, exc)
-            self.on_result(False, str(exc))
+        code = await self._answer_code(pending,
+                                       f"advice of sale {adv.sale_id} ({doc['t']} stan {stan})")
         if code and not is_busy(code):
             self.journal.advice_done(adv.id, code)
             self._not_before.pop(f"a{adv.id}", None)
