@@ -174,6 +174,15 @@ class Rig:
                 raise AssertionError(f"terminal still offline: {rows}")
             time.sleep(0.05)
 
+    def wait_led(self, on: bool, timeout: float = 5.0) -> None:
+        """Wait for the "online" LED (GPIO 24) to show the link state; it follows the
+        display by a few milliseconds (it is set in a worker thread)."""
+        deadline = time.monotonic() + timeout
+        while self.hw.gpio_state()["led_online"] != int(on):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"online LED is not {'on' if on else 'off'}")
+            time.sleep(0.02)
+
     def wait_idle(self, timeout: float = 20.0) -> list[str]:
         return self.hw.wait_display("ENTER AMOUNT", timeout=timeout)
 

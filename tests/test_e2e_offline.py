@@ -53,11 +53,11 @@ def go_offline(rig: Rig) -> None:
     rig.hw.host_down()
     rows = offline_sale(rig, "2000")  # the first sale finds the host gone
     assert rows[0] == "APPROVED OFFLINE" and rows[1].startswith("AUTH Y3"), rows
-    assert rig.hw.gpio_state()["led_online"] == 0
+    rig.wait_led(False)
 
 
 def test_limits_card_rules_then_upload_exactly_once_in_order(rig: Rig) -> None:
-    assert rig.hw.gpio_state()["led_online"] == 1
+    rig.wait_led(True)
     go_offline(rig)
     rig.hw.press("CANCEL")
     rig.hw.wait_display("OFFLINE")  # the idle screen's indicator
@@ -90,7 +90,7 @@ def test_limits_card_rules_then_upload_exactly_once_in_order(rig: Rig) -> None:
     assert all(e["charged"] and e["offline_approval"].startswith("Y3") for e in ledger)
     advices = [m for m in rig.hw.messages() if m["mti"] in ("0220", "0221")]
     assert len(advices) == 3
-    assert rig.hw.gpio_state()["led_online"] == 1
+    rig.wait_led(True)
 
 
 def test_host_refusing_an_advice_is_reported_not_retried(rig: Rig) -> None:
