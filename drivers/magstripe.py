@@ -5,10 +5,16 @@ stream into lines at CR (or LF), parses each line and hands the resulting event
 to the event loop with `call_soon_threadsafe`. `run` delivers those events to
 `emit` until it is cancelled, then stops the thread.
 
+Bytes the reader never ends with a line end are given up once the line has been
+quiet for `inter_byte_timeout` seconds (see `LineFramer`): every input ends in a
+`CardSwiped` or in `CardReadFailed` events, and a bad read never spoils the next
+swipe. Each bad read is one `CardReadFailed` and one WARNING log line with its
+reason and a detail of lengths and counts.
+
 A serial error (the reader unplugged) is reported once per outage as a
 `DeviceFault`; the thread then tries to reopen the port every `retry_interval`
 seconds. Track data never reaches a log: the wire logger shows the line length
-and the masked account number only.
+and the masked account number of a good swipe only.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import serial
 
-from drivers.tracks import CARD_NOT_READ, MAX_LINE, parse_swipe
+from drivers.tracks import CARD_NOT_READ, MAX_LINE, overlong, parse_swipe, unterminated
 from firmware.core.card import CardData
 from firmware.core.events import CardReadFailed, CardSwiped, DeviceFault, Event
 from firmware.errors import CardReaderError
@@ -35,6 +42,10 @@ wire = logging.getLogger("posterm.wire.card_reader")
 DEVICE = "card_reader"
 READ_TIMEOUT = 0.1  # seconds a read may block, which bounds how long stopping takes
 RETRY_INTERVAL = 2.0  # seconds between attempts to reopen a lost port
+# Seconds of silence after which bytes without a line end are given up as a bad read.
+# A swipe is one burst (~0.1 s, ~1 ms between bytes); a person cannot swipe again this
+# fast. The framer's, not pyserial's inter_byte_timeout. Noticed within one READ_TIMEOUT.
+INTER_BYTE_TIMEOUT = 0.3
 _LINE_END = re.compile(rb"[\r\n]")
 # pyserial's wording when a port is readable but gives nothing: the device went away.
 _NO_DATA = "returned no data"
@@ -47,20 +58,69 @@ class Overlong:
     length: int
 
 
+@dataclass(frozen=True)
+class Unterminated:
+    """Bytes no line end followed: the reader went quiet for `silence` seconds after them
+    (None: the port was lost first)."""
+
+    data: bytes = field(repr=False)  # may hold track data: never logged
+    silence: float | None
+
+
+Framed = bytes | Overlong | Unterminated
+
+
 class LineFramer:
     """Cut the reader's byte stream into lines at CR or LF; empty lines are dropped.
 
+    The framer has no clock of its own: `feed(data, now)` gives it what one read
+    of the port returned at time `now`, and `expire(now)` tells it that a read
+    found nothing. A reader sends a whole swipe in one burst (about 100 bytes at
+    9600 baud in 0.1 s, with gaps of about 1 ms), so bytes still without a line
+    end once the line has been quiet for `inter_byte_timeout` seconds are given up
+    and reported once, as `Unterminated`: they never spoil the next swipe.
+
     A line that grows past `max_line` bytes is reported once as `Overlong`, and
-    the rest of it, up to the next line end, is discarded.
+    the rest of it is discarded up to the next line end or the next pause of
+    `inter_byte_timeout`, whichever comes first, so a swipe after a pause is read
+    even if the noise before it never ended.
+
+    Only `expire` judges a pause: `feed` never splits a line by the time between
+    two reads, because the reading thread may have been held up while the bytes
+    of one swipe queued in the kernel. A read that found nothing proves the line
+    was quiet since the last read that found something.
+
+    A start sentinel alone never starts a new line: `;` also opens track 2 in the
+    middle of every swipe. A swipe starts after a pause, and `parse_swipe` turns a
+    line that does not start with a sentinel into a bad read.
     """
 
-    def __init__(self, max_line: int = MAX_LINE) -> None:
+    def __init__(
+        self, max_line: int = MAX_LINE, inter_byte_timeout: float = INTER_BYTE_TIMEOUT
+    ) -> None:
+        if not inter_byte_timeout > 0:
+            raise ValueError(f"inter_byte_timeout must be positive, got {inter_byte_timeout!r}")
         self._max_line = max_line
+        self._timeout = inter_byte_timeout
         self._buffer = bytearray()
         self._discarding = False
+        self._last = 0.0  # when the last bytes arrived
 
-    def feed(self, data: bytes) -> list[bytes | Overlong]:
-        out: list[bytes | Overlong] = []
+    @property
+    def inter_byte_timeout(self) -> float:
+        return self._timeout
+
+    @property
+    def pending(self) -> bool:
+        """True while part of a line is held or an overlong line is being discarded."""
+        return bool(self._buffer) or self._discarding
+
+    def feed(self, data: bytes, now: float) -> list[Framed]:
+        """Take the bytes one read returned at `now`; return the lines they complete."""
+        out: list[Framed] = []
+        if not data:
+            return out
+        self._last = now
         pieces = _LINE_END.split(data)
         for index, piece in enumerate(pieces):
             if not self._discarding:
@@ -76,9 +136,36 @@ class LineFramer:
                 self._discarding = False
         return out
 
+    def expire(self, now: float) -> list[Framed]:
+        """A read found nothing at `now`: give up a line that has been quiet long enough."""
+        if not self.pending or now - self._last < self._timeout:
+            return []
+        return self._give_up(self._timeout)
+
+    def flush(self) -> list[Framed]:
+        """The port was lost: report the part of a line held now, then start afresh."""
+        return self._give_up(None)
+
+    def _give_up(self, silence: float | None) -> list[Framed]:
+        out: list[Framed] = []
+        if self._buffer:
+            out.append(Unterminated(bytes(self._buffer), silence))
+        self.reset()
+        return out
+
     def reset(self) -> None:
+        """Forget whatever is held, without a report."""
         self._buffer.clear()
         self._discarding = False
+
+
+def events_from_read(framer: LineFramer, data: bytes, now: float) -> list[Event]:
+    """The events one read of the port gives: `data` read at `now`, b"" when it found nothing.
+
+    Each bad read is one `CardReadFailed` and one WARNING log line; this never raises.
+    """
+    items = framer.feed(data, now) if data else framer.expire(now)
+    return [event_for(item) for item in items]
 
 
 @dataclass(frozen=True)
@@ -100,11 +187,15 @@ class MagstripeReader:
         *,
         retry_interval: float = RETRY_INTERVAL,
         read_timeout: float = READ_TIMEOUT,
+        inter_byte_timeout: float = INTER_BYTE_TIMEOUT,
     ) -> None:
+        if not inter_byte_timeout > 0:
+            raise ValueError(f"inter_byte_timeout must be positive, got {inter_byte_timeout!r}")
         self._port = port
         self._baudrate = baudrate
         self._retry_interval = retry_interval
         self._read_timeout = read_timeout
+        self._inter_byte_timeout = inter_byte_timeout
         self._serial: serial.SerialBase | None = None
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
@@ -159,7 +250,7 @@ class MagstripeReader:
             post(_ThreadFailed(exc))
 
     def _pump(self, post: _Post, stop: threading.Event) -> None:
-        framer = LineFramer()
+        framer = LineFramer(inter_byte_timeout=self._inter_byte_timeout)
         in_outage = False
         while not stop.is_set():
             port = self._serial
@@ -180,16 +271,17 @@ class MagstripeReader:
                 data = port.read(getattr(port, "in_waiting", 0) or 1)
             except (serial.SerialException, OSError) as exc:
                 message = f"card reader: lost {self._port}: {_read_failure(exc)}"
+                for item in framer.flush():  # a swipe cut short by the fault: one bad read
+                    post(event_for(item))
                 if not in_outage:
                     log.warning("%s", message)
                     post(DeviceFault(DEVICE, message))
                     in_outage = True
                 self._close_port()
-                framer.reset()
                 stop.wait(self._retry_interval)
                 continue
-            for item in framer.feed(data):
-                post(_event_for(item))
+            for event in events_from_read(framer, data, time.monotonic()):
+                post(event)
 
     def _open_port(self) -> serial.SerialBase:
         try:
@@ -220,19 +312,32 @@ class MagstripeReader:
         self._stop = self._thread = None
 
 
-def _event_for(item: bytes | Overlong) -> Event:
+def event_for(item: Framed) -> Event:
+    """The event for one framed item; a bad read also logs its one line. Never raises."""
+    try:
+        return _event_for(item)
+    except Exception as exc:  # a parser bug must not kill the reader thread
+        log.error("bad card read: %s (the line could not be decoded: %s)",
+                  CARD_NOT_READ, type(exc).__name__)
+        return CardReadFailed(CARD_NOT_READ, f"the line could not be decoded: {type(exc).__name__}")
+
+
+def _event_for(item: Framed) -> Event:
     if isinstance(item, Overlong):
-        wire.debug("<<< %d bytes without a line end: discarded", item.length)
-        return CardReadFailed(
-            CARD_NOT_READ, f"more than {MAX_LINE} bytes without a carriage return"
-        )
+        return _bad_read(overlong(MAX_LINE), item.length)
+    if isinstance(item, Unterminated):
+        return _bad_read(unterminated(item.data, item.silence), len(item.data))
     result = parse_swipe(item)
     if isinstance(result, CardData):
         wire.debug("<<< swipe (%d bytes) card %s", len(item), result.masked)
         return CardSwiped(result)
-    wire.debug("<<< swipe (%d bytes) bad read: %s", len(item), result.reason)
-    log.info("bad card read: %s (%s)", result.reason, result.detail)
-    return result
+    return _bad_read(result, len(item))
+
+
+def _bad_read(event: CardReadFailed, length: int) -> CardReadFailed:
+    """Log a bad read: its one line, with the reason and the detail, never card data."""
+    log.warning("bad card read: %s (%s; %d bytes)", event.reason, event.detail, length)
+    return event
 
 
 def _read_failure(exc: BaseException) -> str:

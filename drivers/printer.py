@@ -13,6 +13,15 @@ before it (that answer has bit 4 clear). So `print_lines` returns only once the
 receipt is really out, and a fault in the middle of it is reported. Printers
 without GS r can be run with `confirm_print=False`.
 
+Every receipt starts with ESC @ (`_initialize`), which puts the printer back to
+its power-on character code table and modes. python-escpos does not know that:
+its MagicEncode remembers the table it last selected with ESC t and would send
+the next non-ASCII text ("€", "é") in that table without selecting it again. So
+after ESC @ the driver sets `magic.encoding` back to None, the "unknown" state a
+new printer object starts in (and a reconnect gets), in which escpos selects a
+table before the first text. That table is the only printer state escpos
+tracks; styles (`set`) are sent explicitly each time.
+
 Importing escpos has side effects, handled in `_load_escpos`: its capabilities
 cache goes to ESCPOS_CAPABILITIES_PICKLE_DIR, which must be set before the first
 import; 3.1 still calls `tempfile.mkdtemp()` on every import even when that
@@ -280,7 +289,7 @@ class EscposPrinter:
     def _send_receipt(self, lines: Sequence[str]) -> None:
         p = self._printer
         assert p is not None
-        p.hw("INIT")
+        self._initialize()
         p.set(align="left", font="a", bold=False, underline=0, normal_textsize=True)
         for i, line in enumerate(lines):
             big = line.startswith(BIG)
@@ -301,6 +310,13 @@ class EscposPrinter:
             assert self._link is not None
             self._link.drain()
             p._raw(_GS_R_PAPER)
+
+    def _initialize(self) -> None:
+        """ESC @, and tell escpos the code table is unknown again (see the module doc)."""
+        p = self._printer
+        assert p is not None
+        p.hw("INIT")
+        p.magic.encoding = None  # escpos now sends ESC t before the next text
 
     def _await_printed(self, line_count: int) -> None:
         """Wait for the GS r answer; meanwhile make sure the printer is still working."""

@@ -11,8 +11,10 @@ sent as `%E?` or `;E?`.
 
 `parse_swipe` is pure and never raises: every kind of bad read becomes a
 `CardReadFailed` with a short display text and a log detail that holds only
-lengths and counts, never track data. Luhn and expiry-in-the-past checks are
-the core's business, not the parser's.
+lengths and counts, never track data. `unterminated` and `overlong` give the bad
+read for bytes the framer had to give up on: a line the reader never ended
+(it went quiet first) and a run of bytes too long to be a swipe. Luhn and
+expiry-in-the-past checks are the core's business, not the parser's.
 """
 
 from __future__ import annotations
@@ -54,6 +56,29 @@ def parse_swipe(line: bytes) -> CardData | CardReadFailed:
         return split
     track1, track2 = split
     return _card_from_tracks(track1, track2)
+
+
+def unterminated(data: bytes, silence: float | None) -> CardReadFailed:
+    """The bad read for bytes that no line end followed before `silence` seconds of
+    quiet passed (None: before the reader was lost).
+
+    Bytes that start like a swipe (a start sentinel) are an incomplete swipe, even
+    if both tracks are there: a reader always ends a swipe with CR, so a line
+    without one is not trusted. Anything else is line noise.
+    """
+    body = data.strip(_STRIP)
+    if silence is None:
+        what = f"{len(data)} bytes, then the reader was lost"
+    else:
+        what = f"{len(data)} bytes and no carriage return within {silence:g} s"
+    if body[:1] in (b"%", b";"):
+        return CardReadFailed(INCOMPLETE_SWIPE, f"swipe cut short: {what}")
+    return CardReadFailed(CARD_NOT_READ, f"line noise: {what}")
+
+
+def overlong(limit: int = MAX_LINE) -> CardReadFailed:
+    """The bad read for more than `limit` bytes without a line end (the rest is dropped)."""
+    return CardReadFailed(CARD_NOT_READ, f"more than {limit} bytes without a carriage return")
 
 
 def _split_tracks(text: str) -> tuple[str | None, str | None] | CardReadFailed:

@@ -68,29 +68,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(cfg: config_mod.Config) -> int:
+    from firmware.runtime import statedir
     from firmware.runtime.app import App
     from firmware.runtime.journal import Journal
     from firmware.runtime.vault import Vault
     from firmware.runtime.wiring import open_devices
 
     state_dir = Path(cfg.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    journal_path = state_dir / "journal.sqlite3"
-    vault = Vault.open(state_dir / "card.key", create=not Journal.has_sealed_data(journal_path))
-    journal = Journal(journal_path, vault)
-    devices = open_devices(cfg)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    lock = statedir.prepare(state_dir)  # private, writable, and ours alone
     try:
-        await App(cfg, devices, journal).run(stop)
-    except sqlite3.Error as exc:  # disk full, I/O error: never take a sale unjournaled
-        raise JournalError(f"journal {journal_path} cannot be written: {exc}; the terminal "
-                           "stops rather than take sales it cannot record") from None
+        journal_path = state_dir / "journal.sqlite3"
+        # the journal is checked first: no key file is made for a journal that cannot open
+        sealed = Journal.has_sealed_data(journal_path)
+        vault = Vault.open(state_dir / "card.key", create=not sealed)
+        try:
+            journal = Journal(journal_path, vault)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {journal_path} cannot be opened: {exc}") from None
+        try:
+            devices = open_devices(cfg)
+        except BaseException:
+            journal.close()
+            raise
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await App(cfg, devices, journal).run(stop)
+        except sqlite3.Error as exc:  # disk full, I/O error: never take a sale unjournaled
+            raise JournalError(f"journal {journal_path} cannot be written: {exc}; the "
+                               "terminal stops rather than take sales it cannot "
+                               "record") from None
+        finally:
+            devices.close()
+            journal.close()
     finally:
-        devices.close()
-        journal.close()
+        lock.release()
     logging.getLogger("posterm").info("posterm stopped")
     return 0
 

@@ -55,6 +55,12 @@ class HostUnreachableError(HostError):
     """Could not connect, TLS refused, or the connection dropped before we wrote."""
 
 
+class HostNotTrustedError(HostUnreachableError):
+    """The host's TLS identity was refused: wrong CA, wrong host name, old protocol.
+
+    Nothing was written. A configuration error or an attack, never "busy"."""
+
+
 class ProtocolError(HostError):
     """A frame or message that does not follow the host interface."""
 

@@ -26,7 +26,7 @@ class CardProfile:
 TEST_CARDS: tuple[CardProfile, ...] = (
     CardProfile("4761739001010010", "101", "plain magstripe card: online and offline"),
     CardProfile("5413330089010012", "101", "plain magstripe card"),
-    CardProfile("4005550000000019", "221", "online authorization required: never offline"),
+    CardProfile("4005550000000019", "121", "online authorization required: never offline"),
     CardProfile("4111111111111111", "201", "chip card swiped: never offline"),
     CardProfile("6011000990139424", "120", "PIN required"),
     CardProfile("4000000000000002", "101", "plain card"),

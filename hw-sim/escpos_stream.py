@@ -4,11 +4,19 @@
 parameter bytes (fixed lengths from the ESC/POS reference, counted or
 NUL-terminated data for tab stops, images and barcodes). A command that is not
 all there yet waits for the next `feed`. Runs of printable bytes become text,
-decoded in the code page chosen with ESC t.
+decoded in the character code table chosen with ESC t; ESC @ goes back to
+table 0 (PC437), as a real printer does.
+
+The table numbers and their characters are those of python-escpos's default
+profile (its `codePages`), byte by byte as escpos encodes them: each byte is one
+character in every table. A table not listed here is shown as U+FFFD for every
+byte from 0x80 up, so text sent in a table the printer does not know reads
+visibly wrong.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -21,8 +29,27 @@ _ESC_PARAMS = {**dict.fromkeys(b"!-3EGJMRTUVadert%A+ =K{", 1), **dict.fromkeys(b
 _GS_PARAMS = {**dict.fromkeys(b"!BHIa|bfhwr", 1), **dict.fromkeys(b"LWP$\\", 2)}
 _FS_PARAMS = {**dict.fromkeys(b".&", 0), ord("C"): 1, ord("p"): 2, ord("S"): 2}
 _DLE_PARAMS = {0x04: 1, 0x05: 1, 0x14: 3}
-_CODEPAGES = {0: "cp437", 2: "cp850", 3: "cp860", 4: "cp863", 5: "cp865", 13: "cp857",
-              14: "cp737", 16: "cp1252", 17: "cp866", 18: "cp852", 19: "cp858"}
+# ESC t n -> Python codec, as python-escpos's default profile numbers them (1 is its
+# CP932, used single-byte: half-width katakana). Its tables 11, 12, 30, 31, 41-43 and 53
+# have no Python codec and are left out; escpos never picks 11, 12, 41-43 or 53 itself.
+CODE_TABLES = {
+    0: "cp437", 1: "cp932", 2: "cp850", 3: "cp860", 4: "cp863", 5: "cp865", 13: "cp857",
+    14: "cp737", 15: "iso8859_7", 16: "cp1252", 17: "cp866", 18: "cp852", 19: "cp858",
+    21: "cp874", 32: "cp720", 33: "cp775", 34: "cp855", 35: "cp861", 36: "cp862",
+    37: "cp864", 38: "cp869", 39: "iso8859_2", 40: "iso8859_15", 44: "cp1125",
+    45: "cp1250", 46: "cp1251", 47: "cp1253", 48: "cp1254", 49: "cp1255", 50: "cp1256",
+    51: "cp1257", 52: "cp1258",
+}
+_ASCII = "".join(map(chr, range(128)))
+
+
+@functools.cache
+def code_table(n: int) -> str | None:
+    """The 256 characters of table `n` (U+FFFD where a byte has none), None if unknown."""
+    codec = CODE_TABLES.get(n)
+    if codec is None:
+        return None
+    return _ASCII + "".join(bytes([b]).decode(codec, errors="replace") for b in range(128, 256))
 
 
 @dataclass(frozen=True)
@@ -39,7 +66,8 @@ class EscPosDecoder:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self.codepage = 0
+        self.codepage = 0  # the table chosen with ESC t; ESC @ resets it to 0
+        self._unknown_reported: set[int] = set()
 
     def feed(self, data: bytes) -> list[Command]:
         self._buf += data
@@ -55,8 +83,7 @@ class EscPosDecoder:
     def _command(self, raw: bytes) -> Command:
         first = raw[0]
         if first >= 0x20:
-            codec = _CODEPAGES.get(self.codepage, "cp437")
-            return Command("text", raw, raw.decode(codec, errors="replace"))
+            return Command("text", raw, self._decode(raw))
         if first in (ESC, GS, FS, DLE):
             name = {ESC: "ESC", GS: "GS", FS: "FS", DLE: "DLE"}[first] + " " + chr(raw[1])
             if name == "ESC @":
@@ -65,6 +92,16 @@ class EscPosDecoder:
                 self.codepage = raw[2]
             return Command(name, raw[2:])
         return Command({0x0A: "lf", 0x09: "ht", 0x0C: "lf"}.get(first, "ctl"), raw)
+
+    def _decode(self, raw: bytes) -> str:
+        table = code_table(self.codepage)
+        if table is None:
+            if self.codepage not in self._unknown_reported and max(raw) >= 0x80:
+                self._unknown_reported.add(self.codepage)
+                log.warning("printer sim: unknown character code table %d (ESC t %d): "
+                            "bytes 0x80-0xFF print as U+FFFD", self.codepage, self.codepage)
+            return "".join(chr(b) if b < 0x80 else "\ufffd" for b in raw)
+        return "".join(table[b] for b in raw)
 
     @staticmethod
     def _command_size(buf: bytearray) -> int | None:

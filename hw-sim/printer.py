@@ -9,7 +9,10 @@ thrown away instead of printed, and GS r (status in sequence) goes unanswered,
 as a stopped printer would leave it.
 
 `receipts()` lists what was cut off, `partial()` what is on the paper above
-the cutter. Public methods are safe to call from any thread.
+the cutter, as Unicode text: each byte read in the character code table the
+printer had selected at the time (ESC t, back to table 0 on ESC @), so text
+sent in the wrong table reads wrong here too. Public methods are safe to call
+from any thread.
 """
 
 from __future__ import annotations

@@ -161,7 +161,9 @@ def test_outcome_unknown_shows_not_charged() -> None:
     st, _ = run(to_card_wait(), CardSwiped(CARD))
     st, eff = run(st, HostOutcomeUnknown(record(SaleStatus.NOT_COMPLETED), "timeout"))
     assert "NO RESPONSE" in shown(eff) and "NOT CHARGED" in shown(eff)
-    assert not any(isinstance(e, Print) for e in eff)
+    slips = [e for e in eff if isinstance(e, Print)]  # the customer gets it in writing
+    assert len(slips) == 1 and "NO RESPONSE - NOT CHARGED" in slips[0].lines
+    assert st.phase == Phase.PRINTING
 
 
 def test_busy_retries_with_backoff_then_gives_up() -> None:
@@ -192,8 +194,11 @@ def test_busy_host_without_offline_ends_the_sale() -> None:
     assert decide == [DecideOffline(decide[0].request, 7, False, "HOST UNAVAILABLE")]
     closed = record(SaleStatus.FAILED, "", reason="HOST UNAVAILABLE")
     st, eff = run(st, OfflineDecided(closed))
-    assert st.phase == Phase.RESULT and "HOST UNAVAILABLE" in shown(eff)
+    assert st.phase == Phase.PRINTING and "HOST UNAVAILABLE" in shown(eff)
     assert "NOT COMPLETED" in shown(eff)
+    assert any(isinstance(e, Print) and "CUSTOMER NOT CHARGED" in e.lines for e in eff)
+    st, eff = run(st, PrintFinished(True))
+    assert st.phase == Phase.RESULT and "NOT CHARGED" in shown(eff)
 
 
 def test_link_down_goes_straight_to_offline_approval() -> None:
@@ -230,8 +235,8 @@ def test_status_screen_and_report() -> None:
     st, _ = run(st, LinkChanged("DOWN"), QueueChanged(stats), KeyPressed("F1"))
     st, eff = run(st, KeyPressed("3"))
     text = shown(eff)
-    assert "LINK DOWN" in text and "QUEUE 3 42M" in text and "EUR 45.00" in text
-    assert "REFUSED 1" in text
+    assert "BANK OFFLINE" in text and "UNSENT SALES 3" in text and "EUR 45.00" in text
+    assert "REFUSED 1 UNPAID" in text
     st, eff = run(st, KeyPressed("OK"), KeyPressed("4"))
     assert any(isinstance(e, PrintReport) for e in eff)
 
@@ -247,7 +252,8 @@ def test_cancel_while_waiting_to_retry_voids_the_timer() -> None:
     st, _ = run(st, HostBusy(7, "91"))
     old = st.token
     st, eff = run(st, KeyPressed("CANCEL"))
-    assert [e for e in eff if isinstance(e, CloseSale)] == [CloseSale(7, "CANCELLED")]
+    assert [e for e in eff if isinstance(e, CloseSale)] == [CloseSale(7, "SALE CANCELLED")]
+    assert not any(isinstance(e, Show) for e in eff)  # no "cancelling" screen in between
     st2, eff = run(st, TimerFired("phase", old))
     assert eff == []
 

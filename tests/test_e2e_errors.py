@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from hwsim import testca as tlsutil
 from tests.rig import Rig
 
@@ -37,18 +39,33 @@ def test_sale_over_tls_verified_against_the_test_ca(tmp_path: pathlib.Path) -> N
         assert [e["amount"] for e in rig.hw.ledger() if e["charged"]] == [4200]
 
 
-def test_host_signed_by_another_ca_is_refused(tmp_path: pathlib.Path) -> None:
-    _test_ca_for_hwsim(tmp_path)
-    other_ca, _ = tlsutil.make_ca(str(tmp_path / "other"))
+@pytest.mark.parametrize("wrong", ["ca", "name"])
+def test_untrusted_host_is_not_busy(tmp_path: pathlib.Path, wrong: str) -> None:
+    """A TLS identity that does not verify is a configuration error or an attack: shown as
+    HOST NOT TRUSTED from start-up, in the status screen, never retried as "busy"."""
+    ca = _test_ca_for_hwsim(tmp_path)
+    if wrong == "ca":
+        ca, _ = tlsutil.make_ca(str(tmp_path / "other"))
+    host = {"tls": True, "ca_file": str(ca)}
+    if wrong == "name":
+        host["server_name"] = "not-the-host.example"
     with Rig(tmp_path, tls=True) as rig:
         rig.start_sim()
-        rig.write_config(host={"tls": True, "ca_file": other_ca},
-                         timeouts={"busy_retries": 1})
+        rig.write_config(host=host, timeouts={"busy_retries": 2})
         rig.start_fw()
+        rows = rig.hw.wait_display("HOST NOT TRUSTED", timeout=15)  # before any sale
+        assert "OFFLINE" in rows[0], rows
         rig.sale("9000", PAN)  # over the offline floor limit
-        rig.hw.wait_display("HOST UNAVAILABLE", timeout=20)
+        rows = rig.hw.wait_display("OVER FLOOR LIMIT", timeout=20)
+        assert [r.rstrip() for r in rows[:3]] == ["NOT COMPLETED", "HOST NOT TRUSTED",
+                                                  "OVER FLOOR LIMIT"], rows
+        rig.hw.press("OK")
+        rig.hw.press("F1")
+        rig.hw.press("3")
+        rig.hw.wait_display("BANK NOT TRUSTED")
         log = rig.log()
-        assert "TLS certificate is not trusted" in log
+        assert "NOT TRUSTED" in log and "HOST BUSY" not in log.upper()
+        assert "host busy" not in log and "retry 1" not in log
         assert "Traceback" not in log
         assert rig.hw.ledger() == []
 

@@ -64,19 +64,25 @@ def test_limits_card_rules_then_upload_exactly_once_in_order(rig: Rig) -> None:
     refusals = {
         ("6000", PAN): "OVER FLOOR LIMIT",
         ("1000", "4111111111111111"): "CHIP CARD",
-        ("1000", "4005550000000019"): "CHIP CARD",
+        ("1000", "4005550000000019"): "CARD NEEDS ONLINE",
         ("1000", "6011000990139424"): "PIN REQUIRED",
         ("1000", "5413330089010012"): "CARD NOT ACCEPTED",
     }
     for (digits, pan), reason in refusals.items():
         rows = offline_sale(rig, digits, pan)
-        assert rows[:2] == ["NOT COMPLETED", reason], (reason, rows)
+        # the bank is why it could not go online; the rule is why not offline
+        assert rows[:3] == ["NOT COMPLETED", "HOST OFFLINE", reason], (reason, rows)
     rows = offline_sale(rig, "1000", PAN, expiry="2001")
-    assert "CARD EXPIRED" in rows[1]
+    assert "CARD EXPIRED" in rows[2]
     assert offline_sale(rig, "1000")[0] == "APPROVED OFFLINE"
     assert offline_sale(rig, "4000")[0] == "APPROVED OFFLINE"  # 7000 in all, 3 sales
-    assert offline_sale(rig, "3500")[1] == "OFFLINE TOTAL FULL"  # 10500 > 10000
-    assert offline_sale(rig, "100")[1] == "OFFLINE COUNT FULL"  # 3 unsent already
+    assert offline_sale(rig, "3500")[2] == "OFFLINE TOTAL FULL"  # 10500 > 10000
+    assert offline_sale(rig, "100")[2] == "OFFLINE COUNT FULL"  # 3 unsent already
+    deadline = time.monotonic() + 5
+    while len(slips := [r for r in rig.hw.receipts() if "NOT COMPLETED" in r]) < 8:
+        assert time.monotonic() < deadline, slips
+        time.sleep(0.05)
+    assert all("CUSTOMER NOT CHARGED" in r for r in slips)
     receipts = [r for r in rig.hw.receipts() if "APPROVED OFFLINE" in r]
     assert len(receipts) == 3 and all("OFFLINE" in r and "Y3" in r for r in receipts)
     assert rig.hw.ledger() == []
@@ -100,13 +106,19 @@ def test_host_refusing_an_advice_is_reported_not_retried(rig: Rig) -> None:
     rig.hw.press("CANCEL")
     rig.wait_online()
     wait_and_check(rig)  # the refused sale is unpaid, and the terminal says so
+    rows = rig.hw.wait_display("OFFLINE SALE REFUSED")  # on the idle screen, unasked
+    assert rows[2].startswith("SALE #1 UNPAID"), rows
+    slip = rig.wait_receipts(2)[-1]
+    assert "OFFLINE SALE REFUSED" in slip and "IT IS NOT PAID" in slip
+    assert "476173******0010" in slip and PAN not in slip
     rig.hw.press("F1")
     rig.hw.press("3")
-    rows = rig.hw.wait_display("REFUSED 1")
-    assert "QUEUE 0" in rows[1]
+    rows = rig.hw.wait_display("REFUSED 1 UNPAID")
+    assert "UNSENT SALES 0" in rows[1]
     rig.hw.press("OK")
     rig.hw.press("4")
-    report = rig.wait_receipts(2)[-1]
+    rig.hw.wait_display("REPORT PRINTED")
+    report = rig.wait_receipts(3)[-1]
     assert "OFFLINE REPORT" in report and "REFUSED BY HOST" in report and "CODE 05" in report
     assert "476173******0010" in report and PAN not in report
     time.sleep(1.5)  # several backoff periods: a refused advice is never sent again
@@ -184,6 +196,8 @@ def test_crash_during_upload_still_exactly_once(tmp_path: pathlib.Path) -> None:
 
 def test_black_holed_host_means_offline_then_upload(rig: Rig) -> None:
     rig.hw.host_fault("blackhole", count=0)  # accepts connections, never answers
+    rig.restart_fw()  # the sign-on at start gets no answer: OFFLINE before any sale
+    rig.hw.wait_display("OFFLINE", timeout=10)
     rows = offline_sale(rig, "2500")
     assert rows[0] == "APPROVED OFFLINE", rows
     rig.hw.host_clear()
@@ -194,14 +208,17 @@ def test_black_holed_host_means_offline_then_upload(rig: Rig) -> None:
 
 
 def test_idle_link_sends_echo_tests(tmp_path: pathlib.Path) -> None:
-    with Rig(tmp_path, overrides={"host": {"echo_interval": 0.4}}) as rig:
+    with Rig(tmp_path, overrides={"host": {"echo_interval": 10.0}}) as rig:  # the minimum
         rig.start()
         rig.sale("100", PAN)
         rig.hw.wait_display("APPROVED")
-        before = [m["mti"] for m in rig.hw.messages()].count("0800")
-        time.sleep(2.0)
-        after = [m["mti"] for m in rig.hw.messages()].count("0800")
-        assert after - before >= 2, (before, after)
+        sale_done = time.monotonic()
+        echoes = [m for m in rig.hw.messages() if m["mti"] == "0800"]
+        deadline = sale_done + 15
+        while len([m for m in rig.hw.messages() if m["mti"] == "0800"]) == len(echoes):
+            assert time.monotonic() < deadline, "no echo test after 10 s of idle"
+            time.sleep(0.1)
+        assert time.monotonic() - sale_done >= 9.0  # not before the interval
         assert "-> DOWN" not in rig.log()
 
 

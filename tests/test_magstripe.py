@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from drivers.magstripe import LineFramer, MagstripeReader, Overlong
+import drivers.magstripe
+from drivers.magstripe import (
+    INTER_BYTE_TIMEOUT,
+    LineFramer,
+    MagstripeReader,
+    Overlong,
+    Unterminated,
+    event_for,
+    events_from_read,
+)
 from drivers.tracks import CARD_NOT_READ, INCOMPLETE_SWIPE, TRACK2_NOT_READ
 from firmware.core.events import CardReadFailed, CardSwiped, DeviceFault, Event
 from firmware.errors import CardReaderError
@@ -230,12 +239,262 @@ def test_logs_never_hold_the_pan_or_track(
 
 def test_framer_splits_and_discards_overlong() -> None:
     framer = LineFramer(max_line=10)
-    assert framer.feed(b"abc") == []
-    assert framer.feed(b"def\r\n\rgh") == [b"abcdef"]
-    assert framer.feed(b"\n") == [b"gh"]
-    assert framer.feed(b"0123456789X") == [Overlong(11)]
-    assert framer.feed(b"more of the same line") == []
-    assert framer.feed(b"tail\rok\r") == [b"ok"]
-    framer.feed(b"half")
+    assert framer.feed(b"abc", 0.0) == []
+    assert framer.feed(b"def\r\n\rgh", 0.01) == [b"abcdef"]
+    assert framer.feed(b"\n", 0.02) == [b"gh"]
+    assert framer.feed(b"0123456789X", 0.03) == [Overlong(11)]
+    assert framer.feed(b"more of the same line", 0.04) == []
+    assert framer.feed(b"tail\rok\r", 0.05) == [b"ok"]
+    framer.feed(b"half", 0.06)
     framer.reset()
-    assert framer.feed(b"new\r") == [b"new"]
+    assert framer.feed(b"new\r", 0.07) == [b"new"]
+    assert not framer.pending
+
+
+# -- the framer's clock: a line the reader never ends ------------------------------
+
+GOOD = swipe_line(PAN)
+T = INTER_BYTE_TIMEOUT
+
+
+def _reads(framer: LineFramer, *reads: tuple[float, bytes]) -> list[Event]:
+    """Events for reads of the port at the given times (b"": the read found nothing)."""
+    return [e for now, data in reads for e in events_from_read(framer, data, now)]
+
+
+def _bad_read_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "bad card read" in r.getMessage()]
+
+
+def test_fragment_then_good_swipe_after_a_pause_is_one_bad_read_then_the_card(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    framer = LineFramer()
+    events = _reads(
+        framer,
+        (0.00, GOOD[:30]),  # the card pulled back mid-swipe: no CR ever comes
+        (0.10, b""),
+        (0.20, b""),
+        (0.20 + T, b""),  # quiet for the inter-byte timeout: given up
+        (0.40 + T, b""),  # nothing more to report
+        (1.50, GOOD[:50]),
+        (1.51, GOOD[50:]),
+    )
+    assert len(events) == 2, events
+    assert events[0] == CardReadFailed(
+        INCOMPLETE_SWIPE, f"swipe cut short: 30 bytes and no carriage return within {T:g} s"
+    )
+    assert isinstance(events[1], CardSwiped) and events[1].card.pan == PAN
+    (record,) = _bad_read_records(caplog)
+    assert record.levelno == logging.WARNING and record.name == "drivers.magstripe"
+    assert record.getMessage() == (
+        f"bad card read: INCOMPLETE SWIPE (swipe cut short: 30 bytes and no carriage return "
+        f"within {T:g} s; 30 bytes)"
+    )
+    assert PAN not in caplog.text and PAN[:13] not in caplog.text
+
+
+def test_without_the_pause_the_fragment_spoils_the_swipe_as_one_bad_read() -> None:
+    # Fragment and swipe less than the timeout apart are one line: one bad read, never two.
+    framer = LineFramer()
+    events = _reads(framer, (0.0, GOOD[:30]), (T / 2, b""), (T * 0.9, GOOD))
+    assert [type(e) for e in events] == [CardReadFailed]
+    assert not framer.pending
+
+
+def test_noise_without_a_line_end_is_card_not_read() -> None:
+    framer = LineFramer()
+    events = _reads(framer, (0.0, b"\x00\xff\x1b[2J"), (T, b""))
+    assert events == [CardReadFailed(
+        CARD_NOT_READ, f"line noise: 6 bytes and no carriage return within {T:g} s")]
+
+
+def test_a_whole_swipe_without_its_cr_is_an_incomplete_swipe() -> None:
+    framer = LineFramer()
+    events = _reads(framer, (0.0, GOOD[:-1]), (T + 0.05, b""), (T + 0.5, GOOD))
+    assert isinstance(events[0], CardReadFailed) and events[0].reason == INCOMPLETE_SWIPE
+    assert isinstance(events[1], CardSwiped) and len(events) == 2
+
+
+def test_expire_waits_for_the_full_timeout_and_reports_once() -> None:
+    framer = LineFramer(inter_byte_timeout=0.5)
+    assert framer.feed(b";4761", 10.0) == []
+    assert framer.expire(10.2) == []
+    assert framer.feed(b"739", 10.3) == []  # more bytes: the clock starts again
+    assert framer.expire(10.79) == []
+    assert framer.expire(10.8) == [Unterminated(b";4761739", 0.5)]
+    assert framer.expire(20.0) == []
+    assert not framer.pending
+
+
+def test_feed_alone_never_splits_a_line_by_the_time_between_reads() -> None:
+    # The reading thread was held up while a swipe queued in the kernel: the two reads
+    # are far apart but no read found the line quiet, so the swipe is one line.
+    framer = LineFramer()
+    assert framer.feed(GOOD[:40], 0.0) == []
+    assert framer.feed(GOOD[40:], 5.0) == [GOOD[:-1]]
+
+
+def test_overlong_without_cr_then_pause_then_good_swipe_is_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    framer = LineFramer()
+    noise = b";" + b"0" * 299
+    events = _reads(
+        framer,
+        (0.0, noise[:200]),
+        (0.02, noise[200:]),  # over MAX_LINE: reported now, the rest is discarded
+        (0.04, b"9" * 500),  # still the same run: discarded, nothing more reported
+        (0.14, b""),
+        (0.04 + T, b""),  # the pause ends the discarding, without a second report
+        (1.0, GOOD),
+    )
+    assert len(events) == 2, events
+    assert events[0] == CardReadFailed(
+        CARD_NOT_READ, "more than 256 bytes without a carriage return"
+    )
+    assert isinstance(events[1], CardSwiped) and events[1].card.pan == PAN
+    (record,) = _bad_read_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "bad card read: CARD NOT READ (more than 256 bytes without a carriage return; 300 bytes)"
+    )
+
+
+def test_overlong_run_then_good_swipe_without_a_pause_is_still_lost() -> None:
+    # No pause, no line end: the swipe is part of the run (a reader never does this).
+    framer = LineFramer()
+    events = _reads(framer, (0.0, b"0" * 300), (0.05, GOOD), (0.1 + T, b""))
+    assert [type(e) for e in events] == [CardReadFailed]
+
+
+def test_line_ends_are_kept_across_chunks_and_pauses() -> None:
+    framer = LineFramer()
+    events = _reads(
+        framer,
+        (0.0, b"\r\n\n"),
+        (0.1, b""),
+        (1.0, GOOD[:-1] + b"\r"),
+        (1.01, b"\n"),  # CRLF split over two reads: one line end
+        (2.0, b""),
+        (3.0, b"\n"),  # a lone LF after a pause: an empty line, dropped
+        (4.0, b""),
+        (5.0, GOOD[:-1] + b"\n"),
+    )
+    assert [type(e) for e in events] == [CardSwiped, CardSwiped]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x00", b"\xff\xfe", b"\x1b[?25h\x1b[0m", bytes(range(256)), b"%%;;??", b"?" * 256],
+)
+def test_any_bytes_end_in_bad_reads_never_in_nothing(
+    data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    framer = LineFramer()
+    events = _reads(framer, (0.0, data), (T, b""))
+    assert events and all(isinstance(e, CardReadFailed) for e in events)
+    assert len(_bad_read_records(caplog)) == len(events) == len(caplog.records)
+    assert not framer.pending
+
+
+def test_lost_port_reports_the_swipe_it_cut_short() -> None:
+    framer = LineFramer()
+    assert framer.feed(b"%B4761", 0.0) == []
+    assert framer.flush() == [Unterminated(b"%B4761", None)]
+    assert framer.flush() == []
+    event = event_for(Unterminated(b"%B4761", None))
+    assert event == CardReadFailed(
+        INCOMPLETE_SWIPE, "swipe cut short: 6 bytes, then the reader was lost"
+    )
+
+
+def test_a_parser_bug_is_a_bad_read_not_a_dead_thread(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(line: bytes) -> object:
+        raise IndexError(line)  # the exception holds the track data
+
+    monkeypatch.setattr("drivers.magstripe.parse_swipe", broken)
+    events = _reads(LineFramer(), (0.0, GOOD))
+    assert events == [CardReadFailed(CARD_NOT_READ, "the line could not be decoded: IndexError")]
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and PAN not in caplog.text
+
+
+def test_bad_ideas_for_the_timeout_are_refused() -> None:
+    with pytest.raises(ValueError):
+        LineFramer(inter_byte_timeout=0)
+    with pytest.raises(ValueError):
+        MagstripeReader("/dev/null", inter_byte_timeout=-1.0)
+
+
+# -- the same through the real serial path ------------------------------------------
+
+
+def test_garbage_without_cr_then_pause_then_swipe_on_the_port(
+    sim: CardReaderSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reader = MagstripeReader(sim.path)
+    reader.open()
+
+    def swipes() -> None:
+        sim.write(GOOD[:25])  # a swipe cut short
+        time.sleep(T + 0.3)
+        sim.write(GOOD)
+
+    try:
+        events = _collect(reader, swipes, 2)
+    finally:
+        reader.close()
+    assert len(events) == 2, events
+    assert isinstance(events[0], CardReadFailed) and events[0].reason == INCOMPLETE_SWIPE
+    assert isinstance(events[1], CardSwiped) and events[1].card.pan == PAN
+    assert len(_bad_read_records(caplog)) == 1
+
+
+def test_unplugged_mid_swipe_is_one_bad_read_then_one_fault(tmp_path: Path) -> None:
+    sim = CardReaderSim()
+    reader = MagstripeReader(sim.open(), retry_interval=0.05)
+    reader.open()
+
+    def unplug_mid_swipe() -> None:
+        sim.write(GOOD[:20])
+        time.sleep(0.05)
+        sim.close()
+
+    try:
+        events = _collect(reader, unplug_mid_swipe, 2)
+    finally:
+        reader.close()
+        sim.close()
+    assert isinstance(events[0], CardReadFailed) and events[0].reason == INCOMPLETE_SWIPE
+    assert events[0].detail == "swipe cut short: 20 bytes, then the reader was lost"
+    assert isinstance(events[1], DeviceFault)
+    assert len(events) == 2, events
+
+
+def test_a_parser_bug_leaves_the_reader_thread_running(
+    sim: CardReaderSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = drivers.magstripe.parse_swipe
+    calls = []
+
+    def first_call_breaks(line: bytes) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return real(line)
+
+    monkeypatch.setattr("drivers.magstripe.parse_swipe", first_call_breaks)
+    reader = MagstripeReader(sim.path)
+    reader.open()
+    try:
+        events = _collect(reader, lambda: (sim.write(GOOD), sim.write(GOOD)), 2)
+    finally:
+        reader.close()
+    assert isinstance(events[0], CardReadFailed) and isinstance(events[1], CardSwiped)

@@ -322,3 +322,109 @@ def test_escpos_import_keeps_its_files_in_the_cache_folder(tmp_path: Path) -> No
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
     assert list(tmp.iterdir()) == []
     assert [f.name.endswith(".capabilities.pickle") for f in cache.iterdir()] == [True]
+
+
+# -- character code tables ----------------------------------------------------------------
+
+EURO_RECEIPT = ["€ 12,50", "Café Müller", "TOTAL € 12,50"]
+
+
+@pytest.mark.parametrize("receipts", [
+    # Ends in the table escpos picked for "€" (15) and the next one starts with "€".
+    [EURO_RECEIPT, EURO_RECEIPT],
+    # Ends in WPC1252 (picked for the dash), where "é" and "ü" are other bytes than in PC437.
+    [["Grüße — € 12,50"], ["Café Müller"], ["€ 12,50 Café Müller"]],
+])
+def test_receipts_in_a_row_keep_their_characters(served: SimThread, tmp_path: Path,
+                                                 receipts: list[list[str]]) -> None:
+    """Every receipt starts with ESC @, which puts the printer back to table 0."""
+    p = driver(served.port, tmp_path)
+    for lines in receipts:
+        p.print_lines(lines)
+    assert served.sim.receipts() == ["\n".join(lines) for lines in receipts]
+    p.close()
+
+
+def test_a_reconnect_selects_the_code_table_again(served: SimThread, tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path)
+    p.print_lines(EURO_RECEIPT)
+    served.restart()  # power-cycled: back to table 0, and a new connection
+    with pytest.raises(PrinterError):
+        p.status()
+    p.print_lines(EURO_RECEIPT)
+    p.open()  # an explicit reconnect too
+    p.print_lines(EURO_RECEIPT)
+    assert served.sim.receipts() == ["\n".join(EURO_RECEIPT)] * 3
+    p.close()
+
+
+_LETTERS = "€éüÜßçÇñ£—ØøÅæÆ¿ΩЖ"
+
+
+@pytest.fixture(scope="module")
+def served_module() -> Iterator[SimThread]:
+    st_ = SimThread()
+    yield st_
+    st_.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.text(_LETTERS + "AZ ,.", min_size=1, max_size=12).map(str.strip)
+                         .filter(bool), min_size=1, max_size=3), min_size=2, max_size=4))
+def test_any_run_of_receipts_prints_what_was_sent(served_module: SimThread, tmp_path_factory:
+                                                  pytest.TempPathFactory,
+                                                  receipts: list[list[str]]) -> None:
+    before = len(served_module.sim.receipts())
+    p = driver(served_module.port, tmp_path_factory.getbasetemp())
+    try:
+        for lines in receipts:
+            p.print_lines(lines)
+    finally:
+        p.close()
+    assert served_module.sim.receipts()[before:] == ["\n".join(lines) for lines in receipts]
+
+
+def test_decoder_uses_the_selected_table_until_esc_at() -> None:
+    d = EscPosDecoder()
+    texts = [c.text for c in d.feed(b"\x1bt\x13\xd5\n\x1b@\xd5\n\x1bt\x10\x80\xe9\n"
+                                    b"\x1bt\x0f\xa4\n") if c.name == "text"]
+    # ESC t 19 (PC858): 0xD5 is the euro sign; after ESC @ the same byte is PC437's.
+    assert texts == ["€", "╒", "€é", "€"]
+    assert d.codepage == 15
+
+
+def test_decoder_shows_an_unknown_table_as_replacement_characters(
+        caplog: pytest.LogCaptureFixture) -> None:
+    d = EscPosDecoder()
+    texts = [c.text for c in d.feed(b"\x1bt\x63Caf\xe9\n\xd5\n") if c.name == "text"]
+    assert texts == ["Caf\ufffd", "\ufffd"]
+    assert [r.message for r in caplog.records if "table 99" in r.message] != []
+    assert len([r for r in caplog.records if "unknown character code table" in r.message]) == 1
+
+
+def test_decoder_tables_are_those_of_the_escpos_profile(tmp_path: Path) -> None:
+    """Every table escpos may select reads back, byte for byte, as escpos meant it."""
+    _load_escpos(str(tmp_path / "c"))
+    from escpos.capabilities import get_profile
+    from escpos.magicencode import Encoder
+
+    from hwsim.escpos_stream import CODE_TABLES, code_table
+
+    pages = get_profile("default").get_code_pages()
+    encoder = Encoder(pages)
+    usable = set()
+    for name, number in pages.items():
+        try:
+            chars = encoder._get_codepage_char_list(name)  # what escpos encodes, byte 128 up
+        except LookupError:
+            continue  # escpos cannot encode with it, so never selects it
+        usable.add(int(number))
+        table = code_table(int(number))
+        if table is None:
+            continue
+        for byte, char in enumerate(chars, 128):
+            if char != " ":  # escpos's placeholder for "no character here"
+                assert table[byte] == char, (name, hex(byte))
+    # Tables escpos can select that the model lacks: TCVN-3 (Vietnamese), no Python codec.
+    assert usable - set(CODE_TABLES) == {30, 31}
+    assert set(CODE_TABLES) <= usable

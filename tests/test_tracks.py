@@ -15,7 +15,9 @@ from drivers.tracks import (
     INVALID_EXPIRY,
     TRACK2_NOT_READ,
     TRACKS_DO_NOT_MATCH,
+    overlong,
     parse_swipe,
+    unterminated,
 )
 from firmware.core.card import CardData
 from firmware.core.events import CardReadFailed
@@ -203,3 +205,31 @@ def test_damaged_swipes_never_leak_the_pan(pan: str, expiry: str, cut: int, junk
         _check(result, pan)
         if isinstance(result, CardData):
             assert result.pan == pan
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"%B4761739001010010^A/B^30", INCOMPLETE_SWIPE),
+        (b";4761739001010010=3012101?", INCOMPLETE_SWIPE),  # whole, but never ended
+        (b"\x00 %E?", INCOMPLETE_SWIPE),
+        (b"4761739001010010", CARD_NOT_READ),
+        (b"\x1b[2J\xff", CARD_NOT_READ),
+        (b"\x00", CARD_NOT_READ),
+        (b"?;", CARD_NOT_READ),
+    ],
+)
+def test_unterminated_bytes_are_a_bad_read(data: bytes, reason: str) -> None:
+    result = unterminated(data, 0.3)
+    assert result.reason == reason
+    assert result.detail.endswith(f"{len(data)} bytes and no carriage return within 0.3 s")
+    _check(result, "4761739001010010")
+    lost = unterminated(data, None)
+    assert lost.reason == reason and lost.detail.endswith("then the reader was lost")
+
+
+def test_overlong_is_card_not_read() -> None:
+    assert overlong() == CardReadFailed(
+        CARD_NOT_READ, "more than 256 bytes without a carriage return"
+    )
+    _check(overlong())

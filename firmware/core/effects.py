@@ -16,6 +16,7 @@ class Show:
 class Print:
     lines: tuple[str, ...]
     sale_id: int | None = None  # mark this sale's receipt printed once done
+    job: str = "sale"  # echoed in PrintFinished: "sale", "copy", "report", "refused"
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,26 @@ class HostBusy:
 
 
 @dataclass(frozen=True)
+class HostUntrusted:
+    """The host's TLS identity was refused (wrong CA, wrong name, old protocol).
+
+    Nothing was written. Not a busy host: a configuration error or an attack, so
+    the sale is not retried; the offline rules decide it as for an unreachable host.
+    """
+
+    sale_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttemptFailed:
+    """An attempt failed inside the terminal before anything was journaled or sent."""
+
+    sale_id: int | None
+    reason: str  # for the display, e.g. "TERMINAL ERROR"
+
+
+@dataclass(frozen=True)
 class HostOutcomeUnknown:
     """The request was written but no usable answer came; a reversal is recorded."""
 
@@ -84,11 +104,20 @@ class SaleClosed:
 class PrintFinished:
     ok: bool
     message: str = ""
+    job: str = "sale"  # the Print effect's job: "sale", "copy", "report", "refused"
+
+
+@dataclass(frozen=True)
+class AdviceRefused:
+    """The host refused a sale approved offline: it is unpaid, the merchant must know."""
+
+    record: SaleRecord
 
 
 @dataclass(frozen=True)
 class LinkChanged:
     state: str  # "UP", "DEGRADED", "DOWN"
+    untrusted: bool = False  # DOWN because the host's TLS identity was refused
 
 
 @dataclass(frozen=True)
@@ -114,6 +143,9 @@ Event = (
     | HostAnswered
     | HostBusy
     | HostOutcomeUnknown
+    | HostUntrusted
+    | AttemptFailed
+    | AdviceRefused
     | SaleClosed
     | PrintFinished
     | LinkChanged

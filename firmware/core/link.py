@@ -8,6 +8,11 @@ DOWN    `down_after` consecutive failures: sales go straight to the offline
         backoff plus a per-terminal offset derived from the terminal id, so a
         fleet does not reconnect at the same instant after an outage.
 Any success makes it UP again.
+
+A refused TLS identity (wrong CA, wrong host name, old protocol) is not a busy
+host: it is a configuration error or an attack. It puts the link DOWN at once,
+marked `untrusted`, so sales go to the offline rules without retrying, and the
+screens say HOST NOT TRUSTED; probes go on as for any DOWN link.
 """
 
 from __future__ import annotations
@@ -33,15 +38,20 @@ class LinkHealth:
     state: str = UP
     failures: int = 0
     probes: int = 0  # probes made since the link went down
+    untrusted: bool = False  # the last failure was a refused TLS identity
 
 
-def record(health: LinkHealth, ok: bool, policy: LinkPolicy) -> LinkHealth:
+def record(health: LinkHealth, ok: bool, policy: LinkPolicy, *,
+           untrusted: bool = False) -> LinkHealth:
     if ok:
         return LinkHealth()
     failures = health.failures + 1
+    if untrusted:
+        failures = max(failures, policy.down_after)
     state = DOWN if failures >= policy.down_after else DEGRADED
     probes = health.probes + 1 if health.state == DOWN else 0
-    return replace(health, state=state, failures=failures, probes=probes)
+    return replace(health, state=state, failures=failures, probes=probes,
+                   untrusted=untrusted)
 
 
 def terminal_offset(terminal_id: str, base: float) -> float:

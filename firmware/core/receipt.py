@@ -68,7 +68,21 @@ def verdict_lines(rec: SaleRecord) -> list[str]:
     if rec.status == SaleStatus.OFFLINE_REFUSED:
         return [BOLD + "REFUSED BY HOST", two_cols("OFFLINE CODE", rec.approval, WIDTH),
                 two_cols("RESPONSE", rec.response_code, WIDTH), "SALE NOT PAID"]
-    return [BOLD + "NOT COMPLETED", rec.reason or "HOST UNAVAILABLE", "NOT CHARGED"]
+    return [BOLD + "NOT COMPLETED", rec.reason or "HOST UNAVAILABLE", "CUSTOMER NOT CHARGED"]
+
+
+def refused_slip(cfg: CoreConfig, rec: SaleRecord) -> list[str]:
+    """The merchant's notice that the host refused a sale approved offline: it is unpaid."""
+    cur = cfg.currency_code
+    return [BOLD + _center("OFFLINE SALE REFUSED"), _center(cfg.merchant_name), RULE,
+            two_cols("SALE", f"#{rec.sale_id}", WIDTH),
+            two_cols("DATE", rec.local.strftime("%Y-%m-%d %H:%M"), WIDTH),
+            two_cols("CARD", rec.pan_masked, WIDTH),
+            BOLD + two_cols("AMOUNT", money(rec.amount, cur), WIDTH),
+            two_cols("OFFLINE CODE", rec.approval, WIDTH),
+            two_cols("BANK RESPONSE", rec.response_code, WIDTH), RULE,
+            "THE BANK REFUSED THIS SALE.", "IT IS NOT PAID: COLLECT PAYMENT",
+            "ANOTHER WAY.", "", _center("MERCHANT COPY")]
 
 
 def offline_report(cfg: CoreConfig, *, link: str, stats: QueueStats, queued: list[SaleRecord],

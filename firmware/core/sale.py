@@ -16,6 +16,15 @@ through `TimerFired` events carrying the token of the timer the core started
     AUTHORIZING --HostOutcomeUnknown--> RESULT ("NO RESPONSE - NOT CHARGED")
     IDLE --F1--> MENU (1 last sale, 2 reprint, 3 link and queue status, 4 report)
 
+Every sale that reached the card ends with something printed: the receipt, or a
+slip that says the customer was not charged. Prints other than the sale's own
+(a copy, the report, the slip of an offline sale the host refused) carry their
+job name, so their PrintFinished never ends a sale's PRINTING phase. A refused
+offline sale raises an alert on the idle screen until the operator clears it.
+Only final screens are shown: a decision made inside the terminal (offline
+rules) goes straight to its result, never through a screen that is about to
+change again.
+
 An unknown outcome never falls back to offline approval: the customer may have
 been charged, so the sale is reversed, not approved again.
 
@@ -36,13 +45,13 @@ from firmware.core.effects import (
     Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport, StartTimer,
 )
 from firmware.core.events import (
-    CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered, HostBusy,
-    HostOutcomeUnknown, KeyPressed, LinkChanged, OfflineDecided, PrintFinished,
-    QueueChanged, SaleClosed, TimerFired,
+    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered,
+    HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed, LinkChanged, OfflineDecided,
+    PrintFinished, QueueChanged, SaleClosed, TimerFired,
 )
 from firmware.core.risk import QueueStats, offline_decision
 from firmware.core.model import CoreConfig, SaleRecord, SaleRequest, SaleStatus
-from firmware.core.receipt import sale_receipt
+from firmware.core.receipt import refused_slip, sale_receipt
 from firmware.core import screens
 
 
@@ -87,6 +96,9 @@ class State:
     last: SaleRecord | None = None
     result: SaleRecord | None = None
     link: str = "UP"
+    untrusted: bool = False  # the link is down because the host's TLS identity was refused
+    cause: str = ""  # why the sale could not go online (shown with an offline refusal)
+    alert: str = ""  # two lines kept on the idle screen until cleared (a refused offline sale)
     queue: QueueStats = QueueStats()
     seen: datetime = datetime(2000, 1, 1)  # local time when the STATUS screen was opened
 
@@ -105,8 +117,16 @@ def step(state: State, event: Event, now: Now) -> Step:
             return state, []
         return _timer(state, now)
     if isinstance(event, LinkChanged):
-        st = replace(state, link=event.state)
+        st = replace(state, link=event.state, untrusted=event.untrusted)
         return st, [screens.show(st)] if st.phase in _PASSIVE else []
+    if isinstance(event, AdviceRefused):
+        rec = event.record
+        st = replace(state, alert=f"OFFLINE SALE REFUSED\nSALE #{rec.sale_id} UNPAID")
+        effects: list[Effect] = [Print(tuple(refused_slip(state.cfg, rec)), rec.sale_id,
+                                       job="refused"), Beep()]
+        return st, [screens.show(st), *effects] if st.phase in _PASSIVE else effects
+    if isinstance(event, PrintFinished) and event.job != "sale":
+        return _side_print(state, event)
     if isinstance(event, QueueChanged):
         st = replace(state, queue=event.stats)
         return st, [screens.show(st)] if st.phase in _PASSIVE else []
@@ -130,7 +150,17 @@ def _go(state: State, phase: Phase, timeout: float | None = None, *, jitter: boo
 
 def _idle(state: State, notice: str = "") -> Step:
     return _go(state, Phase.IDLE, None, digits="", sale=None, message="", notice=notice,
-               result=None)
+               result=None, cause="")
+
+
+def _side_print(state: State, event: PrintFinished) -> Step:
+    """A print that is not the sale's own receipt: a copy, the report, a refusal slip."""
+    done = {"copy": "COPY PRINTED", "report": "REPORT PRINTED"}.get(event.job, "")
+    if state.phase == Phase.MENU and done:
+        return _refresh(state, done if event.ok else event.message or "PRINTER FAULT")
+    if not event.ok:
+        return state, [Log("error", f"{event.job} not printed: {event.message}")]
+    return state, []
 
 
 def _amount(state: State) -> int:
@@ -147,7 +177,9 @@ def _in_idle(state: State, event: Event, now: Now) -> Step:
         if event.key == "F1":
             return _go(state, Phase.MENU, state.cfg.amount_timeout, message="", notice="")
         if event.key in ("CANCEL", "CLEAR") and state.notice:
-            return _idle(state)
+            return _idle(state)  # a notice goes first; an alert behind it shows next
+        if event.key in ("CANCEL", "CLEAR") and state.alert:
+            return _idle(replace(state, alert=""))
         return state, []
     if isinstance(event, (CardSwiped, CardReadFailed)):
         st = replace(state, notice="ENTER AMOUNT FIRST")
@@ -186,10 +218,9 @@ def _in_wait_card(state: State, event: Event, now: Now) -> Step:
     assert state.sale is not None
     if isinstance(event, KeyPressed) and event.key == "CANCEL":
         return _idle(state, "SALE CANCELLED")
-    if isinstance(event, CardReadFailed):
+    if isinstance(event, CardReadFailed):  # the driver has logged it, once
         st, eff = _go(state, Phase.WAIT_CARD, state.cfg.card_timeout, message=event.reason)
-        return st, [Log("warning", f"bad card read: {event.reason} {event.detail}".strip()),
-                    Beep(), *eff]
+        return st, [Beep(), *eff]
     if isinstance(event, CardSwiped):
         card = event.card
         if not luhn_ok(card.pan):
@@ -198,9 +229,11 @@ def _in_wait_card(state: State, event: Event, now: Now) -> Step:
         request = SaleRequest(kind="purchase", amount=state.sale.amount, card=card,
                               local=now.local)
         sale = replace(state.sale, request=request, attempts=1, started=now.mono)
-        if state.link == "DOWN":
-            st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale, message="HOST OFFLINE")
-            return st, [*eff, _offline(st, request, None, now)]
+        if state.link == "DOWN":  # decided at once: no AUTHORIZING screen in between
+            cause = "HOST NOT TRUSTED" if state.untrusted else "HOST OFFLINE"
+            st = replace(state, phase=Phase.AUTHORIZING, token=state.token + 1, sale=sale,
+                         message="", cause=cause)
+            return st, [_offline(st, request, None, now)]
         st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale, message="")
         return st, [*eff, Authorize(request, None)]
     return state, []
@@ -212,10 +245,24 @@ def _in_authorizing(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, HostAnswered):
         return _finish(state, event.record)
     if isinstance(event, HostOutcomeUnknown):
-        st, eff = _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
-                      last=event.record, message="")
+        st, eff = _finish(state, event.record)
         return st, [Log("warning", f"sale {event.record.sale_id}: {event.reason}; reversal "
                                    "recorded"), *eff]
+    if isinstance(event, HostUntrusted):
+        sale = replace(sale, sale_id=event.sale_id)
+        st = replace(state, sale=sale, cause="HOST NOT TRUSTED")
+        assert sale.request is not None
+        return st, [Log("error", f"sale {event.sale_id}: {event.reason}; not retried: a "
+                                 "configuration error or an attack, not a busy host"),
+                    _offline(st, sale.request, event.sale_id, now)]
+    if isinstance(event, AttemptFailed):
+        assert sale.request is not None
+        req = sale.request
+        record = SaleRecord(sale_id=0, kind=req.kind, amount=req.amount,
+                            pan_masked=req.card.masked, local=req.local,
+                            status=SaleStatus.FAILED, reason=event.reason)
+        st, eff = _finish(replace(state, cause=""), record)
+        return replace(st, last=state.last), eff
     if isinstance(event, HostBusy):
         sale = replace(sale, sale_id=event.sale_id)
         elapsed = now.mono - sale.started
@@ -227,20 +274,15 @@ def _in_authorizing(state: State, event: Event, now: Now) -> Step:
             return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
                                        f"retry {sale.attempts} of {state.cfg.busy_retries}"),
                         *eff]
-        st = replace(state, sale=sale, message="HOST UNAVAILABLE")
+        st = replace(state, sale=sale, cause="HOST UNAVAILABLE")
         assert sale.request is not None
         return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
                                    "no more retries"),
-                    screens.show(st), _offline(st, sale.request, event.sale_id, now)]
+                    _offline(st, sale.request, event.sale_id, now)]
     if isinstance(event, OfflineDecided):
-        if event.record.status == SaleStatus.OFFLINE_APPROVED:
-            return _finish(state, event.record)
-        return _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
-                   last=event.record, message="HOST UNAVAILABLE")
+        return _finish(state, event.record)
     if isinstance(event, SaleClosed):
-        st, eff = _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
-                      last=event.record)
-        return st, eff
+        return _finish(state, event.record)
     if isinstance(event, KeyPressed) and event.key == "CANCEL":
         return _refresh(state, "PLEASE WAIT")
     return state, []
@@ -250,11 +292,11 @@ def _in_busy_wait(state: State, event: Event, now: Now) -> Step:
     sale = state.sale
     assert sale is not None and sale.sale_id is not None
     if isinstance(event, KeyPressed) and event.key == "CANCEL":
-        st = replace(state, message="CANCELLING", token=state.token + 1)  # retry timer void
-        return st, [CloseSale(sale.sale_id, "CANCELLED")]
+        # the retry timer is void; the next screen is the result, not "cancelling"
+        st = replace(state, token=state.token + 1)
+        return st, [CloseSale(sale.sale_id, "SALE CANCELLED")]
     if isinstance(event, SaleClosed):
-        return _go(state, Phase.RESULT, state.cfg.result_timeout, result=event.record,
-                   last=event.record)
+        return _finish(state, event.record)
     return state, []
 
 
@@ -271,7 +313,7 @@ def _finish(state: State, record: SaleRecord) -> Step:
     st, eff = _go(state, Phase.PRINTING, None, result=record, last=record, message="")
     lines = tuple(sale_receipt(state.cfg, record))
     return st, [Log("info", f"sale {record.sale_id} {record.status} rc={record.response_code}"),
-                *eff, Print(lines, record.sale_id)]
+                *eff, Print(lines, record.sale_id or None)]
 
 
 def _in_printing(state: State, event: Event, now: Now) -> Step:
@@ -287,15 +329,11 @@ def _in_printing(state: State, event: Event, now: Now) -> Step:
 def _in_result(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, KeyPressed) and event.key in ("OK", "CANCEL", "CLEAR"):
         return _idle(state)
-    if isinstance(event, PrintFinished):  # a reprint from the menu
-        return _refresh(state, "" if event.ok else event.message)
     return state, []
 
 
 def _in_menu(state: State, event: Event, now: Now) -> Step:
     if not isinstance(event, KeyPressed):
-        if isinstance(event, PrintFinished):
-            return _refresh(state, "REPRINTED" if event.ok else event.message)
         return state, []
     if event.key in ("CANCEL", "CLEAR"):
         return _idle(state)
@@ -307,7 +345,7 @@ def _in_menu(state: State, event: Event, now: Now) -> Step:
             return _refresh(state, "NO SALE TO REPRINT")
         lines = tuple(sale_receipt(state.cfg, state.last, copy=True))
         st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING COPY")
-        return st, [*eff, Print(lines, None)]
+        return st, [*eff, Print(lines, None, job="copy")]
     if event.key == "3":
         return _go(state, Phase.STATUS, state.cfg.amount_timeout, message="", seen=now.local)
     if event.key == "4":

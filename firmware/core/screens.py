@@ -20,10 +20,26 @@ def rows(*lines: str) -> tuple[str, str, str, str]:
     return (padded[0], padded[1], padded[2], padded[3])
 
 
+# The top row's flag for the state of the link to the bank (README, "Screens").
+LINK_FLAGS = {"UP": "", "DEGRADED": "BANK SLOW", "DOWN": "OFFLINE"}
+LINK_WORDS = {"UP": "ONLINE", "DEGRADED": "SLOW TO ANSWER", "DOWN": "OFFLINE"}
+
+
 def _header(state: State, title: str) -> str:
-    flag = {"UP": "", "DEGRADED": "SLOW", "DOWN": "OFFLINE"}.get(state.link, state.link)
+    flag = LINK_FLAGS.get(state.link, state.link)
     space = W - len(title) - len(flag)
     return title + " " * max(1, space) + flag if flag else title
+
+
+def _idle_lines(state: State) -> list[str]:
+    """What the idle screen has to say: a notice, else an alert, else a link fault."""
+    if state.notice:
+        return state.notice.split("\n")
+    if state.alert:
+        return state.alert.split("\n")
+    if state.untrusted:
+        return ["HOST NOT TRUSTED"]
+    return [""]
 
 
 def show(state: State) -> Show:
@@ -32,10 +48,10 @@ def show(state: State) -> Show:
     cur = state.cfg.currency_code
     phase = state.phase
     if phase == Phase.IDLE:
-        notice = state.notice.split("\n")
-        if len(notice) > 1:
-            return Show(rows(_header(state, "POSTERM"), notice[0], notice[1], "ENTER AMOUNT"))
-        return Show(rows(_header(state, "POSTERM"), notice[0], "ENTER AMOUNT", "F1 MENU"))
+        said = _idle_lines(state)
+        if len(said) > 1:
+            return Show(rows(_header(state, "POSTERM"), said[0], said[1], "ENTER AMOUNT"))
+        return Show(rows(_header(state, "POSTERM"), said[0], "ENTER AMOUNT", "F1 MENU"))
     if phase == Phase.AMOUNT:
         amount = int(state.digits) if state.digits else 0
         return Show(rows("SALE", money(amount, cur).rjust(W), state.message,
@@ -46,22 +62,52 @@ def show(state: State) -> Show:
     if phase == Phase.AUTHORIZING:
         return Show(rows(amount_row, "AUTHORIZING", state.message or "PLEASE WAIT", ""))
     if phase == Phase.BUSY_WAIT:
-        return Show(rows(amount_row, "HOST BUSY — RETRYING", state.message or "PLEASE WAIT",
+        return Show(rows(amount_row, "HOST BUSY - RETRYING", state.message or "PLEASE WAIT",
                          "CANCEL=STOP"))
     if phase in (Phase.PRINTING, Phase.RESULT) and state.result is not None:
-        top, second = result_lines(state.result)
-        third = "PRINTING..." if phase == Phase.PRINTING else state.message
-        return Show(rows(top, second, third, money(state.result.amount, cur)))
+        return Show(rows(*_result_rows(state, state.result)))
     if phase == Phase.MENU:
         return Show(rows(_header(state, "MENU"), "1 LAST    2 REPRINT", "3 STATUS  4 REPORT",
                          state.message or "CANCEL=EXIT"))
     if phase == Phase.STATUS:
-        q = state.queue
-        age = "" if q.oldest is None else \
-            f" {max(0, int((now_hint(state) - q.oldest).total_seconds() // 60))}M"
-        return Show(rows(f"LINK {state.link}", f"QUEUE {q.count}{age}",
-                         money(q.total, cur), f"REFUSED {q.refused}"))
+        return Show(rows(*_status_rows(state)))
     return Show(rows("POSTERM", "", "", ""))
+
+
+def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
+    from firmware.core.sale import Phase
+
+    printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
+    if rec.status == SaleStatus.FAILED:
+        # why it could not go online, then why the offline rules refused it
+        why = [x for x in (state.cause, rec.reason or "NOT CHARGED") if x]
+        second = why[1] if len(why) > 1 else "NOT CHARGED"
+        return "NOT COMPLETED", why[0], second, printing or "NOT CHARGED"
+    top, second = result_lines(rec)
+    return top, second, printing, money(rec.amount, state.cfg.currency_code)
+
+
+def _status_rows(state: State) -> tuple[str, str, str, str]:
+    q = state.queue
+    link = "NOT TRUSTED" if state.untrusted else LINK_WORDS.get(state.link, state.link)
+    if q.refused:
+        last = f"REFUSED {q.refused} UNPAID"
+    elif q.oldest is not None:
+        last = f"OLDEST {age_words(now_hint(state), q.oldest)} AGO"
+    else:
+        last = "NOTHING TO SEND"
+    return (f"BANK {link}", f"UNSENT SALES {q.count}",
+            f"AMOUNT {money(q.total, state.cfg.currency_code)}", last)
+
+
+def age_words(now: datetime, then: datetime) -> str:
+    """'3 MIN', '5 H', '2 DAYS': how long ago, in words a cashier reads at a glance."""
+    minutes = max(0, int((now - then).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} MIN"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} H"
+    return f"{minutes // (24 * 60)} DAYS"
 
 
 def now_hint(state: State) -> datetime:
@@ -81,7 +127,7 @@ def result_lines(rec: SaleRecord) -> tuple[str, str]:
     if rec.status == SaleStatus.NOT_COMPLETED:
         return "NO RESPONSE", "NOT CHARGED"
     if rec.status == SaleStatus.OFFLINE_REFUSED:
-        return "REFUSED BY HOST", f"OFFLINE {rec.approval}"
+        return "REFUSED BY HOST", f"{rec.approval} UNPAID"
     return "NOT COMPLETED", rec.reason or "NOT CHARGED"
 
 

@@ -5,6 +5,18 @@ one at a time, calls `core.sale.step`, and executes the effects in order. A
 `Show` is awaited before the next effect, so the durable writes the runtime does
 before an event reaches the core (see authorizer.py) always precede what the
 display shows. Exceptions from a device never unwind this loop.
+
+No exception leaves the terminal stuck: a sale attempt always ends in an event
+(authorizer.py); the long-lived tasks (card reader, keypad, forwarder, link
+monitor) are supervised and restarted with backoff (supervisor.py); a print or a
+display write that fails unexpectedly is reported like a device fault; an
+offline decision that cannot be made ends the sale as not charged. A journal
+failure, or a bug in the pure core, stops the terminal with the display saying
+so: the next start recovers from the journal.
+
+Once a sale's outcome is on the display the journal records that the merchant
+has seen it, so that after a crash the restarted terminal says what happened to
+a sale whose result never reached the screen.
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Coroutine
 from datetime import datetime, timezone
@@ -25,17 +38,20 @@ from firmware.core.effects import (
     StartTimer,
 )
 from firmware.core.events import (
-    Event, LinkChanged, OfflineDecided, PrintFinished, QueueChanged, SaleClosed, TimerFired,
+    AdviceRefused, AttemptFailed, Event, LinkChanged, OfflineDecided, PrintFinished,
+    QueueChanged, SaleClosed, TimerFired,
 )
 from firmware.core.link import UP
-from firmware.core.model import SaleStatus
+from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.receipt import offline_report, sale_receipt
-from firmware.errors import DeviceError, HostError
+from firmware.errors import DeviceError, HostError, JournalError
+from firmware.runtime import failpoints
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.linkmonitor import LinkMonitor
+from firmware.runtime.supervisor import is_fatal, supervise
 from firmware.runtime.wiring import Devices
 
 log = logging.getLogger("posterm")
@@ -51,7 +67,7 @@ class App:
         self.monitor = LinkMonitor(
             cfg.link, self.ident.terminal_id, self._probe, self._link_changed,
             echo=self._echo, idle_seconds=lambda: time.monotonic() - self.link.last_traffic,
-            echo_interval=cfg.host.echo_interval)
+            echo_interval=cfg.host.echo_interval, connected=lambda: self.link.connected)
         self.link.listeners.append(self.monitor.report)
         self.forwarder = Forwarder(
             journal, self.link, cfg.host, sale_active=self._sale_active,
@@ -66,6 +82,10 @@ class App:
         self._timer: asyncio.TimerHandle | None = None
         self._display_ok = True
         self._rng = random.Random()
+        self._fatal: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._announced: set[int] = set()  # refused offline sales told to the core
+        self._shown_id = 0  # the last sale whose outcome the journal knows was shown
 
     # -- plumbing ---------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -78,8 +98,25 @@ class App:
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed: %r", task.get_name(), task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        if is_fatal(exc):
+            self._fail(exc)
+        else:
+            log.error("task %s failed: %s: %s", task.get_name(), type(exc).__name__, exc)
+
+    def _supervised(self, coro_factory: Any, name: str) -> None:
+        self._spawn(supervise(name, coro_factory, on_fatal=self._fail), name)
+
+    def _fail(self, exc: BaseException) -> None:
+        """A journal failure: stop the terminal (the next start recovers from the journal)."""
+        if self._fatal is None:
+            self._fatal = exc
+            log.critical("stopping: %s: %s", type(exc).__name__, exc)
+        if self._stop is not None:
+            self._stop.set()
 
     async def _on_connected(self) -> None:
         await self.forwarder.flush(due_only=False)
@@ -108,7 +145,7 @@ class App:
             await self.link.ensure_connected()
 
     def _link_changed(self, state: str) -> None:
-        self.emit(LinkChanged(state))
+        self.emit(LinkChanged(state, untrusted=self.monitor.health.untrusted))
         self._spawn(self._led(state == UP), "led")
         if state == UP:
             self.forwarder.kick()
@@ -121,6 +158,10 @@ class App:
 
     def _queue_changed(self) -> None:
         self.emit(QueueChanged(self.journal.queue_stats()))
+        for _adv_id, record in self.journal.unannounced_refusals():
+            if record.sale_id not in self._announced:  # once per run; printed -> journaled
+                self._announced.add(record.sale_id)
+                self.emit(AdviceRefused(record))
 
     @staticmethod
     def now() -> core.Now:
@@ -128,17 +169,20 @@ class App:
 
     # -- main loop ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         notice = await self.recover()
         last = self.journal.last_sale()
         state, effects = core.initial(self.cfg.core, last=last, notice=notice)
         self.state = state
         await self.execute(effects)
-        self._spawn(self.devices.card_reader.run(self.emit), "card-reader")
-        self._spawn(self.devices.keypad.run(self.emit), "keypad")
-        self._spawn(self.forwarder.run(), "forwarder")
-        self._spawn(self.monitor.run(), "link-monitor")
+        reader, keypad = self.devices.card_reader, self.devices.keypad
+        self._supervised(lambda: reader.run(self.emit), "card reader")
+        self._supervised(lambda: keypad.run(self.emit), "keypad")
+        self._supervised(self.forwarder.run, "forwarder")
+        self._supervised(self.monitor.run, "link monitor")
         self._queue_changed()
         self._spawn(self._led(True), "led")
+        self._spawn(self._connect_at_start(), "first connection")
         self.forwarder.kick()
         log.info("posterm ready: terminal %s, host %s", self.ident.terminal_id,
                  self.link.address)
@@ -151,66 +195,158 @@ class App:
                 if stopper in done:
                     getter.cancel()
                     break
-                event = getter.result()
-                assert self.state is not None
-                phase = self.state.phase
-                self.state, effects = core.step(self.state, event, self.now())
-                await self.execute(effects)
-                if self.state.phase != phase:
-                    self.forwarder.kick()  # a sale that ended lets the upload go on
+                await self._handle(getter.result())
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.link.close()
+        if self._fatal is not None:
+            await self._out_of_order()
+            if isinstance(self._fatal, sqlite3.Error):
+                raise self._fatal
+            raise self._fatal
+
+    async def _handle(self, event: Event) -> None:
+        assert self.state is not None
+        phase = self.state.phase
+        try:
+            self.state, effects = core.step(self.state, event, self.now())
+        except Exception as exc:  # a bug in the pure core: restart and recover
+            log.critical("internal error handling %s: %s: %s", type(event).__name__,
+                         type(exc).__name__, exc, exc_info=True)
+            self._fail(JournalError("internal error in the sale logic; restart the terminal "
+                                    "(the journal is intact and the next start recovers)"))
+            return
+        await self.execute(effects)
+        if self.state.phase != phase:
+            self.forwarder.kick()  # a sale that ended lets the upload go on
+
+    async def _connect_at_start(self) -> None:
+        """Connect and sign on now, so an unreachable host shows before the first sale."""
+        try:
+            await self.link.ensure_connected()
+        except HostError as exc:
+            log.info("no host connection at start: %s", exc)
+
+    async def _out_of_order(self) -> None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(
+                self.devices.display.show, ("OUT OF ORDER", "TERMINAL FAULT",
+                                            "SEE THE LOG", "")), 2.0)
+        except Exception as exc:  # the display is a courtesy here; the log has the cause
+            log.debug("display while stopping: %s", exc)
 
     async def recover(self) -> str:
-        """Resolve what the journal shows as unfinished, before any new sale."""
+        """Resolve what the journal shows as unfinished, before any new sale, and say
+        what happened to the last sale if the merchant may not have seen it."""
         rec = self.journal.recover()
         notice = ""
         for r in rec.reversed:
             log.warning("recovery: sale %d was sent without a recorded answer: reversal "
                         "pending, customer not charged", r.sale_id)
-            notice = "LAST SALE REVERSED\nNOT CHARGED"
         for r in rec.closed:
             log.warning("recovery: sale %d never completed; nothing was charged", r.sale_id)
-            notice = notice or "LAST SALE NOT DONE\nNOT CHARGED"
+        copies: dict[int, bool] = {}
         for r in rec.unprinted:
             lines = sale_receipt(self.cfg.core, r, copy=True)
-            verdict = "APPROVED" if r.status != SaleStatus.DECLINED else "DECLINED"
             try:
                 await asyncio.to_thread(self.devices.printer.print_lines, lines)
-                self.journal.mark_printed(r.sale_id, copy=True)
-                log.warning("recovery: sale %d %s; its receipt was not printed: copy printed",
-                            r.sale_id, verdict.lower())
-                notice = f"LAST SALE {verdict}\nCOPY PRINTED"
             except DeviceError as exc:
                 log.error("recovery: copy of sale %d not printed: %s", r.sale_id, exc)
-                notice = f"LAST SALE {verdict}\nREPRINT FROM MENU"
+                copies[r.sale_id] = False
+                continue
+            self.journal.mark_printed(r.sale_id, copy=True)
+            log.warning("recovery: sale %d (%s): its receipt was not printed: copy printed",
+                        r.sale_id, r.status.lower())
+            copies[r.sale_id] = True
+        last = self.journal.last_sale()
+        if last is not None:
+            notice = self._recovery_notice(last, copies.get(last.sale_id),
+                                           changed={r.sale_id for r in rec.reversed}
+                                           | {r.sale_id for r in rec.closed})
+        if notice and last is not None:
+            log.warning("recovery: the display tells the operator: %s (sale %d)",
+                        notice.replace("\n", " / "), last.sale_id)
         return notice
+
+    def _recovery_notice(self, last: SaleRecord, copy: bool | None, changed: set[int]) -> str:
+        """The two lines the idle screen shows after a restart about the last sale: only
+        when the restart changed it, printed its copy, or its result was never shown."""
+        unseen = last.sale_id in changed or copy is not None or \
+            not self.journal.was_shown(last.sale_id)
+        pending = last.status == SaleStatus.NOT_COMPLETED and \
+            self.journal.reversal_pending_for(last.sale_id)
+        if not unseen and not pending:
+            return ""
+        copy_line = {True: "COPY PRINTED", False: "REPRINT FROM MENU"}
+        if last.status == SaleStatus.NOT_COMPLETED:
+            return "LAST SALE REVERSED\nNOT CHARGED"
+        if last.status in (SaleStatus.FAILED, SaleStatus.AUTHORIZING):
+            return "LAST SALE NOT DONE\nNOT CHARGED"
+        verdict = {SaleStatus.APPROVED: "APPROVED", SaleStatus.OFFLINE_APPROVED: "APPROVED",
+                   SaleStatus.DECLINED: "DECLINED"}.get(last.status, "")
+        if not verdict:
+            return ""
+        return f"LAST SALE {verdict}\n" + (copy_line[copy] if copy is not None
+                                           else "RECEIPT PRINTED")
 
     # -- effects ------------------------------------------------------------------
     async def execute(self, effects: list[Effect]) -> None:
         for effect in effects:
-            if isinstance(effect, Show):
-                await self._show(effect.rows)
-            elif isinstance(effect, StartTimer):
-                self._start_timer(effect)
-            elif isinstance(effect, Authorize):
-                self._spawn(self._authorize(effect), "authorize")
-            elif isinstance(effect, Print):
-                self._spawn(self._print(effect), "print")
-            elif isinstance(effect, CloseSale):
-                record = self.journal.close_sale(effect.sale_id, effect.reason)
-                self.emit(SaleClosed(record))
-            elif isinstance(effect, DecideOffline):
-                self._decide_offline(effect)
-            elif isinstance(effect, PrintReport):
-                self._spawn(self._print_report(), "report")
-            elif isinstance(effect, Log):
-                log.log(logging.getLevelName(effect.level.upper()), "%s", effect.text)
-            elif isinstance(effect, Beep):
-                self._spawn(self._beep(), "beep")
+            try:
+                await self._execute(effect)
+            except Exception as exc:
+                if is_fatal(exc):
+                    raise
+                log.error("internal error running %s: %s: %s", type(effect).__name__,
+                          type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                self._effect_failed(effect)
+
+    def _effect_failed(self, effect: Effect) -> None:
+        """An effect failed unexpectedly: make sure the sale it belongs to still ends."""
+        if isinstance(effect, DecideOffline):
+            if effect.sale_id is None:
+                self.emit(AttemptFailed(None, "TERMINAL ERROR"))
+            else:
+                self.emit(SaleClosed(self.journal.close_sale(effect.sale_id, "TERMINAL ERROR")))
+        elif isinstance(effect, CloseSale):
+            self.emit(SaleClosed(self.journal.sale(effect.sale_id)))
+        elif isinstance(effect, Print):
+            self.emit(PrintFinished(False, "PRINTER FAULT", job=effect.job))
+
+    async def _execute(self, effect: Effect) -> None:
+        if isinstance(effect, Show):
+            await self._show(effect.rows)
+            self._shown()
+        elif isinstance(effect, StartTimer):
+            self._start_timer(effect)
+        elif isinstance(effect, Authorize):
+            self._spawn(self._authorize(effect), "authorize")
+        elif isinstance(effect, Print):
+            self._spawn(self._print(effect), "print")
+        elif isinstance(effect, CloseSale):
+            record = self.journal.close_sale(effect.sale_id, effect.reason)
+            failpoints.hit("after_sale_closed")
+            self.emit(SaleClosed(record))
+        elif isinstance(effect, DecideOffline):
+            self._decide_offline(effect)
+        elif isinstance(effect, PrintReport):
+            self._spawn(self._print_report(), "report")
+        elif isinstance(effect, Log):
+            log.log(logging.getLevelName(effect.level.upper()), "%s", effect.text)
+        elif isinstance(effect, Beep):
+            self._spawn(self._beep(), "beep")
+
+    def _shown(self) -> None:
+        """The display now shows a sale's outcome: journal that the merchant was told."""
+        st = self.state
+        if st is None or st.result is None or not st.result.sale_id:
+            return
+        if st.phase in (core.Phase.PRINTING, core.Phase.RESULT) and \
+                st.result.sale_id != self._shown_id:
+            self._shown_id = st.result.sale_id
+            self.journal.mark_shown(st.result.sale_id)
 
     def _decide_offline(self, effect: DecideOffline) -> None:
         req = effect.request
@@ -226,6 +362,7 @@ class App:
                      record.approval)
         else:
             log.warning("sale %d not approved offline: %s", record.sale_id, effect.reason)
+        failpoints.hit("after_offline_recorded")
         self.emit(OfflineDecided(record))
         self._queue_changed()
 
@@ -235,7 +372,7 @@ class App:
                                queued=self.journal.queued_sales(),
                                refused=self.journal.refused_advices(),
                                printed_at=datetime.now())
-        await self._print(Print(tuple(lines), None))
+        await self._print(Print(tuple(lines), None, job="report"))
 
     async def _show(self, rows: tuple[str, str, str, str]) -> None:
         try:
@@ -243,9 +380,12 @@ class App:
             if not self._display_ok:
                 log.info("display works again")
             self._display_ok = True
-        except DeviceError as exc:
+        except Exception as exc:  # a device fault, or a driver bug: the sale goes on
+            if is_fatal(exc):
+                raise
             if self._display_ok:
-                log.error("display: %s", exc)
+                log.error("display: %s", exc if isinstance(exc, DeviceError)
+                          else f"internal error: {type(exc).__name__}: {exc}")
             self._display_ok = False
 
     def _start_timer(self, effect: StartTimer) -> None:
@@ -260,14 +400,27 @@ class App:
         self.emit(event)
 
     async def _print(self, effect: Print) -> None:
+        """Print in a worker thread; always answer with PrintFinished for the job."""
+        job = asyncio.ensure_future(
+            asyncio.to_thread(self.devices.printer.print_lines, list(effect.lines)))
         try:
-            await asyncio.to_thread(self.devices.printer.print_lines, list(effect.lines))
+            done, _ = await asyncio.wait({job}, timeout=0.05)
+            if not done:
+                failpoints.hit("during_print")  # the receipt is on its way out
+            await job
         except DeviceError as exc:
-            self.emit(PrintFinished(False, str(exc)))
+            self.emit(PrintFinished(False, str(exc), job=effect.job))
             return
-        if effect.sale_id is not None:
+        except Exception as exc:  # a driver bug must not leave the sale at PRINTING
+            log.error("printer: internal error: %s: %s", type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            self.emit(PrintFinished(False, "PRINTER FAULT", job=effect.job))
+            return
+        if effect.job == "refused" and effect.sale_id is not None:
+            self.journal.mark_announced(effect.sale_id)
+        elif effect.sale_id is not None:
             self.journal.mark_printed(effect.sale_id)
-        self.emit(PrintFinished(True))
+        self.emit(PrintFinished(True, job=effect.job))
 
     async def _beep(self) -> None:
         try:

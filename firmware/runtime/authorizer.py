@@ -15,19 +15,32 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from firmware.core import iso
-from firmware.core.events import Event, HostAnswered, HostBusy, HostOutcomeUnknown
+from firmware.core.events import (
+    AttemptFailed, Event, HostAnswered, HostBusy, HostOutcomeUnknown, HostUntrusted, SaleClosed,
+)
 from firmware.core.model import SaleRequest
 from firmware.core.texts import is_busy
-from firmware.errors import HostError, HostUnreachableError, ProtocolError
+from firmware.errors import HostError, HostNotTrustedError, HostUnreachableError, ProtocolError
 from firmware.runtime import failpoints
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Attempt, Journal
 
 log = logging.getLogger("posterm.sale")
+
+
+@dataclass
+class _Progress:
+    """How far an attempt got, for ending it safely after an unexpected error."""
+
+    sale_id: int | None = None
+    attempt: Attempt | None = None
+    may_have_sent: bool = False  # the 0200 may be on the wire
 
 
 class Authorizer:
@@ -42,6 +55,37 @@ class Authorizer:
         self.on_result = on_result
 
     async def authorize(self, request: SaleRequest, sale_id: int | None) -> Event:
+        """One attempt; always ends in an event for the core, whatever goes wrong inside.
+
+        An unexpected exception (a bug, a value the host messages cannot carry) ends
+        the sale like any unknown outcome: reversed if its request may have been
+        written, closed as not charged if not. Only a journal failure (sqlite3.Error)
+        propagates: the terminal then stops rather than take sales it cannot record.
+        """
+        progress = _Progress()
+        try:
+            return await self._attempt(request, sale_id, progress)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:  # no internal error may leave a sale hanging
+            why = f"internal error ({type(exc).__name__}: {exc})"
+            log.error("sale %s: attempt failed: %s", progress.sale_id or "(new)", why,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            self.on_result(False, why)
+            attempt = progress.attempt
+            if attempt is not None and progress.may_have_sent:
+                return self._unknown(attempt, "68", why)
+            if attempt is not None:
+                self.journal.attempt_not_sent(attempt)
+            sale = progress.sale_id if attempt is None else attempt.sale_id
+            if sale is None:
+                return AttemptFailed(None, "TERMINAL ERROR")
+            return SaleClosed(self.journal.close_sale(sale, "TERMINAL ERROR"))
+
+    async def _attempt(self, request: SaleRequest, sale_id: int | None,
+                       progress: _Progress) -> Event:
+        progress.sale_id = sale_id
+        failpoints.hit("before_record_sending")
         utc = datetime.now(timezone.utc)
         code = iso.REFUND if request.kind == "refund" else iso.PURCHASE
         base = iso.sale_fields(self.ident, card=request.card, amount=request.amount,
@@ -49,13 +93,18 @@ class Authorizer:
         attempt, fixed = self.journal.start_attempt(
             sale_id, fields=base, card=request.card, kind=request.kind, amount=request.amount,
             currency=self.ident.currency, local=request.local, f7=iso.f7(utc))
+        progress.attempt = attempt
         failpoints.hit("after_record_sending")
         doc = iso.financial_request(fixed, stan=int(attempt.stan), utc=utc,
                                     track2=request.card.track2)
         try:
             await self.link.ensure_connected()
             await _maybe_await(self.before_request())
+            progress.may_have_sent = True
             pending = await self.link.send(doc)
+        except HostNotTrustedError as exc:
+            self.journal.attempt_not_sent(attempt)
+            return HostUntrusted(attempt.sale_id, str(exc))
         except HostUnreachableError as exc:
             self.journal.attempt_not_sent(attempt)
             return HostBusy(attempt.sale_id, str(exc))
@@ -85,6 +134,7 @@ class Authorizer:
     def _unknown(self, attempt: Attempt, reason: str, why: str) -> Event:
         self.on_result(False, why)
         record = self.journal.attempt_unknown(attempt, reason)
+        failpoints.hit("after_reversal_recorded")
         log.warning("sale %d: outcome unknown (%s): reversal %s recorded", attempt.sale_id,
                     why, reason)
         self.reversal_recorded()

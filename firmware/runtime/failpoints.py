@@ -1,10 +1,18 @@
-"""Named crash points for the crash-matrix tests.
+"""Named fault points for the crash-matrix and fault-injection tests.
 
 The runtime calls `hit("after_record_sending")` and the like at each step of a
-sale where power could fail. Normally nothing happens. When the environment
-variable POSTERM_FAILPOINT names the point (optionally `name:N` for its N-th
-hit), the process kills itself with SIGKILL right there — exactly what a power
-cut does — so tests can prove that recovery handles every step.
+sale where power could fail. Normally nothing happens. Two environment
+variables arm a point, each as `name` or `name:N` (its N-th hit only):
+
+- POSTERM_FAILPOINT: the process kills itself with SIGKILL right there —
+  exactly what a power cut does — so tests can prove that recovery handles
+  every step.
+- POSTERM_RAISE: the point raises `InjectedFault` (once, at the chosen hit),
+  an exception nobody expects, so tests can prove that no internal error leaves
+  a sale or a background task dead.
+
+Every name in POINTS is hit somewhere in the runtime; a test arms each one and
+fails if it never fires.
 """
 
 from __future__ import annotations
@@ -12,25 +20,45 @@ from __future__ import annotations
 import os
 import signal
 
-_SPEC = os.environ.get("POSTERM_FAILPOINT", "")
-_NAME, _, _NTH = _SPEC.partition(":")
-_COUNT = {"hits": 0}
-
 POINTS = (
+    "before_record_sending",  # a sale attempt starts, nothing journaled yet
     "after_record_sending",  # sale journaled as sending, request not yet written
     "after_send",  # request written, no answer yet
     "after_answer",  # answer received, not yet journaled
     "after_answer_recorded",  # answer journaled, result not yet shown/printed
-    "during_print",  # receipt half printed
+    "after_reversal_recorded",  # no answer: reversal journaled, NO RESPONSE not yet shown
+    "after_sale_closed",  # sale closed (cancelled, not charged), not yet shown
+    "after_offline_recorded",  # offline decision journaled, not yet shown
+    "during_print",  # receipt being printed
     "after_reversal_identity",  # reversal has its STAN, not yet sent
     "after_reversal_sent",  # reversal written, no 0410 yet
+    "after_advice_identity",  # advice has its STAN, not yet sent
+    "after_advice_sent",  # advice written, no 0230 yet
+    "link_probe",  # the link monitor is about to probe or echo
 )
 
 
+class InjectedFault(RuntimeError):
+    """An exception raised on purpose by POSTERM_RAISE (tests only)."""
+
+
+def _parse(variable: str) -> tuple[str, int]:
+    name, _, nth = os.environ.get(variable, "").partition(":")
+    return name, int(nth) if nth.isdigit() else 0
+
+
+_KILL = _parse("POSTERM_FAILPOINT")
+_RAISE = _parse("POSTERM_RAISE")
+_COUNT = {"kill": 0, "raise": 0}
+
+
 def hit(name: str) -> None:
-    if not _NAME or name != _NAME:
-        return
-    _COUNT["hits"] += 1
-    if _NTH and _COUNT["hits"] != int(_NTH):
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    if name == _KILL[0] and _due("kill", _KILL[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if name == _RAISE[0] and _due("raise", _RAISE[1] or 1):
+        raise InjectedFault(f"injected fault at {name}")
+
+
+def _due(kind: str, nth: int) -> bool:
+    _COUNT[kind] += 1
+    return not nth or _COUNT[kind] == nth

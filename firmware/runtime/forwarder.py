@@ -133,26 +133,33 @@ class Forwarder:
             await self._send_reversal(rev)
 
     async def _send_reversal(self, rev: PendingReversal) -> None:
-        repeat = rev.stan is not None
         stan, f7 = self.journal.reversal_identity(rev.id, iso.f7(datetime.now(timezone.utc)))
         failpoints.hit("after_reversal_identity")
         doc = iso.reversal(rev.fields, orig_mti="0200", orig_stan=rev.orig_stan,
                            orig_f7=rev.orig_f7, stan=int(stan), f7=f7, reason=rev.reason)
-        if repeat:
+        if rev.written:  # only a transmission after one that was written is a repeat
             doc = iso.repeat(doc)
         self._in_flight.add(rev.id)
+        handed_over = False
         try:
-            pending = self.link._write(doc) if self.link.connected else await self.link.send(doc)
-        except HostUnreachableError:
-            self._in_flight.discard(rev.id)
-            self._backoff(f"r{rev.id}", rev.tries + 1)
-            return
+            try:
+                pending = (self.link._write(doc) if self.link.connected
+                           else await self.link.send(doc))
+            except HostUnreachableError:
+                self._backoff(f"r{rev.id}", rev.tries + 1)
+                return
+            if not rev.written:
+                self.journal.reversal_written(rev.id)
+            log.info("reversal of sale %d: %s stan %s sent (reason %s)", rev.sale_id,
+                     doc["t"], stan, rev.reason)
+            task = asyncio.create_task(self._await_reversal(rev, pending))
+            handed_over = True
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        finally:
+            if not handed_over:
+                self._in_flight.discard(rev.id)
         failpoints.hit("after_reversal_sent")
-        log.info("reversal of sale %d: %s stan %s sent (reason %s)", rev.sale_id, doc["t"],
-                 stan, rev.reason)
-        task = asyncio.create_task(self._await_reversal(rev, pending))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _answer_code(self, pending: Pending, what: str) -> str:
         """Field 39 of the answer, or "" when none came; the link breaker hears either way."""
@@ -186,17 +193,18 @@ class Forwarder:
 
     # -- advices ----------------------------------------------------------------
     async def _send_advice(self, adv: PendingAdvice) -> None:
-        repeat = adv.stan is not None
         stan, f7 = self.journal.advice_identity(adv.id, iso.f7(datetime.now(timezone.utc)))
         failpoints.hit("after_advice_identity")
         doc = iso.advice(adv.fields, approval=adv.approval, stan=int(stan), f7=f7)
-        if repeat:
+        if adv.written:  # only a transmission after one that was written is a repeat
             doc = iso.repeat(doc)
         try:
             pending = await self.link.send(doc)
         except HostUnreachableError:
             self._backoff(f"a{adv.id}", adv.tries + 1)
             raise
+        if not adv.written:
+            self.journal.advice_written(adv.id)
         failpoints.hit("after_advice_sent")
         code = await self._answer_code(pending,
                                        f"advice of sale {adv.sale_id} ({doc['t']} stan {stan})")

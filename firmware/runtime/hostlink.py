@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from firmware.config import HostConfig
 from firmware.core import iso
 from firmware.core.iso import Fields, Identity, MessageError
-from firmware.errors import HostError, HostUnreachableError, ProtocolError
+from firmware.errors import HostError, HostNotTrustedError, HostUnreachableError, ProtocolError
 
 log = logging.getLogger("posterm.host")
 wire = logging.getLogger("posterm.wire.host")
@@ -73,17 +73,25 @@ class HostLink:
         self._ssl = self._ssl_context() if cfg.tls else None
         self.last_traffic = time.monotonic()
         self.connected_at = 0.0
-        self.listeners: list[Callable[[bool, str], None]] = []  # (ok, reason) per attempt
+        # (ok, reason) per connection attempt; untrusted=True is added for a refused TLS identity
+        self.listeners: list[Callable[..., None]] = []
 
     # -- connection ------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext:
         try:
             ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.cfg.ca_file)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if self.cfg.client_cert:
-                ctx.load_cert_chain(self.cfg.client_cert, self.cfg.client_key or None)
         except (OSError, ssl.SSLError) as exc:
-            raise HostError(f"TLS set-up failed (ca_file {self.cfg.ca_file}): {exc}") from None
+            raise HostError(f"TLS set-up failed: [host] ca_file {self.cfg.ca_file}: "
+                            f"{_tls_reason(exc)}") from None
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cfg.client_cert:
+            try:
+                ctx.load_cert_chain(self.cfg.client_cert, self.cfg.client_key or None)
+            except (OSError, ssl.SSLError) as exc:
+                files = self.cfg.client_cert + (f" / {self.cfg.client_key}"
+                                                if self.cfg.client_key else "")
+                raise HostError(f"TLS set-up failed: [host] client_cert/client_key {files}: "
+                                f"{_tls_reason(exc)}") from None
         return ctx
 
     @property
@@ -108,11 +116,13 @@ class HostLink:
                                         server_hostname=server_name),
                 self.cfg.connect_timeout)
         except ssl.SSLCertVerificationError as exc:
-            raise self._fail(f"host {self.address} refused: its TLS certificate is not "
-                             f"trusted ({exc.verify_message})") from None
+            raise self._untrusted(f"host {self.address} NOT TRUSTED: its TLS certificate "
+                                  f"does not verify ({exc.verify_message}); check [host] "
+                                  "ca_file and server_name, or the link is intercepted") from None
         except ssl.SSLError as exc:
-            raise self._fail(f"TLS handshake with host {self.address} failed: "
-                             f"{exc.reason}") from None
+            raise self._untrusted(f"host {self.address} NOT TRUSTED: TLS handshake refused "
+                                  f"({exc.reason or exc}); the host may offer only an old "
+                                  "protocol (TLS 1.2 or newer is required)") from None
         except asyncio.TimeoutError:
             raise self._fail(f"host {self.address}: no connection within "
                              f"{self.cfg.connect_timeout:g} s") from None
@@ -145,9 +155,17 @@ class HostLink:
         self._notify(False, reason)
         return HostUnreachableError(reason)
 
-    def _notify(self, ok: bool, reason: str) -> None:
+    def _untrusted(self, reason: str) -> HostNotTrustedError:
+        log.error("%s", reason)
+        self._notify(False, reason, untrusted=True)
+        return HostNotTrustedError(reason)
+
+    def _notify(self, ok: bool, reason: str, *, untrusted: bool = False) -> None:
         for listener in self.listeners:
-            listener(ok, reason)
+            if untrusted:
+                listener(ok, reason, untrusted=True)
+            else:
+                listener(ok, reason)
 
     async def close(self) -> None:
         writer, task = self._writer, self._read_task
@@ -239,3 +257,11 @@ class HostLink:
             writer.close()
             if self._writer is writer:
                 self._writer = None
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)

@@ -36,7 +36,7 @@ class Attempt:
 class Recovery:
     reversed: list[SaleRecord]  # sent without an answer: now pending reversal
     closed: list[SaleRecord]  # never sent (or only busy answers): closed, not charged
-    unprinted: list[SaleRecord]  # final, receipt not printed: print a copy
+    unprinted: list[SaleRecord]  # final, receipt or slip not printed: print a copy
 
 
 class Journal(QueueStore):
@@ -95,6 +95,20 @@ class Journal(QueueStore):
             self._forget_card(db, sale_id)
         return self.sale(sale_id)
 
+    def mark_shown(self, sale_id: int) -> None:
+        """The sale's outcome is on the display: the merchant has been told."""
+        with self.tx() as db:
+            db.execute("UPDATE sales SET result_shown=1 WHERE id=?", (sale_id,))
+
+    def was_shown(self, sale_id: int) -> bool:
+        row = self.db.execute("SELECT result_shown FROM sales WHERE id=?", (sale_id,)).fetchone()
+        return bool(row and row[0])
+
+    def reversal_pending_for(self, sale_id: int) -> bool:
+        row = self.db.execute("SELECT count(*) FROM reversals WHERE sale_id=? AND "
+                              "state='pending'", (sale_id,)).fetchone()
+        return bool(row[0])
+
     def mark_printed(self, sale_id: int, *, copy: bool = False) -> None:
         with self.tx() as db:
             col = "copy_printed" if copy else "receipt_printed"
@@ -114,7 +128,8 @@ class Journal(QueueStore):
                 self._forget_card(db, row["id"])
                 closed.append(row["id"])
         unprinted = [record_from_row(r) for r in self.db.execute(
-            "SELECT * FROM sales WHERE receipt_printed=0 AND status IN (?,?,?)",
-            (SaleStatus.APPROVED, SaleStatus.DECLINED, SaleStatus.OFFLINE_APPROVED))]
+            "SELECT * FROM sales WHERE receipt_printed=0 AND status IN (?,?,?,?,?) ORDER BY id",
+            (SaleStatus.APPROVED, SaleStatus.DECLINED, SaleStatus.OFFLINE_APPROVED,
+             SaleStatus.NOT_COMPLETED, SaleStatus.FAILED))]
         return Recovery([self.sale(i) for i in reversed_], [self.sale(i) for i in closed],
                         unprinted)

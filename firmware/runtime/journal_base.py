@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sales (
     reason TEXT NOT NULL DEFAULT '',
     fields TEXT NOT NULL,
     receipt_printed INTEGER NOT NULL DEFAULT 0,
-    copy_printed INTEGER NOT NULL DEFAULT 0
+    copy_printed INTEGER NOT NULL DEFAULT 0,
+    result_shown INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -57,7 +58,8 @@ CREATE TABLE IF NOT EXISTS reversals (
     f7 TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     tries INTEGER NOT NULL DEFAULT 0,
-    last_code TEXT NOT NULL DEFAULT ''
+    last_code TEXT NOT NULL DEFAULT '',
+    written INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS advices (
     id INTEGER PRIMARY KEY,
@@ -67,13 +69,32 @@ CREATE TABLE IF NOT EXISTS advices (
     f7 TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     tries INTEGER NOT NULL DEFAULT 0,
-    last_code TEXT NOT NULL DEFAULT ''
+    last_code TEXT NOT NULL DEFAULT '',
+    written INTEGER NOT NULL DEFAULT 0,
+    announced INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS card_data (
     sale_id INTEGER PRIMARY KEY REFERENCES sales(id),
     blob BLOB NOT NULL
 );
 """
+
+# Columns added after the first release: (table, column, definition, backfill for
+# the rows already there). A journal from an older release gets them at open.
+MIGRATIONS = (
+    # old releases told the merchant every outcome on screen and printed no slip
+    # for sales that were not completed: nothing to announce or print again
+    ("sales", "result_shown", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE sales SET result_shown=1, receipt_printed=CASE WHEN status IN "
+     "('NOT_COMPLETED', 'FAILED', 'OFFLINE_REFUSED') THEN 1 ELSE receipt_printed END"),
+    # old releases wrote a reversal or advice right after giving it its STAN
+    ("reversals", "written", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE reversals SET written=1 WHERE stan IS NOT NULL"),
+    ("advices", "written", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE advices SET written=1 WHERE stan IS NOT NULL"),
+    ("advices", "announced", "INTEGER NOT NULL DEFAULT 0",
+     "UPDATE advices SET announced=1"),
+)
 
 
 class JournalBase:
@@ -88,6 +109,7 @@ class JournalBase:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
+            self._migrate()
             with self.tx():
                 for key, value in (("next_stan", "1"), ("batch", "1"), ("invoice", "1")):
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
@@ -95,6 +117,15 @@ class JournalBase:
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"journal {path} cannot be opened: {exc}") from None
         self._check_key()
+
+    def _migrate(self) -> None:
+        for table, column, definition, backfill in MIGRATIONS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column in have:
+                continue
+            with self.tx() as db:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                db.execute(backfill)
 
     def _check_key(self) -> None:
         """Refuse a key that is not the one the stored card data was sealed with."""
@@ -106,25 +137,40 @@ class JournalBase:
             return
         try:
             self.vault.unseal("meta:key_check", bytes.fromhex(row["value"]))
-        except KeyStoreError:
+        except (KeyStoreError, ValueError):
+            stored = self.db.execute("SELECT count(*) FROM card_data").fetchone()[0]
+            if stored:
+                raise KeyStoreError(
+                    f"the key file does not match the journal {self.path}: it is not the key "
+                    f"its card data ({stored} record(s) waiting for the host) was sealed "
+                    "with. Restore the original key file; nothing was changed") from None
             raise KeyStoreError(
-                f"the key file does not match the journal {self.path}: it is not the key its "
-                "card data was sealed with. Restore the original key file; nothing was "
-                "changed") from None
+                f"the key file is not the one the journal {self.path} was set up with. No "
+                "card data is stored right now, so nothing would be lost: restore the "
+                "original key file, or delete this key file to have a new one made at the "
+                "next start. Nothing was changed") from None
 
     @staticmethod
     def has_sealed_data(path: Path) -> bool:
-        """True when an existing journal holds encrypted card data (the key is needed)."""
+        """True when an existing journal holds encrypted card data (the key is needed).
+
+        Opens the file read-only; a file that exists but is not a readable journal
+        is a JournalError here, before anything else (a key file) is created."""
         if not path.exists():
             return False
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
-                row = db.execute("SELECT count(*) FROM card_data").fetchone()
+                tables = {r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+                row = db.execute("SELECT count(*) FROM card_data").fetchone() \
+                    if "card_data" in tables else (0,)
             finally:
                 db.close()
-        except sqlite3.DatabaseError:
-            return False
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"journal {path} cannot be opened: {exc}; nothing was "
+                               "changed (restore it from a backup, or move it away to "
+                               "start an empty journal)") from None
         return bool(row and row[0])
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ class PendingReversal:
     stan: str | None
     f7: str | None
     tries: int
+    written: bool = False  # a transmission was written: the next one is a 0401
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class PendingAdvice:
     stan: str | None
     f7: str | None
     tries: int
+    written: bool = False  # a transmission was written: the next one is a 0221
 
 
 class QueueStore(JournalBase):
@@ -69,7 +71,12 @@ class QueueStore(JournalBase):
         rows = self.db.execute(sql + (f" LIMIT {int(limit)}" if limit else "")).fetchall()
         return [PendingAdvice(id=r["id"], sale_id=r["sale_id"], approval=r["approval"],
                               fields=self.sale_fields(r["sale_id"]), stan=r["stan"], f7=r["f7"],
-                              tries=r["tries"]) for r in rows]
+                              tries=r["tries"], written=bool(r["written"])) for r in rows]
+
+    def advice_written(self, adv_id: int) -> None:
+        """The advice's first transmission is out: every later one is a 0221."""
+        with self.tx() as db:
+            db.execute("UPDATE advices SET written=1 WHERE id=? AND written=0", (adv_id,))
 
     def advice_identity(self, adv_id: int, f7: str) -> tuple[str, str]:
         """Give an advice its own STAN and field 7 at its first send (persisted first)."""
@@ -118,6 +125,18 @@ class QueueStore(JournalBase):
                                "WHERE a.state='refused' ORDER BY a.id").fetchall()
         return [record_from_row(r) for r in rows]
 
+    def unannounced_refusals(self) -> list[tuple[int, SaleRecord]]:
+        """Refused advices the merchant has not been told about yet: (advice id, sale)."""
+        rows = self.db.execute("SELECT a.id AS adv_id, s.* FROM advices a JOIN sales s "
+                               "ON s.id = a.sale_id WHERE a.state='refused' AND a.announced=0 "
+                               "ORDER BY a.id").fetchall()
+        return [(r["adv_id"], record_from_row(r)) for r in rows]
+
+    def mark_announced(self, sale_id: int) -> None:
+        """The merchant has the printed notice of this refused offline sale."""
+        with self.tx() as db:
+            db.execute("UPDATE advices SET announced=1 WHERE sale_id=?", (sale_id,))
+
     def queued_sales(self) -> list[SaleRecord]:
         rows = self.db.execute("SELECT s.* FROM advices a JOIN sales s ON s.id = a.sale_id "
                                "WHERE a.state='pending' ORDER BY a.id").fetchall()
@@ -131,7 +150,13 @@ class QueueStore(JournalBase):
         return [PendingReversal(id=r["id"], sale_id=r["sale_id"], reason=r["reason"],
                                 orig_stan=r["orig_stan"], orig_f7=r["orig_f7"],
                                 fields=self.sale_fields(r["sale_id"]), stan=r["stan"],
-                                f7=r["f7"], tries=r["tries"]) for r in rows]
+                                f7=r["f7"], tries=r["tries"], written=bool(r["written"]))
+                for r in rows]
+
+    def reversal_written(self, rev_id: int) -> None:
+        """The reversal's first transmission is out: every later one is a 0401."""
+        with self.tx() as db:
+            db.execute("UPDATE reversals SET written=1 WHERE id=? AND written=0", (rev_id,))
 
     def pending_reversal_ids(self) -> list[int]:
         return [r[0] for r in self.db.execute(

@@ -6,6 +6,11 @@ probes — connect and sign on — after `probe_delay`; while UP and idle for
 `echo_interval` seconds it sends an echo test (0800, 70=301). Each change of
 state is reported through `on_change` (the display's offline indicator and the
 "online" LED follow it).
+
+While DEGRADED with no connection (right after start-up with the host away, or
+after a refused connection) it probes too, so that an unreachable host shows as
+OFFLINE before the first customer rather than at the first sale. A refused TLS
+identity is reported apart (`untrusted`): the link goes DOWN at once.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from collections.abc import Awaitable, Callable
 
 from firmware.core import link as health
 from firmware.core.link import LinkHealth, LinkPolicy
-from firmware.errors import HostUnreachableError
+from firmware.errors import HostError, HostUnreachableError
+from firmware.runtime import failpoints
 
 log = logging.getLogger("posterm.link")
 
@@ -28,7 +34,8 @@ class LinkMonitor:
                  on_change: Callable[[str], None] = lambda state: None, *,
                  echo: Callable[[], Awaitable[object]] | None = None,
                  idle_seconds: Callable[[], float] | None = None,
-                 echo_interval: float = 60.0, rng: random.Random | None = None) -> None:
+                 echo_interval: float = 60.0, rng: random.Random | None = None,
+                 connected: Callable[[], bool] = lambda: True) -> None:
         self.policy = policy
         self.health = LinkHealth()
         self.offset = health.terminal_offset(terminal_id, policy.probe_base)
@@ -36,21 +43,30 @@ class LinkMonitor:
         self.idle_seconds = idle_seconds
         self.echo_interval = echo_interval
         self.rng = rng or random.Random()
+        self.connected = connected
         self._wake = asyncio.Event()
 
     @property
     def state(self) -> str:
         return self.health.state
 
-    def report(self, ok: bool, reason: str = "") -> None:
-        before = self.health.state
-        self.health = health.record(self.health, ok, self.policy)
-        if self.health.state != before:
+    def report(self, ok: bool, reason: str = "", *, untrusted: bool = False) -> None:
+        before, was_untrusted = self.health.state, self.health.untrusted
+        self.health = health.record(self.health, ok, self.policy, untrusted=untrusted)
+        if self.health.state != before or self.health.untrusted != was_untrusted:
             level = logging.INFO if self.health.state == health.UP else logging.WARNING
-            log.log(level, "host link %s -> %s%s", before, self.health.state,
+            if self.health.untrusted:
+                level = logging.ERROR
+            log.log(level, "host link %s -> %s%s%s", before, self.health.state,
+                    " (HOST NOT TRUSTED)" if self.health.untrusted else "",
                     f" ({reason})" if reason and not ok else "")
             self.on_change(self.health.state)
             self._wake.set()
+
+    def _should_probe(self) -> bool:
+        if self.health.state == health.DOWN:
+            return True
+        return self.health.state == health.DEGRADED and not self.connected()
 
     def next_probe_in(self) -> float:
         return health.probe_delay(self.health, self.policy, draw=self.rng.random(),
@@ -58,13 +74,14 @@ class LinkMonitor:
 
     async def run(self) -> None:
         while True:
-            if self.health.state == health.DOWN:
+            if self._should_probe():
                 await asyncio.sleep(self.next_probe_in())
-                if self.health.state != health.DOWN:
+                if not self._should_probe():
                     continue
+                failpoints.hit("link_probe")
                 try:
                     await self.probe()
-                except Exception as exc:  # the probe's own listener reports the failure
+                except HostError as exc:  # the probe's own listener reports the failure
                     log.debug("probe failed: %s", exc)
                 continue
             self._wake.clear()
@@ -72,12 +89,13 @@ class LinkMonitor:
             if self.echo is not None and self.idle_seconds is not None:
                 idle = self.idle_seconds()
                 if idle >= self.echo_interval:
+                    failpoints.hit("link_probe")
                     try:
                         await self.echo()
                         self.report(True)
                     except HostUnreachableError:
                         pass  # the link's own listener has reported this failure
-                    except Exception as exc:
+                    except HostError as exc:
                         self.report(False, f"echo test failed: {exc}")
                     continue
                 wait = self.echo_interval - idle

@@ -10,6 +10,7 @@ another record does not open.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -18,6 +19,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from firmware.errors import KeyStoreError
+
+log = logging.getLogger("posterm.vault")
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -41,6 +44,8 @@ class Vault:
                     "restore the key file (the stored sales cannot be read without it)")
             vault = cls(_create_key(path))
             vault.created = True
+            log.warning("created a new card-data key file %s (mode 600): back it up with the "
+                        "journal; card data stored under it cannot be read without it", path)
             return vault
         try:
             mode = path.stat().st_mode

@@ -1,0 +1,157 @@
+"""What the merchant sees: every screen in plain words, and the new kinds of outcome.
+
+Driven through the pure core (no loop, no process): refused offline sales are
+announced and printed, side prints say what they printed, a host whose TLS
+identity is refused is not "busy", an internal error ends a sale as not charged,
+and no screen between phases shows a half-decided state.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from datetime import timedelta
+
+from firmware.core.effects import Authorize, Beep, DecideOffline, Print, Show
+from firmware.core.events import (
+    AdviceRefused, AttemptFailed, CardSwiped, HostBusy, HostUntrusted, KeyPressed, LinkChanged,
+    OfflineDecided, PrintFinished, QueueChanged, TimerFired,
+)
+from firmware.core.model import SaleStatus
+from firmware.core.risk import QueueStats
+from firmware.core.sale import Phase, initial
+from tests.test_core_sale import CARD, CFG, T0, keys, record, run, shown, to_card_wait
+
+
+def test_refused_offline_sale_is_announced_printed_and_kept_until_cleared() -> None:
+    st, _ = initial(CFG)
+    refused = record(SaleStatus.OFFLINE_REFUSED, "05", approval="Y30007")
+    st, eff = run(st, AdviceRefused(refused))
+    assert "OFFLINE SALE REFUSED" in shown(eff) and "SALE #7 UNPAID" in shown(eff)
+    slips = [e for e in eff if isinstance(e, Print)]
+    assert len(slips) == 1 and slips[0].job == "refused" and slips[0].sale_id == 7
+    assert "IT IS NOT PAID: COLLECT PAYMENT" in slips[0].lines
+    assert any(isinstance(e, Beep) for e in eff)
+    # a sale in between does not make the alert go away
+    st, _ = run(st, *keys("100", "OK"), KeyPressed("CANCEL"))
+    st, eff = run(st, PrintFinished(True, job="refused"))
+    assert st.phase == Phase.IDLE
+    st, eff = run(st, KeyPressed("CANCEL"))  # clears the "sale cancelled" notice first
+    assert "OFFLINE SALE REFUSED" in shown(eff)
+    st, eff = run(st, LinkChanged("UP"))
+    assert "OFFLINE SALE REFUSED" in shown(eff)
+    st, eff = run(st, KeyPressed("CANCEL"))
+    assert "OFFLINE SALE REFUSED" not in shown(eff) and "ENTER AMOUNT" in shown(eff)
+
+
+def test_refused_advice_during_a_sale_does_not_end_its_printing() -> None:
+    st, _ = run(to_card_wait(), CardSwiped(CARD))
+    st, _ = run(st, OfflineDecided(record(SaleStatus.OFFLINE_APPROVED, "", approval="Y30007")))
+    assert st.phase == Phase.PRINTING
+    st, eff = run(st, AdviceRefused(record(SaleStatus.OFFLINE_REFUSED, "05")))
+    assert not any(isinstance(e, Show) for e in eff)  # the sale's screen stays
+    st, _ = run(st, PrintFinished(True, job="refused"))
+    assert st.phase == Phase.PRINTING  # only the sale's own receipt ends PRINTING
+    st, _ = run(st, PrintFinished(True))
+    assert st.phase == Phase.RESULT
+
+
+def test_menu_says_what_it_printed() -> None:
+    st, _ = initial(CFG, last=record(SaleStatus.APPROVED))
+    st, _ = run(st, KeyPressed("F1"), KeyPressed("4"))
+    st, eff = run(st, PrintFinished(True, job="report"))
+    assert "REPORT PRINTED" in shown(eff) and "REPRINTED" not in shown(eff)
+    st, eff = run(st, KeyPressed("2"))
+    assert any(isinstance(e, Print) and e.job == "copy" for e in eff)
+    st, eff = run(st, PrintFinished(True, job="copy"))
+    assert "COPY PRINTED" in shown(eff)
+    st, eff = run(st, KeyPressed("4"), PrintFinished(False, "PAPER OUT", job="report"))
+    assert "PAPER OUT" in shown(eff)
+
+
+def test_status_screen_in_words() -> None:
+    st, _ = initial(CFG)
+    stats = QueueStats(count=4, total=4500, oldest=T0 - timedelta(minutes=3))
+    st, _ = run(st, LinkChanged("DOWN"), QueueChanged(stats), KeyPressed("F1"))
+    st, eff = run(st, KeyPressed("3"))
+    assert shown(eff) == "BANK OFFLINE | UNSENT SALES 4 | AMOUNT EUR 45.00 | OLDEST 3 MIN AGO"
+    stats = QueueStats(count=0, total=0, oldest=T0 - timedelta(hours=30))
+    st, eff = run(st, KeyPressed("OK"), LinkChanged("UP"), QueueChanged(stats), KeyPressed("3"))
+    assert "BANK ONLINE" in shown(eff) and "OLDEST 30 H AGO" in shown(eff)
+    st, eff = run(st, KeyPressed("OK"), QueueChanged(QueueStats()), KeyPressed("3"))
+    assert "NOTHING TO SEND" in shown(eff)
+
+
+def test_top_row_flags_are_words() -> None:
+    st, _ = initial(CFG)
+    st, eff = run(st, LinkChanged("DEGRADED"))
+    assert shown(eff).startswith("POSTERM    BANK SLOW")
+    st, eff = run(st, LinkChanged("DOWN"))
+    assert shown(eff).startswith("POSTERM      OFFLINE")
+    st, eff = run(st, LinkChanged("DOWN", untrusted=True))
+    assert "HOST NOT TRUSTED" in shown(eff)
+
+
+def test_untrusted_host_is_not_retried_and_goes_to_the_offline_rules() -> None:
+    st, _ = run(to_card_wait(), CardSwiped(CARD))
+    st, eff = run(st, HostUntrusted(7, "certificate does not verify"))
+    assert st.phase == Phase.AUTHORIZING and not any(isinstance(e, Show) for e in eff)
+    decide = [e for e in eff if isinstance(e, DecideOffline)]
+    assert len(decide) == 1 and decide[0].sale_id == 7
+    assert "HOST BUSY" not in shown(eff)
+    refused = record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")
+    st, eff = run(st, OfflineDecided(refused))
+    # why not online first, then why not offline: the bank, not the amount, is the cause
+    assert shown(eff).startswith("NOT COMPLETED | HOST NOT TRUSTED | OVER FLOOR LIMIT")
+
+
+def test_offline_refusal_names_the_host_before_the_rule() -> None:
+    st, _ = run(to_card_wait(), CardSwiped(CARD))
+    for _ in range(3):
+        st, eff = run(st, HostBusy(7, "91"))
+        if st.phase == Phase.BUSY_WAIT:
+            st, eff = run(st, TimerFired("phase", st.token))
+    st, eff = run(st, OfflineDecided(record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")))
+    rows = [e.rows for e in eff if isinstance(e, Show)][-1]
+    assert rows[:3] == ("NOT COMPLETED", "HOST UNAVAILABLE", "OVER FLOOR LIMIT")
+
+
+def test_link_down_sale_shows_no_intermediate_screen() -> None:
+    st, _ = run(to_card_wait(), LinkChanged("DOWN"))
+    st, eff = run(st, CardSwiped(CARD))
+    assert not any(isinstance(e, Show) for e in eff)
+    st, eff = run(st, OfflineDecided(record(SaleStatus.OFFLINE_APPROVED, "", approval="Y30007")))
+    assert "APPROVED OFFLINE" in shown(eff)
+
+
+def test_internal_error_before_anything_was_journaled_ends_as_not_charged() -> None:
+    st, _ = run(to_card_wait(), CardSwiped(CARD))
+    st, eff = run(st, AttemptFailed(None, "TERMINAL ERROR"))
+    assert st.phase == Phase.PRINTING
+    assert shown(eff).startswith("NOT COMPLETED | TERMINAL ERROR | NOT CHARGED")
+    assert any(isinstance(e, Print) and e.sale_id is None for e in eff)
+    st, eff = run(st, PrintFinished(True))
+    assert st.phase == Phase.RESULT and st.last is None
+
+
+def test_every_screen_fits_the_display_and_its_character_set() -> None:
+    """Walk many event sequences; every row must be ASCII and at most 20 characters."""
+    events = [*keys("1250"), KeyPressed("OK"), KeyPressed("CANCEL"), KeyPressed("F1"),
+              KeyPressed("3"), KeyPressed("4"), KeyPressed("2"), CardSwiped(CARD),
+              HostBusy(7, "91"), HostUntrusted(7, "x"), LinkChanged("DOWN"),
+              LinkChanged("DEGRADED", untrusted=True), PrintFinished(False, "PAPER OUT"),
+              AdviceRefused(replace(record(SaleStatus.OFFLINE_REFUSED, "05"), amount=99999999)),
+              OfflineDecided(record(SaleStatus.FAILED, "", reason="OFFLINE COUNT FULL")),
+              QueueChanged(QueueStats(count=20, total=50000, oldest=T0 - timedelta(days=3),
+                                      refused=12))]
+    st0, _ = initial(replace(CFG, max_amount=10**11))
+    for combo in itertools.product(events, repeat=3):
+        st = st0
+        for ev in [*keys("9", "OK"), *combo]:
+            st, eff = run(st, ev)
+            for e in eff:
+                if isinstance(e, Show):
+                    for row in e.rows:
+                        assert len(row) <= 20 and row.isascii(), (combo, e.rows)
+            if isinstance(ev, CardSwiped) and any(isinstance(e, Authorize) for e in eff):
+                continue
