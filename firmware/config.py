@@ -1,21 +1,43 @@
 """The configuration file: one TOML file, validated at start.
 
-Every problem is reported as a ConfigError naming the table and key, e.g.
-"posterm.toml: [host] port: must be an integer from 1 to 65535, got 'abc'".
+Every problem is reported as a ConfigError of one line naming the table and key, e.g.
+"posterm.toml: [host] port: must be an integer from 1 to 65535, got 'abc'";
+problems of the whole file (unreadable, not UTF-8, not TOML, empty) name the file.
+
+Everything the host messages, the display and the receipt carry is checked here,
+and every number has bounds that make sense for a payment terminal (`LIMITS`),
+so a configuration that passes `check-config` cannot fail later because of a value.
+This module knows the tables and keys; how one value is read and bounded is
+`firmware.config_values`.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import ssl
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.config_values import (
+    ADDRESS_LINES, AMOUNT_MAX, BAUDRATES, BLOCKED_BINS_MAX, HOSTNAME_WHAT, LIMITS, MAX_FILE_BYTES,
+    MISSING, NAME_MAX_BYTES, PATH_MAX_BYTES, RECEIPT_WIDTH, SOCKET_MAX_BYTES, Table,
+    ascii_printable, hostname, key_name, receipt_text, short, why_no_directory, why_unreadable,
+)
 from firmware.core.iso import Identity
 from firmware.core.link import LinkPolicy
 from firmware.core.model import CoreConfig
 from firmware.core.risk import OfflineRules
 from firmware.errors import ConfigError
+
+# The limits stay importable from here (they live in firmware.config_values).
+__all__ = ["ADDRESS_LINES", "AMOUNT_MAX", "BACKENDS", "BAUDRATES", "BLOCKED_BINS_MAX",
+           "DEVICE_DEFAULTS", "HOSTNAME_WHAT", "LIMITS", "MAX_FILE_BYTES", "NAME_MAX_BYTES",
+           "PATH_MAX_BYTES", "RECEIPT_WIDTH", "REQUIRED_TABLES", "SOCKET_MAX_BYTES", "Config",
+           "DeviceConfig", "HostConfig", "load", "parse"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,59 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+# -- the file -----------------------------------------------------------------------------
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    src = path.name if path.name.isprintable() and path.name else short(path.name)
+    shown = str(path) if str(path).isprintable() else short(str(path))
+    raw = _read(path, shown)
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(f"{src}: starts with a UTF-8 byte order mark (BOM); "
+                          "save it as UTF-8 without BOM")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{src}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} on line "
+                          f"{line}); save it as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        why = " ".join(str(exc).split())
+        raise ConfigError(f"{src}: not valid TOML: {why}") from None
+    except RecursionError:
+        raise ConfigError(f"{src}: not valid TOML: arrays or tables nested too deeply") from None
+    return parse(data, source=src, path=path)
+
+
+def _read(path: Path, shown: str) -> bytes:
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"configuration file {shown} is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"configuration file {shown} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"configuration file {shown} is too large ({info.st_size} bytes, "
+                              f"at most {MAX_FILE_BYTES})")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ConfigError(f"configuration file {shown} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read configuration file {shown}: permission denied "
+                          "(run as the posterm user, or fix the file's mode)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {shown}: "
+                          f"{exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the path
+        raise ConfigError(f"configuration file {shown}: not a valid path") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"configuration file {shown} is too large (at most "
+                          f"{MAX_FILE_BYTES} bytes)")
+    return raw
+
+
 BACKENDS: dict[str, dict[str, dict[str, type]]] = {
     "card_reader": {"serial": {"port": str, "baudrate": int}},
     "keypad": {"evdev": {"path": str}, "hwsim": {"socket": str}},
@@ -70,150 +145,96 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     "printer": {"port": 9100, "baudrate": 19200, "confirm_print": True},
     "display": {"bus": 1, "address": 0x27},
 }
-
-
-class _Table:
-    """Typed access to one TOML table, naming the key in every error."""
-
-    def __init__(self, source: str, name: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        self.source, self.name, self.data = source, name, data
-        self.used: set[str] = set()
-
-    def _err(self, key: str, what: str) -> ConfigError:
-        got = self.data.get(key, None)
-        return ConfigError(f"{self.source}: [{self.name}] {key}: {what}, got {got!r}")
-
-    def get(self, key: str, kind: type, default: Any = ..., *, check: Any = None,
-            what: str = "") -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is ...:
-                raise ConfigError(f"{self.source}: [{self.name}] {key}: missing (required)")
-            return default
-        value = self.data[key]
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise self._err(key, what or f"must be {_kind_name(kind)}")
-        if check is not None and not check(value):
-            raise self._err(key, what)
-        return value
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(f"{self.source}: [{self.name}] {unknown[0]}: unknown key")
-
-
-def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "a list"}.get(kind, kind.__name__)
-
-
-def load(path: str | Path) -> Config:
-    path = Path(path)
-    src = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{src}: not valid TOML: {exc}") from None
-    return parse(data, source=src, path=path)
+REQUIRED_TABLES = ("terminal", "host", "card_reader", "keypad", "printer", "display")
 
 
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
           path: Path = Path("posterm.toml")) -> Config:
-    known = {"terminal", "timeouts", "host", "log", "offline", *BACKENDS}
-    for name in data:
+    known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log")
+    if not data:
+        raise ConfigError(f"{source}: no settings (empty file); it needs at least the tables "
+                          + ", ".join(f"[{t}]" for t in REQUIRED_TABLES))
+    for name, value in data.items():
         if name not in known:
-            raise ConfigError(f"{source}: [{name}]: unknown table")
-    t = _Table(source, "terminal", data.get("terminal", {}))
-    tid = t.get("id", str, check=lambda v: 1 <= len(v) <= 8 and v.isprintable(),
-                what="must be 1 to 8 printable characters")
-    mid = t.get("merchant_id", str, check=lambda v: 1 <= len(v) <= 15 and v.isprintable(),
-                what="must be 1 to 15 printable characters")
-    name = t.get("merchant_name", str, check=lambda v: 0 < len(v) <= 32,
-                 what="must be 1 to 32 characters")
-    address = t.get("address", list, [], check=lambda v: all(isinstance(x, str) for x in v),
-                    what="must be a list of strings")
-    currency = t.get("currency", str, check=lambda v: len(v) == 3 and v.isdigit(),
-                     what="must be the 3-digit ISO 4217 numeric code, e.g. \"978\"")
-    currency_code = t.get("currency_code", str, "EUR", check=lambda v: len(v) == 3,
-                          what="must be a 3-letter code")
-    max_amount = t.get("max_amount", int, 500000, check=lambda v: 0 < v < 10**12,
-                       what="must be a positive amount in minor units")
-    state_dir = t.get("state_dir", str, "/var/lib/posterm")
+            if isinstance(value, dict) or (  # [name] or [[name]]
+                    isinstance(value, list) and value and
+                    all(isinstance(x, dict) for x in value)):
+                raise ConfigError(f"{source}: [{key_name(name)}]: unknown table "
+                                  f"(known tables: {', '.join(known)})")
+            raise ConfigError(f"{source}: {key_name(name)}: a setting outside any table, "
+                              f"got {short(value)} (settings belong to a table such as "
+                              "[terminal])")
+    for name in known:  # the file's shape first: each table a table
+        if name in data:
+            Table(source, name, data[name])
+    t = Table(source, "terminal", _required(source, data, "terminal"))
+    tid = t.text("id", check=lambda v: 1 <= len(v) <= 8 and ascii_printable(v)
+                 and not v.isspace(),
+                 what="must be 1 to 8 printable ASCII characters, not blank (field 41)")
+    mid = t.text("merchant_id", check=lambda v: 1 <= len(v) <= 15 and ascii_printable(v)
+                 and not v.isspace(),
+                 what="must be 1 to 15 printable ASCII characters, not blank (field 42)")
+    name = t.text("merchant_name", check=lambda v: 0 < len(v) <= RECEIPT_WIDTH
+                  and not v.isspace() and receipt_text(v),
+                  what=f"must be 1 to {RECEIPT_WIDTH} printable single-width characters, "
+                       f"not blank (the receipt is {RECEIPT_WIDTH} columns)")
+    address = _address(t)
+    currency = t.text("currency", check=lambda v: re.fullmatch(r"[0-9]{3}", v) is not None
+                      and v != "000",
+                      what="must be the 3-digit ISO 4217 numeric code, e.g. \"978\"")
+    currency_code = t.text("currency_code", "EUR",
+                           check=lambda v: re.fullmatch(r"[A-Z]{3}", v) is not None,
+                           what="must be 3 ASCII capital letters, the ISO 4217 code, "
+                                "e.g. \"EUR\" (the display shows ASCII only)")
+    max_amount = t.integer("max_amount", 500000,
+                           what=f"must be an amount in minor units from 1 to {AMOUNT_MAX}")
+    state_dir = t.path("state_dir", "/var/lib/posterm")
     t.finish()
+    why = why_no_directory(Path(state_dir))
+    if why:
+        raise t.error("state_dir", why, state_dir)
 
-    tm = _Table(source, "timeouts", data.get("timeouts", {}))
-    pos: dict[str, Any] = {"check": lambda v: v > 0,
-                           "what": "must be a positive number of seconds"}
-    amount_to = tm.get("amount_entry", float, 60.0, **pos)
-    card_to = tm.get("card", float, 30.0, **pos)
-    result_to = tm.get("result", float, 4.0, **pos)
-    busy_retries = tm.get("busy_retries", int, 2, check=lambda v: 0 <= v <= 10,
-                          what="must be from 0 to 10")
-    busy_backoff = tm.get("busy_backoff", float, 0.5, **pos)
-    sale_budget = tm.get("sale_budget", float, 60.0, **pos)
+    tm = Table(source, "timeouts", data.get("timeouts", {}))
+    amount_to = tm.number("amount_entry", 60.0)
+    card_to = tm.number("card", 30.0)
+    result_to = tm.number("result", 4.0)
+    busy_retries = tm.integer("busy_retries", 2)
+    busy_backoff = tm.number("busy_backoff", 0.5)
+    sale_budget = tm.number("sale_budget", 60.0)
     tm.finish()
 
-    h = _Table(source, "host", data.get("host", {}))
-    host = HostConfig(
-        host=h.get("host", str, check=bool, what="must not be empty"),
-        port=h.get("port", int, check=lambda v: 1 <= v <= 65535,
-                   what="must be an integer from 1 to 65535"),
-        tls=h.get("tls", bool, True),
-        ca_file=h.get("ca_file", str, ""),
-        server_name=h.get("server_name", str, ""),
-        client_cert=h.get("client_cert", str, ""),
-        client_key=h.get("client_key", str, ""),
-        connect_timeout=h.get("connect_timeout", float, 5.0, **pos),
-        response_timeout=h.get("response_timeout", float, 30.0, **pos),
-        repeat_backoff_base=h.get("repeat_backoff_base", float, 5.0, **pos),
-        repeat_backoff_cap=h.get("repeat_backoff_cap", float, 300.0, **pos),
-        echo_interval=h.get("echo_interval", float, 60.0, **pos),
-    )
-    if host.tls and not host.ca_file:
-        raise ConfigError(f"{source}: [host] ca_file: required when tls = true "
-                          "(the host certificate is verified against it)")
-    if host.tls and not Path(host.ca_file).is_file():
-        raise ConfigError(f"{source}: [host] ca_file: {host.ca_file} does not exist")
-    h.finish()
+    host = _host(Table(source, "host", _required(source, data, "host")))
 
-    lg = _Table(source, "log", data.get("log", {}))
-    level = lg.get("level", str, "INFO", check=lambda v: v.upper() in
-                   {"DEBUG", "INFO", "WARNING", "ERROR"},
-                   what="must be DEBUG, INFO, WARNING or ERROR")
+    lg = Table(source, "log", data.get("log", {}))
+    level = lg.text("level", "INFO", check=lambda v: v.upper() in
+                    {"DEBUG", "INFO", "WARNING", "ERROR"} and v.isascii(),
+                    what="must be DEBUG, INFO, WARNING or ERROR")
     lg.finish()
 
-    o = _Table(source, "offline", data.get("offline", {}))
-    money_ok: dict[str, Any] = {"check": lambda v: v >= 0,
-                                "what": "must be an amount in minor units, 0 or more"}
+    o = Table(source, "offline", data.get("offline", {}))
+    money = f"must be an amount in minor units from 0 to {AMOUNT_MAX}"
+    floor_limit = o.integer("floor_limit", 5000, what=money)
+    total_limit = o.integer("total_limit", 50000, what=money)
     offline = OfflineRules(
-        enabled=o.get("enabled", bool, True),
-        floor_limit=o.get("floor_limit", int, 5000, **money_ok),
-        total_limit=o.get("total_limit", int, 50000, **money_ok),
-        max_count=o.get("max_count", int, 20, check=lambda v: v >= 0,
-                        what="must be 0 or more"),
-        max_age_hours=o.get("max_age_hours", float, 24.0, **pos),
-        blocked_bins=tuple(o.get("blocked_bins", list, [], check=lambda v: all(
-            isinstance(b, str) and len(b) == 6 and b.isdigit() for b in v),
-            what="must be a list of 6-digit BIN strings")),
+        enabled=o.boolean("enabled", True),
+        floor_limit=floor_limit,
+        total_limit=total_limit,
+        max_count=o.integer("max_count", 20),
+        max_age_hours=o.number("max_age_hours", 24.0, unit="hours"),
+        blocked_bins=tuple(_blocked_bins(o)),
     )
     link = LinkPolicy(
-        down_after=o.get("down_after", int, 3, check=lambda v: v >= 1, what="must be 1 or more"),
-        probe_base=o.get("probe_base", float, 5.0, **pos),
-        probe_cap=o.get("probe_cap", float, 120.0, **pos),
+        down_after=o.integer("down_after", 3),
+        probe_base=o.number("probe_base", 5.0),
+        probe_cap=o.number("probe_cap", 120.0),
     )
     o.finish()
+    if floor_limit > total_limit:
+        raise o.error("floor_limit", f"must not exceed total_limit ({total_limit})")
+    if floor_limit > max_amount:
+        raise o.error("floor_limit", f"must not exceed [terminal] max_amount ({max_amount})")
+    if link.probe_cap < link.probe_base:
+        raise o.error("probe_cap", f"must be at least probe_base ({link.probe_base:g})")
 
     devices = {dev: _device(source, dev, data.get(dev)) for dev in BACKENDS}
     core = CoreConfig(
@@ -226,20 +247,148 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
                   log_level=level.upper(), link=link, raw=data, **devices)
 
 
+def _required(source: str, data: dict[str, Any], name: str) -> Any:
+    if name not in data:
+        raise ConfigError(f"{source}: [{name}]: missing table")
+    return data[name]
+
+
+def _address(t: Table) -> list[str]:
+    value = t.lookup("address", [])
+    line_what = (f"at most {RECEIPT_WIDTH} printable single-width characters "
+                 f"(the receipt is {RECEIPT_WIDTH} columns)")
+    if not isinstance(value, list) or len(value) > ADDRESS_LINES:
+        raise t.error("address", f"must be a list of at most {ADDRESS_LINES} lines of "
+                      + line_what, value)
+    for i, line in enumerate(value, 1):
+        if not isinstance(line, str) or len(line) > RECEIPT_WIDTH or not receipt_text(line):
+            raise t.error("address", f"line {i} must be a string of {line_what}", line)
+    return value
+
+
+def _blocked_bins(o: Table) -> list[str]:
+    value = o.lookup("blocked_bins", [])
+    if not isinstance(value, list) or len(value) > BLOCKED_BINS_MAX:
+        raise o.error("blocked_bins", f"must be a list of at most {BLOCKED_BINS_MAX} "
+                      "6-digit BIN strings", value)
+    for b in value:
+        if not (isinstance(b, str) and re.fullmatch(r"[0-9]{6}", b)):
+            raise o.error("blocked_bins", "must be a list of 6-digit BIN strings, e.g. "
+                          "[\"541333\"]; one entry is not", b)
+    return value
+
+
+def _host(h: Table) -> HostConfig:
+    host = HostConfig(
+        host=h.text("host", check=hostname, what=HOSTNAME_WHAT),
+        port=h.integer("port"),
+        tls=h.boolean("tls", True),
+        ca_file=h.path("ca_file", "", optional=True),
+        server_name=h.text("server_name", "", check=lambda v: v == "" or hostname(v),
+                           what=HOSTNAME_WHAT.replace("must be", "must be empty or", 1)),
+        client_cert=h.path("client_cert", "", optional=True),
+        client_key=h.path("client_key", "", optional=True),
+        connect_timeout=h.number("connect_timeout", 5.0),
+        response_timeout=h.number("response_timeout", 30.0),
+        repeat_backoff_base=h.number("repeat_backoff_base", 5.0),
+        repeat_backoff_cap=h.number("repeat_backoff_cap", 300.0),
+        echo_interval=h.number("echo_interval", 60.0),
+    )
+    h.finish()
+    if host.repeat_backoff_cap < host.repeat_backoff_base:
+        raise h.error("repeat_backoff_cap",
+                      f"must be at least repeat_backoff_base ({host.repeat_backoff_base:g})")
+    if host.client_key and not host.client_cert:
+        raise h.error("client_key", "given without client_cert (mutual TLS needs the "
+                      "client certificate too)")
+    if host.tls:
+        if not host.ca_file:
+            raise ConfigError(f"{h.source}: [host] ca_file: required when tls = true "
+                              "(the host certificate is verified against it)")
+        for key in ("ca_file", "client_cert", "client_key"):
+            value = getattr(host, key)
+            why = why_unreadable(Path(value)) if value else ""
+            if why:
+                raise h.error(key, why, value)
+        _load_tls(h, host)
+    return host
+
+
+def _load_tls(h: Table, host: HostConfig) -> None:
+    """Load the TLS files as the host link will, so a bad file shows now, by its key."""
+    def no_password() -> bytes:
+        raise h.error("client_key" if host.client_key else "client_cert",
+                      "holds a private key encrypted with a pass phrase, which posterm "
+                      "cannot enter", host.client_key or host.client_cert)
+
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=host.ca_file)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise h.error("ca_file", f"is not a CA bundle in PEM format ({_reason(exc)})",
+                      host.ca_file) from None
+    if not host.client_cert:
+        return
+    if not _file_holds(host.client_cert, b"-----BEGIN CERTIFICATE-----"):
+        raise h.error("client_cert", "is not a certificate in PEM format", host.client_cert)
+    if host.client_key and not _file_holds(host.client_key, b"PRIVATE KEY-----"):
+        raise h.error("client_key", "is not a private key in PEM format", host.client_key)
+    try:
+        ctx.load_cert_chain(host.client_cert, host.client_key or None, password=no_password)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        if host.client_key:
+            raise h.error("client_key", f"does not fit client_cert ({_reason(exc)})",
+                          host.client_key) from None
+        raise h.error("client_cert", "must hold the private key too when client_key is not "
+                      f"given ({_reason(exc)})", host.client_cert) from None
+
+
+def _file_holds(path: str, marker: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return marker in f.read(MAX_FILE_BYTES)
+    except OSError:
+        return False
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split())[:80] or type(exc).__name__
+
+
 def _device(source: str, name: str, data: Any) -> DeviceConfig:
     if data is None:
         if name == "gpio":
             return DeviceConfig("none")
         raise ConfigError(f"{source}: [{name}]: missing table (the device's backend and path)")
-    t = _Table(source, name, data)
-    choices: dict[str, dict[str, type]] = BACKENDS[name]
-    backend = t.get("backend", str, check=lambda v: v in choices,
-                    what="must be one of " + ", ".join(sorted(choices)))
+    t = Table(source, name, data)
+    choices = BACKENDS[name]
+    backend = t.text("backend", check=lambda v: v in choices,
+                     what="must be one of " + ", ".join(sorted(choices)))
     options: dict[str, Any] = {}
-    for key, kind in choices[backend].items():
-        default = DEVICE_DEFAULTS.get(name, {}).get(key, ...)
-        options[key] = t.get(key, kind, default)
-    for key in DEVICE_DEFAULTS.get(name, {}):
-        t.used.add(key)
+    defaults = DEVICE_DEFAULTS.get(name, {})
+    # Keys with a default are accepted (and checked) under every backend of the device.
+    for key in [*choices[backend], *(k for k in defaults if k not in choices[backend])]:
+        value = _option(t, key, defaults.get(key, MISSING))
+        if key in choices[backend]:
+            options[key] = value
     t.finish()
     return DeviceConfig(backend, options)
+
+
+def _option(t: Table, key: str, default: Any) -> Any:
+    if key == "address":
+        return t.integer(key, default, what="must be a 7-bit I2C address from 0x03 to 0x77, "
+                         "e.g. 0x27")
+    if key in ("port", "bus") and (t.name, key) in LIMITS:
+        return t.integer(key, default)
+    if key == "baudrate":
+        return t.one_of(key, default, BAUDRATES, "must be a standard baud rate")
+    if key == "confirm_print":
+        return t.boolean(key, default)
+    if key == "host":
+        return t.text(key, default, check=hostname, what=HOSTNAME_WHAT)
+    # the card reader's port (a device path or a pyserial URL), path, device, socket
+    return t.path(key, default, socket=key == "socket")
