@@ -38,6 +38,7 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["ESCPOS_CAPABILITIES_PICKLE_DIR"] = str(ROOT / ".cache" / "escpos")
     env.pop("POSTERM_FAILPOINT", None)
+    env.pop("POSTERM_RAISE", None)
     env.update(extra or {})
     return env
 
@@ -86,10 +87,16 @@ class Rig:
                                                   overrides=overrides))
         return self.config_path
 
-    def start_fw(self, *, failpoint: str | None = None, wait: bool = True) -> None:
+    def start_fw(self, *, failpoint: str | None = None, raise_at: str | None = None,
+                 wait: bool = True) -> None:
+        """Start posterm; `failpoint` SIGKILLs it at that point, `raise_at` makes that point
+        raise an unexpected exception once (firmware/runtime/failpoints.py)."""
         if not self.config_path.exists():
             self.write_config()
-        env = _env({"POSTERM_FAILPOINT": failpoint} if failpoint else None)
+        extra = {"POSTERM_FAILPOINT": failpoint} if failpoint else {}
+        if raise_at:
+            extra["POSTERM_RAISE"] = raise_at
+        env = _env(extra)
         self.fw = subprocess.Popen(
             [sys.executable, "-m", "firmware", "--config", str(self.config_path)],
             env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"))

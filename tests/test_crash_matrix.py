@@ -1,14 +1,21 @@
-"""Crash matrix: SIGKILL the firmware at every step of a sale, restart it, check the money.
+"""Crash matrix: SIGKILL the firmware at every step of a sale, restart it, check the money
+and what the merchant is told.
 
 Steps with no time inside them (between two statements) are hit with the
-firmware's named failpoints, which SIGKILL the process right there, like a power
-cut. Steps that last (waiting for the host, printing) are hit from outside at a
-random moment inside the step. The host answers after a random delay, so the
-kill also lands at random points of the host's own processing. After each kill
-the firmware restarts, resolves what the journal shows, tells the operator, and
-the invariant checker reconciles journal and host ledger once queues drain.
+firmware's named fault points (firmware/runtime/failpoints.py), which SIGKILL the
+process right there, like a power cut. Every listed point has a scenario here
+that reaches it, and the test fails if the process was not killed there. Steps
+that last (waiting for the host, printing) are also hit from outside at a random
+moment inside the step. The host answers after a random delay, so the kill also
+lands at random points of the host's own processing.
 
-POSTERM_CRASH_REPEATS (default 4) sets how many times each step is repeated.
+After each kill the firmware restarts, resolves what the journal shows, and the
+idle screen must say what happened to the last sale (or nothing, when nothing
+happened that the merchant has not seen); the invariant checker reconciles
+journal and host ledger once queues drain; and the host must have seen every
+reversal and advice first as 0400 / 0220, never a repeat before its original.
+
+POSTERM_CRASH_REPEATS (default 4) sets how many times each sale step is repeated.
 """
 
 from __future__ import annotations
@@ -16,69 +23,191 @@ from __future__ import annotations
 import os
 import pathlib
 import random
+import sqlite3
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from firmware.runtime import failpoints
 from tests.invariants import wait_and_check
 from tests.rig import Rig
 
 PAN = "4761739001010010"
 REPEATS = int(os.environ.get("POSTERM_CRASH_REPEATS", "4"))
-RESULTS: dict[str, int] = {}
-
-# step -> what the operator must be told after the restart
-FAILPOINT_STEPS = {
-    "after_record_sending": "LAST SALE REVERSED",
-    "after_send": "LAST SALE REVERSED",
-    "after_answer": "LAST SALE REVERSED",
-    "after_answer_recorded": "COPY PRINTED",
-}
+FEW = max(1, REPEATS // 2)
+REVERSED = "LAST SALE REVERSED"
+NOT_DONE = "LAST SALE NOT DONE"
+COPY = "COPY PRINTED"
 
 
 def _amount(rng: random.Random) -> str:
-    return str(rng.randrange(10, 990) * 10)  # ends in 0: never a decline convention
+    return str(rng.randrange(10, 390) * 10)  # ends in 0: never a decline convention
+
+
+def _online_sale(rig: Rig, rng: random.Random) -> None:
+    rig.hw.host_fault("delay", seconds=round(rng.uniform(0, 0.3), 3))
+    rig.sale(_amount(rng), PAN)
+
+
+def _slow_printer_sale(rig: Rig, rng: random.Random) -> None:
+    rig.hw.printer_fault(slow_seconds=0.08)
+    rig.sale(_amount(rng), PAN)
+
+
+def _swallowed_sale(rig: Rig, rng: random.Random) -> None:
+    rig.hw.host_fault("swallow")  # charged, never answered: a reversal follows
+    rig.sale(_amount(rng), PAN)
+
+
+def _cancelled_busy_sale(rig: Rig, rng: random.Random) -> None:
+    rig.hw.host_fault("busy", count=0)
+    rig.sale(_amount(rng), PAN)
+    rig.hw.wait_display("HOST BUSY")
+    deadline = time.monotonic() + 10
+    while rig.fw is not None and rig.fw.poll() is None and time.monotonic() < deadline:
+        rig.hw.press("CANCEL")  # taken in BUSY_WAIT (a retry in flight only says wait)
+        time.sleep(0.1)
+
+
+def _offline_sale(rig: Rig, rng: random.Random) -> None:
+    rig.hw.wait_display("OFFLINE")  # the start-up connection found the host down
+    rig.sale(_amount(rng)[:-1], PAN)  # under the floor limit
+
+
+def _offline_then_upload(rig: Rig, rng: random.Random) -> None:
+    _offline_sale(rig, rng)
+    rig.hw.wait_display("APPROVED OFFLINE")
+    deadline = time.monotonic() + 10
+    while "PRINTING..." in rig.hw.display() and time.monotonic() < deadline:
+        time.sleep(0.05)  # shown and printed: the merchant has seen this sale
+    rig.hw.host_up()
+
+
+def _probe_while_down(rig: Rig, rng: random.Random) -> None:
+    pass  # the host is down from the start: the link monitor probes
+
+
+Scenario = Callable[[Rig, random.Random], None]
+# point -> (scenario, host down at start, what the idle screen must say after the restart)
+MATRIX: dict[str, tuple[Scenario, bool, str | None]] = {
+    "before_record_sending": (_online_sale, False, None),
+    "after_record_sending": (_online_sale, False, REVERSED),
+    "after_send": (_online_sale, False, REVERSED),
+    "after_answer": (_online_sale, False, REVERSED),
+    "after_answer_recorded": (_online_sale, False, COPY),
+    "during_print": (_slow_printer_sale, False, COPY),
+    "after_reversal_recorded": (_swallowed_sale, False, REVERSED),
+    "after_reversal_identity": (_swallowed_sale, False, REVERSED),
+    "after_reversal_sent": (_swallowed_sale, False, REVERSED),
+    "after_sale_closed": (_cancelled_busy_sale, False, NOT_DONE),
+    "after_offline_recorded": (_offline_sale, True, COPY),
+    "after_advice_identity": (_offline_then_upload, True, None),
+    "after_advice_sent": (_offline_then_upload, True, None),
+    "link_probe": (_probe_while_down, True, None),
+}
+SALE_STEPS = {"after_record_sending", "after_send", "after_answer", "after_answer_recorded"}
+OVERRIDES: dict[str, Any] = {
+    "offline": {"down_after": 1},
+    "timeouts": {"busy_backoff": 3.0, "busy_retries": 3, "sale_budget": 30.0},
+}
+
+
+def test_every_fault_point_has_a_scenario() -> None:
+    assert set(MATRIX) == set(failpoints.POINTS)
+
+
+def _first_transmissions_are_originals(rig: Rig) -> None:
+    """host-interface.md 1: 0400 / 0220 first; 0401 / 0221 only after one was written."""
+    first: dict[tuple[str, str], str] = {}
+    for m in rig.hw.messages():
+        if m["mti"] in ("0400", "0401", "0220", "0221"):
+            first.setdefault((m["mti"][:3], m["stan"]), m["mti"])
+    repeats_first = {k: v for k, v in first.items() if v.endswith("1")}
+    assert not repeats_first, f"the host saw a repeat before its original: {repeats_first}"
 
 
 def _restart_and_check(rig: Rig, expect: str | None) -> None:
+    rig.hw.host_clear()
+    rig.hw.host_up()
+    rig.hw.printer_clear()
     rig.start_fw()
+    rows = rig.wait_idle(timeout=15)
     if expect:
-        rig.hw.wait_display(expect, timeout=10)
+        rows = rig.hw.wait_display(expect, timeout=10)
+    else:
+        time.sleep(0.3)
+        rows = rig.hw.display()
+        assert not any("LAST SALE" in r for r in rows), rows
+    assert "ENTER AMOUNT" in " ".join(rows), rows
     wait_and_check(rig)
+    _first_transmissions_are_originals(rig)
     rig.hw.press("CANCEL")  # acknowledge the notice
 
 
-@pytest.mark.parametrize("step", sorted(FAILPOINT_STEPS))
-def test_kill_at_failpoint(tmp_path: pathlib.Path, step: str) -> None:
-    rng = random.Random(step)
-    with Rig(tmp_path) as rig:
+@pytest.mark.parametrize("point", sorted(MATRIX))
+def test_kill_at_fault_point(tmp_path: pathlib.Path, point: str) -> None:
+    scenario, down, expect = MATRIX[point]
+    rng = random.Random(point)
+    with Rig(tmp_path, overrides=OVERRIDES) as rig:
         rig.start_sim()
-        for _ in range(REPEATS):
-            rig.hw.host_fault("delay", seconds=round(rng.uniform(0, 0.3), 3))
-            rig.start_fw(failpoint=step)
-            rig.sale(_amount(rng), PAN)
-            assert rig.wait_fw_exit() == -9, "the failpoint did not fire"
-            _restart_and_check(rig, FAILPOINT_STEPS[step])
+        for _ in range(REPEATS if point in SALE_STEPS else FEW):
+            if down:
+                rig.hw.host_down()
+            rig.start_fw(failpoint=point)
+            scenario(rig, rng)
+            assert rig.wait_fw_exit(timeout=20) == -9, f"fault point {point} never fired"
+            _restart_and_check(rig, expect)
             rig.kill_fw()
-        approved = [r for r in rig.hw.receipts() if "APPROVED" in r]
-        if step == "after_answer_recorded":
-            assert len(approved) == REPEATS and all("*** COPY ***" in r for r in approved)
-        else:
+        receipts = rig.hw.receipts()
+        approved = [r for r in receipts if "APPROVED" in r]
+        if point in ("after_answer_recorded", "during_print"):
+            assert approved and all("*** COPY ***" in r for r in approved[-1:])
+        if point in ("after_record_sending", "after_send", "after_answer"):
             assert approved == [] and not any(e["charged"] for e in rig.hw.ledger())
+            assert any("NOT COMPLETED" in r and "*** COPY ***" in r for r in receipts)
+
+
+def _last_sale(rig: Rig) -> tuple[int, str, int] | None:
+    if not rig.journal_path.exists():
+        return None
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT id, status, copy_printed FROM sales ORDER BY id DESC LIMIT 1"
+                         ).fetchone()
+    finally:
+        db.close()
+    return (int(row[0]), str(row[1]), int(row[2])) if row else None
 
 
 def test_kill_while_waiting_for_the_host(tmp_path: pathlib.Path) -> None:
     rng = random.Random(11)
     with Rig(tmp_path) as rig:
         rig.start_sim()
+        told = 0
         for _ in range(REPEATS * 2):
             rig.hw.host_fault("delay", seconds=1.0)
+            before = _last_sale(rig)
             rig.start_fw()
             rig.sale(_amount(rng), PAN)
             time.sleep(rng.uniform(0.0, 1.1))  # anywhere from before the send to the answer
             rig.kill_fw()
             rig.hw.host_clear()
-            _restart_and_check(rig, None)
+            rig.start_fw()  # ready only once recovery is done
+            last = _last_sale(rig)
+            expect = None
+            if last is not None and (before is None or last[0] != before[0]):
+                # sent without an answer: reversed; answered but never printed: a copy
+                expect = REVERSED if last[1] == "NOT_COMPLETED" else COPY if last[2] else None
+            rows = rig.wait_idle()
+            if expect:
+                rig.hw.wait_display(expect, timeout=10)
+                told += 1
+            else:
+                assert not any("LAST SALE" in r for r in rows), rows
+            wait_and_check(rig)
+            rig.hw.press("CANCEL")
             rig.kill_fw()
 
 
@@ -94,21 +223,6 @@ def test_kill_while_printing(tmp_path: pathlib.Path) -> None:
             time.sleep(rng.uniform(0.05, 1.2))
             rig.kill_fw()
             rig.hw.printer_clear()
-            _restart_and_check(rig, "COPY PRINTED")
+            _restart_and_check(rig, COPY)
             assert "*** COPY ***" in rig.wait_receipts(1)[-1]
             rig.kill_fw()
-
-
-@pytest.mark.parametrize("step", ["after_reversal_identity", "after_reversal_sent"])
-def test_kill_while_reversing(tmp_path: pathlib.Path, step: str) -> None:
-    rng = random.Random(step)
-    with Rig(tmp_path) as rig:
-        rig.start_sim()
-        for _ in range(REPEATS):
-            rig.hw.host_fault("swallow")  # charged, never answered: a reversal follows
-            rig.start_fw(failpoint=step)
-            rig.sale(_amount(rng), PAN)
-            assert rig.wait_fw_exit(timeout=20) == -9
-            _restart_and_check(rig, None)
-            rig.kill_fw()
-        assert not any(e["charged"] for e in rig.hw.ledger())

@@ -24,7 +24,7 @@ from firmware.core import iso
 from firmware.core.events import (
     AttemptFailed, Event, HostAnswered, HostBusy, HostOutcomeUnknown, HostUntrusted, SaleClosed,
 )
-from firmware.core.model import SaleRequest
+from firmware.core.model import SaleRecord, SaleRequest
 from firmware.core.texts import is_busy
 from firmware.errors import HostError, HostNotTrustedError, HostUnreachableError, ProtocolError
 from firmware.runtime import failpoints
@@ -41,6 +41,7 @@ class _Progress:
     sale_id: int | None = None
     attempt: Attempt | None = None
     may_have_sent: bool = False  # the 0200 may be on the wire
+    answered: SaleRecord | None = None  # the host's answer is journaled
 
 
 class Authorizer:
@@ -73,6 +74,8 @@ class Authorizer:
                       exc_info=log.isEnabledFor(logging.DEBUG))
             self.on_result(False, why)
             attempt = progress.attempt
+            if progress.answered is not None:  # journaled: that is the outcome
+                return HostAnswered(progress.answered)
             if attempt is not None and progress.may_have_sent:
                 return self._unknown(attempt, "68", why)
             if attempt is not None:
@@ -128,6 +131,7 @@ class Authorizer:
             return HostBusy(attempt.sale_id, f"host answered {rc}")
         record = self.journal.record_answer(attempt, code=rc, approval=answer.get("38", ""),
                                             rrn=answer.get("37", ""))
+        progress.answered = record
         failpoints.hit("after_answer_recorded")
         return HostAnswered(record)
 

@@ -9,7 +9,9 @@ variables arm a point, each as `name` or `name:N` (its N-th hit only):
   every step.
 - POSTERM_RAISE: the point raises `InjectedFault` (once, at the chosen hit),
   an exception nobody expects, so tests can prove that no internal error leaves
-  a sale or a background task dead.
+  a sale or a background task dead. `name:N:journal` raises the error a full
+  or failing disk gives instead (sqlite3.OperationalError), which must stop the
+  terminal with a clear message.
 
 Every name in POINTS is hit somewhere in the runtime; a test arms each one and
 fails if it never fires.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 
 POINTS = (
     "before_record_sending",  # a sale attempt starts, nothing journaled yet
@@ -42,9 +45,10 @@ class InjectedFault(RuntimeError):
     """An exception raised on purpose by POSTERM_RAISE (tests only)."""
 
 
-def _parse(variable: str) -> tuple[str, int]:
-    name, _, nth = os.environ.get(variable, "").partition(":")
-    return name, int(nth) if nth.isdigit() else 0
+def _parse(variable: str) -> tuple[str, int, str]:
+    name, _, rest = os.environ.get(variable, "").partition(":")
+    nth, _, kind = rest.partition(":")
+    return name, int(nth) if nth.isdigit() else 0, kind
 
 
 _KILL = _parse("POSTERM_FAILPOINT")
@@ -56,6 +60,8 @@ def hit(name: str) -> None:
     if name == _KILL[0] and _due("kill", _KILL[1]):
         os.kill(os.getpid(), signal.SIGKILL)
     if name == _RAISE[0] and _due("raise", _RAISE[1] or 1):
+        if _RAISE[2] == "journal":
+            raise sqlite3.OperationalError(f"disk I/O error (injected at {name})")
         raise InjectedFault(f"injected fault at {name}")
 
 

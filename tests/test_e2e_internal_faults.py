@@ -1,0 +1,127 @@
+"""No internal error leaves the terminal stuck: an exception injected at each place.
+
+POSTERM_RAISE makes a named point raise an exception nobody expects, once (see
+firmware/runtime/failpoints.py). A sale whose attempt fails that way ends like
+any unknown outcome — reversed if its request may have been written, closed as
+not charged if not — and the background tasks (forwarder, link monitor) are
+restarted by their supervisor. Each test ends with the money invariant and a
+sale that goes through normally afterwards.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.invariants import wait_and_check
+from tests.rig import Rig
+
+PAN = "4761739001010010"
+
+
+def _next_sale_is_approved(rig: Rig) -> None:
+    rig.hw.press("CANCEL")
+    rig.sale("770", PAN)
+    rig.hw.wait_display("APPROVED", timeout=10)
+
+
+@pytest.mark.parametrize("point,rows,charged", [
+    ("before_record_sending", ("NOT COMPLETED", "TERMINAL ERROR", "NOT CHARGED"), False),
+    ("after_record_sending", ("NOT COMPLETED", "TERMINAL ERROR", "NOT CHARGED"), False),
+    ("after_send", ("NO RESPONSE", "NOT CHARGED"), False),
+    ("after_answer", ("NO RESPONSE", "NOT CHARGED"), False),
+    ("after_answer_recorded", ("APPROVED",), True),
+])
+def test_exception_in_a_sale_attempt_ends_the_sale(tmp_path: pathlib.Path, point: str,
+                                                   rows: tuple[str, ...],
+                                                   charged: bool) -> None:
+    with Rig(tmp_path) as rig:
+        rig.start_sim()
+        rig.start_fw(raise_at=point)
+        rig.sale("1230", PAN)
+        shown = rig.hw.wait_display(rows[0], timeout=10)
+        assert tuple(r.rstrip() for r in shown[:len(rows)]) == rows, shown
+        wait_and_check(rig)
+        assert [e["charged"] for e in rig.hw.ledger() if e["amount"] == 1230] in \
+            ([charged], [] if not charged else [True])
+        slip = rig.wait_receipts(1)[-1]
+        assert ("APPROVED" if charged else "NOT CHARGED") in slip
+        assert "internal error" in rig.log() and "InjectedFault" in rig.log()
+        _next_sale_is_approved(rig)
+        wait_and_check(rig)
+
+
+@pytest.mark.parametrize("point", ["after_reversal_identity", "after_reversal_sent"])
+def test_forwarder_is_restarted_and_the_reversal_still_goes(tmp_path: pathlib.Path,
+                                                            point: str) -> None:
+    with Rig(tmp_path) as rig:
+        rig.start_sim()
+        rig.hw.host_fault("swallow")  # charged, never answered: a reversal follows
+        rig.start_fw(raise_at=point)
+        rig.sale("1240", PAN)
+        rig.hw.wait_display("NO RESPONSE", timeout=10)
+        wait_and_check(rig)  # the reversal was sent after the restart of the forwarder
+        assert not any(e["charged"] for e in rig.hw.ledger())
+        assert "forwarder failed: InjectedFault" in rig.log()
+        _next_sale_is_approved(rig)
+
+
+@pytest.mark.parametrize("point", ["after_advice_identity", "after_advice_sent"])
+def test_forwarder_is_restarted_and_the_advice_still_goes(tmp_path: pathlib.Path,
+                                                          point: str) -> None:
+    with Rig(tmp_path, overrides={"offline": {"down_after": 1}}) as rig:
+        rig.start_sim()
+        rig.hw.host_down()
+        rig.start_fw(raise_at=point)
+        rig.hw.wait_display("OFFLINE")
+        rig.sale("1250", PAN)
+        rig.hw.wait_display("APPROVED OFFLINE", timeout=10)
+        rig.hw.host_up()
+        wait_and_check(rig)
+        assert [(e["amount"], e["charged"]) for e in rig.hw.ledger()] == [(1250, True)]
+        assert "forwarder failed: InjectedFault" in rig.log()
+
+
+def test_link_monitor_is_restarted(tmp_path: pathlib.Path) -> None:
+    with Rig(tmp_path, overrides={"offline": {"down_after": 1}}) as rig:
+        rig.start_sim()
+        rig.hw.host_down()
+        rig.start_fw(raise_at="link_probe")
+        rig.hw.wait_display("OFFLINE")
+        rig.hw.host_up()
+        rig.wait_online()  # only the link monitor's probes bring it back
+        assert "link monitor failed: InjectedFault" in rig.log()
+        _next_sale_is_approved(rig)
+
+
+def test_printer_fault_inside_the_driver_call_is_a_message(tmp_path: pathlib.Path) -> None:
+    with Rig(tmp_path) as rig:
+        rig.start_sim()
+        rig.hw.printer_fault(slow_seconds=0.05)  # the print lasts: the point is reached
+        rig.start_fw(raise_at="during_print")
+        rig.sale("1260", PAN)
+        rows = rig.hw.wait_display("PRINTER FAULT", timeout=10)
+        assert rows[0].startswith("APPROVED"), rows
+        rig.hw.printer_clear()
+        wait_and_check(rig)
+        _next_sale_is_approved(rig)
+
+
+def test_journal_failure_stops_with_a_message_and_the_next_start_recovers(
+        tmp_path: pathlib.Path) -> None:
+    """A journal that cannot be written is not retried: the terminal stops, says so on
+    the display and in one line, and the next start recovers from what was written."""
+    with Rig(tmp_path) as rig:
+        rig.start_sim()
+        rig.start_fw(raise_at="after_record_sending:1:journal")
+        rig.sale("1280", PAN)
+        assert rig.wait_fw_exit(timeout=20) == 4, rig.log()
+        rig.hw.wait_display("OUT OF ORDER")
+        log = rig.log()
+        assert "posterm: storage error: journal" in log and "cannot be written" in log
+        assert "Traceback" not in log
+        rig.start_fw()
+        rig.hw.wait_display("LAST SALE REVERSED")  # it was journaled as sending
+        wait_and_check(rig)
+        _next_sale_is_approved(rig)
