@@ -14,8 +14,8 @@ from datetime import timedelta
 
 from firmware.core.effects import Authorize, Beep, DecideOffline, Print, Show
 from firmware.core.events import (
-    AdviceRefused, AttemptFailed, CardSwiped, HostBusy, HostUntrusted, KeyPressed, LinkChanged,
-    OfflineDecided, PrintFinished, QueueChanged, TimerFired,
+    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, HostBusy, HostUntrusted,
+    KeyPressed, LinkChanged, OfflineDecided, PrintFinished, QueueChanged, TimerFired,
 )
 from firmware.core.model import SaleStatus
 from firmware.core.risk import QueueStats
@@ -155,3 +155,13 @@ def test_every_screen_fits_the_display_and_its_character_set() -> None:
                         assert len(row) <= 20 and row.isascii(), (combo, e.rows)
             if isinstance(ev, CardSwiped) and any(isinstance(e, Authorize) for e in eff):
                 continue
+
+
+def test_bad_reads_do_not_hold_the_sale_past_the_card_timeout() -> None:
+    st = to_card_wait()
+    token = st.token
+    for _ in range(5):  # a reader sending noise with line ends
+        st, eff = run(st, CardReadFailed("CARD NOT READ", "line noise"))
+        assert "CARD NOT READ" in shown(eff)
+    st, eff = run(st, TimerFired("phase", token))  # the timer started for the card
+    assert st.phase == Phase.IDLE and "NO CARD - CANCELLED" in shown(eff)

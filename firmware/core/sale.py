@@ -219,7 +219,8 @@ def _in_wait_card(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, KeyPressed) and event.key == "CANCEL":
         return _idle(state, "SALE CANCELLED")
     if isinstance(event, CardReadFailed):  # the driver has logged it, once
-        st, eff = _go(state, Phase.WAIT_CARD, state.cfg.card_timeout, message=event.reason)
+        # the card timer runs on: a reader that keeps sending noise cannot hold the sale
+        st, eff = _refresh(state, event.reason)
         return st, [Beep(), *eff]
     if isinstance(event, CardSwiped):
         card = event.card

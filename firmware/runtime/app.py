@@ -26,7 +26,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
 from typing import Any
 
@@ -44,7 +44,7 @@ from firmware.core.events import (
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.receipt import offline_report, sale_receipt
-from firmware.errors import DeviceError, HostError, JournalError
+from firmware.errors import DeviceError, HostError, PostermError
 from firmware.runtime import failpoints
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.forwarder import Forwarder
@@ -107,7 +107,8 @@ class App:
         else:
             log.error("task %s failed: %s: %s", task.get_name(), type(exc).__name__, exc)
 
-    def _supervised(self, coro_factory: Any, name: str) -> None:
+    def _supervised(self, coro_factory: Callable[[], Coroutine[Any, Any, object]],
+                    name: str) -> None:
         self._spawn(supervise(name, coro_factory, on_fatal=self._fail), name)
 
     def _fail(self, exc: BaseException) -> None:
@@ -215,8 +216,9 @@ class App:
         except Exception as exc:  # a bug in the pure core: restart and recover
             log.critical("internal error handling %s: %s: %s", type(event).__name__,
                          type(exc).__name__, exc, exc_info=True)
-            self._fail(JournalError("internal error in the sale logic; restart the terminal "
-                                    "(the journal is intact and the next start recovers)"))
+            self._fail(PostermError(f"internal error in the sale logic ({type(exc).__name__}: "
+                                    f"{exc}); the journal is intact and the next start "
+                                    "recovers from it"))
             return
         await self.execute(effects)
         if self.state.phase != phase:
