@@ -71,6 +71,7 @@ async def _run(cfg: config_mod.Config) -> int:
     from firmware.runtime import statedir
     from firmware.runtime.app import App
     from firmware.runtime.journal import Journal
+    from firmware.runtime.sdnotify import Notifier
     from firmware.runtime.vault import Vault
     from firmware.runtime.wiring import open_devices
 
@@ -90,19 +91,27 @@ async def _run(cfg: config_mod.Config) -> int:
         except BaseException:
             journal.close()
             raise
-        stop = asyncio.Event()
+        stop, stop_now = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:  # the first asks for a clean stop, a second for a quick one
+            (stop_now if stop.is_set() else stop).set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
+        notifier = Notifier()
         try:
-            await App(cfg, devices, journal).run(stop)
+            await App(cfg, devices, journal, notifier).run(stop, stop_now)
+            journal.checkpoint()
         except sqlite3.Error as exc:  # disk full, I/O error: never take a sale unjournaled
             raise JournalError(f"journal {journal_path} cannot be written: {exc}; the "
                                "terminal stops rather than take sales it cannot "
                                "record") from None
         finally:
+            notifier.stopping("stopping: closing devices and the journal")
             devices.close()
             journal.close()
+            notifier.close()
     finally:
         lock.release()
     logging.getLogger("posterm").info("posterm stopped")

@@ -88,7 +88,7 @@ class Rig:
         return self.config_path
 
     def start_fw(self, *, failpoint: str | None = None, raise_at: str | None = None,
-                 wait: bool = True) -> None:
+                 wait: bool = True, env: dict[str, str] | None = None) -> None:
         """Start posterm; `failpoint` SIGKILLs it at that point, `raise_at` makes that point
         raise an unexpected exception once (firmware/runtime/failpoints.py)."""
         if not self.config_path.exists():
@@ -96,6 +96,7 @@ class Rig:
         extra = {"POSTERM_FAILPOINT": failpoint} if failpoint else {}
         if raise_at:
             extra["POSTERM_RAISE"] = raise_at
+        extra.update(env or {})
         env = _env(extra)
         self.fw = subprocess.Popen(
             [sys.executable, "-m", "firmware", "--config", str(self.config_path)],

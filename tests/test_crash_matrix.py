@@ -85,6 +85,11 @@ def _offline_then_upload(rig: Rig, rng: random.Random) -> None:
     rig.hw.host_up()
 
 
+def _press_a_key(rig: Rig, rng: random.Random) -> None:
+    rig.wait_idle()
+    rig.hw.press(str(rng.randint(1, 9)))
+
+
 def _probe_while_down(rig: Rig, rng: random.Random) -> None:
     pass  # the host is down from the start: the link monitor probes
 
@@ -106,6 +111,7 @@ MATRIX: dict[str, tuple[Scenario, bool, str | None]] = {
     "after_advice_identity": (_offline_then_upload, True, None),
     "after_advice_sent": (_offline_then_upload, True, None),
     "link_probe": (_probe_while_down, True, None),
+    "main_loop_key": (_press_a_key, False, None),
 }
 SALE_STEPS = {"after_record_sending", "after_send", "after_answer", "after_answer_recorded"}
 OVERRIDES: dict[str, Any] = {

@@ -38,8 +38,8 @@ from firmware.core.effects import (
     StartTimer,
 )
 from firmware.core.events import (
-    AdviceRefused, AttemptFailed, Event, LinkChanged, OfflineDecided, PrintFinished,
-    QueueChanged, SaleClosed, TimerFired,
+    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, Event, KeyPressed, LinkChanged,
+    OfflineDecided, PrintFinished, QueueChanged, SaleClosed, TimerFired,
 )
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord, SaleStatus
@@ -51,14 +51,17 @@ from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.linkmonitor import LinkMonitor
+from firmware.runtime.sdnotify import Notifier
 from firmware.runtime.supervisor import is_fatal, supervise
 from firmware.runtime.wiring import Devices
 
 log = logging.getLogger("posterm")
+_TICK: Any = object()  # a watchdog tick on the event queue (never reaches the core)
 
 
 class App:
-    def __init__(self, cfg: Config, devices: Devices, journal: Journal) -> None:
+    def __init__(self, cfg: Config, devices: Devices, journal: Journal,
+                 notifier: Notifier | None = None) -> None:
         self.cfg, self.devices, self.journal = cfg, devices, journal
         self.ident = cfg.core.identity
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -86,6 +89,9 @@ class App:
         self._stop: asyncio.Event | None = None
         self._announced: set[int] = set()  # refused offline sales told to the core
         self._shown_id = 0  # the last sale whose outcome the journal knows was shown
+        self._stopping = False
+        self._printer_fault = ""
+        self.notifier = notifier or Notifier(environ={})
 
     # -- plumbing ---------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -169,8 +175,10 @@ class App:
         return core.Now(mono=time.monotonic(), local=datetime.now().replace(microsecond=0))
 
     # -- main loop ----------------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, stop_now: asyncio.Event | None = None) -> None:
+        """Run until `stop`; then finish a sale in flight (unless `stop_now`) and return."""
         self._stop = stop
+        self.notifier.status("recovering: resolving the journal")
         notice = await self.recover()
         last = self.journal.last_sale()
         state, effects = core.initial(self.cfg.core, last=last, notice=notice)
@@ -187,16 +195,18 @@ class App:
         self.forwarder.kick()
         log.info("posterm ready: terminal %s, host %s", self.ident.terminal_id,
                  self.link.address)
+        self.notifier.ready(self._status_line())
+        if self.notifier.watchdog_seconds:
+            self._spawn(self._ticker(self.notifier.watchdog_seconds / 3), "watchdog ticker")
         stopper = asyncio.create_task(stop.wait())
         try:
             while True:
-                getter = asyncio.create_task(self.queue.get())
-                done, _ = await asyncio.wait({getter, stopper},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done:
-                    getter.cancel()
+                item = await self._next(stopper)
+                if item is None:
                     break
-                await self._handle(getter.result())
+                await self._handle(item)
+            if self._fatal is None:
+                await self._drain(stop_now or asyncio.Event())
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -208,8 +218,83 @@ class App:
                 raise self._fatal
             raise self._fatal
 
+    async def _next(self, stopper: asyncio.Task[Any]) -> Event | None:
+        """The next event for the core, or None once `stopper` is done. Watchdog ticks are
+        answered here, by the loop itself: a loop stuck in an effect sends no pings."""
+        while True:
+            getter = asyncio.create_task(self.queue.get())
+            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return None
+            item = getter.result()
+            if item is _TICK:
+                self.notifier.watchdog()
+                continue
+            return item
+
+    async def _ticker(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            self.queue.put_nowait(_TICK)
+
+    def _in_flight(self) -> bool:
+        return self.state is not None and self.state.phase in (
+            core.Phase.AUTHORIZING, core.Phase.BUSY_WAIT, core.Phase.PRINTING)
+
+    async def _drain(self, stop_now: asyncio.Event) -> None:
+        """SIGTERM: take no new sale; let a sale in flight end (its attempt always ends
+        within the connect and response timeouts), unless told to stop at once."""
+        self._stopping = True
+        if self._in_flight():
+            self.notifier.stopping("stopping: finishing the sale in progress")
+            log.info("stopping: finishing the sale in progress first")
+            if self.state is not None and self.state.phase == core.Phase.BUSY_WAIT:
+                await self._handle(KeyPressed("CANCEL"))  # nothing outstanding: close it
+            budget = min(60.0, self.cfg.host.connect_timeout +
+                         2 * self.cfg.host.response_timeout + 10)
+            quick = asyncio.create_task(stop_now.wait())
+            timer = asyncio.create_task(asyncio.sleep(budget))
+            try:
+                while self._in_flight():
+                    item = await self._next(quick if not timer.done() else timer)
+                    if item is None:
+                        log.warning("stopping with a sale in flight: the journal has it and "
+                                    "the next start resolves it")
+                        break
+                    await self._handle(item)
+            finally:
+                quick.cancel()
+                timer.cancel()
+        self.notifier.stopping("stopping")
+        await self._show(("POSTERM", "STOPPING", "PLEASE WAIT", ""))
+
+    def _status_line(self) -> str:
+        """What the terminal is doing, in words, for `systemctl status`."""
+        stats = self.journal.queue_stats()
+        link = {"UP": "bank online", "DEGRADED": "bank slow to answer",
+                "DOWN": "OFFLINE"}.get(self.monitor.state, self.monitor.state)
+        if self.monitor.health.untrusted:
+            link = "OFFLINE: host not trusted"
+        parts = [f"ready, {link}"]
+        if stats.count:
+            parts.append(f"{stats.count} offline sale(s) queued")
+        if stats.reversals:
+            parts.append(f"{stats.reversals} reversal(s) pending")
+        if stats.refused:
+            parts.append(f"{stats.refused} refused offline sale(s) unpaid")
+        if self._printer_fault:
+            parts.append(f"printing fault: {self._printer_fault}")
+        return "; ".join(parts)
+
     async def _handle(self, event: Event) -> None:
         assert self.state is not None
+        if self._stopping and isinstance(event, (KeyPressed, CardSwiped, CardReadFailed)):
+            return  # stopping: no new sale, no menu
+        if isinstance(event, KeyPressed):
+            failpoints.hit("main_loop_key")
+        if isinstance(event, PrintFinished) and event.job == "sale":
+            self._printer_fault = "" if event.ok else event.message
         phase = self.state.phase
         try:
             self.state, effects = core.step(self.state, event, self.now())
@@ -223,6 +308,8 @@ class App:
         await self.execute(effects)
         if self.state.phase != phase:
             self.forwarder.kick()  # a sale that ended lets the upload go on
+        if isinstance(event, (LinkChanged, QueueChanged, PrintFinished)):
+            self.notifier.status(self._status_line())
 
     async def _connect_at_start(self) -> None:
         """Connect and sign on now, so an unreachable host shows before the first sale."""

@@ -11,7 +11,8 @@ variables arm a point, each as `name` or `name:N` (its N-th hit only):
   an exception nobody expects, so tests can prove that no internal error leaves
   a sale or a background task dead. `name:N:journal` raises the error a full
   or failing disk gives instead (sqlite3.OperationalError), which must stop the
-  terminal with a clear message.
+  terminal with a clear message; `name:N:stall` blocks the thread there for
+  good, as a driver call that never returns would (the watchdog's case).
 
 Every name in POINTS is hit somewhere in the runtime; a test arms each one and
 fails if it never fires.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import threading
 
 POINTS = (
     "before_record_sending",  # a sale attempt starts, nothing journaled yet
@@ -38,6 +40,7 @@ POINTS = (
     "after_advice_identity",  # advice has its STAN, not yet sent
     "after_advice_sent",  # advice written, no 0230 yet
     "link_probe",  # the link monitor is about to probe or echo
+    "main_loop_key",  # the main loop takes a key press
 )
 
 
@@ -60,6 +63,8 @@ def hit(name: str) -> None:
     if name == _KILL[0] and _due("kill", _KILL[1]):
         os.kill(os.getpid(), signal.SIGKILL)
     if name == _RAISE[0] and _due("raise", _RAISE[1] or 1):
+        if _RAISE[2] == "stall":
+            threading.Event().wait()  # never returns: the loop that called us is stuck
         if _RAISE[2] == "journal":
             raise sqlite3.OperationalError(f"disk I/O error (injected at {name})")
         raise InjectedFault(f"injected fault at {name}")

@@ -176,6 +176,10 @@ class JournalBase:
     def close(self) -> None:
         self.db.close()
 
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (a clean stop leaves one file behind)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
