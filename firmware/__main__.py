@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from firmware.runtime import journald
+
+    journald.setup(level)
 
 
 # Exit codes for systemd and operators: one line on stderr, never a traceback.

@@ -313,8 +313,7 @@ def _offline(state: State, request: SaleRequest, sale_id: int | None, now: Now) 
 def _finish(state: State, record: SaleRecord) -> Step:
     st, eff = _go(state, Phase.PRINTING, None, result=record, last=record, message="")
     lines = tuple(sale_receipt(state.cfg, record))
-    return st, [Log("info", f"sale {record.sale_id} {record.status} rc={record.response_code}"),
-                *eff, Print(lines, record.sale_id or None)]
+    return st, [*eff, Print(lines, record.sale_id or None)]  # the runtime logs the outcome
 
 
 def _in_printing(state: State, event: Event, now: Now) -> Step:

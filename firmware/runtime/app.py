@@ -50,6 +50,7 @@ from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.outcomes import log_outcome
 from firmware.runtime.linkmonitor import LinkMonitor
 from firmware.runtime.sdnotify import Notifier
 from firmware.runtime.supervisor import is_fatal, supervise
@@ -88,7 +89,7 @@ class App:
         self._fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._announced: set[int] = set()  # refused offline sales told to the core
-        self._shown_id = 0  # the last sale whose outcome the journal knows was shown
+        self._shown_record: SaleRecord | None = None  # the last outcome shown and logged
         self._stopping = False
         self._printer_fault = ""
         self.notifier = notifier or Notifier(environ={})
@@ -428,14 +429,19 @@ class App:
             self._spawn(self._beep(), "beep")
 
     def _shown(self) -> None:
-        """The display now shows a sale's outcome: journal that the merchant was told."""
+        """The display now shows a sale's outcome: journal that the merchant was told,
+        and log it once, in words, with the journal fields an operator searches by."""
         st = self.state
-        if st is None or st.result is None or not st.result.sale_id:
+        if st is None or st.result is None or st.phase not in (core.Phase.PRINTING,
+                                                                core.Phase.RESULT):
             return
-        if st.phase in (core.Phase.PRINTING, core.Phase.RESULT) and \
-                st.result.sale_id != self._shown_id:
-            self._shown_id = st.result.sale_id
-            self.journal.mark_shown(st.result.sale_id)
+        rec = st.result
+        if rec is self._shown_record:
+            return
+        self._shown_record = rec
+        if rec.sale_id:
+            self.journal.mark_shown(rec.sale_id)
+        log_outcome(rec, self.cfg.core.currency_code, cause=st.cause)
 
     def _decide_offline(self, effect: DecideOffline) -> None:
         req = effect.request
