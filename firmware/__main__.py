@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the terminal (the default)")
     sub.add_parser("check-config", help="validate the configuration file and exit")
+    st = sub.add_parser(
+        "status", help="how the terminal is: link, queues, last sale, journal, key",
+        description="Ask the running terminal (its status socket) or, when it is not "
+        "running, read the journal read-only. Exit codes: 0 healthy, 1 degraded (bank "
+        "slow or offline, reversals or offline sales waiting, refused offline sales, "
+        "printer fault), 2 down or broken (not running, journal damaged, key missing).")
+    st.add_argument("--json", action="store_true", help="one JSON document, for machines")
     return parser
 
 
@@ -56,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(f"{args.config}: configuration is valid")
             return 0
+        if args.command == "status":
+            return _status(cfg, as_json=args.json)
         setup_logging(cfg.log_level)
         return asyncio.run(_run(cfg))
     except KeyboardInterrupt:
@@ -65,6 +74,23 @@ def main(argv: list[str] | None = None) -> int:
                            if isinstance(exc, kind))
         print(f"posterm: {label}: {exc}", file=sys.stderr)
         return code
+
+
+def _status(cfg: config_mod.Config, *, as_json: bool) -> int:
+    import json
+
+    from firmware.runtime import status
+
+    doc = status.ask(status.socket_paths(cfg.runtime_dir, cfg.state_dir))
+    if doc is None:
+        doc = status.journal_facts(cfg.state_dir / "journal.sqlite3", cfg.state_dir / "card.key")
+        doc.update(running=False, version=status.version())
+    code, reasons = status.health(doc)
+    if as_json:
+        print(json.dumps({**doc, "health": code, "reasons": reasons}, indent=2, default=str))
+    else:
+        print(status.render(doc))
+    return code
 
 
 async def _run(cfg: config_mod.Config) -> int:

@@ -73,6 +73,7 @@ class Config:
     printer: DeviceConfig
     display: DeviceConfig
     gpio: DeviceConfig
+    runtime_dir: Path = Path("/run/posterm")  # the status socket (systemd RuntimeDirectory)
     log_level: str = "INFO"
     link: LinkPolicy = LinkPolicy()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -189,6 +190,7 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
     max_amount = t.integer("max_amount", 500000,
                            what=f"must be an amount in minor units from 1 to {AMOUNT_MAX}")
     state_dir = t.path("state_dir", "/var/lib/posterm")
+    runtime_dir = t.path("runtime_dir", "/run/posterm")
     t.finish()
     why = why_no_directory(Path(state_dir))
     if why:
@@ -244,6 +246,7 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
         busy_backoff=busy_backoff, sale_budget=sale_budget, offline=offline,
     )
     return Config(path=path, core=core, host=host, state_dir=Path(state_dir),
+                  runtime_dir=Path(runtime_dir),
                   log_level=level.upper(), link=link, raw=data, **devices)
 
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from firmware.config import Config
@@ -52,7 +54,9 @@ from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.outcomes import log_outcome
 from firmware.runtime.linkmonitor import LinkMonitor
+from firmware.runtime import status
 from firmware.runtime.sdnotify import Notifier
+from firmware.runtime.status import StatusServer
 from firmware.runtime.supervisor import is_fatal, supervise
 from firmware.runtime.wiring import Devices
 
@@ -92,6 +96,7 @@ class App:
         self._shown_record: SaleRecord | None = None  # the last outcome shown and logged
         self._stopping = False
         self._printer_fault = ""
+        self._status_server: StatusServer | None = None
         self.notifier = notifier or Notifier(environ={})
 
     # -- plumbing ---------------------------------------------------------------
@@ -196,6 +201,7 @@ class App:
         self.forwarder.kick()
         log.info("posterm ready: terminal %s, host %s", self.ident.terminal_id,
                  self.link.address)
+        await self._start_status_server()
         self.notifier.ready(self._status_line())
         if self.notifier.watchdog_seconds:
             self._spawn(self._ticker(self.notifier.watchdog_seconds / 3), "watchdog ticker")
@@ -213,6 +219,8 @@ class App:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.link.close()
+            if self._status_server is not None:
+                await self._status_server.stop()
         if self._fatal is not None:
             await self._out_of_order()
             if isinstance(self._fatal, sqlite3.Error):
@@ -269,6 +277,32 @@ class App:
                 timer.cancel()
         self.notifier.stopping("stopping")
         await self._show(("POSTERM", "STOPPING", "PLEASE WAIT", ""))
+
+    async def _start_status_server(self) -> None:
+        env = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        where = Path(env) if env else self.cfg.runtime_dir
+        if not (where.is_dir() and os.access(where, os.W_OK)):
+            where = self.cfg.state_dir
+        server = StatusServer(where / status.SOCKET_NAME, self._status_doc)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.warning("status socket %s: %s; `posterm status` will read the journal",
+                        server.path, exc.strerror or exc)
+            return
+        self._status_server = server
+
+    async def _status_doc(self) -> dict[str, Any]:
+        state_dir = self.cfg.state_dir
+        doc = await asyncio.to_thread(status.journal_facts, state_dir / "journal.sqlite3",
+                                      state_dir / "card.key")
+        doc.update(
+            running=True, pid=os.getpid(), version=status.version(),
+            status=self._status_line(), printer_fault=self._printer_fault,
+            phase=self.state.phase.value if self.state else "",
+            link={"state": self.monitor.state, "untrusted": self.monitor.health.untrusted,
+                  "path": "ETH", "host": self.link.address, "connected": self.link.connected})
+        return doc
 
     def _status_line(self) -> str:
         """What the terminal is doing, in words, for `systemctl status`."""

@@ -1,0 +1,203 @@
+"""`posterm status`: how the terminal is, for a technician or a monitoring system.
+
+The running firmware answers on a Unix socket, `status.sock` in its runtime
+directory (systemd's RuntimeDirectory; `[terminal] runtime_dir`, else the state
+directory), created with mode 600 so only the service user and root can ask.
+Each connection gets one JSON document and is closed. When no firmware answers,
+`posterm status` reads the journal read-only instead.
+
+Exit codes (for monitoring): 0 healthy; 1 degraded (bank slow or offline, a
+reversal or offline sale waiting, a refused offline sale, a printer fault);
+2 down or broken (not running, journal damaged, key file missing or unreadable
+while card data waits for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HEALTHY, DEGRADED, DOWN = 0, 1, 2
+SOCKET_NAME = "status.sock"
+
+
+def version() -> str:
+    try:
+        return metadata.version("posterm")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def socket_paths(runtime_dir: Path, state_dir: Path) -> list[Path]:
+    env = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    dirs = [Path(env)] if env else []
+    dirs += [runtime_dir, state_dir]
+    return [d / SOCKET_NAME for d in dict.fromkeys(dirs)]
+
+
+def journal_facts(journal_path: Path, key_path: Path) -> dict[str, Any]:
+    """What the journal and the key file say, read-only (works with the firmware stopped)."""
+    facts: dict[str, Any] = {"journal": {"path": str(journal_path)},
+                             "key": {"present": key_path.exists(),
+                                     "readable": os.access(key_path, os.R_OK)}}
+    if not journal_path.exists():
+        facts["journal"]["integrity"] = "no journal yet"
+        return facts
+    try:
+        db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=2)
+        try:
+            facts["journal"]["integrity"] = db.execute("PRAGMA quick_check").fetchone()[0]
+            facts.update(_queues(db))
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        facts["journal"]["integrity"] = f"cannot be read: {exc}"
+    return facts
+
+
+def _queues(db: sqlite3.Connection) -> dict[str, Any]:
+    one = db.execute
+    oldest = one("SELECT min(s.local) FROM advices a JOIN sales s ON s.id=a.sale_id "
+                 "WHERE a.state='pending'").fetchone()[0]
+    age = None
+    if oldest:
+        age = int((datetime.now() - datetime.fromisoformat(oldest)).total_seconds())
+    queue = {
+        "reversals": one("SELECT count(*) FROM reversals WHERE state='pending'").fetchone()[0],
+        "advices": one("SELECT count(*) FROM advices WHERE state='pending'").fetchone()[0],
+        "advices_amount": one("SELECT coalesce(sum(s.amount),0) FROM advices a JOIN sales s "
+                              "ON s.id=a.sale_id WHERE a.state='pending'").fetchone()[0],
+        "oldest_advice_age_seconds": age,
+        "card_data_records": one("SELECT count(*) FROM card_data").fetchone()[0],
+    }
+    refused = one("SELECT count(*) FROM advices WHERE state='refused'").fetchone()[0]
+    row = one("SELECT id, local, status, amount, currency, pan_masked, response_code "
+              "FROM sales ORDER BY id DESC LIMIT 1").fetchone()
+    last = None
+    if row:
+        last = {"id": row[0], "time": row[1], "outcome": row[2], "amount": row[3],
+                "currency": row[4], "pan": row[5], "response_code": row[6]}
+    return {"queue": queue, "refused_offline_sales": refused, "last_sale": last}
+
+
+def health(doc: dict[str, Any]) -> tuple[int, list[str]]:
+    """The exit code and the reasons for it."""
+    down, degraded = [], []
+    if not doc.get("running"):
+        down.append("posterm is not running")
+    integrity = doc.get("journal", {}).get("integrity", "")
+    if integrity not in ("ok", "no journal yet"):
+        down.append(f"journal: {integrity}")
+    key = doc.get("key", {})
+    waiting = doc.get("queue", {}).get("card_data_records", 0)
+    if waiting and not (key.get("present") and key.get("readable")):
+        down.append("key file missing or unreadable while card data waits for it")
+    link = doc.get("link", {})
+    if link.get("untrusted"):
+        degraded.append("host not trusted (TLS)")
+    elif link.get("state") in ("DOWN", "DEGRADED"):
+        degraded.append(f"bank link {link['state'].lower()}")
+    queue = doc.get("queue", {})
+    if queue.get("reversals"):
+        degraded.append(f"{queue['reversals']} reversal(s) pending")
+    if queue.get("advices"):
+        degraded.append(f"{queue['advices']} offline sale(s) not yet sent")
+    if doc.get("refused_offline_sales"):
+        degraded.append(f"{doc['refused_offline_sales']} offline sale(s) refused: unpaid")
+    if doc.get("printer_fault"):
+        degraded.append(f"printer: {doc['printer_fault']}")
+    if down:
+        return DOWN, down + degraded
+    return (DEGRADED, degraded) if degraded else (HEALTHY, [])
+
+
+def render(doc: dict[str, Any]) -> str:
+    code, reasons = health(doc)
+    word = {HEALTHY: "healthy", DEGRADED: "DEGRADED", DOWN: "DOWN"}[code]
+    lines = [f"posterm {doc.get('version', '?')}: {word}"]
+    lines += [f"  - {r}" for r in reasons]
+    lines.append(f"running:        {'yes, pid ' + str(doc['pid']) if doc.get('running') else 'no'}")
+    link = doc.get("link")
+    if link:
+        state = "NOT TRUSTED" if link.get("untrusted") else link.get("state")
+        lines.append(f"bank link:      {state} via {link.get('path')} to {link.get('host')}")
+    queue = doc.get("queue", {})
+    if queue:
+        age = queue.get("oldest_advice_age_seconds")
+        oldest = f", oldest {age // 60} min" if age is not None else ""
+        lines.append(f"reversals:      {queue.get('reversals', 0)} pending")
+        lines.append(f"offline sales:  {queue.get('advices', 0)} to send "
+                     f"({queue.get('advices_amount', 0)} minor units{oldest})")
+    lines.append(f"refused:        {doc.get('refused_offline_sales', 0)} offline sale(s)")
+    last = doc.get("last_sale")
+    if last:
+        lines.append(f"last sale:      #{last['id']} {last['time']} {last['outcome']} "
+                     f"{last['amount']} {last['currency']} card {last['pan']}")
+    journal = doc.get("journal", {})
+    lines.append(f"journal:        {journal.get('integrity')} ({journal.get('path')})")
+    key = doc.get("key", {})
+    lines.append(f"key file:       {'present' if key.get('present') else 'MISSING'}, "
+                 f"{'readable' if key.get('readable') else 'NOT readable'}")
+    if doc.get("printer_fault"):
+        lines.append(f"printer:        {doc['printer_fault']}")
+    return "\n".join(lines)
+
+
+def ask(paths: list[Path], timeout: float = 3.0) -> dict[str, Any] | None:
+    """The running firmware's document, or None when none answers."""
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(str(path))
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            doc: dict[str, Any] = json.loads(data)
+            return doc
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class StatusServer:
+    """Serves `await collect()` as JSON on a private Unix socket."""
+
+    def __init__(self, path: Path, collect: Any) -> None:
+        self.path, self.collect = path, collect
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(await self.collect(), default=str).encode())
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
