@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(cfg, as_json=args.json)
         setup_logging(cfg.log_level)
-        return asyncio.run(_run(cfg))
+        code = asyncio.run(_run(cfg))
+        if code == RESTART:
+            _restart()
+        return code
     except KeyboardInterrupt:
         return 0
     except PostermError as exc:
@@ -126,8 +130,9 @@ async def _run(cfg: config_mod.Config) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         notifier = Notifier()
+        app = App(cfg, devices, journal, notifier)
         try:
-            await App(cfg, devices, journal, notifier).run(stop, stop_now)
+            await app.run(stop, stop_now)
             journal.checkpoint()
         except sqlite3.Error as exc:  # disk full, I/O error: never take a sale unjournaled
             raise JournalError(f"journal {journal_path} cannot be written: {exc}; the "
@@ -140,8 +145,22 @@ async def _run(cfg: config_mod.Config) -> int:
             notifier.close()
     finally:
         lock.release()
+    if app.restart_requested:
+        return RESTART
     logging.getLogger("posterm").info("posterm stopped")
     return 0
+
+
+RESTART = -1  # _run's answer for the daily restart
+
+
+def _restart() -> None:
+    """Start again in this process (exec): all memory is new, the pid stays the one systemd
+    supervises, and the new image signs on, recovers and reports READY as at any start."""
+    logging.getLogger("posterm").info("posterm restarting (daily restart)")
+    logging.shutdown()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 if __name__ == "__main__":

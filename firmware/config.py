@@ -63,6 +63,23 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class Maintenance:
+    """The daily restart: a local-time window (minutes after midnight), None for never."""
+
+    window: tuple[int, int] | None = (3 * 60, 5 * 60)
+    notice: float = 60.0  # seconds the idle screen announces it first
+
+
+def parse_window(text: str) -> tuple[int, int] | None:
+    """"03:00-05:00" -> (180, 300); a window may run past midnight ("23:30-00:30")."""
+    m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)", text)
+    if not m:
+        return None
+    start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    return None if start == end else (start, end)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     core: CoreConfig
@@ -74,6 +91,7 @@ class Config:
     display: DeviceConfig
     gpio: DeviceConfig
     runtime_dir: Path = Path("/run/posterm")  # the status socket (systemd RuntimeDirectory)
+    maintenance: Maintenance = Maintenance()
     log_level: str = "INFO"
     link: LinkPolicy = LinkPolicy()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -151,7 +169,7 @@ REQUIRED_TABLES = ("terminal", "host", "card_reader", "keypad", "printer", "disp
 
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
           path: Path = Path("posterm.toml")) -> Config:
-    known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log")
+    known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log", "maintenance")
     if not data:
         raise ConfigError(f"{source}: no settings (empty file); it needs at least the tables "
                           + ", ".join(f"[{t}]" for t in REQUIRED_TABLES))
@@ -207,6 +225,15 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
 
     host = _host(Table(source, "host", _required(source, data, "host")))
 
+    mt = Table(source, "maintenance", data.get("maintenance", {}))
+    window = mt.text("restart_window", "03:00-05:00", check=lambda v: v == "" or
+                     parse_window(v) is not None,
+                     what='must be a local-time window "HH:MM-HH:MM" (e.g. "03:00-05:00"), '
+                          'or "" for no daily restart')
+    maintenance = Maintenance(window=parse_window(window) if window else None,
+                              notice=mt.number("restart_notice", 60.0))
+    mt.finish()
+
     lg = Table(source, "log", data.get("log", {}))
     level = lg.text("level", "INFO", check=lambda v: v.upper() in
                     {"DEBUG", "INFO", "WARNING", "ERROR"} and v.isascii(),
@@ -246,7 +273,7 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
         busy_backoff=busy_backoff, sale_budget=sale_budget, offline=offline,
     )
     return Config(path=path, core=core, host=host, state_dir=Path(state_dir),
-                  runtime_dir=Path(runtime_dir),
+                  runtime_dir=Path(runtime_dir), maintenance=maintenance,
                   log_level=level.upper(), link=link, raw=data, **devices)
 
 

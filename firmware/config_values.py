@@ -55,6 +55,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("printer", "port"): (1, 65535),
     ("display", "bus"): (0, 63),
     ("display", "address"): (0x03, 0x77),
+    ("maintenance", "restart_notice"): (2.0, 600.0),
 }
 
 _REPR = reprlib.Repr()

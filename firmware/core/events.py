@@ -108,6 +108,13 @@ class PrintFinished:
 
 
 @dataclass(frozen=True)
+class MaintenanceNotice:
+    """Two lines for the idle screen about planned maintenance ("" to clear)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class AdviceRefused:
     """The host refused a sale approved offline: it is unpaid, the merchant must know."""
 
@@ -146,6 +153,7 @@ Event = (
     | HostUntrusted
     | AttemptFailed
     | AdviceRefused
+    | MaintenanceNotice
     | SaleClosed
     | PrintFinished
     | LinkChanged

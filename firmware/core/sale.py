@@ -46,7 +46,8 @@ from firmware.core.effects import (
 )
 from firmware.core.events import (
     AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered,
-    HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed, LinkChanged, OfflineDecided,
+    HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed, LinkChanged, MaintenanceNotice,
+    OfflineDecided,
     PrintFinished, QueueChanged, SaleClosed, TimerFired,
 )
 from firmware.core.risk import QueueStats, offline_decision
@@ -99,6 +100,7 @@ class State:
     untrusted: bool = False  # the link is down because the host's TLS identity was refused
     cause: str = ""  # why the sale could not go online (shown with an offline refusal)
     alert: str = ""  # two lines kept on the idle screen until cleared (a refused offline sale)
+    banner: str = ""  # planned maintenance, announced on the idle screen (the daily restart)
     queue: QueueStats = QueueStats()
     seen: datetime = datetime(2000, 1, 1)  # local time when the STATUS screen was opened
 
@@ -125,6 +127,9 @@ def step(state: State, event: Event, now: Now) -> Step:
         effects: list[Effect] = [Print(tuple(refused_slip(state.cfg, rec)), rec.sale_id,
                                        job="refused"), Beep()]
         return st, [screens.show(st), *effects] if st.phase in _PASSIVE else effects
+    if isinstance(event, MaintenanceNotice):
+        st = replace(state, banner=event.text)
+        return st, [screens.show(st)] if st.phase == Phase.IDLE else []
     if isinstance(event, PrintFinished) and event.job != "sale":
         return _side_print(state, event)
     if isinstance(event, QueueChanged):

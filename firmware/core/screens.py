@@ -32,7 +32,10 @@ def _header(state: State, title: str) -> str:
 
 
 def _idle_lines(state: State) -> list[str]:
-    """What the idle screen has to say: a notice, else an alert, else a link fault."""
+    """What the idle screen has to say: planned maintenance, a notice, else an alert, else
+    a link fault."""
+    if state.banner:
+        return state.banner.split("\n")
     if state.notice:
         return state.notice.split("\n")
     if state.alert:

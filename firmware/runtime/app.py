@@ -54,7 +54,8 @@ from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.outcomes import log_outcome
 from firmware.runtime.linkmonitor import LinkMonitor
-from firmware.runtime import status
+from firmware.runtime import maintenance, status
+from firmware.runtime.maintenance import DailyRestart
 from firmware.runtime.sdnotify import Notifier
 from firmware.runtime.status import StatusServer
 from firmware.runtime.supervisor import is_fatal, supervise
@@ -97,6 +98,7 @@ class App:
         self._stopping = False
         self._printer_fault = ""
         self._status_server: StatusServer | None = None
+        self.restart_requested = False  # the daily restart: stop, then start again (exec)
         self.notifier = notifier or Notifier(environ={})
 
     # -- plumbing ---------------------------------------------------------------
@@ -198,6 +200,13 @@ class App:
         self._queue_changed()
         self._spawn(self._led(True), "led")
         self._spawn(self._connect_at_start(), "first connection")
+        daily = DailyRestart(
+            self.cfg.maintenance, idle=lambda: self.state is not None and
+            self.state.phase == core.Phase.IDLE, emit=self.emit,
+            last_day=lambda: self.journal.note(maintenance.NOTE),
+            remember=lambda day: self.journal.set_note(maintenance.NOTE, day),
+            restart=self._request_restart, status=self.notifier.status)
+        self._supervised(daily.run, "daily restart")
         self.forwarder.kick()
         log.info("posterm ready: terminal %s, host %s", self.ident.terminal_id,
                  self.link.address)
@@ -345,6 +354,11 @@ class App:
             self.forwarder.kick()  # a sale that ended lets the upload go on
         if isinstance(event, (LinkChanged, QueueChanged, PrintFinished)):
             self.notifier.status(self._status_line())
+
+    def _request_restart(self) -> None:
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
 
     async def _connect_at_start(self) -> None:
         """Connect and sign on now, so an unreachable host shows before the first sale."""

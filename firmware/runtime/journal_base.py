@@ -176,6 +176,15 @@ class JournalBase:
     def close(self) -> None:
         self.db.close()
 
+    def note(self, key: str) -> str:
+        """A free-form fact kept in the journal (e.g. the day of the last daily restart)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (f"note:{key}",)).fetchone()
+        return str(row[0]) if row else ""
+
+    def set_note(self, key: str, value: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"note:{key}", value))
+
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (a clean stop leaves one file behind)."""
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
