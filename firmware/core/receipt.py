@@ -28,7 +28,9 @@ def sale_receipt(cfg: CoreConfig, rec: SaleRecord, *, copy: bool = False) -> lis
                           "TIME " + rec.local.strftime("%H:%M:%S"), WIDTH))
     lines.append(two_cols("TERMINAL", cfg.identity.terminal_id.strip(), WIDTH))
     lines.append(two_cols("MERCHANT", cfg.identity.merchant_id.strip(), WIDTH))
-    lines.append(two_cols("BATCH " + f"{rec.batch:06d}", "INVOICE " + f"{rec.invoice:06d}", WIDTH))
+    if rec.sale_id:  # a sale that never reached the journal has no batch or invoice
+        lines.append(two_cols("BATCH " + f"{rec.batch:06d}", "INVOICE " + f"{rec.invoice:06d}",
+                              WIDTH))
     if rec.stan:
         lines.append(two_cols("STAN", rec.stan, WIDTH))
     lines.append(RULE)
@@ -93,7 +95,9 @@ def offline_report(cfg: CoreConfig, *, link: str, stats: QueueStats, queued: lis
              two_cols("PRINTED", printed_at.strftime("%Y-%m-%d %H:%M"), WIDTH),
              two_cols("TERMINAL", cfg.identity.terminal_id.strip(), WIDTH),
              two_cols("HOST LINK", link, WIDTH),
-             two_cols("REVERSALS PENDING", str(stats.reversals), WIDTH), RULE,
+             two_cols("REVERSALS PENDING", str(stats.reversals), WIDTH),
+             *([two_cols("CANNOT BE SENT", str(stats.unsendable), WIDTH)]
+               if stats.unsendable else []), RULE,
              BOLD + two_cols("WAITING TO SEND", str(stats.count), WIDTH),
              two_cols("AMOUNT", money(stats.total, cur), WIDTH)]
     if stats.oldest is not None:

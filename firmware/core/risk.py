@@ -31,6 +31,7 @@ class QueueStats:
     oldest: datetime | None = None  # local time of the oldest unsent offline sale
     refused: int = 0  # advices the host refused (reported, never retried)
     reversals: int = 0
+    unsendable: int = 0  # reversals and advices whose message cannot be built (see the log)
 
 
 @dataclass(frozen=True)

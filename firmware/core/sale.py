@@ -186,8 +186,8 @@ def _in_idle(state: State, event: Event, now: Now) -> Step:
         if event.key in ("CANCEL", "CLEAR") and state.alert:
             return _idle(replace(state, alert=""))
         return state, []
-    if isinstance(event, (CardSwiped, CardReadFailed)):
-        st = replace(state, notice="ENTER AMOUNT FIRST")
+    if isinstance(event, CardSwiped) and not state.notice.startswith("LAST SALE"):
+        st = replace(state, notice="ENTER AMOUNT FIRST")  # never over a recovery notice
         return st, [screens.show(st)]
     return state, []
 
@@ -229,8 +229,8 @@ def _in_wait_card(state: State, event: Event, now: Now) -> Step:
         return st, [Beep(), *eff]
     if isinstance(event, CardSwiped):
         card = event.card
-        if not luhn_ok(card.pan):
-            st, eff = _go(state, Phase.WAIT_CARD, state.cfg.card_timeout, message="INVALID CARD")
+        if not luhn_ok(card.pan):  # the card timer runs on, as for any bad read
+            st, eff = _refresh(state, "INVALID CARD")
             return st, [Log("warning", f"card {card.masked} fails the Luhn check"), Beep(), *eff]
         request = SaleRequest(kind="purchase", amount=state.sale.amount, card=card,
                               local=now.local)

@@ -83,7 +83,7 @@ def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
     printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
     if rec.status == SaleStatus.FAILED:
         # why it could not go online, then why the offline rules refused it
-        why = [x for x in (state.cause, rec.reason or "NOT CHARGED") if x]
+        why = list(dict.fromkeys(x for x in (state.cause, rec.reason or "NOT CHARGED") if x))
         second = why[1] if len(why) > 1 else "NOT CHARGED"
         return "NOT COMPLETED", why[0], second, printing or "NOT CHARGED"
     top, second = result_lines(rec)

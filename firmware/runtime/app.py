@@ -81,7 +81,7 @@ class App:
         self.forwarder = Forwarder(
             journal, self.link, cfg.host, sale_active=self._sale_active,
             link_usable=lambda: self.monitor.state != "DOWN", on_result=self.monitor.report,
-            on_queue_change=self._queue_changed)
+            on_queue_change=self._queue_changed, on_error=self._background_error)
         self.authorizer = Authorizer(journal, self.link, self.ident, cfg.host.response_timeout,
                                      before_request=self.forwarder.flush,
                                      reversal_recorded=self.forwarder.kick,
@@ -124,6 +124,12 @@ class App:
     def _supervised(self, coro_factory: Callable[[], Coroutine[Any, Any, object]],
                     name: str) -> None:
         self._spawn(supervise(name, coro_factory, on_fatal=self._fail), name)
+
+    def _background_error(self, exc: BaseException) -> None:
+        if is_fatal(exc):
+            self._fail(exc)
+        else:
+            log.error("background work failed: %s: %s", type(exc).__name__, exc)
 
     def _fail(self, exc: BaseException) -> None:
         """A journal failure: stop the terminal (the next start recovers from the journal)."""
@@ -390,8 +396,12 @@ class App:
             lines = sale_receipt(self.cfg.core, r, copy=True)
             try:
                 await asyncio.to_thread(self.devices.printer.print_lines, lines)
-            except DeviceError as exc:
-                log.error("recovery: copy of sale %d not printed: %s", r.sale_id, exc)
+            except Exception as exc:  # a printer fault, or a driver bug: never a start loop
+                if is_fatal(exc):
+                    raise
+                log.error("recovery: copy of sale %d not printed: %s", r.sale_id,
+                          exc if isinstance(exc, DeviceError)
+                          else f"internal error: {type(exc).__name__}: {exc}")
                 copies[r.sale_id] = False
                 continue
             self.journal.mark_printed(r.sale_id, copy=True)
@@ -435,8 +445,9 @@ class App:
             try:
                 await self._execute(effect)
             except Exception as exc:
-                if is_fatal(exc):
-                    raise
+                if is_fatal(exc):  # stop through the one path that says OUT OF ORDER
+                    self._fail(exc)
+                    return
                 log.error("internal error running %s: %s: %s", type(effect).__name__,
                           type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                 self._effect_failed(effect)
@@ -500,13 +511,23 @@ class App:
             effect.sale_id, approved=effect.approved, reason=effect.reason, fields=fields,
             card=req.card, kind=req.kind, amount=req.amount, currency=self.ident.currency,
             local=req.local)
+        # journaled: from here on this record is the outcome, whatever fails next
+        self.emit(OfflineDecided(record))
+        try:
+            self._offline_recorded(effect, record)
+        except Exception as exc:
+            if is_fatal(exc):
+                raise
+            log.error("after the offline decision of sale %d: %s: %s", record.sale_id,
+                      type(exc).__name__, exc)
+
+    def _offline_recorded(self, effect: DecideOffline, record: SaleRecord) -> None:
         if effect.approved:
             log.info("sale %d approved offline (%s), code %s", record.sale_id, effect.reason,
                      record.approval)
         else:
             log.warning("sale %d not approved offline: %s", record.sale_id, effect.reason)
         failpoints.hit("after_offline_recorded")
-        self.emit(OfflineDecided(record))
         self._queue_changed()
 
     async def _print_report(self) -> None:

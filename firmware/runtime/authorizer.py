@@ -42,6 +42,7 @@ class _Progress:
     attempt: Attempt | None = None
     may_have_sent: bool = False  # the 0200 may be on the wire
     answered: SaleRecord | None = None  # the host's answer is journaled
+    unknown: SaleRecord | None = None  # outcome unknown: the reversal is journaled
 
 
 class Authorizer:
@@ -72,18 +73,32 @@ class Authorizer:
             why = f"internal error ({type(exc).__name__}: {exc})"
             log.error("sale %s: attempt failed: %s", progress.sale_id or "(new)", why,
                       exc_info=log.isEnabledFor(logging.DEBUG))
-            self.on_result(False, why)
-            attempt = progress.attempt
-            if progress.answered is not None:  # journaled: that is the outcome
-                return HostAnswered(progress.answered)
-            if attempt is not None and progress.may_have_sent:
-                return self._unknown(attempt, "68", why)
-            if attempt is not None:
-                self.journal.attempt_not_sent(attempt)
-            sale = progress.sale_id if attempt is None else attempt.sale_id
-            if sale is None:
-                return AttemptFailed(None, "TERMINAL ERROR")
-            return SaleClosed(self.journal.close_sale(sale, "TERMINAL ERROR"))
+            # a fault inside the terminal says nothing about the bank: the link breaker
+            # is not told
+            try:
+                return self._settle(progress, why)
+            except sqlite3.Error:
+                raise
+            except Exception as again:  # last resort: the next start reads the journal
+                log.error("sale %s: could not settle after the internal error: %s: %s",
+                          progress.sale_id, type(again).__name__, again)
+                return AttemptFailed(progress.sale_id, "TERMINAL ERROR")
+
+    def _settle(self, progress: _Progress, why: str) -> Event:
+        """End an attempt that failed unexpectedly, by what the journal already holds."""
+        attempt = progress.attempt
+        if progress.answered is not None:  # journaled: that is the outcome
+            return HostAnswered(progress.answered)
+        if progress.unknown is not None:  # the reversal is journaled already
+            return HostOutcomeUnknown(progress.unknown, why)
+        if attempt is not None and progress.may_have_sent:
+            return self._unknown(attempt, "68", why)
+        if attempt is not None:
+            self.journal.attempt_not_sent(attempt)
+        sale = progress.sale_id if attempt is None else attempt.sale_id
+        if sale is None:
+            return AttemptFailed(None, "TERMINAL ERROR")
+        return SaleClosed(self.journal.close_sale(sale, "TERMINAL ERROR"))
 
     async def _attempt(self, request: SaleRequest, sale_id: int | None,
                        progress: _Progress) -> Event:
@@ -100,6 +115,7 @@ class Authorizer:
         failpoints.hit("after_record_sending")
         doc = iso.financial_request(fixed, stan=int(attempt.stan), utc=utc,
                                     track2=request.card.track2)
+        iso.encode(doc)  # a message that cannot be encoded is never half sent
         try:
             await self.link.ensure_connected()
             await _maybe_await(self.before_request())
@@ -117,12 +133,13 @@ class Authorizer:
         try:
             answer = await pending.wait(self.response_timeout)
         except ProtocolError as exc:
-            return self._unknown(attempt, "06", f"garbled answer from host ({exc})")
+            return self._unknown(attempt, "06", f"garbled answer from host ({exc})", progress)
         except HostError as exc:
-            return self._unknown(attempt, "68", str(exc))
+            return self._unknown(attempt, "68", str(exc), progress)
         wrong = iso.mismatch(doc, answer)
         if wrong:
-            return self._unknown(attempt, "06", f"answer does not match the request: {wrong}")
+            return self._unknown(attempt, "06", f"answer does not match the request: {wrong}",
+                                 progress)
         rc = answer["39"]
         failpoints.hit("after_answer")
         self.on_result(not is_busy(rc), f"host answered {rc}")
@@ -135,9 +152,13 @@ class Authorizer:
         failpoints.hit("after_answer_recorded")
         return HostAnswered(record)
 
-    def _unknown(self, attempt: Attempt, reason: str, why: str) -> Event:
-        self.on_result(False, why)
+    def _unknown(self, attempt: Attempt, reason: str, why: str,
+                 progress: _Progress | None = None) -> Event:
+        if progress is not None:
+            self.on_result(False, why)
         record = self.journal.attempt_unknown(attempt, reason)
+        if progress is not None:
+            progress.unknown = record
         failpoints.hit("after_reversal_recorded")
         log.warning("sale %d: outcome unknown (%s): reversal %s recorded", attempt.sale_id,
                     why, reason)

@@ -22,15 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 from firmware.config import HostConfig
 from firmware.core import iso
+from firmware.core.iso import MessageError
 from firmware.core.backoff import full_jitter
 from firmware.core.texts import is_busy
-from firmware.errors import HostError, HostUnreachableError
+from firmware.errors import HostError, HostUnreachableError, JournalError, KeyStoreError
 from firmware.runtime import failpoints
 from firmware.runtime.hostlink import HostLink, Pending
 from firmware.runtime.journal import Journal, PendingAdvice, PendingReversal
@@ -53,8 +55,10 @@ class Forwarder:
                  sale_active: Callable[[], bool] = _never,
                  link_usable: Callable[[], bool] = _always,
                  on_result: Callable[[bool, str], None] = lambda ok, why: None,
-                 on_queue_change: Callable[[], None] = lambda: None) -> None:
+                 on_queue_change: Callable[[], None] = lambda: None,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         self.journal, self.link, self.cfg = journal, link, cfg
+        self.on_error = on_error or self._log_error
         self.rng = rng or random.Random()
         self.sale_active, self.link_usable = sale_active, link_usable
         self.on_result, self.on_queue_change = on_result, on_queue_change
@@ -78,7 +82,10 @@ class Forwarder:
                     self._postpone_all()
             if progressed:
                 continue
-            wait = self._next_wakeup()
+            # while the link is down the link monitor kicks us when it is back, and a sale
+            # kicks us when it ends: no polling (each poll would unseal card data)
+            usable = self.link_usable() and not self.sale_active()
+            wait = self._next_wakeup() if usable else None
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except asyncio.TimeoutError:
@@ -103,7 +110,7 @@ class Forwarder:
     def _next_wakeup(self) -> float | None:
         keys = [f"r{i}" for i in self.journal.pending_reversal_ids() if i not in self._in_flight]
         if not self.journal.pending_reversal_ids():
-            keys += [f"a{a.id}" for a in self.journal.pending_advices(limit=1)]
+            keys += [f"a{i}" for i in self.journal.pending_advice_ids(limit=1)]
         if not keys:
             return None
         due = min(self._not_before.get(k, 0.0) for k in keys)
@@ -121,23 +128,60 @@ class Forwarder:
                             self.cfg.repeat_backoff_cap, self.rng.random())
         self._not_before[key] = time.monotonic() + delay
 
+    # -- faults -----------------------------------------------------------------
+    def _unsendable(self, table: str, item_id: int, what: str, exc: BaseException) -> None:
+        why = f"{type(exc).__name__}: {exc}"
+        self.journal.unsendable(table, item_id, why)
+        log.error("%s CANNOT BE SENT: its message cannot be built (%s). It is out of the "
+                  "queue so the rest goes on, kept in the journal, and counted in `posterm "
+                  "status`; settle it with the acquirer by hand", what, why)
+        self.on_queue_change()
+
+    def _task_finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            assert exc is not None
+            self.on_error(exc)
+
+    @staticmethod
+    def _log_error(exc: BaseException) -> None:
+        log.error("waiting for an answer failed: %s: %s", type(exc).__name__, exc)
+
     # -- reversals --------------------------------------------------------------
     async def flush(self, *, due_only: bool = True) -> None:
-        """Write every pending reversal that is due and not in flight (no waiting)."""
+        """Write every pending reversal that is due and not in flight (no waiting).
+
+        Best effort: it runs before each sale's request and after each sign-on, so a
+        fault here is logged and the reversal waits for its next turn; it never fails
+        the sale. Only a journal failure goes on up (the terminal stops)."""
         now = time.monotonic()
         for rev in self.journal.pending_reversals():
             if rev.id in self._in_flight:
                 continue
             if due_only and self._not_before.get(f"r{rev.id}", 0.0) > now:
                 continue
-            await self._send_reversal(rev)
+            try:
+                await self._send_reversal(rev)
+            except Exception as exc:
+                if isinstance(exc, sqlite3.Error | JournalError | KeyStoreError):
+                    raise
+                log.error("reversal of sale %d not sent: %s: %s; will try again",
+                          rev.sale_id, type(exc).__name__, exc)
+                self._backoff(f"r{rev.id}", rev.tries + 1)
 
     async def _send_reversal(self, rev: PendingReversal) -> None:
-        stan, f7 = self.journal.reversal_identity(rev.id, iso.f7(datetime.now(timezone.utc)))
+        stan, f7, written = self.journal.reversal_identity(
+            rev.id, iso.f7(datetime.now(timezone.utc)))
         failpoints.hit("after_reversal_identity")
-        doc = iso.reversal(rev.fields, orig_mti="0200", orig_stan=rev.orig_stan,
-                           orig_f7=rev.orig_f7, stan=int(stan), f7=f7, reason=rev.reason)
-        if rev.written:  # only a transmission after one that was written is a repeat
+        try:
+            doc = iso.reversal(rev.fields, orig_mti="0200", orig_stan=rev.orig_stan,
+                               orig_f7=rev.orig_f7, stan=int(stan), f7=f7, reason=rev.reason)
+            iso.encode(doc)
+        except (MessageError, ValueError, KeyError) as exc:
+            self._unsendable("reversals", rev.id, f"reversal of sale {rev.sale_id}", exc)
+            return
+        if written:  # only a transmission after one that was written is a repeat
             doc = iso.repeat(doc)
         self._in_flight.add(rev.id)
         handed_over = False
@@ -148,14 +192,14 @@ class Forwarder:
             except HostUnreachableError:
                 self._backoff(f"r{rev.id}", rev.tries + 1)
                 return
-            if not rev.written:
+            if not written:
                 self.journal.reversal_written(rev.id)
             log.info("reversal of sale %d: %s stan %s sent (reason %s)", rev.sale_id,
                      doc["t"], stan, rev.reason)
             task = asyncio.create_task(self._await_reversal(rev, pending))
             handed_over = True
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._task_finished)
         finally:
             if not handed_over:
                 self._in_flight.discard(rev.id)
@@ -193,17 +237,23 @@ class Forwarder:
 
     # -- advices ----------------------------------------------------------------
     async def _send_advice(self, adv: PendingAdvice) -> None:
-        stan, f7 = self.journal.advice_identity(adv.id, iso.f7(datetime.now(timezone.utc)))
+        stan, f7, written = self.journal.advice_identity(
+            adv.id, iso.f7(datetime.now(timezone.utc)))
         failpoints.hit("after_advice_identity")
-        doc = iso.advice(adv.fields, approval=adv.approval, stan=int(stan), f7=f7)
-        if adv.written:  # only a transmission after one that was written is a repeat
+        try:
+            doc = iso.advice(adv.fields, approval=adv.approval, stan=int(stan), f7=f7)
+            iso.encode(doc)
+        except (MessageError, ValueError, KeyError) as exc:
+            self._unsendable("advices", adv.id, f"advice of sale {adv.sale_id}", exc)
+            return
+        if written:  # only a transmission after one that was written is a repeat
             doc = iso.repeat(doc)
         try:
             pending = await self.link.send(doc)
         except HostUnreachableError:
             self._backoff(f"a{adv.id}", adv.tries + 1)
             raise
-        if not adv.written:
+        if not written:
             self.journal.advice_written(adv.id)
         failpoints.hit("after_advice_sent")
         code = await self._answer_code(pending,

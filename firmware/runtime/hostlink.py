@@ -29,6 +29,15 @@ from firmware.core.iso import Fields, Identity, MessageError
 from firmware.errors import HostError, HostNotTrustedError, HostUnreachableError, ProtocolError
 
 log = logging.getLogger("posterm.host")
+# OpenSSL reasons that mean the host cannot be trusted with what it offers (an old
+# protocol, weak ciphers, not TLS at all): a configuration error or an attack, not a
+# busy host. Other handshake failures (an alert from the host, a rejected client
+# certificate, a reset) count as an unreachable host.
+_NOT_TRUSTED_REASONS = frozenset({
+    "UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "WRONG_VERSION_NUMBER",
+    "NO_PROTOCOLS_AVAILABLE", "NO_SHARED_CIPHER", "TLSV1_ALERT_INSUFFICIENT_SECURITY",
+    "DH_KEY_TOO_SMALL", "EE_KEY_TOO_SMALL", "CA_MD_TOO_WEAK", "CERTIFICATE_VERIFY_FAILED",
+})
 wire = logging.getLogger("posterm.wire.host")
 
 
@@ -120,9 +129,13 @@ class HostLink:
                                   f"does not verify ({exc.verify_message}); check [host] "
                                   "ca_file and server_name, or the link is intercepted") from None
         except ssl.SSLError as exc:
-            raise self._untrusted(f"host {self.address} NOT TRUSTED: TLS handshake refused "
-                                  f"({exc.reason or exc}); the host may offer only an old "
-                                  "protocol (TLS 1.2 or newer is required)") from None
+            if (exc.reason or "") in _NOT_TRUSTED_REASONS:
+                raise self._untrusted(
+                    f"host {self.address} NOT TRUSTED: TLS handshake refused ({exc.reason}): "
+                    "the host offers only an old protocol or weak ciphers, or does not speak "
+                    "TLS (TLS 1.2 or newer is required)") from None
+            raise self._fail(f"TLS handshake with host {self.address} failed: "
+                             f"{exc.reason or exc}") from None
         except asyncio.TimeoutError:
             raise self._fail(f"host {self.address}: no connection within "
                              f"{self.cfg.connect_timeout:g} s") from None

@@ -92,8 +92,8 @@ MIGRATIONS = (
      "UPDATE reversals SET written=1 WHERE stan IS NOT NULL"),
     ("advices", "written", "INTEGER NOT NULL DEFAULT 0",
      "UPDATE advices SET written=1 WHERE stan IS NOT NULL"),
-    ("advices", "announced", "INTEGER NOT NULL DEFAULT 0",
-     "UPDATE advices SET announced=1"),
+    # refusals an old release only counted in a menu: announce them once now
+    ("advices", "announced", "INTEGER NOT NULL DEFAULT 0", "SELECT 1"),
 )
 
 

@@ -73,20 +73,34 @@ class QueueStore(JournalBase):
                               fields=self.sale_fields(r["sale_id"]), stan=r["stan"], f7=r["f7"],
                               tries=r["tries"], written=bool(r["written"])) for r in rows]
 
+    def pending_advice_ids(self, limit: int) -> list[int]:
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM advices WHERE state='pending' ORDER BY id LIMIT ?", (limit,))]
+
     def advice_written(self, adv_id: int) -> None:
         """The advice's first transmission is out: every later one is a 0221."""
         with self.tx() as db:
             db.execute("UPDATE advices SET written=1 WHERE id=? AND written=0", (adv_id,))
 
-    def advice_identity(self, adv_id: int, f7: str) -> tuple[str, str]:
-        """Give an advice its own STAN and field 7 at its first send (persisted first)."""
+    def advice_identity(self, adv_id: int, f7: str) -> tuple[str, str, bool]:
+        """Give an advice its own STAN and field 7 at its first send (persisted first);
+        with them, whether a transmission of it was ever written (read now, not earlier)."""
         with self.tx() as db:
-            row = db.execute("SELECT stan, f7 FROM advices WHERE id=?", (adv_id,)).fetchone()
+            row = db.execute("SELECT stan, f7, written FROM advices WHERE id=?",
+                             (adv_id,)).fetchone()
             if row["stan"]:
-                return row["stan"], row["f7"]
+                return row["stan"], row["f7"], bool(row["written"])
             stan = self._take_stan()
             db.execute("UPDATE advices SET stan=?, f7=? WHERE id=?", (stan, f7, adv_id))
-            return stan, f7
+            return stan, f7, False
+
+    def unsendable(self, table: str, item_id: int, why: str) -> None:
+        """A reversal or advice whose message cannot be built (a journal from a release with
+        a bad configuration): out of the queue, kept, reported; it never blocks the rest."""
+        assert table in ("reversals", "advices")
+        with self.tx() as db:
+            db.execute(f"UPDATE {table} SET state='unsendable', last_code=? WHERE id=?",
+                       (why[:200], item_id))
 
     def advice_tried(self, adv_id: int, code: str) -> None:
         with self.tx() as db:
@@ -116,9 +130,12 @@ class QueueStore(JournalBase):
                                   ).fetchone()[0]
         reversals = self.db.execute("SELECT count(*) FROM reversals WHERE state='pending'"
                                     ).fetchone()[0]
+        unsendable = self.db.execute(
+            "SELECT (SELECT count(*) FROM reversals WHERE state='unsendable') + "
+            "(SELECT count(*) FROM advices WHERE state='unsendable')").fetchone()[0]
         oldest = datetime.fromisoformat(row[2]) if row[2] else None
         return QueueStats(count=row[0], total=row[1], oldest=oldest, refused=refused,
-                          reversals=reversals)
+                          reversals=reversals, unsendable=unsendable)
 
     def refused_advices(self) -> list[SaleRecord]:
         rows = self.db.execute("SELECT s.* FROM advices a JOIN sales s ON s.id = a.sale_id "
@@ -166,15 +183,17 @@ class QueueStore(JournalBase):
         return int(self.db.execute("SELECT tries FROM reversals WHERE id=?",
                                    (rev_id,)).fetchone()[0])
 
-    def reversal_identity(self, rev_id: int, f7: str) -> tuple[str, str]:
-        """Give a reversal its own STAN and field 7 at its first send (persisted first)."""
+    def reversal_identity(self, rev_id: int, f7: str) -> tuple[str, str, bool]:
+        """Give a reversal its own STAN and field 7 at its first send (persisted first);
+        with them, whether a transmission of it was ever written (read now, not earlier)."""
         with self.tx() as db:
-            row = db.execute("SELECT stan, f7 FROM reversals WHERE id=?", (rev_id,)).fetchone()
+            row = db.execute("SELECT stan, f7, written FROM reversals WHERE id=?",
+                             (rev_id,)).fetchone()
             if row["stan"]:
-                return row["stan"], row["f7"]
+                return row["stan"], row["f7"], bool(row["written"])
             stan = self._take_stan()
             db.execute("UPDATE reversals SET stan=?, f7=? WHERE id=?", (stan, f7, rev_id))
-            return stan, f7
+            return stan, f7, False
 
     def reversal_tried(self, rev_id: int, code: str) -> None:
         with self.tx() as db:

@@ -76,6 +76,9 @@ def _queues(db: sqlite3.Connection) -> dict[str, Any]:
                               "ON s.id=a.sale_id WHERE a.state='pending'").fetchone()[0],
         "oldest_advice_age_seconds": age,
         "card_data_records": one("SELECT count(*) FROM card_data").fetchone()[0],
+        "unsendable": one("SELECT (SELECT count(*) FROM reversals WHERE state='unsendable') + "
+                          "(SELECT count(*) FROM advices WHERE state='unsendable')"
+                          ).fetchone()[0],
     }
     refused = one("SELECT count(*) FROM advices WHERE state='refused'").fetchone()[0]
     row = one("SELECT id, local, status, amount, currency, pan_masked, response_code "
@@ -109,6 +112,9 @@ def health(doc: dict[str, Any]) -> tuple[int, list[str]]:
         degraded.append(f"{queue['reversals']} reversal(s) pending")
     if queue.get("advices"):
         degraded.append(f"{queue['advices']} offline sale(s) not yet sent")
+    if queue.get("unsendable"):
+        degraded.append(f"{queue['unsendable']} reversal(s) or advice(s) cannot be sent: "
+                        "see the log")
     if doc.get("refused_offline_sales"):
         degraded.append(f"{doc['refused_offline_sales']} offline sale(s) refused: unpaid")
     if doc.get("printer_fault"):
