@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         "slow or offline, reversals or offline sales waiting, refused offline sales, "
         "printer fault), 2 down or broken (not running, journal damaged, key missing).")
     st.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    up = sub.add_parser(
+        "update", help="install a signed update bundle, rolling back if it does not come up",
+        description="Verify BUNDLE (Ed25519 signature under the key installed with the "
+        "package, hashes, newer version), wait for an idle terminal, snapshot the journal, "
+        "install, restart, and roll back to the previous version and journal if the new one "
+        "is not READY and signed on in time. Exit codes: 0 updated, 1 refused (nothing "
+        "changed), 3 rolled back, 4 the rollback failed.")
+    up.add_argument("bundle", help="the update bundle (posterm-bundle make)")
     return parser
 
 
@@ -66,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "status":
             return _status(cfg, as_json=args.json)
+        if args.command == "update":
+            from firmware.runtime.update import Updater
+
+            return Updater(cfg).apply(Path(args.bundle))
         setup_logging(cfg.log_level)
         code = asyncio.run(_run(cfg))
         if code == RESTART:

@@ -80,6 +80,20 @@ def parse_window(text: str) -> tuple[int, int] | None:
 
 
 @dataclass(frozen=True)
+class UpdatePolicy:
+    """`posterm update`: the key bundles must be signed with, and how to install."""
+
+    public_key: str = "/usr/share/posterm/update-key.pub"
+    keep_dir: str = "/var/lib/posterm-update"  # snapshots and the packages to roll back to
+    install_command: tuple[str, ...] = ("dpkg", "-i")  # + the package path
+    restart_command: tuple[str, ...] = ("systemctl", "restart", "posterm.service")
+    stop_command: tuple[str, ...] = ("systemctl", "stop", "posterm.service")
+    repack_command: tuple[str, ...] = ("dpkg-repack", "posterm")  # rebuilds the running one
+    ready_timeout: float = 120.0  # the new version must be READY and signed on by then
+    idle_wait: float = 300.0  # how long to wait for an idle terminal before giving up
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     core: CoreConfig
@@ -92,6 +106,7 @@ class Config:
     gpio: DeviceConfig
     runtime_dir: Path = Path("/run/posterm")  # the status socket (systemd RuntimeDirectory)
     maintenance: Maintenance = Maintenance()
+    update: UpdatePolicy = UpdatePolicy()
     log_level: str = "INFO"
     link: LinkPolicy = LinkPolicy()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -169,7 +184,8 @@ REQUIRED_TABLES = ("terminal", "host", "card_reader", "keypad", "printer", "disp
 
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
           path: Path = Path("posterm.toml")) -> Config:
-    known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log", "maintenance")
+    known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log", "maintenance",
+             "update")
     if not data:
         raise ConfigError(f"{source}: no settings (empty file); it needs at least the tables "
                           + ", ".join(f"[{t}]" for t in REQUIRED_TABLES))
@@ -234,6 +250,20 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
                               notice=mt.number("restart_notice", 60.0))
     mt.finish()
 
+    up = Table(source, "update", data.get("update", {}))
+    update = UpdatePolicy(
+        public_key=up.path("public_key", "/usr/share/posterm/update-key.pub"),
+        keep_dir=up.path("keep_dir", "/var/lib/posterm-update"),
+        install_command=tuple(up.command("install_command", ["dpkg", "-i"])),
+        restart_command=tuple(up.command("restart_command",
+                                         ["systemctl", "restart", "posterm.service"])),
+        stop_command=tuple(up.command("stop_command", ["systemctl", "stop", "posterm.service"])),
+        repack_command=tuple(up.command("repack_command", ["dpkg-repack", "posterm"])),
+        ready_timeout=up.number("ready_timeout", 120.0),
+        idle_wait=up.number("idle_wait", 300.0),
+    )
+    up.finish()
+
     lg = Table(source, "log", data.get("log", {}))
     level = lg.text("level", "INFO", check=lambda v: v.upper() in
                     {"DEBUG", "INFO", "WARNING", "ERROR"} and v.isascii(),
@@ -273,7 +303,7 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
         busy_backoff=busy_backoff, sale_budget=sale_budget, offline=offline,
     )
     return Config(path=path, core=core, host=host, state_dir=Path(state_dir),
-                  runtime_dir=Path(runtime_dir), maintenance=maintenance,
+                  runtime_dir=Path(runtime_dir), maintenance=maintenance, update=update,
                   log_level=level.upper(), link=link, raw=data, **devices)
 
 

@@ -56,6 +56,8 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("display", "bus"): (0, 63),
     ("display", "address"): (0x03, 0x77),
     ("maintenance", "restart_notice"): (2.0, 600.0),
+    ("update", "ready_timeout"): (10.0, 900.0),
+    ("update", "idle_wait"): (0.0, 3600.0),
 }
 
 _REPR = reprlib.Repr()
@@ -179,6 +181,15 @@ class Table:
         if any(len(part.encode()) > NAME_MAX_BYTES for part in value.split("/")):
             raise self.error(key, f"has a path component longer than {NAME_MAX_BYTES} bytes",
                              value)
+        return value
+
+    def command(self, key: str, default: list[str]) -> list[str]:
+        """A command as a list of words (program first), no control characters."""
+        value = self.lookup(key, default)
+        if not (isinstance(value, list) and 1 <= len(value) <= 32 and all(
+                isinstance(w, str) and w and w.isprintable() and len(w) <= 1024 for w in value)):
+            raise self.error(key, "must be a command: a list of 1 to 32 non-empty printable "
+                             "strings, the program first", value)
         return value
 
     def finish(self) -> None:

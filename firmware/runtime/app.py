@@ -315,6 +315,7 @@ class App:
             running=True, pid=os.getpid(), version=status.version(),
             status=self._status_line(), printer_fault=self._printer_fault,
             phase=self.state.phase.value if self.state else "",
+            in_flight=self.link.outstanding + (1 if self._in_flight() else 0),
             link={"state": self.monitor.state, "untrusted": self.monitor.health.untrusted,
                   "path": "ETH", "host": self.link.address, "connected": self.link.connected})
         return doc

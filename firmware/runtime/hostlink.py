@@ -104,6 +104,11 @@ class HostLink:
         return ctx
 
     @property
+    def outstanding(self) -> int:
+        """Requests written and not yet answered (or given up on)."""
+        return len(self._outstanding)
+
+    @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing() and \
             self._read_task is not None and not self._read_task.done()

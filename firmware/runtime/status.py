@@ -29,6 +29,9 @@ SOCKET_NAME = "status.sock"
 
 
 def version() -> str:
+    """The installed version (POSTERM_VERSION overrides it: for the updater's tests)."""
+    if os.environ.get("POSTERM_VERSION"):
+        return os.environ["POSTERM_VERSION"]
     try:
         return metadata.version("posterm")
     except metadata.PackageNotFoundError:
