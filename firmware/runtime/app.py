@@ -233,6 +233,7 @@ class App:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.forwarder.stop()  # before the link closes and fails their requests
             await self.link.close()
             if self._status_server is not None:
                 await self._status_server.stop()

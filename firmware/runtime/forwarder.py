@@ -70,6 +70,13 @@ class Forwarder:
     def kick(self) -> None:
         self._wake.set()
 
+    async def stop(self) -> None:
+        """Cancel the answer-waiting tasks: nothing may touch the journal after this."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     # -- the loop ---------------------------------------------------------------
     async def run(self) -> None:
         while True:
@@ -154,7 +161,11 @@ class Forwarder:
 
         Best effort: it runs before each sale's request and after each sign-on, so a
         fault here is logged and the reversal waits for its next turn; it never fails
-        the sale. Only a journal failure goes on up (the terminal stops)."""
+        the sale. Only a journal failure goes on up (the terminal stops). It writes on
+        the connection that is open and never opens one: a reversal must not hold a sale
+        up by connecting (the forwarder's own loop connects for it)."""
+        if not self.link.connected:
+            return
         now = time.monotonic()
         for rev in self.journal.pending_reversals():
             if rev.id in self._in_flight:
