@@ -46,6 +46,9 @@ SECURITY = os.environ.get("POSTERM_DEBIAN_SECURITY", "http://deb.debian.org/debi
 # systemd as init for the nspawn boot). posterm's own dependencies are only downloaded
 # into its apt cache, so `apt-get install -f` resolves them as on a terminal, offline.
 ROOT_PACKAGES = ("python3", "adduser", "systemd", "systemd-sysv")
+# Downloaded too (not installed): the Recommends a terminal has after `apt install
+# ./posterm.deb`, that tests/test_package_systemd.py installs for `posterm update`.
+ROOT_RECOMMENDS = ("dpkg-repack",)
 ROOT_CACHE = ROOT / ".cache" / "debian-root"
 BUMPED = "+test1"  # the upgrade's version suffix
 TOOL_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -222,7 +225,8 @@ def _need_root_tools() -> None:
 
 
 def _root_key() -> tuple[str, list[str]]:
-    names = sorted({d.split()[0] for d in build_deb.DEPENDS} - set(ROOT_PACKAGES))
+    names = sorted(({d.split()[0] for d in build_deb.DEPENDS} | set(ROOT_RECOMMENDS))
+                   - set(ROOT_PACKAGES))
     spec = {"suite": SUITE, "variant": "minbase", "include": ROOT_PACKAGES,
             "download": names, "mirror": MIRROR, "security": SECURITY, "format": 2}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16], names

@@ -11,10 +11,11 @@
 4. Install the new package (`install_command`), restart the service.
 5. The new version must answer on its status socket — it does so only once it
    is READY — as the new version, signed on with the host, within
-   `ready_timeout`. If not: stop it, reinstall the previous package, put the
-   journal snapshot back if no sale was recorded since it was taken (otherwise
-   keep the journal as it is: a sale the new version took is never thrown
-   away), and start the previous version again.
+   `ready_timeout`. If not: stop it, put the journal snapshot back if no sale
+   was recorded since it was taken (otherwise keep the journal as it is: a sale
+   the new version took is never thrown away), reinstall the previous package
+   (the journal is settled before anything can start), and start the previous
+   version again.
 
 Exit codes: 0 updated, 1 refused (nothing changed), 3 rolled back, 4 the
 rollback itself failed (the terminal needs a technician; the log says why).
@@ -79,6 +80,7 @@ class Updater:
         self._run(self.policy.restart_command)
         if self._wait_ready(new.version):
             self.say(f"posterm update: posterm {new.version} is READY and signed on")
+            self._prune((previous, self.keep / new.package.name))
             return UPDATED
         return self._rollback(previous, snapshot, last_sale, running,
                               f"{new.version} was not READY and signed on within "
@@ -133,8 +135,9 @@ class Updater:
                   why: str) -> int:
         self.say(f"posterm update: {why}: rolling back to {running}")
         log.error("update failed (%s): rolling back to %s", why, running)
+        # stopped first, and the journal settled while nothing runs: installing the previous
+        # package may start the service by itself (its postinst restarts it)
         self._run(self.policy.stop_command)
-        ok = self._run(self.policy.install_command, previous)
         if self.journal.exists() and snapshot.exists():
             now_last = _last_sale_of(self.journal)
             if now_last == last_sale:
@@ -143,6 +146,7 @@ class Updater:
             else:
                 self.say(f"journal kept as it is: sales {last_sale + 1}..{now_last} were "
                          "recorded by the new version and are never thrown away")
+        ok = self._run(self.policy.install_command, previous)
         self._run(self.policy.restart_command)
         if ok and self._wait_ready(running):
             self.say(f"posterm update: rolled back; posterm {running} is READY")
@@ -150,6 +154,14 @@ class Updater:
         self.say(f"posterm update: the rollback to {running} did not come back READY: the "
                  "terminal needs a technician")
         return BROKEN
+
+    def _prune(self, keep: tuple[Path, ...]) -> None:
+        """Only the running and the previous packages are kept (and the last snapshot)."""
+        names = {p.name for p in keep}
+        for old in self.keep.glob("posterm_*.deb"):
+            if old.name not in names:
+                old.unlink(missing_ok=True)
+        shutil.rmtree(self.keep / "incoming", ignore_errors=True)
 
     def _run(self, command: tuple[str, ...], arg: Path | None = None,
              cwd: Path | None = None) -> bool:
