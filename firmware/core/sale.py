@@ -159,7 +159,12 @@ def _idle(state: State, notice: str = "") -> Step:
 
 
 def _side_print(state: State, event: PrintFinished) -> Step:
-    """A print that is not the sale's own receipt: a copy, the report, a refusal slip."""
+    """A print that is not the sale's own receipt: a copy, the report, a refusal slip, or
+    the copy recovery prints after a restart (its notice then says how that went)."""
+    if event.job == "recovery-last" and state.notice.endswith("\nPRINTING COPY"):
+        head = state.notice.rsplit("\n", 1)[0]
+        st = replace(state, notice=f"{head}\n{'COPY PRINTED' if event.ok else 'REPRINT FROM MENU'}")
+        return st, [screens.show(st)] if st.phase == Phase.IDLE else []
     done = {"copy": "COPY PRINTED", "report": "REPORT PRINTED"}.get(event.job, "")
     if state.phase == Phase.MENU and done:
         return _refresh(state, done if event.ok else event.message or "PRINTER FAULT")
@@ -350,7 +355,7 @@ def _in_menu(state: State, event: Event, now: Now) -> Step:
             return _refresh(state, "NO SALE TO REPRINT")
         lines = tuple(sale_receipt(state.cfg, state.last, copy=True))
         st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING COPY")
-        return st, [*eff, Print(lines, None, job="copy")]
+        return st, [*eff, Print(lines, state.last.sale_id, job="copy")]
     if event.key == "3":
         return _go(state, Phase.STATUS, state.cfg.amount_timeout, message="", seen=now.local)
     if event.key == "4":

@@ -28,6 +28,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,13 @@ class App:
         self._stopping = False
         self._printer_fault = ""
         self._status_server: StatusServer | None = None
+        self._recovery_copies: list[SaleRecord] = []
+        # one thread each: a printer that hangs can hold up only the printer, never the
+        # display or the pins (the default pool would fill with waiting prints)
+        self._printer_pool = ThreadPoolExecutor(1, thread_name_prefix="printer")
+        self._display_pool = ThreadPoolExecutor(1, thread_name_prefix="display")
+        self._pins_pool = ThreadPoolExecutor(1, thread_name_prefix="pins")
+        self._side_prints = 0  # copies and reports waiting for the printer
         self.restart_requested = False  # the daily restart: stop, then start again (exec)
         self.notifier = notifier or Notifier(environ={})
 
@@ -173,7 +181,7 @@ class App:
 
     async def _led(self, on: bool) -> None:
         try:
-            await asyncio.to_thread(self.devices.pins.set_led, on)
+            await self._in(self._pins_pool, self.devices.pins.set_led, on)
         except DeviceError as exc:
             log.warning("online LED: %s", exc)
 
@@ -206,6 +214,7 @@ class App:
         self._queue_changed()
         self._spawn(self._led(True), "led")
         self._spawn(self._connect_at_start(), "first connection")
+        self._spawn(self._print_recovery_copies(), "recovery copies")
         daily = DailyRestart(
             self.cfg.maintenance, idle=lambda: self.state is not None and
             self.state.phase == core.Phase.IDLE, emit=self.emit,
@@ -270,12 +279,12 @@ class App:
     async def _drain(self, stop_now: asyncio.Event) -> None:
         """SIGTERM: take no new sale; let a sale in flight end (its attempt always ends
         within the connect and response timeouts), unless told to stop at once."""
-        self._stopping = True
+        if self.state is not None and self.state.phase == core.Phase.BUSY_WAIT:
+            await self._handle(KeyPressed("CANCEL"))  # nothing outstanding: close it now
+        self._stopping = True  # from here on no key or card reaches the core
         if self._in_flight():
             self.notifier.stopping("stopping: finishing the sale in progress")
             log.info("stopping: finishing the sale in progress first")
-            if self.state is not None and self.state.phase == core.Phase.BUSY_WAIT:
-                await self._handle(KeyPressed("CANCEL"))  # nothing outstanding: close it
             budget = min(60.0, self.cfg.host.connect_timeout +
                          2 * self.cfg.host.response_timeout + 10)
             quick = asyncio.create_task(stop_now.wait())
@@ -343,14 +352,22 @@ class App:
         assert self.state is not None
         if self._stopping and isinstance(event, (KeyPressed, CardSwiped, CardReadFailed)):
             return  # stopping: no new sale, no menu
-        if isinstance(event, KeyPressed):
-            failpoints.hit("main_loop_key")
         if isinstance(event, PrintFinished) and event.job == "sale":
             self._printer_fault = "" if event.ok else event.message
         phase = self.state.phase
         try:
+            if isinstance(event, KeyPressed):
+                failpoints.hit("main_loop_key")
             self.state, effects = core.step(self.state, event, self.now())
-        except Exception as exc:  # a bug in the pure core: restart and recover
+        except Exception as exc:  # a bug in the pure core
+            if isinstance(event, (KeyPressed, CardSwiped, CardReadFailed)):
+                # a person's input that could not be taken: the state is as it was (step
+                # never returned), so the key or swipe is dropped and the loop goes on
+                log.error("internal error taking %s: %s: %s; ignored", type(event).__name__,
+                          type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                await self._beep()
+                return
+            # an outcome the core could not take: restart, and the journal resolves it
             log.critical("internal error handling %s: %s: %s", type(event).__name__,
                          type(exc).__name__, exc, exc_info=True)
             self._fail(PostermError(f"internal error in the sale logic ({type(exc).__name__}: "
@@ -362,6 +379,13 @@ class App:
             self.forwarder.kick()  # a sale that ended lets the upload go on
         if isinstance(event, (LinkChanged, QueueChanged, PrintFinished)):
             self.notifier.status(self._status_line())
+
+    async def _print_recovery_copies(self) -> None:
+        last = self.state.last.sale_id if self.state and self.state.last else 0
+        for rec in self._recovery_copies:
+            lines = tuple(sale_receipt(self.cfg.core, rec, copy=True))
+            job = "recovery-last" if rec.sale_id == last else "recovery"
+            await self._print(Print(lines, rec.sale_id, job=job))
 
     def _request_restart(self) -> None:
         self.restart_requested = True
@@ -393,26 +417,13 @@ class App:
                         "pending, customer not charged", r.sale_id)
         for r in rec.closed:
             log.warning("recovery: sale %d never completed; nothing was charged", r.sale_id)
-        copies: dict[int, bool] = {}
-        for r in rec.unprinted:
-            lines = sale_receipt(self.cfg.core, r, copy=True)
-            try:
-                await asyncio.to_thread(self.devices.printer.print_lines, lines)
-            except Exception as exc:  # a printer fault, or a driver bug: never a start loop
-                if is_fatal(exc):
-                    raise
-                log.error("recovery: copy of sale %d not printed: %s", r.sale_id,
-                          exc if isinstance(exc, DeviceError)
-                          else f"internal error: {type(exc).__name__}: {exc}")
-                copies[r.sale_id] = False
-                continue
-            self.journal.mark_printed(r.sale_id, copy=True)
-            log.warning("recovery: sale %d (%s): its receipt was not printed: copy printed",
-                        r.sale_id, r.status.lower())
-            copies[r.sale_id] = True
+        # copies are printed after READY, in the background: a silent printer and many
+        # unprinted receipts never hold the start-up (nor the watchdog) up
+        self._recovery_copies = list(rec.unprinted)
+        copies = {r.sale_id: None for r in rec.unprinted}
         last = self.journal.last_sale()
         if last is not None:
-            notice = self._recovery_notice(last, copies.get(last.sale_id),
+            notice = self._recovery_notice(last, last.sale_id in copies,
                                            changed={r.sale_id for r in rec.reversed}
                                            | {r.sale_id for r in rec.closed})
         if notice and last is not None:
@@ -420,16 +431,16 @@ class App:
                         notice.replace("\n", " / "), last.sale_id)
         return notice
 
-    def _recovery_notice(self, last: SaleRecord, copy: bool | None, changed: set[int]) -> str:
+    def _recovery_notice(self, last: SaleRecord, copy: bool, changed: set[int]) -> str:
         """The two lines the idle screen shows after a restart about the last sale: only
-        when the restart changed it, printed its copy, or its result was never shown."""
-        unseen = last.sale_id in changed or copy is not None or \
-            not self.journal.was_shown(last.sale_id)
+        when the restart changed it, prints its copy, or its result was never shown. The
+        copy is printed after READY: "PRINTING COPY" becomes COPY PRINTED (or REPRINT FROM
+        MENU) when the printer has answered."""
+        unseen = last.sale_id in changed or copy or not self.journal.was_shown(last.sale_id)
         pending = last.status == SaleStatus.NOT_COMPLETED and \
             self.journal.reversal_pending_for(last.sale_id)
         if not unseen and not pending:
             return ""
-        copy_line = {True: "COPY PRINTED", False: "REPRINT FROM MENU"}
         if last.status == SaleStatus.NOT_COMPLETED:
             return "LAST SALE REVERSED\nNOT CHARGED"
         if last.status in (SaleStatus.FAILED, SaleStatus.AUTHORIZING):
@@ -438,8 +449,7 @@ class App:
                    SaleStatus.DECLINED: "DECLINED"}.get(last.status, "")
         if not verdict:
             return ""
-        return f"LAST SALE {verdict}\n" + (copy_line[copy] if copy is not None
-                                           else "RECEIPT PRINTED")
+        return f"LAST SALE {verdict}\n" + ("PRINTING COPY" if copy else "RECEIPT PRINTED")
 
     # -- effects ------------------------------------------------------------------
     async def execute(self, effects: list[Effect]) -> None:
@@ -542,7 +552,7 @@ class App:
 
     async def _show(self, rows: tuple[str, str, str, str]) -> None:
         try:
-            await asyncio.to_thread(self.devices.display.show, rows)
+            await self._in(self._display_pool, self.devices.display.show, rows)
             if not self._display_ok:
                 log.info("display works again")
             self._display_ok = True
@@ -565,10 +575,27 @@ class App:
         event = await self.authorizer.authorize(effect.request, effect.sale_id)
         self.emit(event)
 
+    @staticmethod
+    async def _in(pool: ThreadPoolExecutor, fn: Callable[..., object], *args: object) -> object:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
     async def _print(self, effect: Print) -> None:
-        """Print in a worker thread; always answer with PrintFinished for the job."""
-        job = asyncio.ensure_future(
-            asyncio.to_thread(self.devices.printer.print_lines, list(effect.lines)))
+        """Print in the printer's thread; always answer with PrintFinished for the job.
+        A copy or a report asked for while two are already waiting is refused at once
+        (PRINTER BUSY): a silent printer cannot pile up jobs."""
+        side = effect.job in ("copy", "report")
+        if side and self._side_prints >= 2:
+            self.emit(PrintFinished(False, "PRINTER BUSY", job=effect.job))
+            return
+        self._side_prints += side
+        try:
+            await self._print_job(effect)
+        finally:
+            self._side_prints -= side
+
+    async def _print_job(self, effect: Print) -> None:
+        job = asyncio.ensure_future(self._in(self._printer_pool, self.devices.printer.print_lines,
+                                             list(effect.lines)))
         try:
             done, _ = await asyncio.wait({job}, timeout=0.05)
             if not done:
@@ -585,13 +612,17 @@ class App:
         if effect.job == "refused" and effect.sale_id is not None:
             self.journal.mark_announced(effect.sale_id)
         elif effect.sale_id is not None:
-            self.journal.mark_printed(effect.sale_id)
+            copy = effect.job in ("copy", "recovery", "recovery-last")
+            self.journal.mark_printed(effect.sale_id, copy=copy)
+            if effect.job.startswith("recovery"):
+                log.warning("recovery: sale %d: its receipt was not printed: copy printed",
+                            effect.sale_id)
         self.emit(PrintFinished(True, job=effect.job))
 
     async def _beep(self) -> None:
         try:
-            await asyncio.to_thread(self.devices.pins.beep, True)
+            await self._in(self._pins_pool, self.devices.pins.beep, True)
             await asyncio.sleep(0.15)
-            await asyncio.to_thread(self.devices.pins.beep, False)
+            await self._in(self._pins_pool, self.devices.pins.beep, False)
         except DeviceError as exc:
             log.warning("buzzer: %s", exc)

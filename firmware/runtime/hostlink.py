@@ -269,7 +269,9 @@ class HostLink:
             log.error("protocol error on the host link: %s; closing", exc)
             self._fail_all(exc)
         except (asyncio.IncompleteReadError, OSError, ssl.SSLError) as exc:
-            log.warning("host connection lost: %s", exc.__class__.__name__)
+            why = ("the host closed the connection" if isinstance(exc, asyncio.IncompleteReadError)
+                   else (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc))
+            log.warning("host connection lost: %s", why)
             self._fail_all(ConnectionLost("the connection to the host broke"))
         finally:
             writer.close()
