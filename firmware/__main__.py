@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is not READY and signed on in time. Exit codes: 0 updated, 1 refused (nothing "
         "changed), 3 rolled back, 4 the rollback failed.")
     up.add_argument("bundle", help="the update bundle (posterm-bundle make)")
+    sub.add_parser(
+        "device-allow", help="print a systemd drop-in allowing exactly the configured devices",
+        description="Print the [Service] drop-in that lets posterm.service open exactly the "
+        "devices this configuration names (and no other): sudo posterm device-allow | sudo "
+        "tee /etc/systemd/system/posterm.service.d/devices.conf, then systemctl "
+        "daemon-reload. Run it again after changing a device in the configuration.")
     return parser
 
 
@@ -74,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "status":
             return _status(cfg, as_json=args.json)
+        if args.command == "device-allow":
+            from firmware.runtime.devices import drop_in
+
+            print(drop_in(cfg), end="")
+            return 0
         if args.command == "update":
             from firmware.runtime.update import Updater
 

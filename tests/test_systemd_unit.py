@@ -61,3 +61,41 @@ def test_unit_is_notify_with_watchdog_and_never_gives_up() -> None:
                  "ConfigurationDirectory=posterm", "RuntimeDirectory=posterm",
                  "OnFailure=posterm-retry.timer", "DevicePolicy=closed"):
         assert line in text, line
+
+
+def test_device_allow_drop_in_names_exactly_the_configured_devices(tmp_path: pathlib.Path
+                                                                     ) -> None:
+    from firmware.config import parse
+    from firmware.runtime.devices import drop_in
+
+    cfg = parse({
+        "terminal": {"id": "T1", "merchant_id": "M1", "merchant_name": "SHOP",
+                     "currency": "978", "state_dir": str(tmp_path / "state")},
+        "host": {"host": "127.0.0.1", "port": 5000, "tls": False},
+        "card_reader": {"backend": "serial", "port": "/dev/ttyUSB3"},
+        "keypad": {"backend": "evdev", "path": "/dev/input/event7"},
+        "printer": {"backend": "serial", "device": "/dev/ttyS2"},
+        "display": {"backend": "smbus2", "bus": 3},
+        "gpio": {"backend": "rpi"},
+    })
+    text = drop_in(cfg)
+    allowed = [line for line in text.splitlines() if line.startswith("DeviceAllow=")]
+    assert allowed == ["DeviceAllow=", "DeviceAllow=/dev/ttyUSB3 rw", "DeviceAllow=/dev/ttyS2 rw",
+                       "DeviceAllow=/dev/i2c-3 rw", "DeviceAllow=/dev/input/event7 r",
+                       "DeviceAllow=/dev/gpiomem rw", "DeviceAllow=/dev/gpiochip0 rw"]
+    assert "DevicePolicy=closed" in text
+    # with the simulator only the card reader's pseudo-terminal is a device node
+    sim = parse({**{k: v for k, v in cfg.raw.items()},
+                 "card_reader": {"backend": "serial", "port": "socket://127.0.0.1:7"},
+                 "keypad": {"backend": "hwsim", "socket": str(tmp_path / "c.sock")},
+                 "printer": {"backend": "network", "host": "127.0.0.1"},
+                 "display": {"backend": "hwsim", "socket": str(tmp_path / "c.sock")},
+                 "gpio": {"backend": "none"}})
+    assert [line for line in drop_in(sim).splitlines()
+            if line.startswith("DeviceAllow=")] == ["DeviceAllow="]
+    unit_dir = _units(tmp_path)
+    (unit_dir / "posterm.service.d").mkdir()
+    (unit_dir / "posterm.service.d" / "devices.conf").write_text(text)
+    out = subprocess.run([str(analyze), "verify", str(unit_dir / "posterm.service")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
