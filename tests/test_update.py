@@ -224,6 +224,8 @@ def test_good_update_then_one_that_never_gets_ready_rolls_back(
             assert "posterm 0.2.0 is READY and signed on" in out.stdout
             assert field.status()["version"] == "0.2.0"
             assert (tmp_path / "keep" / "posterm_0.1.0_all.deb").exists()  # to roll back to
+            assert (tmp_path / "keep").stat().st_mode & 0o077 == 0
+            assert all(p.stat().st_mode & 0o077 == 0 for p in (tmp_path / "keep").iterdir())
             rig.hw.press("CANCEL")
             rig.sale("3200", PAN)
             rig.hw.wait_display("APPROVED")

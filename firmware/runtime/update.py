@@ -55,7 +55,9 @@ class Updater:
     def apply(self, bundle_path: Path) -> int:
         doc = self.ask()
         running = str(doc["version"]) if doc else status.version()
+        os.umask(0o077)  # snapshots hold the journal (sealed card data): root's eyes only
         self.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.keep, 0o700)
         try:
             new = bundle.verify(bundle_path, Path(self.policy.public_key), running,
                                 self.keep / "incoming")
