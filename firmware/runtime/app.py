@@ -63,6 +63,7 @@ from firmware.runtime.supervisor import is_fatal, supervise
 from firmware.runtime.wiring import Devices
 
 log = logging.getLogger("posterm")
+RECOVERY_COPIES = 3  # copies printed after one start, most recent first
 _TICK: Any = object()  # a watchdog tick on the event queue (never reaches the core)
 
 
@@ -418,9 +419,15 @@ class App:
         for r in rec.closed:
             log.warning("recovery: sale %d never completed; nothing was charged", r.sale_id)
         # copies are printed after READY, in the background: a silent printer and many
-        # unprinted receipts never hold the start-up (nor the watchdog) up
-        self._recovery_copies = list(rec.unprinted)
-        copies = {r.sale_id: None for r in rec.unprinted}
+        # unprinted receipts never hold the start-up (nor the watchdog) up. At most the
+        # RECOVERY_COPIES most recent per start, so that a new sale's receipt never waits
+        # behind a long backlog (older ones follow at later starts, or from the menu)
+        self._recovery_copies = rec.unprinted[-RECOVERY_COPIES:]
+        if len(rec.unprinted) > RECOVERY_COPIES:
+            log.warning("recovery: %d receipts were never printed; the %d most recent are "
+                        "printed now, the rest at the next starts", len(rec.unprinted),
+                        RECOVERY_COPIES)
+        copies = {r.sale_id: None for r in self._recovery_copies}
         last = self.journal.last_sale()
         if last is not None:
             notice = self._recovery_notice(last, last.sale_id in copies,
