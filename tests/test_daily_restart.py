@@ -8,6 +8,7 @@ import sqlite3
 import time
 from datetime import date, datetime, timedelta
 
+from firmware.config import parse_window
 from firmware.runtime.maintenance import notice_text, window_day
 from tests.invariants import wait_and_check
 from tests.rig import Rig
@@ -48,15 +49,19 @@ def _last_day(rig: Rig) -> str:
 
 
 def test_restarts_once_when_idle_and_comes_back(tmp_path: pathlib.Path) -> None:
-    overrides = {"maintenance": {"restart_window": _window_around_now(), "restart_notice": 2}}
-    with Rig(tmp_path, overrides=overrides) as rig:
+    overrides: dict[str, dict[str, object]] = {
+        "maintenance": {"restart_window": _window_around_now(), "restart_notice": 2}}
+    with Rig(tmp_path, overrides=overrides) as rig:  # type: ignore[arg-type]
         rig.start()
         assert rig.fw is not None
         pid = rig.fw.pid
         rig.hw.wait_display("DAILY RESTART", timeout=10)
         rig.wait_ready()  # the second "posterm ready": the same process, started afresh
         assert rig.fw.pid == pid and rig.fw.poll() is None
-        assert _restarts(rig) == 1 and _last_day(rig) == date.today().isoformat()
+        window = parse_window(overrides["maintenance"]["restart_window"])
+        assert window is not None
+        day = window_day(datetime.now(), window)  # a window past midnight: the day it began
+        assert _restarts(rig) == 1 and day is not None and _last_day(rig) == day.isoformat()
         rig.wait_idle()
         rig.sale("2500", PAN)
         rig.hw.wait_display("APPROVED")
