@@ -141,6 +141,43 @@ class OfflineDecided:
     record: SaleRecord
 
 
+
+# -- standing conditions of the terminal (issue: peripherals that fail gracefully) --
+
+@dataclass(frozen=True)
+class ConditionChanged:
+    """A standing condition of a device or of the power set or cleared.
+
+    `source` names it ("printer", "card_reader", "display", "battery", "power",
+    "modem"); `text` is at most 20 characters for the idle screen (e.g. "PAPER OUT",
+    "PAPER LOW", "CARD READER FAULT", "BATTERY LOW", "MAINS POWER LOST"), or "" when
+    the condition is over. While any condition with `blocks_sales` is set no new sale
+    starts (a sale already in flight finishes); `blocks_sales` conditions show
+    `text` when a person tries to start one.
+    """
+
+    source: str
+    text: str = ""
+    blocks_sales: bool = False
+
+
+@dataclass(frozen=True)
+class BatteryRead:
+    """The battery gauge's latest reading (percent of charge; charging when rate > 0)."""
+
+    percent: int
+    charging: bool = False
+
+
+@dataclass(frozen=True)
+class PathChanged:
+    """The path to the host now in use: "ETH" (primary) or "4G" (modem), and the
+    modem's signal in bars 0..4 (0 when unknown or on the primary path)."""
+
+    path: str
+    bars: int = 0
+
+
 Event = (
     KeyPressed
     | CardSwiped
@@ -159,4 +196,7 @@ Event = (
     | LinkChanged
     | QueueChanged
     | OfflineDecided
+    | ConditionChanged
+    | BatteryRead
+    | PathChanged
 )
