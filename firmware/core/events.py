@@ -176,6 +176,7 @@ class PathChanged:
 
     path: str
     bars: int = 0
+    detail: str = ""  # one line (<= 20 characters) for the status screen, e.g. "4G ROAMING CSQ 17"
 
 
 Event = (

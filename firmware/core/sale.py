@@ -46,9 +46,9 @@ from firmware.core.effects import (
 )
 from firmware.core.events import (
     AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered,
-    HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed, LinkChanged, MaintenanceNotice,
-    OfflineDecided,
-    PrintFinished, QueueChanged, SaleClosed, TimerFired,
+    BatteryRead, ConditionChanged, HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed,
+    LinkChanged, MaintenanceNotice, OfflineDecided, PathChanged, PrintFinished, QueueChanged,
+    SaleClosed, TimerFired,
 )
 from firmware.core.risk import QueueStats, offline_decision
 from firmware.core.model import CoreConfig, SaleRecord, SaleRequest, SaleStatus
@@ -103,6 +103,19 @@ class State:
     banner: str = ""  # planned maintenance, announced on the idle screen (the daily restart)
     queue: QueueStats = QueueStats()
     seen: datetime = datetime(2000, 1, 1)  # local time when the STATUS screen was opened
+    # standing conditions of devices and power: (source, text, blocks new sales), by source
+    conditions: tuple[tuple[str, str, bool], ...] = ()
+    battery: int | None = None  # percent of charge, None without a gauge
+    charging: bool = False
+    path: str = ""  # "ETH" or "4G" when a modem is configured, "" otherwise
+    bars: int = 0  # the modem's signal, 0..4
+    path_detail: str = ""  # one status line about the modem (registration, signal)
+    page: int = 0  # the STATUS screen's page
+
+
+def blocking(state: State) -> str:
+    """The text of the first condition that stops new sales, or ""."""
+    return next((text for _src, text, blocks in state.conditions if blocks), "")
 
 
 Step = tuple[State, list[Effect]]
@@ -137,6 +150,24 @@ def step(state: State, event: Event, now: Now) -> Step:
         return st, [screens.show(st)] if st.phase in _PASSIVE else []
     if isinstance(event, DeviceFault):
         return state, [Log("error", f"{event.device}: {event.message}")]
+    if isinstance(event, ConditionChanged):
+        rest = tuple(c for c in state.conditions if c[0] != event.source)
+        new = ((event.source, event.text, event.blocks_sales),) if event.text else ()
+        st = replace(state, conditions=tuple(sorted(rest + new, key=_condition_order)))
+        if st.conditions == state.conditions:
+            return state, []
+        shown = st.phase in _PASSIVE or (st.phase == Phase.WAIT_CARD
+                                         and event.source == "card_reader")
+        return st, [screens.show(st)] if shown else []
+    if isinstance(event, BatteryRead):
+        st = replace(state, battery=event.percent, charging=event.charging)
+        changed = (st.battery, st.charging) != (state.battery, state.charging)
+        return st, [screens.show(st)] if changed and st.phase in _PASSIVE else []
+    if isinstance(event, PathChanged):
+        st = replace(state, path=event.path, bars=event.bars, path_detail=event.detail)
+        changed = (st.path, st.bars, st.path_detail) != (state.path, state.bars,
+                                                         state.path_detail)
+        return st, [screens.show(st)] if changed and st.phase in _PASSIVE else []
     handler = _HANDLERS.get(state.phase)
     return handler(state, event, now) if handler else (state, [])
 
@@ -173,6 +204,13 @@ def _side_print(state: State, event: PrintFinished) -> Step:
     return state, []
 
 
+def _condition_order(cond: tuple[str, str, bool]) -> tuple[int, int, str]:
+    """Conditions that stop sales first, then by a fixed order of sources."""
+    rank = ("power", "battery", "card_reader", "printer", "display", "modem")
+    source = cond[0]
+    return (0 if cond[2] else 1, rank.index(source) if source in rank else len(rank), source)
+
+
 def _amount(state: State) -> int:
     return int(state.digits) if state.digits else 0
 
@@ -181,6 +219,9 @@ def _amount(state: State) -> int:
 
 def _in_idle(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, KeyPressed):
+        if event.key.isdigit() and event.key != "0" and blocking(state):
+            return state, [Log("warning", f"no new sale: {blocking(state)}"), Beep(),
+                           screens.show(state)]
         if event.key.isdigit() and event.key != "0":
             return _go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=event.key,
                        notice="", message="")
@@ -357,7 +398,8 @@ def _in_menu(state: State, event: Event, now: Now) -> Step:
         st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING COPY")
         return st, [*eff, Print(lines, state.last.sale_id, job="copy")]
     if event.key == "3":
-        return _go(state, Phase.STATUS, state.cfg.amount_timeout, message="", seen=now.local)
+        return _go(state, Phase.STATUS, state.cfg.amount_timeout, message="", seen=now.local,
+                   page=0)
     if event.key == "4":
         st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING REPORT")
         return st, [*eff, PrintReport()]
@@ -365,6 +407,8 @@ def _in_menu(state: State, event: Event, now: Now) -> Step:
 
 
 def _in_status(state: State, event: Event, now: Now) -> Step:
+    if isinstance(event, KeyPressed) and event.key == "3":  # 3 again: the devices page
+        return _go(state, Phase.STATUS, state.cfg.amount_timeout, page=(state.page + 1) % 2)
     if isinstance(event, KeyPressed):
         return _go(state, Phase.MENU, state.cfg.amount_timeout, message="")
     return state, []

@@ -25,10 +25,32 @@ LINK_FLAGS = {"UP": "", "DEGRADED": "BANK SLOW", "DOWN": "OFFLINE"}
 LINK_WORDS = {"UP": "ONLINE", "DEGRADED": "SLOW TO ANSWER", "DOWN": "OFFLINE"}
 
 
+def path_tag(state: State) -> str:
+    """The path to the host in use: "ETH", or "4G" with signal bars ("4G|||." = 3 of 4)."""
+    if state.path == "4G":
+        bars = max(0, min(4, state.bars))
+        return "4G" + "|" * bars + "." * (4 - bars)
+    return state.path
+
+
 def _header(state: State, title: str) -> str:
+    """The title, then on the right the path to the host (when a modem is configured) and
+    the link's flag, as much of them as fits."""
     flag = LINK_FLAGS.get(state.link, state.link)
-    space = W - len(title) - len(flag)
-    return title + " " * max(1, space) + flag if flag else title
+    tag = path_tag(state)
+    room = W - len(title) - 1
+    for right in (f"{tag} {flag}".strip(), f"{state.path} {flag}".strip(), flag):
+        if len(right) <= room:
+            break
+    return title + " " * (W - len(title) - len(right)) + right if right else title
+
+
+def _bottom(state: State, left: str) -> str:
+    """The idle screen's last row: a hint, and the battery level when there is a gauge."""
+    if state.battery is None:
+        return left
+    level = f"{'CHG' if state.charging else 'BAT'} {max(0, min(100, state.battery))}%"
+    return left + " " * max(1, W - len(left) - len(level)) + level
 
 
 def _idle_lines(state: State) -> list[str]:
@@ -40,8 +62,13 @@ def _idle_lines(state: State) -> list[str]:
         return state.notice.split("\n")
     if state.alert:
         return state.alert.split("\n")
+    stop = next((text for _src, text, blocks in state.conditions if blocks), "")
+    if stop:
+        return [stop, "NO NEW SALES"]
     if state.untrusted:
         return ["HOST NOT TRUSTED"]
+    if state.conditions:
+        return [state.conditions[0][1]]
     return [""]
 
 
@@ -52,16 +79,22 @@ def show(state: State) -> Show:
     phase = state.phase
     if phase == Phase.IDLE:
         said = _idle_lines(state)
+        if said[-1:] == ["NO NEW SALES"]:
+            return Show(rows(_header(state, "POSTERM"), said[0], said[1],
+                             _bottom(state, "F1 MENU")))
         if len(said) > 1:
-            return Show(rows(_header(state, "POSTERM"), said[0], said[1], "ENTER AMOUNT"))
-        return Show(rows(_header(state, "POSTERM"), said[0], "ENTER AMOUNT", "F1 MENU"))
+            return Show(rows(_header(state, "POSTERM"), said[0], said[1],
+                             _bottom(state, "ENTER AMOUNT")))
+        return Show(rows(_header(state, "POSTERM"), said[0], "ENTER AMOUNT",
+                         _bottom(state, "F1 MENU")))
     if phase == Phase.AMOUNT:
         amount = int(state.digits) if state.digits else 0
         return Show(rows("SALE", money(amount, cur).rjust(W), state.message,
                          "OK=CONFIRM"))
     amount_row = money(state.sale.amount, cur) if state.sale else ""
     if phase == Phase.WAIT_CARD:
-        return Show(rows(amount_row, "SWIPE CARD", state.message, "CANCEL=STOP"))
+        reader = next((t for src, t, _b in state.conditions if src == "card_reader"), "")
+        return Show(rows(amount_row, "SWIPE CARD", state.message or reader, "CANCEL=STOP"))
     if phase == Phase.AUTHORIZING:
         return Show(rows(amount_row, "AUTHORIZING", state.message or "PLEASE WAIT", ""))
     if phase == Phase.BUSY_WAIT:
@@ -91,6 +124,8 @@ def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
 
 
 def _status_rows(state: State) -> tuple[str, str, str, str]:
+    if state.page == 1:
+        return _device_rows(state)
     q = state.queue
     link = "NOT TRUSTED" if state.untrusted else LINK_WORDS.get(state.link, state.link)
     if q.refused:
@@ -101,6 +136,19 @@ def _status_rows(state: State) -> tuple[str, str, str, str]:
         last = "NOTHING TO SEND"
     return (f"BANK {link}", f"UNSENT SALES {q.count}",
             f"AMOUNT {money(q.total, state.cfg.currency_code)}", last)
+
+
+def _device_rows(state: State) -> tuple[str, str, str, str]:
+    """The second status page (OK turns to it): the path to the host, the modem, the
+    battery, and the first standing condition."""
+    path = {"ETH": "ETHERNET", "4G": "4G MODEM"}.get(state.path, state.path or "ETHERNET")
+    modem = state.path_detail or ("NO MODEM" if not state.path else "")
+    if state.battery is None:
+        power = "NO BATTERY GAUGE"
+    else:
+        power = f"BATTERY {state.battery}%{' CHARGING' if state.charging else ''}"
+    cond = state.conditions[0][1] if state.conditions else "NO DEVICE FAULT"
+    return (f"PATH {path}", modem, power, cond)
 
 
 def age_words(now: datetime, then: datetime) -> str:
