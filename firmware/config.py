@@ -63,6 +63,28 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class ModemConfig:
+    """[modem]: the 4G modem, the fallback path to the host (backend "none": no modem)."""
+
+    backend: str = "none"
+    port: str = ""
+    baudrate: int = 115200
+    apn: str = "internet"
+    pwrkey_pin: int = 17
+    status_pin: int = 27
+    reset_pin: int = 22
+    boot_timeout: float = 20.0  # from power-on to the first answer to AT
+    command_timeout: float = 5.0
+    poll_interval: float = 30.0  # registration and signal are read this often
+    echo_interval: float = 300.0  # idle echo tests on the modem path (data is metered)
+    failback_after: float = 60.0  # the primary must stay healthy this long before failback
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+
+@dataclass(frozen=True)
 class Maintenance:
     """The daily restart: a local-time window (minutes after midnight), None for never."""
 
@@ -109,6 +131,7 @@ class Config:
     update: UpdatePolicy = UpdatePolicy()
     log_level: str = "INFO"
     link: LinkPolicy = LinkPolicy()
+    modem: ModemConfig = ModemConfig()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -185,7 +208,7 @@ REQUIRED_TABLES = ("terminal", "host", "card_reader", "keypad", "printer", "disp
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
           path: Path = Path("posterm.toml")) -> Config:
     known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log", "maintenance",
-             "update")
+             "update", "modem")
     if not data:
         raise ConfigError(f"{source}: no settings (empty file); it needs at least the tables "
                           + ", ".join(f"[{t}]" for t in REQUIRED_TABLES))
@@ -296,6 +319,7 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
         raise o.error("probe_cap", f"must be at least probe_base ({link.probe_base:g})")
 
     devices = {dev: _device(source, dev, data.get(dev)) for dev in BACKENDS}
+    modem = _modem(Table(source, "modem", data.get("modem", {})))
     core = CoreConfig(
         identity=Identity(tid, mid, currency), merchant_name=name, address=tuple(address),
         currency_code=currency_code, max_amount=max_amount, amount_timeout=amount_to,
@@ -304,7 +328,36 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
     )
     return Config(path=path, core=core, host=host, state_dir=Path(state_dir),
                   runtime_dir=Path(runtime_dir), maintenance=maintenance, update=update,
-                  log_level=level.upper(), link=link, raw=data, **devices)
+                  log_level=level.upper(), link=link, modem=modem, raw=data, **devices)
+
+
+def _modem(m: Table) -> ModemConfig:
+    backend = m.text("backend", "none", check=lambda v: v in ("none", "serial"),
+                     what='must be "none" (no modem) or "serial"')
+    port = m.path("port", "", optional=True)
+    if backend == "serial" and not port:
+        raise m.error("port", 'is needed with backend = "serial" (e.g. "/dev/ttyUSB2")')
+    apn = m.text("apn", "internet", check=lambda v: 0 < len(v) <= 63 and ascii_printable(v)
+                 and '"' not in v and not v.isspace(),
+                 what="must be 1 to 63 printable ASCII characters without a double quote")
+    baudrate = m.integer("baudrate", 115200)
+    if baudrate not in BAUDRATES:
+        raise m.error("baudrate", "must be one of " + ", ".join(map(str, BAUDRATES)), baudrate)
+    pins = [m.integer(k, d) for k, d in (("pwrkey_pin", 17), ("status_pin", 27),
+                                         ("reset_pin", 22))]
+    if len(set(pins)) != 3:
+        raise m.error("reset_pin", "pwrkey_pin, status_pin and reset_pin must be three "
+                                   "different pins")
+    cfg = ModemConfig(
+        backend=backend, port=port,
+        baudrate=baudrate, apn=apn, pwrkey_pin=pins[0], status_pin=pins[1], reset_pin=pins[2],
+        boot_timeout=m.number("boot_timeout", 20.0),
+        command_timeout=m.number("command_timeout", 5.0),
+        poll_interval=m.number("poll_interval", 30.0),
+        echo_interval=m.number("echo_interval", 300.0),
+        failback_after=m.number("failback_after", 60.0))
+    m.finish()
+    return cfg
 
 
 def _required(source: str, data: dict[str, Any], name: str) -> Any:

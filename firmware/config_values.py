@@ -56,6 +56,15 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("display", "bus"): (0, 63),
     ("display", "address"): (0x03, 0x77),
     ("maintenance", "restart_notice"): (2.0, 600.0),
+    ("modem", "baudrate"): (1200, 230400),  # and one of BAUDRATES
+    ("modem", "pwrkey_pin"): (0, 27),  # BCM numbering
+    ("modem", "status_pin"): (0, 27),
+    ("modem", "reset_pin"): (0, 27),
+    ("modem", "boot_timeout"): (1.0, 120.0),
+    ("modem", "command_timeout"): (0.5, 60.0),
+    ("modem", "poll_interval"): (1.0, 3600.0),
+    ("modem", "echo_interval"): (10.0, 3600.0),
+    ("modem", "failback_after"): (1.0, 3600.0),
     ("update", "ready_timeout"): (10.0, 900.0),
     ("update", "idle_wait"): (0.0, 3600.0),
 }

@@ -209,6 +209,9 @@ COMPANIONS: dict[tuple[str, str], dict[str, dict[str, object]]] = {
     ("offline", "probe_base"): {"offline": {"probe_cap": 3600.0}},
     ("host", "repeat_backoff_cap"): {"host": {"repeat_backoff_base": 0.1}},
     ("host", "repeat_backoff_base"): {"host": {"repeat_backoff_cap": 3600.0}},
+    ("modem", "pwrkey_pin"): {"modem": {"status_pin": 5, "reset_pin": 6}},
+    ("modem", "status_pin"): {"modem": {"pwrkey_pin": 5, "reset_pin": 6}},
+    ("modem", "reset_pin"): {"modem": {"pwrkey_pin": 5, "status_pin": 6}},
 }
 
 
@@ -378,7 +381,7 @@ def test_client_key_without_cert_is_refused_without_tls_too() -> None:
     ({**GOOD, "printer": [GOOD["printer"]]}, "[printer]: must be one table"),
     ({**GOOD, "timeouts": [1, 2]}, "[timeouts]: must be a table"),
     ({**GOOD, "gpio": 0}, "[gpio]: must be a table"),
-    ({**GOOD, "modem": {"x": 1}}, "[modem]: unknown table"),
+    ({**GOOD, "modems": {"x": 1}}, "[modems]: unknown table"),
     ({**GOOD, "id": "TERM0001"}, "id: a setting outside any table"),
     ({**GOOD, "a\nb": 1}, "'a\\nb': a setting outside any table"),
     (with_tables(host={"tsl": True}), "[host] tsl: unknown key"),
@@ -471,3 +474,23 @@ def test_check_config_in_process_one_line(tmp_path: pathlib.Path,
     err = capsys.readouterr().err
     assert err.startswith("posterm: configuration error: posterm.toml: [terminal] id: ")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("modem,needle", [
+    ({"backend": "serial"}, "[modem] port: is needed with backend"),
+    ({"backend": "usb", "port": "/dev/ttyUSB2"}, "[modem] backend: must be \"none\""),
+    ({"backend": "serial", "port": "/dev/ttyUSB2", "baudrate": 1234}, "[modem] baudrate:"),
+    ({"backend": "serial", "port": "/dev/ttyUSB2", "status_pin": 17}, "three different pins"),
+    ({"backend": "serial", "port": "/dev/ttyUSB2", "apn": 'a"b'}, "[modem] apn:"),
+    ({"backend": "serial", "port": "/dev/ttyUSB2", "apn": ""}, "[modem] apn:"),
+    ({"backend": "serial", "port": "/dev/ttyUSB2", "failback": 3}, "[modem] failback"),
+])
+def test_modem_table_errors_name_the_key(modem: dict[str, object], needle: str) -> None:
+    assert needle in _error(with_tables(modem=modem))
+
+
+def test_modem_defaults() -> None:
+    assert not parse(with_tables()).modem.enabled
+    cfg = parse(with_tables(modem={"backend": "serial", "port": "/dev/ttyUSB2"})).modem
+    assert cfg.enabled and (cfg.pwrkey_pin, cfg.status_pin, cfg.reset_pin) == (17, 27, 22)
+    assert cfg.echo_interval > 60 and cfg.apn == "internet"
