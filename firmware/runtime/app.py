@@ -42,7 +42,7 @@ from firmware.core.effects import (
 )
 from firmware.core.events import (
     AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, Event, KeyPressed, LinkChanged,
-    OfflineDecided, PrintFinished, QueueChanged, SaleClosed, TimerFired,
+    OfflineDecided, PathChanged, PrintFinished, QueueChanged, SaleClosed, TimerFired,
 )
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord, SaleStatus
@@ -54,6 +54,9 @@ from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.outcomes import log_outcome
+from firmware.runtime.paths import (
+    MODEM, PRIMARY, ModemKeeper, Paths, PrimaryProbe, modem_facts,
+)
 from firmware.runtime.linkmonitor import LinkMonitor
 from firmware.runtime import maintenance, status
 from firmware.runtime.maintenance import DailyRestart
@@ -73,8 +76,10 @@ class App:
         self.cfg, self.devices, self.journal = cfg, devices, journal
         self.ident = cfg.core.identity
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        modem = getattr(devices, "modem", None)
+        self.paths = Paths(cfg.modem, modem, emit=self._path_event) if modem else None
         self.link = HostLink(cfg.host, self.ident, journal.allocate_stan,
-                             on_connected=self._on_connected)
+                             on_connected=self._on_connected, paths=self.paths)
         self.monitor = LinkMonitor(
             cfg.link, self.ident.terminal_id, self._probe, self._link_changed,
             echo=self._echo, idle_seconds=lambda: time.monotonic() - self.link.last_traffic,
@@ -174,7 +179,38 @@ class App:
         else:
             await self.link.ensure_connected()
 
+    def _path_event(self, event: Event) -> None:
+        """The paths' news: idle echoes on the modem path follow its own, longer interval."""
+        if isinstance(event, PathChanged):
+            self.monitor.echo_interval = (self.cfg.modem.echo_interval if event.path == MODEM
+                                          else self.cfg.host.echo_interval)
+        self.emit(event)
+
+    async def _failback(self) -> bool:
+        """Back to the primary path, when nothing is outstanding on the modem connection
+        and no sale is in flight (a request is never moved between paths)."""
+        if self.paths is None or self.link.outstanding or self._in_flight():
+            return False
+        self.paths.primary_failed_at = None
+        await self.link.close()
+        try:
+            await self.link.ensure_connected()
+        except HostError as exc:
+            log.warning("failback to the primary path: %s", exc)
+        return True
+
+    async def _fail_over(self) -> None:
+        """The link went DOWN on the primary path: the next connection tries the modem first;
+        an idle connection is closed now so that the probe reconnects over 4G."""
+        if self.paths is None or self.link.path != PRIMARY:
+            return
+        self.paths.primary_down("the link went down")
+        if not self.link.outstanding and not self._in_flight():
+            await self.link.close()
+
     def _link_changed(self, state: str) -> None:
+        if state == "DOWN" and self.paths is not None and self.paths.modem_ready:
+            self._spawn(self._fail_over(), "failover")
         self.emit(LinkChanged(state, untrusted=self.monitor.health.untrusted))
         self._spawn(self._led(state == UP), "led")
         if state == UP:
@@ -212,6 +248,16 @@ class App:
         self._supervised(lambda: keypad.run(self.emit), "keypad")
         self._supervised(self.forwarder.run, "forwarder")
         self._supervised(self.monitor.run, "link monitor")
+        if self.paths is not None and self.paths.modem is not None:
+            keeper = ModemKeeper(self.paths, self.paths.modem, self.cfg.modem, emit=self.emit)
+            probe = PrimaryProbe(
+                self.paths, self.cfg.host.host, self.cfg.host.port, self.link._ssl,
+                (self.cfg.host.server_name or self.cfg.host.host) if self.link._ssl else None,
+                self.cfg.host.connect_timeout, failback=self._failback,
+                interval=min(10.0, max(1.0, self.cfg.modem.failback_after / 4)))
+            self._supervised(keeper.run, "modem")
+            self._supervised(probe.run, "primary probe")
+            self.paths.report()
         self._queue_changed()
         self._spawn(self._led(True), "led")
         self._spawn(self._connect_at_start(), "first connection")
@@ -328,7 +374,10 @@ class App:
             phase=self.state.phase.value if self.state else "",
             in_flight=self.link.outstanding + (1 if self._in_flight() else 0),
             link={"state": self.monitor.state, "untrusted": self.monitor.health.untrusted,
-                  "path": "ETH", "host": self.link.address, "connected": self.link.connected})
+                  "path": self.link.path or PRIMARY, "host": self.link.address,
+                  "connected": self.link.connected})
+        if self.paths is not None and self.paths.modem is not None:
+            doc["modem"] = modem_facts(self.paths)
         return doc
 
     def _status_line(self) -> str:

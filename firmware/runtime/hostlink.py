@@ -22,11 +22,16 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from firmware.config import HostConfig
 from firmware.core import iso
 from firmware.core.iso import Fields, Identity, MessageError
 from firmware.errors import HostError, HostNotTrustedError, HostUnreachableError, ProtocolError
+from firmware.runtime.paths import PRIMARY, open_direct
+
+if TYPE_CHECKING:
+    from firmware.runtime.paths import Paths
 
 log = logging.getLogger("posterm.host")
 # OpenSSL reasons that mean the host cannot be trusted with what it offers (an old
@@ -69,8 +74,11 @@ class Pending:
 
 class HostLink:
     def __init__(self, cfg: HostConfig, ident: Identity, allocate_stan: Callable[[], str],
-                 on_connected: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_connected: Callable[[], Awaitable[None]] | None = None,
+                 paths: Paths | None = None) -> None:
         self.cfg, self.ident = cfg, ident
+        self.paths = paths
+        self.path = ""  # the path of the current connection: "ETH" or "4G"
         self.allocate_stan = allocate_stan
         self.on_connected = on_connected
         self.address = f"{cfg.host}:{cfg.port}"
@@ -123,30 +131,26 @@ class HostLink:
 
     async def _connect(self) -> None:
         await self.close()
-        server_name = (self.cfg.server_name or self.cfg.host) if self._ssl else None
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.cfg.host, self.cfg.port, ssl=self._ssl,
-                                        server_hostname=server_name),
-                self.cfg.connect_timeout)
-        except ssl.SSLCertVerificationError as exc:
-            raise self._untrusted(f"host {self.address} NOT TRUSTED: its TLS certificate "
-                                  f"does not verify ({exc.verify_message}); check [host] "
-                                  "ca_file and server_name, or the link is intercepted") from None
-        except ssl.SSLError as exc:
-            if (exc.reason or "") in _NOT_TRUSTED_REASONS:
-                raise self._untrusted(
-                    f"host {self.address} NOT TRUSTED: TLS handshake refused ({exc.reason}): "
-                    "the host offers only an old protocol or weak ciphers, or does not speak "
-                    "TLS (TLS 1.2 or newer is required)") from None
-            raise self._fail(f"TLS handshake with host {self.address} failed: "
-                             f"{exc.reason or exc}") from None
-        except asyncio.TimeoutError:
-            raise self._fail(f"host {self.address}: no connection within "
-                             f"{self.cfg.connect_timeout:g} s") from None
-        except OSError as exc:
-            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-            raise self._fail(f"host {self.address}: cannot connect: {why}") from None
+        paths = self.paths
+        order = paths.order() if paths is not None else [PRIMARY]
+        failures: list[HostError] = []
+        for path in order:
+            try:
+                reader, writer = await self._open(path)
+            except HostError as exc:
+                failures.append(exc)
+                if paths is not None:
+                    paths.failed(path, str(exc))
+                continue
+            break
+        else:
+            reason = "; ".join(str(exc) for exc in failures)
+            if any(isinstance(exc, HostNotTrustedError) for exc in failures):
+                raise self._untrusted(reason)
+            raise self._fail(reason)
+        self.path = path
+        if paths is not None:
+            paths.connected(path)
         self._reader, self._writer = reader, writer
         self._read_task = asyncio.create_task(self._read_loop(reader, writer),
                                               name="host-reader")
@@ -167,6 +171,36 @@ class HostLink:
         self.connected_at = time.monotonic()
         log.info("signed on to host %s", self.address)
         self._notify(True, "signed on")
+
+    async def _open(self, path: str) -> tuple[Any, Any]:
+        """Open a connection on one path; a failure comes back classified, not yet reported."""
+        server_name = (self.cfg.server_name or self.cfg.host) if self._ssl else None
+        where = self.address if path == PRIMARY else f"{self.address} over 4G"
+        try:
+            if self.paths is not None:
+                return await self.paths.open(path, self.cfg.host, self.cfg.port, self._ssl,
+                                             server_name, self.cfg.connect_timeout)
+            return await open_direct(self.cfg.host, self.cfg.port, self._ssl, server_name,
+                                     self.cfg.connect_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            raise HostNotTrustedError(
+                f"host {where} NOT TRUSTED: its TLS certificate does not verify "
+                f"({exc.verify_message}); check [host] ca_file and server_name, or the link "
+                "is intercepted") from None
+        except ssl.SSLError as exc:
+            if (exc.reason or "") in _NOT_TRUSTED_REASONS:
+                raise HostNotTrustedError(
+                    f"host {where} NOT TRUSTED: TLS handshake refused ({exc.reason}): the host "
+                    "offers only an old protocol or weak ciphers, or does not speak TLS "
+                    "(TLS 1.2 or newer is required)") from None
+            raise HostUnreachableError(f"TLS handshake with host {where} failed: "
+                                       f"{exc.reason or exc}") from None
+        except asyncio.TimeoutError:
+            raise HostUnreachableError(
+                f"host {where}: no connection within {self.cfg.connect_timeout:g} s") from None
+        except OSError as exc:
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise HostUnreachableError(f"host {where}: cannot connect: {why}") from None
 
     def _fail(self, reason: str) -> HostUnreachableError:
         log.warning("%s", reason)
