@@ -8,7 +8,10 @@ bytes, each one setting its outputs.
 
 `show` writes only the rows that changed since the last call. After a bus
 error the cache is dropped and the controller is initialised again before the
-next write, so a half-sent byte cannot leave it out of nibble sync.
+next write, so a half-sent byte cannot leave it out of nibble sync, and a
+module that lost power meanwhile (blank, back in 8-bit mode) is brought back
+and given every row again. Retrying a display that fails is the caller's job
+(firmware/runtime/display.py): each call here is one attempt.
 
 The bus belongs to the caller (the battery gauge shares it), so `close` does
 not close it.

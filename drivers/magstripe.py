@@ -11,17 +11,31 @@ quiet for `inter_byte_timeout` seconds (see `LineFramer`): every input ends in a
 swipe. Each bad read is one `CardReadFailed` and one WARNING log line with its
 reason and a detail of lengths and counts.
 
-A serial error (the reader unplugged) is reported once per outage as a
-`DeviceFault`; the thread then tries to reopen the port every `retry_interval`
-seconds. Track data never reaches a log: the wire logger shows the line length
-and the masked account number of a good swipe only.
+A reader that is not there, or goes away (a USB-serial reader unplugged: the
+port reads EIO or hangs up, its path disappears; any SerialException or OSError)
+starts an outage: one ERROR log line naming the path and the error, one
+`ConditionChanged("card_reader", "CARD READER FAULT")`, and a swipe the fault cut
+short becomes one bad read. The thread then tries to reopen the path after pauses
+that double from `retry_base` up to `retry_cap` seconds, each drawn at random in
+its upper half (so a fleet does not retry in step, yet never hammers the port),
+and when the port opens again logs that the reader is back, emits
+`ConditionChanged("card_reader", "")` and goes on reading. A reader missing at
+start (`open(required=False)`) begins in that state. `run` itself never fails for
+a device problem, so its supervisor never restarts it for one.
+
+Idle, the thread wakes once per `read_timeout` (a read that found nothing);
+during an outage only once per reopen attempt. Track data never reaches a log:
+the wire logger shows the line length and the masked account number of a good
+swipe only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import random
 import re
 import threading
 import time
@@ -32,7 +46,8 @@ import serial
 
 from drivers.tracks import CARD_NOT_READ, MAX_LINE, overlong, parse_swipe, unterminated
 from firmware.core.card import CardData
-from firmware.core.events import CardReadFailed, CardSwiped, DeviceFault, Event
+from firmware.core.backoff import ceiling
+from firmware.core.events import CardReadFailed, CardSwiped, ConditionChanged, Event
 from firmware.errors import CardReaderError
 from firmware.ports import Emit
 
@@ -40,8 +55,13 @@ log = logging.getLogger(__name__)
 wire = logging.getLogger("posterm.wire.card_reader")
 
 DEVICE = "card_reader"
+FAULT_TEXT = "CARD READER FAULT"  # the idle screen's line while the reader is away
 READ_TIMEOUT = 0.1  # seconds a read may block, which bounds how long stopping takes
-RETRY_INTERVAL = 2.0  # seconds between attempts to reopen a lost port
+# Pauses between attempts to reopen a lost port: the ceiling doubles from RETRY_BASE to
+# RETRY_CAP; each pause is drawn in the upper half of its ceiling. A reader plugged back
+# in is found again within RETRY_CAP seconds.
+RETRY_BASE = 0.5
+RETRY_CAP = 8.0
 # Seconds of silence after which bytes without a line end are given up as a bad read.
 # A swipe is one burst (~0.1 s, ~1 ms between bytes); a person cannot swipe again this
 # fast. The framer's, not pyserial's inter_byte_timeout. Noticed within one READ_TIMEOUT.
@@ -185,33 +205,55 @@ class MagstripeReader:
         port: str,
         baudrate: int = 9600,
         *,
-        retry_interval: float = RETRY_INTERVAL,
+        retry_base: float = RETRY_BASE,
+        retry_cap: float = RETRY_CAP,
         read_timeout: float = READ_TIMEOUT,
         inter_byte_timeout: float = INTER_BYTE_TIMEOUT,
+        rng: random.Random | None = None,
     ) -> None:
         if not inter_byte_timeout > 0:
             raise ValueError(f"inter_byte_timeout must be positive, got {inter_byte_timeout!r}")
+        if not 0 < retry_base <= retry_cap:
+            raise ValueError(f"need 0 < retry_base <= retry_cap, got {retry_base!r} and "
+                             f"{retry_cap!r}")
         self._port = port
         self._baudrate = baudrate
-        self._retry_interval = retry_interval
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
         self._read_timeout = read_timeout
         self._inter_byte_timeout = inter_byte_timeout
+        self._rng = rng or random.Random()
         self._serial: serial.SerialBase | None = None
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
+        self._fault = ""  # the outage's message, logged once; "" while the reader works
+        self._announced = False  # the core was told CARD READER FAULT and not yet told it ended
 
     @property
     def connected(self) -> bool:
         """True while the port is open."""
         return self._serial is not None
 
-    def open(self) -> None:
-        """Open the port now, so a wrong path shows at start. Raises CardReaderError."""
-        if self._serial is None:
+    @property
+    def fault(self) -> str:
+        """Why the reader is away ("" while it works)."""
+        return self._fault
+
+    def open(self, *, required: bool = True) -> None:
+        """Open the port now, so a wrong path shows at start. Raises CardReaderError, or
+        with `required=False` logs it once and leaves the reader in the fault state: `run`
+        then reports CARD READER FAULT and keeps trying to open it."""
+        if self._serial is not None:
+            return
+        try:
             self._serial = self._open_port()
+        except CardReaderError as exc:
+            if required:
+                raise
+            self._outage(f"{exc}; starting without it, retrying")
 
     async def run(self, emit: Emit) -> None:
-        """Emit CardSwiped / CardReadFailed / DeviceFault until cancelled."""
+        """Emit CardSwiped / CardReadFailed / ConditionChanged until cancelled."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Item] = asyncio.Queue()
         stop = threading.Event()
@@ -251,37 +293,56 @@ class MagstripeReader:
 
     def _pump(self, post: _Post, stop: threading.Event) -> None:
         framer = LineFramer(inter_byte_timeout=self._inter_byte_timeout)
-        in_outage = False
+        attempt = 0  # reopen attempts that failed in a row
         while not stop.is_set():
             port = self._serial
             if port is None:
                 try:
                     port = self._serial = self._open_port()
                 except CardReaderError as exc:
-                    if not in_outage:
-                        log.warning("%s", exc)
-                        post(DeviceFault(DEVICE, str(exc)))
-                        in_outage = True
-                    stop.wait(self._retry_interval)
+                    self._outage(f"{exc}; retrying", post)
+                    stop.wait(self._pause(attempt))
+                    attempt += 1
                     continue
-                if in_outage:
-                    log.info("card reader: %s is back", self._port)
-                    in_outage = False
+                attempt = 0
+                self._back(post)
+            elif self._fault or self._announced:  # opened by open(): the outage is over
+                self._back(post)
             try:
                 data = port.read(getattr(port, "in_waiting", 0) or 1)
             except (serial.SerialException, OSError) as exc:
-                message = f"card reader: lost {self._port}: {_read_failure(exc)}"
                 for item in framer.flush():  # a swipe cut short by the fault: one bad read
                     post(event_for(item))
-                if not in_outage:
-                    log.warning("%s", message)
-                    post(DeviceFault(DEVICE, message))
-                    in_outage = True
+                self._outage(f"card reader: lost {self._port}: {_read_failure(exc)}; "
+                             "reopening it", post)
                 self._close_port()
-                stop.wait(self._retry_interval)
+                stop.wait(self._pause(0))
+                attempt = 1
                 continue
             for event in events_from_read(framer, data, time.monotonic()):
                 post(event)
+
+    def _outage(self, message: str, post: _Post | None = None) -> None:
+        """The reader is away: log it and tell the core, each once per outage."""
+        if not self._fault:
+            log.error("%s", message)
+            self._fault = message
+        if post is not None and not self._announced:
+            post(ConditionChanged(DEVICE, FAULT_TEXT))
+            self._announced = True
+
+    def _back(self, post: _Post) -> None:
+        if self._fault:
+            log.warning("card reader: %s works again", self._port)
+            self._fault = ""
+        if self._announced:
+            post(ConditionChanged(DEVICE, ""))
+            self._announced = False
+
+    def _pause(self, attempt: int) -> float:
+        """Seconds before reopen attempt `attempt` + 1: in the upper half of the ceiling."""
+        top = ceiling(attempt, self._retry_base, self._retry_cap)
+        return top / 2 + self._rng.random() * top / 2
 
     def _open_port(self) -> serial.SerialBase:
         try:
@@ -341,14 +402,21 @@ def _bad_read(event: CardReadFailed, length: int) -> CardReadFailed:
 
 
 def _read_failure(exc: BaseException) -> str:
-    if _NO_DATA in str(exc):
-        return "the device disconnected"
+    if _NO_DATA in str(exc):  # a tty that hung up reads as end of file, with no errno
+        return "the device hung up (disconnected)"
     return _reason(exc)
 
 
 def _reason(exc: BaseException) -> str:
-    """A short reason for an OS or serial error, without the library's wrapping."""
-    number = getattr(exc, "errno", None)
-    if isinstance(number, int) and number > 0:
-        return os.strerror(number)
+    """A short reason for an OS or serial error, without the library's wrapping: the
+    error's text and its errno name ("Input/output error (EIO)"). pyserial wraps a
+    failed read's OSError in a SerialException without errno: it is found in the chain."""
+    seen: BaseException | None = exc
+    for _ in range(3):
+        if seen is None:
+            break
+        number = getattr(seen, "errno", None)
+        if isinstance(number, int) and number > 0:
+            return f"{os.strerror(number)} ({errno.errorcode.get(number, number)})"
+        seen = seen.__cause__ or seen.__context__
     return str(exc) or type(exc).__name__

@@ -6,12 +6,21 @@ connection, because escpos's own `query_status` neither drains stale bytes
 nor bounds the wait sensibly (a serial read of 16 bytes waits out the whole
 timeout every time).
 
-Status uses the real-time requests DLE EOT 1 (printer), 2 (offline cause) and
-4 (paper sensor); their answers always have bit 4 set. After the cut the driver
-sends GS r 1, which the printer answers only when it has processed everything
-before it (that answer has bit 4 clear). So `print_lines` returns only once the
-receipt is really out, and a fault in the middle of it is reported. Printers
-without GS r can be run with `confirm_print=False`.
+Status uses the real-time requests DLE EOT 1 (printer status: bit 3 offline),
+2 (offline cause: bit 2 cover open, bit 5 stopped by paper end) and 4 (roll
+paper sensor: bits 2-3 near end, bits 5-6 paper out); their answers always have
+bits 1 and 4 set and bits 0 and 7 clear. Before each request the input is
+drained of stale bytes (a late answer to an earlier request, a GS r answer), and
+each answer is waited for at most 2 s. A printer that cannot be reached or does
+not answer is reported as offline (`status()` never raises for it; the log says
+why, once per change), so `print_lines` then fails with "PRINTER OFFLINE", as it
+fails with "PAPER OUT" or "PRINTER COVER OPEN" without sending anything.
+
+After the cut the driver sends GS r 1, which the printer answers only when it
+has processed everything before it (that answer has bit 4 clear). So
+`print_lines` returns only once the receipt is really out, and a fault in the
+middle of it is reported. Printers without GS r can be run with
+`confirm_print=False`.
 
 Every receipt starts with ESC @ (`_initialize`), which puts the printer back to
 its power-on character code table and modes. python-escpos does not know that:
@@ -172,6 +181,7 @@ class EscposPrinter:
         self._printer: Any = None
         self._link: _Link | None = None
         self._printed_ack = False
+        self._unreachable = ""  # why the last status request got no answer, logged once
         self._lock = threading.RLock()
 
     @property
@@ -206,16 +216,27 @@ class EscposPrinter:
             log.info("printer: connected to %s", self.address)
 
     def status(self) -> PrinterStatus:
+        """The printer's state; one that cannot be reached or does not answer is offline."""
         with self._lock:
-            return self._guard("status request", self._read_status)
+            try:
+                status = self._guard("status request", self._read_status)
+            except PrinterError as exc:
+                if str(exc) != self._unreachable:
+                    log.warning("printer: offline: %s", exc)
+                self._unreachable = str(exc)
+                return PrinterStatus(online=False)
+            if self._unreachable:
+                log.info("printer: answering again on %s", self.address)
+            self._unreachable = ""
+            return status
 
     def print_lines(self, lines: Sequence[str]) -> None:
         with self._lock:
             status = self.status()
             if not status.ready:
                 raise PrinterError(status.problem())
-            if status.paper_near_end:
-                log.warning("printer: paper near end")
+            if status.paper_near_end:  # a warning the print queue shows (PAPER LOW)
+                log.debug("printer: paper near end")
             self._guard("printing", lambda: self._send_receipt(lines))
             if self._confirm:
                 self._guard("print confirmation", lambda: self._await_printed(len(lines)))

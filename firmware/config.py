@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import ssl
 import stat
 import tomllib
@@ -116,6 +117,28 @@ class UpdatePolicy:
 
 
 @dataclass(frozen=True)
+class BatteryConfig:
+    """The battery gauge (MAX17048): where it is, how often to read it, when it is low."""
+
+    backend: str = "none"  # "none", "i2c" (smbus2 on /dev/i2c-<bus>) or "hwsim"
+    bus: int = 1
+    address: int = 0x36
+    socket: str = ""  # hwsim's control socket
+    interval: float = 60.0  # seconds between reads
+    low_percent: int = 10  # below this (and not charging) no new sale starts; 0: never
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    """The power-fail input from the UPS board and what to do when mains power is lost."""
+
+    enabled: bool = True
+    fail_pin: int = 25  # BCM; low means mains power is lost
+    grace: float = 60.0  # seconds on battery before posterm stops and the shutdown runs
+    shutdown_command: tuple[str, ...] = ("systemctl", "poweroff")  # () only stops posterm
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     core: CoreConfig
@@ -129,6 +152,8 @@ class Config:
     runtime_dir: Path = Path("/run/posterm")  # the status socket (systemd RuntimeDirectory)
     maintenance: Maintenance = Maintenance()
     update: UpdatePolicy = UpdatePolicy()
+    battery: BatteryConfig = BatteryConfig()
+    power: PowerConfig = PowerConfig()
     log_level: str = "INFO"
     link: LinkPolicy = LinkPolicy()
     modem: ModemConfig = ModemConfig()
@@ -191,15 +216,23 @@ def _read(path: Path, shown: str) -> bytes:
 BACKENDS: dict[str, dict[str, dict[str, type]]] = {
     "card_reader": {"serial": {"port": str, "baudrate": int}},
     "keypad": {"evdev": {"path": str}, "hwsim": {"socket": str}},
-    "printer": {"network": {"host": str, "port": int, "confirm_print": bool},
-                "serial": {"device": str, "baudrate": int, "confirm_print": bool}},
+    "printer": {"network": {"host": str, "port": int, "confirm_print": bool,
+                            **dict.fromkeys(("status_interval", "retry_max", "job_timeout"),
+                                            float)},
+                "serial": {"device": str, "baudrate": int, "confirm_print": bool,
+                           **dict.fromkeys(("status_interval", "retry_max", "job_timeout"),
+                                           float)}},
     "display": {"smbus2": {"bus": int, "address": int},
                 "hwsim": {"socket": str, "bus": int, "address": int}},
     "gpio": {"rpi": {}, "hwsim": {"socket": str}, "none": {}},
 }
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
     "card_reader": {"baudrate": 9600},
-    "printer": {"port": 9100, "baudrate": 19200, "confirm_print": True},
+    # the print queue's seconds (firmware/runtime/printqueue.py): status check while all
+    # is well; longest pause between checks while a fault lasts or receipts wait; longest
+    # a print may take before its receipt is queued and the sale goes on
+    "printer": {"port": 9100, "baudrate": 19200, "confirm_print": True,
+                "status_interval": 30.0, "retry_max": 10.0, "job_timeout": 20.0},
     "display": {"bus": 1, "address": 0x27},
 }
 REQUIRED_TABLES = ("terminal", "host", "card_reader", "keypad", "printer", "display")
@@ -208,7 +241,7 @@ REQUIRED_TABLES = ("terminal", "host", "card_reader", "keypad", "printer", "disp
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
           path: Path = Path("posterm.toml")) -> Config:
     known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log", "maintenance",
-             "update", "modem")
+             "update", "modem", "battery", "power")
     if not data:
         raise ConfigError(f"{source}: no settings (empty file); it needs at least the tables "
                           + ", ".join(f"[{t}]" for t in REQUIRED_TABLES))
@@ -328,7 +361,9 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
     )
     return Config(path=path, core=core, host=host, state_dir=Path(state_dir),
                   runtime_dir=Path(runtime_dir), maintenance=maintenance, update=update,
-                  log_level=level.upper(), link=link, modem=modem, raw=data, **devices)
+                  log_level=level.upper(), link=link, modem=modem, raw=data,
+                  battery=_battery(Table(source, "battery", data.get("battery", {}))),
+                  power=_power(Table(source, "power", data.get("power", {}))), **devices)
 
 
 def _modem(m: Table) -> ModemConfig:
@@ -389,6 +424,42 @@ def _blocked_bins(o: Table) -> list[str]:
             raise o.error("blocked_bins", "must be a list of 6-digit BIN strings, e.g. "
                           "[\"541333\"]; one entry is not", b)
     return value
+
+
+def _battery(t: Table) -> BatteryConfig:
+    backend = t.text("backend", "none", check=lambda v: v in ("none", "i2c", "hwsim"),
+                     what='must be "none" (no gauge), "i2c" or "hwsim"')
+    cfg = BatteryConfig(
+        backend=backend,
+        bus=t.integer("bus", 1),
+        address=t.integer("address", 0x36, what="must be a 7-bit I2C address from 0x03 to "
+                          "0x77, e.g. 0x36"),
+        socket=t.path("socket", socket=True) if backend == "hwsim" else "",
+        interval=t.number("interval", 60.0),
+        low_percent=t.integer("low_percent", 10, what="must be a whole percent from 0 (never "
+                              "block sales) to 50"),
+    )
+    t.finish()
+    return cfg
+
+
+def _power(t: Table) -> PowerConfig:
+    pin = t.integer("fail_pin", 25, what="must be a BCM GPIO number from 0 to 27")
+    if pin in (23, 24):
+        raise t.error("fail_pin", "must not be the buzzer (23) or the online LED (24) pin", pin)
+    text = t.text("shutdown_command", "systemctl poweroff",
+                  check=lambda v: len(v) <= 1024 and v.isprintable(),
+                  what='must be a command line of at most 1024 printable characters, or "" '
+                       "to only stop posterm")
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise t.error("shutdown_command", f"is not a valid command line ({exc})",
+                      text) from None
+    cfg = PowerConfig(enabled=t.boolean("enabled", True), fail_pin=pin,
+                      grace=t.number("grace", 60.0), shutdown_command=tuple(words))
+    t.finish()
+    return cfg
 
 
 def _host(h: Table) -> HostConfig:
@@ -501,6 +572,8 @@ def _option(t: Table, key: str, default: Any) -> Any:
         return t.one_of(key, default, BAUDRATES, "must be a standard baud rate")
     if key == "confirm_print":
         return t.boolean(key, default)
+    if key in ("status_interval", "retry_max", "job_timeout"):
+        return t.number(key, default)
     if key == "host":
         return t.text(key, default, check=hostname, what=HOSTNAME_WHAT)
     # the card reader's port (a device path or a pyserial URL), path, device, socket

@@ -53,6 +53,9 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("offline", "probe_base"): (0.1, 600.0),
     ("offline", "probe_cap"): (1.0, 3600.0),  # and >= probe_base
     ("printer", "port"): (1, 65535),
+    ("printer", "status_interval"): (5.0, 3600.0),  # status check while all is well
+    ("printer", "retry_max"): (1.0, 600.0),  # longest pause between checks during a fault
+    ("printer", "job_timeout"): (10.0, 300.0),  # longest one print may take
     ("display", "bus"): (0, 63),
     ("display", "address"): (0x03, 0x77),
     ("maintenance", "restart_notice"): (2.0, 600.0),
@@ -67,6 +70,12 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("modem", "failback_after"): (1.0, 3600.0),
     ("update", "ready_timeout"): (10.0, 900.0),
     ("update", "idle_wait"): (0.0, 3600.0),
+    ("battery", "bus"): (0, 63),
+    ("battery", "address"): (0x03, 0x77),
+    ("battery", "interval"): (0.5, 3600.0),  # seconds between gauge reads
+    ("battery", "low_percent"): (0, 50),  # percent; 0: never block sales
+    ("power", "fail_pin"): (0, 27),  # BCM
+    ("power", "grace"): (0.0, 3600.0),  # seconds on battery before shutting down
 }
 
 _REPR = reprlib.Repr()

@@ -47,6 +47,12 @@ class GpioError(DeviceError):
     device = "gpio"
 
 
+class GaugeError(DeviceError):
+    """The battery gauge did not answer, or answered something no battery can show."""
+
+    device = "battery"
+
+
 class HostError(PostermError):
     """The acquirer host link failed."""
 

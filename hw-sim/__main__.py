@@ -101,10 +101,72 @@ def build_parser() -> argparse.ArgumentParser:
     pfault.add_argument("--mute", action="store_true", help="no answers to status requests")
     pfault.add_argument("--slow", type=float, metavar="S", help="take S seconds per job")
     ops.add_parser("printer-clear", help="clear all printer faults")
+    ops.add_parser("paper-load", help="put a fresh roll in the printer (ends paper out and "
+                   "near end)")
+    ops.add_parser("printer-state", help="show the printer's faults and what it threw away "
+                   "while stopped")
+
+    reader = ops.add_parser("reader", help="unplug or plug back the card reader",
+                            description="unplug: the reader's port reads EIO and its path "
+                            "(DIR/card-reader) disappears, as when a USB reader is pulled "
+                            "out; plug: a reader appears again at the same path; state: "
+                            "show it.")  # fmt: skip
+    reader.add_argument("action", choices=("unplug", "plug", "state"))
+    dfault = ops.add_parser("display-fault", help="I2C errors on the display",
+                            description="Transfers to the display fail as an unanswered "
+                            "I2C address does (EREMOTEIO), until display-clear or for "
+                            "--count transfers.")  # fmt: skip
+    dfault.add_argument("--count", type=int, default=0, metavar="N",
+                        help="fail only the next N transfers (default 0: until cleared)")
+    dfault.add_argument("--power-loss", action="store_true",
+                        help="the module lost power: it comes back blank and uninitialised")
+    ops.add_parser("display-clear", help="the display answers again")
 
     gpio = ops.add_parser("gpio", help="pin levels and the output history")
     gpio.add_argument("--set", nargs=2, type=int, metavar=("PIN", "LEVEL"),
                       help="drive an input pin, e.g. --set 25 0 for a mains failure")
+    battery = ops.add_parser(
+        "battery", help="set or show the battery (the MAX17048 gauge's readings)",
+        description="Without options: show the battery. --percent alone also moves the "
+        "voltage along a typical Li-ion curve.")  # fmt: skip
+    battery.add_argument("--percent", type=float, metavar="P", help="state of charge, 0-100")
+    battery.add_argument("--rate", type=float, metavar="R",
+                         help="charge rate in %%/h: positive charging, negative discharging")
+    battery.add_argument("--voltage", type=float, metavar="V", help="cell voltage in volts")
+    battery.add_argument("--fail", action="store_const", const=True, dest="failing",
+                         help="the gauge stops answering on I2C")
+    battery.add_argument("--answer", action="store_const", const=False, dest="failing",
+                         help="the gauge answers again")
+    power = ops.add_parser("power", help="mains power: the UPS board's power-fail line (GPIO 25)")
+    power.add_argument("state", nargs="?", choices=("fail", "restore"),
+                       help="fail: mains lost (line low); restore: mains back (line high); "
+                       "none: show it")
+    modem = ops.add_parser(
+        "modem", help="set or show the 4G modem (SIM, network, signal, faults)",
+        description="Without options: show the modem's state and counters.")  # fmt: skip
+    modem.add_argument("--sim", choices=("present", "absent"), help="the SIM card")
+    modem.add_argument("--registration", choices=tuple(MODEM_REGISTRATION),
+                       help="what AT+CREG? answers")
+    modem.add_argument("--rssi", type=int, metavar="N", help="signal 0-31, 99 unknown")
+    modem.add_argument("--netopen-error", type=int, metavar="N",
+                       help="AT+NETOPEN fails with +NETOPEN: N (0: works)")
+    modem.add_argument("--cipopen-error", type=int, metavar="N",
+                       help="AT+CIPOPEN fails with +CIPOPEN: 0,N (0: works)")
+    modem.add_argument("--latency", type=float, metavar="S",
+                       help="one-way network delay for data, seconds")
+    modem.add_argument("--boot-time", type=float, metavar="S",
+                       help="seconds from power-on to the first answer")
+    modem.add_argument("--power", choices=("on", "off"), help="switch it (as PWRKEY would)")
+    modem.add_argument("--drop", action="store_true", help="the peer closes the open socket")
+    modem.add_argument("--hang", action="store_true",
+                       help="the module stops answering until power-cycled or reset")
+    primary = ops.add_parser(
+        "primary", help="cut or restore the primary (Ethernet) path to the host",
+        description="down: refuse (port closed, connections reset) or blackhole "
+        "(connections stay open, nothing flows); up: restore; state: show it.")  # fmt: skip
+    primary.add_argument("action", choices=("down", "up", "state"))
+    primary.add_argument("--mode", choices=("refuse", "blackhole"), default="refuse",
+                         help="with down (default refuse)")
     ops.add_parser("info", help="where the simulator's parts are (hwsim.json)")
     return parser
 
@@ -198,9 +260,36 @@ def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any], Show]:
                   "mute": args.mute or None,
                   "slow_seconds": args.slow}  # fmt: skip
         return "printer_fault", _given(params), lambda r: "printer fault set"
+    if op == "reader":
+        return f"reader_{args.action}", {}, _show_reader
+    if op == "display-fault":
+        params = {"count": args.count, "power_loss": args.power_loss}
+        return "display_fault", params, lambda r: "display fault set"
+    if op == "modem":
+        params = {"sim_present": None if args.sim is None else args.sim == "present",
+                  "registration": MODEM_REGISTRATION.get(args.registration),
+                  "rssi": args.rssi, "netopen_error": args.netopen_error,
+                  "cipopen_error": args.cipopen_error, "latency": args.latency,
+                  "boot_time": args.boot_time,
+                  "power": None if args.power is None else args.power == "on",
+                  "drop": args.drop or None, "hang": args.hang or None}  # fmt: skip
+        return "modem", _given(params), _show_modem
+    if op == "primary":
+        params = {"action": args.action, "mode": args.mode if args.action == "down" else None}
+        return "primary", _given(params), lambda r: (
+            f"primary path {'up' if r['up'] else 'DOWN (' + r['mode'] + ')'}, port {r['port']}"
+            f" -> {r['target']}, {r['open']} connection(s) open")
     if op == "gpio" and args.set:
         pin, level = args.set
         return "gpio_set_input", {"pin": pin, "level": level}, lambda r: f"pin {pin} = {level}"
+    if op == "battery":
+        params = {"percent": args.percent, "rate": args.rate, "voltage": args.voltage,
+                  "failing": args.failing}  # fmt: skip
+        return "battery", _given(params), _show_battery
+    if op == "power":
+        return "power", _given({"state": args.state}), lambda r: (
+            f"mains {'present' if r['mains'] else 'LOST'} (pin {r['pin']} "
+            f"{'high' if r['mains'] else 'low'})")
     simple: dict[str, tuple[str, Show]] = {
         "ledger": ("ledger", lambda r: _show_records(r["entries"], "the ledger is empty")),
         "messages": ("messages", lambda r: _show_records(r["messages"], "no messages yet")),
@@ -208,11 +297,34 @@ def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any], Show]:
         "down": ("host_down", lambda r: "host is down"),
         "up": ("host_up", lambda r: "host is up"),
         "printer-clear": ("printer_clear", lambda r: "printer faults cleared"),
+        "paper-load": ("printer_load_paper", lambda r: "paper loaded"),
+        "printer-state": ("printer_state",
+                          lambda r: "\n".join(f"{k}: {v}" for k, v in r.items())),
+        "display-clear": ("display_clear",
+                          lambda r: f"display answers again ({r['refused']} transfers refused)"),
         "gpio": ("gpio_state", _show_gpio),
         "info": ("info", lambda r: "\n".join(f"{k}: {v}" for k, v in r.items())),
     }
     name, show = simple[op]
     return name, {}, show
+
+
+MODEM_REGISTRATION = {"registered": 1, "searching": 2, "denied": 3, "roaming": 5}
+
+
+def _show_modem(r: dict[str, Any]) -> str:
+    power = "hung" if r["hung"] else "on" if r["booted"] else "booting" if r["powered"] else "off"
+    link = f"link 0 open to {r['link_peer']}" if r["link_open"] else "no link"
+    return "\n".join([
+        f"modem {power} on {r['path']}; SIM {'present' if r['sim_present'] else 'ABSENT'}, "
+        f"{r['registration_word']}, rssi {r['rssi']}",
+        f"data session {'open' if r['net_open'] else 'closed'} (apn {r['apn'] or '-'}), {link}",
+        f"faults: netopen_error {r['netopen_error']}, cipopen_error {r['cipopen_error']}, "
+        f"latency {r['latency']:g} s, boot time {r['boot_time']:g} s",
+        f"counters: {r['commands']} commands, {r['bytes_sent']} bytes sent, "
+        f"{r['bytes_received']} received, {r['connections']} connections, "
+        f"{r['power_cycles']} power-ons, {r['resets']} resets",
+    ])  # fmt: skip
 
 
 def _given(params: dict[str, Any]) -> dict[str, Any]:
@@ -227,10 +339,24 @@ def _show_receipts(reply: dict[str, Any], *, last: bool) -> str:
     return "\n".join(parts) if parts else "no receipts printed"
 
 
+def _show_reader(reply: dict[str, Any]) -> str:
+    if reply["plugged"]:
+        return f"card reader plugged in at {reply['path']} ({reply['pty']})"
+    return f"card reader unplugged ({reply['path']} is gone)"
+
+
 def _show_records(records: list[dict[str, Any]], empty: str) -> str:
     if not records:
         return empty
     return "\n".join(" ".join(f"{k}={v}" for k, v in rec.items()) for rec in records)
+
+
+def _show_battery(reply: dict[str, Any]) -> str:
+    rate = reply["rate"]
+    trend = "charging" if rate > 0 else "discharging" if rate < 0 else "steady"
+    gauge = "NOT ANSWERING" if reply["failing"] else f"answering ({reply['reads']} reads)"
+    return (f"battery {reply['percent']:g} %, {reply['voltage']:.3f} V, {rate:+g} %/h "
+            f"({trend}); gauge {gauge}")
 
 
 def _show_gpio(reply: dict[str, Any]) -> str:

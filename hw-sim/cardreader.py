@@ -5,10 +5,19 @@ firmware opens the slave path with pyserial. The slave is put in raw mode so the
 line discipline neither echoes nor turns CR into LF, and the simulator keeps its
 own slave descriptor open so the master never sees EIO while the firmware closes
 and reopens the port (a restart).
+
+Given a `link` path, the reader is found there, at a stable name, as a USB reader
+is at /dev/ttyUSB0 or /dev/serial/by-id/...: a symbolic link to the current
+pseudo-terminal. `unplug` does what pulling a USB-serial reader does: the device
+goes away (the master and the simulator's slave descriptor are closed, so a port
+the firmware holds open reads EIO, a hang-up) and its name disappears (the link is
+removed). `plug` brings a new reader: a new pseudo-terminal, and the link points
+at it. Without a link the pseudo-terminal's own path is the port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tty
@@ -18,37 +27,75 @@ from hwsim.cards import bad_swipe, swipe_line
 log = logging.getLogger(__name__)
 
 
+class ReaderUnplugged(RuntimeError):
+    """A swipe while the simulated reader is unplugged."""
+
+
 class CardReaderSim:
-    def __init__(self) -> None:
+    def __init__(self, link: str | None = None) -> None:
+        self._link = link
         self._master: int | None = None
         self._slave: int | None = None
-        self._path = ""
+        self._pty = ""
 
     @property
     def path(self) -> str:
-        """The port path for the firmware ("" until opened)."""
-        return self._path
+        """The port path for the firmware: the link if there is one, else the
+        pseudo-terminal ("" until opened)."""
+        return self._link if self._link is not None else self._pty
+
+    @property
+    def link(self) -> str | None:
+        return self._link
+
+    @property
+    def pty(self) -> str:
+        """The pseudo-terminal now behind the port ("" while unplugged)."""
+        return self._pty
+
+    @property
+    def plugged(self) -> bool:
+        return self._master is not None
 
     def open(self) -> str:
-        """Create the pseudo-terminal and return the slave path the firmware opens."""
+        """Create the pseudo-terminal (and point the link at it); return the port path."""
         if self._master is not None:
-            return self._path
+            return self.path
         master, slave = os.openpty()
         try:
             tty.setraw(slave)
-            path = os.ttyname(slave)
+            pty = os.ttyname(slave)
+            if self._link is not None:
+                _point(self._link, pty)
         except OSError:
             os.close(master)
             os.close(slave)
             raise
-        self._master, self._slave, self._path = master, slave, path
-        log.info("card reader on %s", path)
-        return path
+        self._master, self._slave, self._pty = master, slave, pty
+        if self._link is not None:
+            log.info("card reader on %s -> %s", self._link, pty)
+        else:
+            log.info("card reader on %s", pty)
+        return self.path
+
+    def unplug(self) -> None:
+        """Pull the reader out: the port reads EIO and its path is gone."""
+        if self._master is None:
+            raise ReaderUnplugged("the card reader is already unplugged")
+        pty = self._pty
+        self.close()
+        log.info("card reader unplugged (%s closed)", pty)
+
+    def plug(self) -> str:
+        """Plug a reader in again (a new pseudo-terminal, at the same link); the port path."""
+        if self._master is not None:
+            raise ValueError("the card reader is already plugged in")
+        return self.open()
 
     def write(self, data: bytes) -> None:
         """Send bytes to the firmware, as the reader's serial output."""
         if self._master is None:
-            raise RuntimeError("card reader simulator is not open")
+            raise ReaderUnplugged("the card reader is unplugged")
         view = memoryview(data)
         while view:
             written = os.write(self._master, view)
@@ -70,10 +117,23 @@ class CardReaderSim:
         self.write(bad_swipe(kind))
 
     def close(self) -> None:
+        """Close the pseudo-terminal and remove the link (if it still points at it)."""
+        if self._link is not None and self._pty:
+            with contextlib.suppress(OSError):
+                if os.readlink(self._link) == self._pty:
+                    os.unlink(self._link)
         for fd in (self._master, self._slave):
             if fd is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self._master = self._slave = None
+        self._pty = ""
+
+
+def _point(link: str, target: str) -> None:
+    """Make `link` a symbolic link to `target`, replacing what was there in one step."""
+    tmp = f"{link}.new{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)

@@ -111,6 +111,41 @@ class HwsimClient:
     def printer_clear(self) -> None:
         self.request("printer_clear")
 
+    def printer_load_paper(self) -> None:
+        """A person puts in a fresh roll: the paper is neither out nor near its end."""
+        self.request("printer_load_paper")
+
+    def printer_state(self) -> dict[str, Any]:
+        """The printer's faults, and `discarded_lines` / `discarded_cuts`: what it was
+        sent while stopped (paper out, cover open, offline) and never printed."""
+        return self.request("printer_state")
+
+    def reader_unplug(self) -> dict[str, Any]:
+        """Pull the card reader out: its port reads EIO and its path disappears."""
+        return self.request("reader_unplug")
+
+    def reader_plug(self) -> dict[str, Any]:
+        """Plug the card reader back in, at the same path (a new pseudo-terminal)."""
+        return self.request("reader_plug")
+
+    def reader_state(self) -> dict[str, Any]:
+        """{"plugged": bool, "path": the stable port path, "pty": the device behind it}."""
+        return self.request("reader_state")
+
+    def display_fault(self, count: int = 0, *, power_loss: bool = False) -> None:
+        """I2C errors on the display: the next `count` transfers fail (0: all, until
+        display_clear). `power_loss`: the module lost power, so it comes back blank and
+        uninitialised."""
+        self.request("display_fault", count=count, power_loss=power_loss)
+
+    def display_clear(self) -> int:
+        """The display answers again; returns how many transfers it refused."""
+        return int(self.request("display_clear")["refused"])
+
+    def display_fault_state(self) -> dict[str, Any]:
+        """{"active": bool, "refused": transfers refused since the fault was set}."""
+        return self.request("display_fault_state")
+
     # The acquirer host
 
     def ledger(self) -> list[dict[str, Any]]:
@@ -141,6 +176,51 @@ class HwsimClient:
 
     def gpio_set_input(self, pin: int, level: int) -> None:
         self.request("gpio_set_input", pin=pin, level=level)
+
+    def battery(self, *, percent: float | None = None, rate: float | None = None,
+                voltage: float | None = None, failing: bool | None = None) -> dict[str, Any]:
+        """Set the battery (percent 0-100, rate in %/h, positive while charging, voltage in
+        volts, a failing gauge) and return its state; with no arguments only read it."""
+        params = {"percent": percent, "rate": rate, "voltage": voltage, "failing": failing}
+        return self.request("battery", **{k: v for k, v in params.items() if v is not None})
+
+    def power_fail(self) -> None:
+        """Mains power lost: the UPS board pulls the power-fail line (GPIO 25) low."""
+        self.request("power", state="fail")
+
+    def power_restore(self) -> None:
+        """Mains power back: the power-fail line goes high again."""
+        self.request("power", state="restore")
+
+    def mains(self) -> bool:
+        """True while the power-fail line says mains power is present."""
+        return bool(self.request("power")["mains"])
+
+    # The 4G modem and the primary path
+
+    def modem(self, **settings: Any) -> dict[str, Any]:
+        """Set the modem and return its state. Settings: sim_present (bool), registration
+        (1 registered, 2 searching, 3 denied, 5 roaming), rssi (0-31, 99 unknown),
+        netopen_error, cipopen_error (0: none), latency and boot_time (seconds), power
+        (bool); actions: drop=True (the peer closes link 0), hang=True (the module answers
+        nothing until power-cycled or reset)."""
+        return self.request("modem", **settings)
+
+    def modem_state(self) -> dict[str, Any]:
+        """The modem's settings, power, session, link and counters (bytes_sent: terminal to
+        network, bytes_received: network to terminal, commands, connections)."""
+        return self.request("modem_state")
+
+    def primary_down(self, mode: str = "refuse") -> dict[str, Any]:
+        """Cut the primary path: "refuse" (port closed, connections reset) or "blackhole"
+        (connections stay open, nothing flows)."""
+        return self.request("primary", action="down", mode=mode)
+
+    def primary_up(self) -> dict[str, Any]:
+        return self.request("primary", action="up")
+
+    def primary_state(self) -> dict[str, Any]:
+        return self.request("primary", action="state")
 
     def info(self) -> dict[str, Any]:
         return self.request("info")

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hwsim.cards import bad_swipe, swipe_line
+from hwsim.gpio import PIN_POWER_FAIL
 from hwsim.keypad import KeypadSim
 
 if TYPE_CHECKING:
@@ -291,9 +292,40 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
             data = swipe_line(pan, expiry=arg(r, "expiry", str, "3012"),
                               service_code=arg(r, "service_code", str, None),
                               name=arg(r, "name", str, "CARDHOLDER/TEST"))  # fmt: skip
+        if not sim.card_reader.plugged:
+            raise RequestError("swipe: the card reader is unplugged (plug it back in with "
+                               "`hwsim ctl reader plug`)")
         sim.card_reader.write(data)
         log.info("swipe: %d bytes to the card reader", len(data))  # never the track itself
         return {"bytes": len(data)}
+
+    def reader_state() -> Reply:
+        reader = sim.card_reader
+        return {"plugged": reader.plugged, "path": reader.path, "pty": reader.pty}
+
+    def reader_unplug(r: Request) -> Reply:
+        if not sim.card_reader.plugged:
+            raise RequestError("reader_unplug: the card reader is already unplugged")
+        sim.card_reader.unplug()
+        return reader_state()
+
+    def reader_plug(r: Request) -> Reply:
+        if sim.card_reader.plugged:
+            raise RequestError("reader_plug: the card reader is already plugged in")
+        sim.card_reader.plug()
+        return reader_state()
+
+    def display_fault(r: Request) -> Reply:
+        unknown = set(r) - {"op", "count", "power_loss"}
+        if unknown:
+            raise RequestError(f"display_fault: unknown {', '.join(sorted(unknown))}; "
+                               "known: count, power_loss")
+        sim.expander.fault.set(count=arg(r, "count", int, 0),
+                               power_loss=arg(r, "power_loss", bool, False))
+        return {}
+
+    def display_clear(r: Request) -> Reply:
+        return {"refused": sim.expander.fault.clear()}
 
     def press(r: Request) -> Reply:
         keys = arg(r, "keys", list)
@@ -307,7 +339,28 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
 
     async def host_updown(down: bool) -> Reply:
         await host().set_down(down)
+        if sim.primary is not None:  # the proxy refuses while the host does
+            await sim.primary.set_upstream_down(down)
         return {}
+
+    def modem(r: Request) -> Reply:
+        """Set any of the modem's settings (hwsim.modem.ModemSim.set); answer its state."""
+        sim.modem.set(**{k: v for k, v in r.items() if k != "op"})
+        return sim.modem.state()
+
+    async def primary(r: Request) -> Reply:
+        """The primary path: action "down" (mode refuse or blackhole), "up" or "state"."""
+        proxy = sim.primary
+        if proxy is None:
+            raise RequestError("primary: the simulator has not started its primary path")
+        action = arg(r, "action", str, "state")
+        if action == "down":
+            await proxy.set_down(arg(r, "mode", str, "refuse"))
+        elif action == "up":
+            await proxy.set_up()
+        elif action != "state":
+            raise RequestError(f"primary: action must be down, up or state, not {action!r}")
+        return proxy.state()
 
     def printer_fault(r: Request) -> Reply:
         unknown = set(r) - set(PRINTER_FAULT_KEYS) - {"op"}
@@ -322,6 +375,23 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         sim.gpio.set_input(arg(r, "pin", int), arg(r, "level", int))
         return {}
 
+    def battery(r: Request) -> Reply:
+        """Set the battery's percent, voltage, rate or a failing gauge; answer its state."""
+        failing = arg(r, "failing", bool, None)
+        return sim.gauge.set(percent=arg(r, "percent", float, None),
+                             voltage=arg(r, "voltage", float, None),
+                             rate=arg(r, "rate", float, None), failing=failing)
+
+    def power(r: Request) -> Reply:
+        """The UPS board's power-fail line (GPIO 25): "fail" drives it low, "restore" high."""
+        state = arg(r, "state", str, None)
+        if state is not None:
+            if state not in ("fail", "restore"):
+                raise RequestError(f"power: state must be 'fail' or 'restore', not {state!r}")
+            sim.gpio.set_input(PIN_POWER_FAIL, 0 if state == "fail" else 1)
+        mains = bool(sim.gpio.level(PIN_POWER_FAIL))
+        return {"mains": mains, "pin": PIN_POWER_FAIL}
+
     def host_default(r: Request) -> Reply:
         host().set_default_answer(arg(r, "mti", str), arg(r, "code", str))
         return {}
@@ -331,17 +401,26 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         "gpio_setup": gpio_setup, "gpio_output": gpio_output, "gpio_input": gpio_input,
         "gpio_cleanup": gpio_cleanup, "gpio_set_input": gpio_set_input,
         "gpio_state": lambda r: sim.gpio.state(),
+        "battery": battery, "power": power,
         "swipe": swipe, "press": press,
+        "reader_unplug": reader_unplug, "reader_plug": reader_plug,
+        "reader_state": lambda r: reader_state(),
+        "display_fault": display_fault, "display_clear": display_clear,
+        "display_fault_state": lambda r: {"active": sim.expander.fault.active,
+                                          "refused": sim.expander.fault.refused},
         "display": lambda r: {"rows": sim.lcd.rows()},
         "receipts": lambda r: {"receipts": sim.printer.receipts(),
                                "partial": sim.printer.partial()},
         "printer_fault": printer_fault,
         "printer_clear": lambda r: sim.printer.clear_faults(),
+        "printer_load_paper": lambda r: sim.printer.load_paper(),
+        "printer_state": lambda r: sim.printer.state(),
         "ledger": lambda r: {"entries": host().ledger()},
         "messages": lambda r: {"messages": host().messages()},
         "host_fault": host_fault, "host_default": host_default,
         "host_clear": lambda r: host().clear_faults(),
         "host_down": lambda r: host_updown(True),
         "host_up": lambda r: host_updown(False),
+        "modem": modem, "modem_state": lambda r: sim.modem.state(), "primary": primary,
         "info": lambda r: dict(sim.info),
     }  # fmt: skip

@@ -13,11 +13,14 @@ from typing import Any
 
 TomlValue = str | int | float | bool | list[str]
 
+# Write a [modem] table pointing at hwsim's modem (the firmware accepts [modem]).
+WRITE_MODEM_TABLE = True
+
 
 def base_config(info: Mapping[str, Any], *, state_dir: str) -> dict[str, dict[str, TomlValue]]:
     """The tables and keys of the configuration, before overrides."""
     socket = str(info["control_socket"])
-    return {
+    tables: dict[str, dict[str, TomlValue]] = {
         "terminal": {
             "id": "TERM0001",
             "merchant_id": "MERCHANT0000001",
@@ -29,8 +32,9 @@ def base_config(info: Mapping[str, Any], *, state_dir: str) -> dict[str, dict[st
             "state_dir": state_dir,
         },
         "host": {
-            "host": str(info.get("host", "127.0.0.1")),
-            "port": int(info["host_port"]),
+            # the primary path goes through hwsim's proxy, which a test can cut
+            "host": str(info.get("primary_host", info.get("host", "127.0.0.1"))),
+            "port": int(info.get("primary_port", info["host_port"])),
             "tls": bool(info.get("tls", False)),
             "ca_file": str(info.get("ca_file", "")),
             "server_name": str(info.get("server_name", "")),
@@ -50,7 +54,13 @@ def base_config(info: Mapping[str, Any], *, state_dir: str) -> dict[str, dict[st
         },
         "display": {"backend": "hwsim", "socket": socket, "bus": 1, "address": 0x27},
         "gpio": {"backend": "hwsim", "socket": socket},
+        "battery": {"backend": "hwsim", "socket": socket, "bus": 1, "address": 0x36},
+        # no machine to power off: when the grace on battery is over, posterm only stops
+        "power": {"shutdown_command": ""},
     }
+    if WRITE_MODEM_TABLE and info.get("modem"):
+        tables["modem"] = {"backend": "serial", "port": str(info["modem"]), "apn": "internet"}
+    return tables
 
 
 def render_config(

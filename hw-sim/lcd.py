@@ -46,6 +46,15 @@ class Hd44780Sim:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._power_on()
+
+    def power_cycle(self) -> None:
+        """The module lost power and got it back: blank, display off, in 8-bit mode,
+        waiting for the initialisation (the text shown before is gone)."""
+        with self._lock:
+            self._power_on()
+
+    def _power_on(self) -> None:
         # The PCF8574 powers up with every output high: E and RW high, so the
         # first write (E low) is a falling edge of a read cycle, which is harmless.
         self._last = 0xFF
@@ -165,3 +174,64 @@ class Hd44780Sim:
     def eight_bit_mode(self) -> bool:
         with self._lock:
             return self._eight_bit
+
+
+class I2cNack(ValueError):
+    """A transfer the device did not acknowledge: the firmware's bus call fails with
+    EREMOTEIO, as the kernel reports a NACK."""
+
+
+class BusFault:
+    """I2C errors injected on one device (the display's expander).
+
+    While set, every transfer to the device is refused (`check` raises I2cNack);
+    with a `count`, only that many transfers are refused and the device then
+    answers again by itself. `power_loss` is a module that lost its supply: the
+    controller forgets its text and mode, so when it answers again it shows
+    nothing until it is initialised afresh.
+    """
+
+    def __init__(self, address: int, lcd: Hd44780Sim) -> None:
+        self._address = address
+        self._lcd = lcd
+        self._lock = threading.Lock()
+        self._on = False
+        self._left: int | None = None  # transfers still to refuse; None: until cleared
+        self.refused = 0  # transfers refused since the fault was set
+
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return self._on
+
+    def set(self, *, count: int = 0, power_loss: bool = False) -> None:
+        """Refuse the next `count` transfers (0: every transfer until `clear`)."""
+        if count < 0:
+            raise ValueError(f"display_fault: count must be 0 or more, not {count}")
+        with self._lock:
+            self._on, self._left, self.refused = True, count or None, 0
+        if power_loss:
+            self._lcd.power_cycle()
+        log.info("display at 0x%02x: I2C errors %s%s", self._address,
+                 f"for {count} transfer(s)" if count else "until cleared",
+                 ", module lost power" if power_loss else "")
+
+    def clear(self) -> int:
+        """Answer again; the number of transfers refused while the fault was set."""
+        with self._lock:
+            refused, self._on, self._left = self.refused, False, None
+        log.info("display at 0x%02x answers again (%d transfer(s) refused)",
+                 self._address, refused)
+        return refused
+
+    def check(self) -> None:
+        """Raise I2cNack if this transfer is to fail."""
+        with self._lock:
+            if not self._on:
+                return
+            self.refused += 1
+            if self._left is not None:
+                self._left -= 1
+                if self._left <= 0:
+                    self._on, self._left = False, None
+        raise I2cNack(f"Remote I/O error: no ACK from 0x{self._address:02x}")

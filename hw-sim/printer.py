@@ -6,7 +6,18 @@ other byte into the one print buffer; a single worker decodes that buffer
 (`hwsim.escpos_stream`) and "prints" it, taking `slow_seconds` per line when asked.
 While the paper is out, the cover open or the printer offline, decoded data is
 thrown away instead of printed, and GS r (status in sequence) goes unanswered,
-as a stopped printer would leave it.
+as a stopped printer would leave it; `discarded()` counts the text lines and
+cuts that arrived then, so a test can tell that nothing came out.
+
+The real-time status answers follow the ESC/POS reference for DLE EOT n:
+n=1 printer status (bit 3 offline: set whenever printing is stopped), n=2
+offline cause (bit 2 cover open, bit 5 stopped by paper end, bit 6 error), n=3
+error cause (bit 6 recoverable error), n=4 roll paper sensor (bits 2-3 near end,
+bits 5-6 paper out; an empty roll trips the near-end sensor too). Every answer
+has bits 1 and 4 set. A muted printer (powered off behind its interface, a
+frozen controller) answers nothing at all. `load_paper()` is a person putting
+in a fresh roll: paper out and near end both end, and a receipt cut short by the
+end of the old roll goes out with it (`torn_off()`).
 
 `receipts()` lists what was cut off, `partial()` what is on the paper above
 the cutter, as Unicode text: each byte read in the character code table the
@@ -47,10 +58,12 @@ class PrinterSim:
         self._decoder = EscPosDecoder()
         self._receipts: list[list[PrintedLine]] = []
         self._paper: list[PrintedLine] = []  # printed lines not yet cut
+        self._torn: list[list[PrintedLine]] = []  # uncut ends of rolls taken out
         self._line = ""  # the line buffer, not yet printed
         self._paper_out = self._cover_open = self._offline = self._mute = False
         self._paper_near_end = False
         self._slow = 0.0
+        self._discarded_lines = self._discarded_cuts = 0
         self._reset_modes()
         self._server: asyncio.Server | None = None
         self._queue: asyncio.Queue[tuple[asyncio.StreamWriter, bytes]] | None = None
@@ -112,14 +125,8 @@ class PrinterSim:
         with self._lock:
             if self._mute:
                 return
-            stopped = self._paper_out or self._cover_open or self._offline
-            answer = {
-                1: 0x12 | (0x08 if stopped else 0),
-                2: 0x12 | (0x04 if self._cover_open else 0) | (0x20 if self._paper_out else 0)
-                | (0x40 if self._offline else 0),
-                3: 0x12 | (0x40 if self._offline else 0),
-                4: 0x12 | (0x0C if self._paper_near_end else 0) | (0x60 if self._paper_out else 0),
-            }.get(n)
+            answer = realtime_status(n, paper_out=self._paper_out, cover_open=self._cover_open,
+                                     offline=self._offline, near_end=self._paper_near_end)
         if answer is not None and not writer.is_closing():
             writer.write(bytes([answer]))
 
@@ -148,7 +155,8 @@ class PrinterSim:
         """Carry out one command; returns how many lines it printed."""
         with self._lock:
             if self._paper_out or self._cover_open or self._offline:
-                return 0  # a stopped printer: the data is lost
+                self._discard(command)  # a stopped printer: the data is lost
+                return 0
             name, args = command.name, command.args
             if name == "text":
                 return self._add_text(command.text)
@@ -182,6 +190,12 @@ class PrinterSim:
                 paper = (0x03 if self._paper_near_end else 0) | (0x0C if self._paper_out else 0)
                 writer.write(bytes([paper if args[0] in (1, 49) else 0x00]))
             return 0
+
+    def _discard(self, command: Command) -> None:
+        if command.name == "lf":
+            self._discarded_lines += 1
+        elif command.name in ("GS V", "ESC i", "ESC m"):
+            self._discarded_cuts += 1
 
     def _width(self) -> int:
         return self._columns[self._font_b] // (2 if self._double_width else 1)
@@ -234,6 +248,34 @@ class PrinterSim:
             if paper_near_end is not None:
                 self._paper_near_end = paper_near_end
 
+    def load_paper(self) -> None:
+        """A fresh roll goes in: neither out nor near its end. What was printed on the
+        end of the old roll, above the cutter, goes with it (`torn_off()`)."""
+        with self._lock:
+            if self._paper:
+                self._torn.append(self._paper)
+                self._paper = []
+            self._paper_out = self._paper_near_end = False
+
+    def torn_off(self) -> list[str]:
+        """The uncut ends of old rolls taken out by `load_paper`, oldest first."""
+        with self._lock:
+            return [_as_text(lines) for lines in self._torn]
+
+    def state(self) -> dict[str, object]:
+        """The faults set, and what was thrown away while printing was stopped."""
+        with self._lock:
+            return {"paper_out": self._paper_out, "paper_near_end": self._paper_near_end,
+                    "cover_open": self._cover_open, "offline": self._offline,
+                    "mute": self._mute, "slow_seconds": self._slow,
+                    "discarded_lines": self._discarded_lines,
+                    "discarded_cuts": self._discarded_cuts, "torn_off": len(self._torn)}
+
+    def discarded(self) -> tuple[int, int]:
+        """(text lines, cuts) received while printing was stopped: never on paper."""
+        with self._lock:
+            return self._discarded_lines, self._discarded_cuts
+
     def clear_faults(self) -> None:
         self.set_fault(paper_out=False, cover_open=False, offline=False, mute=False,
                        slow_seconds=0.0, paper_near_end=False)
@@ -254,6 +296,22 @@ class PrinterSim:
         """Every receipt cut so far, line by line with styles."""
         with self._lock:
             return [list(lines) for lines in self._receipts]
+
+
+def realtime_status(n: int, *, paper_out: bool, cover_open: bool, offline: bool,
+                    near_end: bool) -> int | None:
+    """The answer byte to DLE EOT n in the given state; None for an n with no answer."""
+    stopped = paper_out or cover_open or offline
+    if n == 1:  # printer status: bit 3 offline
+        return 0x12 | (0x08 if stopped else 0)
+    if n == 2:  # offline cause: bit 2 cover open, bit 5 paper-end stop, bit 6 error
+        return 0x12 | (0x04 if cover_open else 0) | (0x20 if paper_out else 0) \
+            | (0x40 if offline else 0)
+    if n == 3:  # error cause: bit 6 automatically recoverable error
+        return 0x12 | (0x40 if offline else 0)
+    if n == 4:  # roll paper sensor: bits 2-3 near end, bits 5-6 out (an empty roll is both)
+        return 0x12 | (0x0C if near_end or paper_out else 0) | (0x60 if paper_out else 0)
+    return None
 
 
 def _as_text(lines: list[PrintedLine]) -> str:

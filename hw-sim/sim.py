@@ -1,10 +1,11 @@
 """The simulator: composes hwsim's device models, the acquirer host and the control server.
 
 `Simulator.start` brings every part up on the same wires a terminal uses (a
-pty for the card reader, TCP for the printer and the host, the control socket
-for the I2C, GPIO and keypad stand-ins), then writes `hwsim.json` (where
-everything is) and `posterm.toml` (the firmware configuration pointing at it),
-and only then logs "hwsim ready". `stop` takes it all down again.
+pty for the card reader, found at the stable path DIR/card-reader; TCP for the
+printer and the host; the control socket for the I2C, GPIO and keypad
+stand-ins), then writes `hwsim.json` (where everything is) and `posterm.toml`
+(the firmware configuration pointing at it), and only then logs "hwsim ready".
+`stop` takes it all down again.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from typing import Any
 from hwsim.cardreader import CardReaderSim
 from hwsim.control import ControlServer, StartError, build_handlers, claim_socket_path
 from hwsim.fwconfig import TomlValue, render_config
+from hwsim.gauge import Max17048Sim
 from hwsim.gpio import GpioSim
 from hwsim.host import AcquirerHost
 from hwsim.keypad import KeypadSim
-from hwsim.lcd import Hd44780Sim
+from hwsim.lcd import BusFault, Hd44780Sim
+from hwsim.modem import ModemSim
+from hwsim.primary import PrimaryProxy
 from hwsim.printer import PrinterSim
 from hwsim.testca import make_ca, make_server_cert
 
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 LCD_BUS = 1
 LCD_ADDRESS = 0x27
+READER_LINK = "card-reader"  # DIR/card-reader: the reader's stable path
+GAUGE_BUS = 1
+GAUGE_ADDRESS = 0x36
 
 
 class I2cBus:
@@ -49,18 +56,22 @@ class I2cBus:
 
 
 class Pcf8574Lcd:
-    """The PCF8574 expander in front of the HD44780: bytes written go to the LCD model."""
+    """The PCF8574 expander in front of the HD44780: bytes written go to the LCD model.
+    `fault` injects I2C errors (hwsim.lcd.BusFault): refused transfers reach nothing."""
 
-    def __init__(self, lcd: Hd44780Sim) -> None:
+    def __init__(self, lcd: Hd44780Sim, address: int = 0x27) -> None:
         self.lcd = lcd
+        self.fault = BusFault(address, lcd)
         self._port = 0xFF
 
     def write(self, data: list[int]) -> None:
+        self.fault.check()
         if data:
             self._port = data[-1]
             self.lcd.feed(bytes(data))
 
     def read(self, reg: int, n: int) -> list[int]:
+        self.fault.check()
         # A read returns the port pins, which follow the last byte written.
         return [self._port] * n
 
@@ -92,13 +103,18 @@ class Simulator:
         self.socket_path = os.path.join(self.dir, "control.sock")
         self.info_path = os.path.join(self.dir, "hwsim.json")
         self.config_path = os.path.join(self.dir, "posterm.toml")
-        self.card_reader = CardReaderSim()
+        self.card_reader = CardReaderSim(link=os.path.join(self.dir, READER_LINK))
         self.printer = PrinterSim()
         self.lcd = Hd44780Sim()
         self.keypad = KeypadSim()
         self.gpio = GpioSim()
         self.i2c = I2cBus()
-        self.i2c.attach(LCD_BUS, LCD_ADDRESS, Pcf8574Lcd(self.lcd))
+        self.expander = Pcf8574Lcd(self.lcd, LCD_ADDRESS)
+        self.i2c.attach(LCD_BUS, LCD_ADDRESS, self.expander)
+        self.gauge = Max17048Sim()
+        self.i2c.attach(GAUGE_BUS, GAUGE_ADDRESS, self.gauge)
+        self.modem = ModemSim(self.gpio, address_map=self._modem_address)
+        self.primary: PrimaryProxy | None = None  # the firmware's primary path to the host
         self.host: AcquirerHost | None = None
         self.control: ControlServer | None = None
         self.info: dict[str, Any] = {}
@@ -132,6 +148,9 @@ class Simulator:
                 tls_cert=tls_files.get("cert"), tls_key=tls_files.get("key"), rng_seed=self.seed
             )
             host, host_port = LOOPBACK, await self.host.start(LOOPBACK, self.host_port)
+        self.primary = PrimaryProxy((host, host_port))
+        primary_port = await self.primary.start(LOOPBACK, 0)
+        modem_pty = self.modem.open()
         self.info = {
             "dir": self.dir,
             "card_reader": pty,
@@ -139,11 +158,16 @@ class Simulator:
             "printer_port": printer_port,
             "host": host,
             "host_port": host_port,
+            "primary_host": LOOPBACK,  # the firmware reaches the host through this proxy
+            "primary_port": primary_port,
+            "modem": modem_pty,
             "external_host": self.external is not None,
             "tls": self.tls,
             "ca_file": tls_files.get("ca", ""),
-            "server_name": "",  # the certificate also names 127.0.0.1
+            # the test certificate also names 127.0.0.1; an external host's has its own name
+            "server_name": host if self.external is not None else "",
             "display": {"bus": LCD_BUS, "address": LCD_ADDRESS},
+            "gauge": {"bus": GAUGE_BUS, "address": GAUGE_ADDRESS},
             "control_socket": self.socket_path,
             "config": self.config_path,
             "pid": os.getpid(),
@@ -170,6 +194,10 @@ class Simulator:
         if self._wrote_info:
             _remove(self.info_path)
             self._wrote_info = False
+        if self.primary is not None:
+            await self.primary.stop()
+            self.primary = None
+        await self.modem.close()
         if self.host is not None:
             await self.host.stop()
             self.host = None
@@ -180,6 +208,14 @@ class Simulator:
             self.card_reader.close()
             self._reader_open = False
         log.info("hwsim stopped")
+
+    def _modem_address(self, host: str, port: int) -> tuple[str, int]:
+        """Where the modem's connection goes: the modem is another network, so the
+        primary path's proxy address means the host behind it, cut or not."""
+        if self.primary is not None and port == self.primary.port and \
+                host in (LOOPBACK, "localhost"):
+            return self.primary.target
+        return host, port
 
 
 def ensure_tls_files(tls_dir: str) -> dict[str, str]:

@@ -253,12 +253,14 @@ def test_defaults_of_every_documented_key() -> None:
     assert (cfg.link.down_after, cfg.link.probe_base, cfg.link.probe_cap) == (3, 5, 120)
     assert core.offline.floor_limit == 5000 and core.offline.max_age_hours == 24
     assert cfg.card_reader.options == {"port": "/dev/ttyUSB0", "baudrate": 9600}
-    assert cfg.printer.options == {"host": "127.0.0.1", "port": 9100, "confirm_print": True}
+    assert cfg.printer.options == {"host": "127.0.0.1", "port": 9100, "confirm_print": True,
+                                   "status_interval": 30.0, "retry_max": 10.0, "job_timeout": 20.0}
     assert cfg.log_level == "INFO"
     data = with_tables(printer={"backend": "serial", "device": "/dev/ttyS0", "host": None})
     del data["printer"]["host"]  # type: ignore[attr-defined]
     assert parse(data).printer.options == {"device": "/dev/ttyS0", "baudrate": 19200,
-                                           "confirm_print": True}
+                                           "confirm_print": True, "status_interval": 30.0,
+                                           "retry_max": 10.0, "job_timeout": 20.0}
     default_dir = with_tables()
     del default_dir["terminal"]["state_dir"]  # type: ignore[attr-defined]
     assert parse(default_dir).state_dir == pathlib.Path("/var/lib/posterm")
@@ -309,7 +311,8 @@ def test_state_dir_that_cannot_be_a_directory(tmp_path: pathlib.Path) -> None:
 def test_keys_of_another_backend_are_still_checked() -> None:
     assert "[printer] baudrate:" in _error(with_tables(printer={"baudrate": "fast"}))
     assert parse(with_tables(printer={"baudrate": 9600})).printer.options == {
-        "host": "127.0.0.1", "port": 9100, "confirm_print": True}
+        "host": "127.0.0.1", "port": 9100, "confirm_print": True, "status_interval": 30.0,
+        "retry_max": 10.0, "job_timeout": 20.0}
 
 
 # -- TLS files ---------------------------------------------------------------------------
@@ -494,3 +497,43 @@ def test_modem_defaults() -> None:
     cfg = parse(with_tables(modem={"backend": "serial", "port": "/dev/ttyUSB2"})).modem
     assert cfg.enabled and (cfg.pwrkey_pin, cfg.status_pin, cfg.reset_pin) == (17, 27, 22)
     assert cfg.echo_interval > 60 and cfg.apn == "internet"
+
+
+def test_battery_and_power_defaults() -> None:
+    cfg = parse(GOOD)
+    assert cfg.battery.backend == "none" and cfg.battery.interval == 60.0
+    assert (cfg.battery.bus, cfg.battery.address, cfg.battery.low_percent) == (1, 0x36, 10)
+    assert cfg.power.enabled and cfg.power.fail_pin == 25 and cfg.power.grace == 60.0
+    assert cfg.power.shutdown_command == ("systemctl", "poweroff")
+    cfg = parse(with_tables(battery={"backend": "hwsim", "socket": "/run/hwsim.sock",
+                                     "interval": 0.5, "low_percent": 0},
+                            power={"shutdown_command": "", "grace": 0}))
+    assert cfg.battery.socket == "/run/hwsim.sock" and cfg.battery.low_percent == 0
+    assert cfg.power.shutdown_command == () and cfg.power.grace == 0.0
+    quoted = parse(with_tables(power={"shutdown_command": "/usr/bin/ups-off --delay '10 s'"}))
+    assert quoted.power.shutdown_command == ("/usr/bin/ups-off", "--delay", "10 s")
+
+
+@pytest.mark.parametrize("tables,needle", [
+    ({"battery": {"backend": "smbus"}}, '[battery] backend: must be "none" (no gauge), "i2c"'),
+    ({"battery": {"backend": "hwsim"}}, "[battery] socket: missing (required)"),
+    ({"battery": {"backend": "i2c", "socket": "/x.sock"}}, "[battery] socket: unknown key"),
+    ({"battery": {"backend": "i2c", "address": 0x80}}, "[battery] address: must be a 7-bit"),
+    ({"battery": {"interval": 0}}, "[battery] interval: must be a number of seconds from 0.5"),
+    ({"battery": {"low_percent": 12.5}}, "[battery] low_percent: must be a whole percent"),
+    ({"battery": {"low_percent": 60}}, "[battery] low_percent: must be a whole percent"),
+    ({"power": {"enabled": "yes"}}, "[power] enabled: must be true or false"),
+    ({"power": {"fail_pin": 24}}, "[power] fail_pin: must not be the buzzer (23) or the online"),
+    ({"power": {"fail_pin": 40}}, "[power] fail_pin: must be a BCM GPIO number from 0 to 27"),
+    ({"power": {"grace": -1}}, "[power] grace: must be a number of seconds from 0 to 3600"),
+    ({"power": {"shutdown_command": ["systemctl", "poweroff"]}},
+     "[power] shutdown_command: must be a command line"),
+    ({"power": {"shutdown_command": "halt\n-p"}}, "[power] shutdown_command: must be a command"),
+    ({"power": {"shutdown_command": "sh -c 'poweroff"}},
+     "[power] shutdown_command: is not a valid command line (No closing quotation)"),
+    ({"power": {"delay": 5}}, "[power] delay: unknown key (known keys: enabled, fail_pin, "
+                              "grace, shutdown_command)"),
+])
+def test_battery_and_power_errors_name_the_key(tables: dict[str, dict[str, object]],
+                                               needle: str) -> None:
+    assert needle in _error(with_tables(**tables))

@@ -6,10 +6,12 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
 from hwsim import testca as tlsutil
+from hwsim.fwconfig import dumps
 from tests.rig import Rig
 
 PAN = "4761739001010010"
@@ -90,12 +92,16 @@ def test_unreachable_host_gives_one_clear_message(tmp_path: pathlib.Path) -> Non
 def test_missing_device_path_is_one_clear_message(tmp_path: pathlib.Path) -> None:
     with Rig(tmp_path) as rig:
         rig.start_sim()
-        rig.write_config(card_reader={"port": "/dev/ttyNOSUCH0"})
+        # the card reader may be missing at start (it is retried); the keypad may not
+        rig.write_config()
+        data = tomllib.loads(rig.config_path.read_text())
+        data["keypad"] = {"backend": "evdev", "path": "/dev/input/NOSUCH0"}
+        rig.config_path.write_text(dumps(data))
         out = subprocess.run([sys.executable, "-m", "firmware", "--config",
                               str(rig.config_path)], capture_output=True, text=True,
                              timeout=30)
-        assert out.returncode == 3
-        assert "card reader: cannot open /dev/ttyNOSUCH0" in out.stderr
+        assert out.returncode == 3, out.stderr
+        assert "/dev/input/NOSUCH0" in out.stderr.strip().splitlines()[-1], out.stderr
         assert "Traceback" not in out.stderr
 
 

@@ -89,7 +89,8 @@ def test_info_and_written_files(running: SimThread, client: HwsimClient) -> None
     assert config["card_reader"] == {"backend": "serial", "port": info["card_reader"],
                                      "baudrate": 9600}  # fmt: skip
     assert config["printer"]["port"] == info["printer_port"] > 0
-    assert config["host"]["port"] == info["host_port"] > 0
+    # the firmware's primary path goes through hwsim's cuttable proxy to the host
+    assert config["host"]["port"] == info["primary_port"] > 0 and info["host_port"] > 0
     assert config["host"]["tls"] is False and config["host"]["ca_file"] == ""
     assert config["display"]["socket"] == running.sim.socket_path
     assert config["display"]["address"] == 0x27 and config["display"]["bus"] == 1
@@ -108,7 +109,7 @@ def test_render_config_overrides_and_escaping() -> None:
     assert config["extra"]["names"] == ["x", "y\n"]
     assert config["terminal"]["address"] == ["1 MARKET STREET", "SPRINGFIELD"]
     assert list(config) == ["terminal", "host", "card_reader", "keypad", "printer", "display",
-                            "gpio", "extra"]  # fmt: skip
+                            "gpio", "battery", "power", "extra"]  # fmt: skip
 
 
 def test_pressed_keys_reach_a_remote_key_source(running: SimThread, client: HwsimClient) -> None:
@@ -187,8 +188,9 @@ def test_remote_smbus_drives_the_display(running: SimThread, client: HwsimClient
     with pytest.raises(OSError, match="no I2C device at 0x3f") as exc:
         bus.write_byte(0x3F, 0)
     assert exc.value.errno == errno.EREMOTEIO
-    with pytest.raises(OSError, match="no I2C device at 0x36"):
-        bus.read_i2c_block_data(0x36, 0x02, 2)
+    with pytest.raises(OSError, match="no I2C device at 0x48"):
+        bus.read_i2c_block_data(0x48, 0x02, 2)
+    assert bus.read_i2c_block_data(0x36, 0x08, 2) == [0x00, 0x12]  # the gauge's VERSION
     with pytest.raises(NotImplementedError):
         bus.i2c_rdwr(i2c_msg.read(0x27, 1))
     bus.close()
@@ -345,7 +347,9 @@ def test_restart_tls_and_stand_in_reconnect(tmp_path: Any) -> None:
         gpio.setup(24, gpio.OUT)  # (this one never saw the old one go)
         with open(os.path.join(dirpath, "posterm.toml"), "rb") as f:
             host = tomllib.load(f)["host"]
-        assert (host["host"], host["port"]) == ("192.0.2.1", 8583)
+        info = HwsimClient.from_dir(dirpath).info()
+        assert (host["host"], host["port"]) == ("127.0.0.1", info["primary_port"])
+        assert host["server_name"] == "192.0.2.1"  # the proxy forwards to the external host
         with pytest.raises(HwsimError, match="external host"):
             HwsimClient.from_dir(dirpath).ledger()
     finally:
@@ -367,7 +371,7 @@ def test_hwsim_run_as_a_process(tmp_path: Any) -> None:
         info = HwsimClient.from_dir(dirpath).info()
         assert info["pid"] == proc.pid
         with open(os.path.join(dirpath, "posterm.toml"), "rb") as f:
-            assert tomllib.load(f)["host"]["port"] == info["host_port"]
+            assert tomllib.load(f)["host"]["port"] == info["primary_port"]
         again = subprocess.run([sys.executable, "-m", "hwsim", "run", "--dir", dirpath],
                                capture_output=True, text=True, timeout=15)  # fmt: skip
         assert again.returncode == 1 and "already running" in again.stderr

@@ -1,7 +1,14 @@
-"""The real Lcd2004 driver against the HD44780 model, through an SMBus-shaped fake."""
+"""The real Lcd2004 driver against the HD44780 model, through an SMBus-shaped fake; hwsim's
+I2C fault switch; and the runtime's DisplayKeeper riding out a display that fails."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -10,7 +17,9 @@ from hypothesis import strategies as st
 
 from drivers.lcd import Lcd2004, encode_row, open_smbus
 from firmware.errors import DisplayError
-from hwsim.lcd import Hd44780Sim
+from firmware.runtime.display import DisplayKeeper
+from hwsim.lcd import Hd44780Sim, I2cNack
+from hwsim.sim import Pcf8574Lcd
 
 BLANK = " " * 20
 
@@ -211,3 +220,185 @@ def test_any_sequence_of_ascii_screens_reads_back(screens: list[list[str]]) -> N
 def test_open_smbus_names_a_missing_device() -> None:
     with pytest.raises(DisplayError, match="/dev/i2c-97"):
         open_smbus(97)
+
+
+# -- I2C faults on the display: hwsim's fault switch and the runtime's DisplayKeeper --------
+
+IDLE = ["POSTERM", "", "ENTER AMOUNT", "F1 MENU"]
+
+
+class ExpanderBus:
+    """smbus2-shaped, in front of hwsim's expander: a refused transfer is OSError 121, as
+    RemoteSMBus (and the kernel, for a NACK) reports it."""
+
+    def __init__(self, expander: Pcf8574Lcd) -> None:
+        self.expander = expander
+        self.transfers = 0
+
+    def write_byte(self, i2c_addr: int, value: int, force: Any = None) -> None:
+        self._write([value])
+
+    def i2c_rdwr(self, *msgs: Any) -> None:
+        for msg in msgs:
+            self._write(list(bytes(msg)))
+
+    def _write(self, data: list[int]) -> None:
+        self.transfers += 1
+        try:
+            self.expander.write(data)
+        except I2cNack as exc:
+            raise OSError(errno.EREMOTEIO, str(exc)) from None
+
+
+def test_model_power_cycle_forgets_text_and_mode() -> None:
+    lcd, sim, _ = make()
+    lcd.show(["SOMETHING"])
+    sim.power_cycle()
+    assert sim.eight_bit_mode and not sim.display_on and sim.rows() == [BLANK] * 4
+
+
+def test_bus_fault_refuses_transfers_until_cleared_or_counted_out() -> None:
+    sim = Hd44780Sim()
+    expander = Pcf8574Lcd(sim)
+    lcd = Lcd2004(ExpanderBus(expander))
+    lcd.show(["ONE"])
+    expander.fault.set()
+    with pytest.raises(DisplayError, match=r"0x27 failed: \[Errno 121\] .*no ACK from 0x27"):
+        lcd.show(["TWO"])
+    with pytest.raises(DisplayError):
+        lcd.show(["TWO"])
+    assert expander.fault.clear() == 2
+    lcd.show(["TWO"])
+    assert sim.rows()[0] == "TWO".ljust(20)
+    expander.fault.set(count=3)
+    for _ in range(3):
+        with pytest.raises(DisplayError):
+            lcd.show(["THREE"])
+    lcd.show(["THREE"])  # answers again by itself after three refused transfers
+    assert sim.rows()[0] == "THREE".ljust(20) and not expander.fault.active
+    with pytest.raises(ValueError, match="count"):
+        expander.fault.set(count=-1)
+
+
+def _keeper_rig(**kw: Any) -> tuple[DisplayKeeper, Hd44780Sim, Pcf8574Lcd, ExpanderBus,
+                                    ThreadPoolExecutor]:
+    sim = Hd44780Sim()
+    expander = Pcf8574Lcd(sim)
+    bus = ExpanderBus(expander)
+    pool = ThreadPoolExecutor(1)
+    keeper = DisplayKeeper(Lcd2004(bus), pool, **kw)
+    return keeper, sim, expander, bus, pool
+
+
+def test_keeper_goes_on_without_the_display_and_redraws_it_in_full(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="posterm.display")
+    changes: list[str] = []
+    keeper, sim, expander, bus, pool = _keeper_rig(base=0.02, cap=0.08)
+    keeper._on_change = lambda: changes.append(keeper.fault)
+
+    async def scenario() -> None:
+        assert await keeper.show(IDLE)
+        assert sim.rows()[2] == "ENTER AMOUNT".ljust(20)
+        expander.fault.set(power_loss=True)  # unplugged: it loses power as well
+        assert not await keeper.show(["SALE", "EUR 12.50", "", "OK=CONFIRM"])
+        assert "Errno 121" in keeper.fault
+        # while it is down a show returns at once: the loop goes on with keys and cards
+        started = time.monotonic()
+        for n in range(50):
+            assert not await keeper.show(["EUR 12.50", "SWIPE CARD", f"#{n}", "CANCEL=STOP"])
+        assert time.monotonic() - started < 0.05
+        await asyncio.sleep(0.6)
+        before = bus.transfers
+        await asyncio.sleep(0.4)
+        # retries back off: at the 0.08 s cap, at most one attempt per 0.04 s
+        assert bus.transfers - before <= 0.4 / 0.04 + 1
+        assert sim.rows() == [BLANK] * 4  # nothing reached the glass meanwhile
+        await keeper.show(["APPROVED", "AUTH 123456", "PRINTING...", "EUR 12.50"])
+        expander.fault.clear()
+        deadline = time.monotonic() + 2
+        while keeper.fault:
+            assert time.monotonic() < deadline, "the display was never redrawn"
+            await asyncio.sleep(0.01)
+        keeper.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+    # initialised from power-on (8-bit mode, display off) and the newest screen drawn
+    assert not sim.eight_bit_mode and sim.display_on
+    assert sim.rows() == ["APPROVED".ljust(20), "AUTH 123456".ljust(20),
+                          "PRINTING...".ljust(20), "EUR 12.50".ljust(20)]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]  # once, not per write
+    assert "retries it" in errors[0].getMessage()
+    back = [r.getMessage() for r in caplog.records if "works again" in r.getMessage()]
+    assert len(back) == 1 and "initialised and redrawn" in back[0]
+    assert len(changes) == 2 and changes[0] and changes[1] == ""
+
+
+def test_keeper_treats_a_write_that_hangs_as_a_display_that_does_not_answer() -> None:
+    release = threading.Event()
+    shown: list[tuple[str, ...]] = []
+
+    class Hanging:
+        def show(self, rows: Any) -> None:
+            if not release.is_set():
+                release.wait(5)
+            shown.append(tuple(rows))
+
+        def close(self) -> None:
+            pass
+
+    pool = ThreadPoolExecutor(1)
+    keeper = DisplayKeeper(Hanging(), pool, base=0.02, cap=0.05, stall=0.2)
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        assert not await keeper.show(["FIRST"])
+        assert 0.15 < time.monotonic() - started < 1.0
+        assert keeper.fault == "no answer within 0.2 s"
+        assert not await keeper.show(["NEWEST"])
+        release.set()
+        deadline = time.monotonic() + 2
+        while keeper.fault:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+    assert shown == [("FIRST",), ("NEWEST",)]  # in order: the newest screen is last
+
+
+def test_keeper_survives_a_driver_bug() -> None:
+    calls = []
+
+    class Buggy:
+        def show(self, rows: Any) -> None:
+            calls.append(rows)
+            if len(calls) == 1:
+                raise KeyError("bug")
+
+        def close(self) -> None:
+            pass
+
+    pool = ThreadPoolExecutor(1)
+    keeper = DisplayKeeper(Buggy(), pool, base=0.02, cap=0.05)
+
+    async def scenario() -> None:
+        assert not await keeper.show(["X"])
+        assert keeper.fault.startswith("internal error: KeyError")
+        for _ in range(100):
+            if not keeper.fault:
+                break
+            await asyncio.sleep(0.01)
+        assert not keeper.fault
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.shutdown()

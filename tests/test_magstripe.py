@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 import drivers.magstripe
 from drivers.magstripe import (
+    FAULT_TEXT,
     INTER_BYTE_TIMEOUT,
     LineFramer,
     MagstripeReader,
@@ -23,7 +25,7 @@ from drivers.magstripe import (
     events_from_read,
 )
 from drivers.tracks import CARD_NOT_READ, INCOMPLETE_SWIPE, TRACK2_NOT_READ
-from firmware.core.events import CardReadFailed, CardSwiped, DeviceFault, Event
+from firmware.core.events import CardReadFailed, CardSwiped, ConditionChanged, Event
 from firmware.errors import CardReaderError
 from hwsim.cardreader import CardReaderSim
 from hwsim.cards import bad_swipe, swipe_line
@@ -138,7 +140,8 @@ def test_missing_path_raises_card_reader_error() -> None:
         reader.open()
     message = str(info.value)
     assert message == (
-        "card reader: cannot open /dev/ttyUSB-posterm-missing: No such file or directory"
+        "card reader: cannot open /dev/ttyUSB-posterm-missing: No such file or directory "
+        "(ENOENT)"
     )
     assert info.value.device == "card_reader"
 
@@ -153,7 +156,7 @@ def test_lost_port_is_one_fault_then_the_reader_comes_back(tmp_path: Path) -> No
         os.symlink(target, new_link)
         os.replace(new_link, link)
 
-    reader = MagstripeReader(str(link), retry_interval=0.05)
+    reader = MagstripeReader(str(link), retry_base=0.05, retry_cap=0.1)
     reader.open()
 
     async def scenario() -> list[Event]:
@@ -188,21 +191,23 @@ def test_lost_port_is_one_fault_then_the_reader_comes_back(tmp_path: Path) -> No
         reader.close()
         first.close()
         second.close()
-    faults = [e for e in events if isinstance(e, DeviceFault)]
-    assert len(faults) == 1, events
-    assert faults[0].device == "card_reader" and str(link) in faults[0].message
+    assert events == [ConditionChanged("card_reader", FAULT_TEXT),
+                      ConditionChanged("card_reader", ""), events[-1]], events
     assert isinstance(events[-1], CardSwiped)
 
 
-def test_run_without_open_reports_a_fault(tmp_path: Path) -> None:
-    reader = MagstripeReader(str(tmp_path / "nothing"), retry_interval=0.05)
+def test_run_without_open_reports_a_fault(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = MagstripeReader(str(tmp_path / "nothing"), retry_base=0.05, retry_cap=0.1)
     events = asyncio.run(
         _run_until(reader, lambda: None, lambda events: len(events) >= 1, timeout=2.0)
     )
     reader.close()
-    assert len(events) == 1  # once per outage, not once per retry
-    assert isinstance(events[0], DeviceFault)
-    assert events[0].message.startswith(f"card reader: cannot open {tmp_path / 'nothing'}")
+    assert events == [ConditionChanged("card_reader", FAULT_TEXT)]  # once, not per retry
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"card reader: cannot open {tmp_path / 'nothing'}: No such file or "
+                      "directory (ENOENT); retrying"]
 
 
 def test_cancel_stops_the_reader_thread_quickly(sim: CardReaderSim) -> None:
@@ -459,7 +464,7 @@ def test_garbage_without_cr_then_pause_then_swipe_on_the_port(
 
 def test_unplugged_mid_swipe_is_one_bad_read_then_one_fault(tmp_path: Path) -> None:
     sim = CardReaderSim()
-    reader = MagstripeReader(sim.open(), retry_interval=0.05)
+    reader = MagstripeReader(sim.open(), retry_base=0.05, retry_cap=0.1)
     reader.open()
 
     def unplug_mid_swipe() -> None:
@@ -474,7 +479,7 @@ def test_unplugged_mid_swipe_is_one_bad_read_then_one_fault(tmp_path: Path) -> N
         sim.close()
     assert isinstance(events[0], CardReadFailed) and events[0].reason == INCOMPLETE_SWIPE
     assert events[0].detail == "swipe cut short: 20 bytes, then the reader was lost"
-    assert isinstance(events[1], DeviceFault)
+    assert events[1] == ConditionChanged("card_reader", FAULT_TEXT)
     assert len(events) == 2, events
 
 
@@ -498,3 +503,158 @@ def test_a_parser_bug_leaves_the_reader_thread_running(
     finally:
         reader.close()
     assert isinstance(events[0], CardReadFailed) and isinstance(events[1], CardSwiped)
+
+
+# -- the reader unplugged and plugged back at the same path (hwsim's link) -------------
+
+
+async def _wait_for(events: list[Event], done: Callable[[list[Event]], bool],
+                    timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done(events):
+        assert time.monotonic() < deadline, f"timed out with {events}"
+        await asyncio.sleep(0.01)
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.ERROR and r.name == "drivers.magstripe"]
+
+
+def test_unplugged_and_plugged_back_at_the_same_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    link = str(tmp_path / "card-reader")
+    sim = CardReaderSim(link=link)
+    assert sim.open() == link and os.readlink(link) == sim.pty
+    reader = MagstripeReader(link, retry_base=0.05, retry_cap=0.2)
+    reader.open()
+    fault, cleared = ConditionChanged("card_reader", FAULT_TEXT), ConditionChanged("card_reader")
+
+    async def scenario() -> list[Event]:
+        events: list[Event] = []
+        task = asyncio.create_task(reader.run(events.append))
+        try:
+            await asyncio.sleep(0.05)
+            sim.swipe(PAN)
+            await _wait_for(events, lambda e: len(e) == 1)
+            first_pty = sim.pty
+            sim.unplug()
+            assert not os.path.lexists(link)  # the device node is gone, as with USB
+            await _wait_for(events, lambda e: len(e) == 2)
+            await asyncio.sleep(1.0)  # several reopen attempts, all failing
+            assert events[1:] == [fault] and not reader.connected
+            assert sim.plug() == link and os.readlink(link) == sim.pty
+            assert sim.pty  # a new pseudo-terminal (the number may come round again)
+            await _wait_for(events, lambda e: len(e) == 3)
+            assert events[2] == cleared and reader.connected and not reader.fault
+            # after the outage bad reads keep their own reasons, and a card reads
+            sim.bad_swipe("partial")
+            await _wait_for(events, lambda e: len(e) == 4)
+            sim.write(b"\x00\xff garbage\r")
+            await _wait_for(events, lambda e: len(e) == 5)
+            sim.swipe(PAN)
+            await _wait_for(events, lambda e: len(e) == 6)
+            await asyncio.sleep(0.2)
+            assert first_pty
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return events
+
+    try:
+        events = asyncio.run(scenario())
+    finally:
+        reader.close()
+        sim.close()
+    assert not os.path.lexists(link)
+    assert len(events) == 6, events
+    assert isinstance(events[0], CardSwiped)
+    assert isinstance(events[3], CardReadFailed) and events[3].reason == INCOMPLETE_SWIPE
+    assert isinstance(events[4], CardReadFailed) and events[4].reason == CARD_NOT_READ
+    assert isinstance(events[5], CardSwiped) and events[5].card.pan == PAN
+    # one line for the outage, naming the path and the error; one when it is back
+    assert _errors(caplog) == [
+        f"card reader: lost {link}: the device hung up (disconnected); reopening it"]
+    back = [r for r in caplog.records if "works again" in r.getMessage()]
+    assert [r.getMessage() for r in back] == [f"card reader: {link} works again"]
+    assert PAN not in caplog.text
+
+
+def test_missing_at_start_is_the_fault_state_until_plugged_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    link = str(tmp_path / "card-reader")
+    sim = CardReaderSim(link=link)  # not plugged in yet: the path does not exist
+    reader = MagstripeReader(link, retry_base=0.05, retry_cap=0.2)
+    reader.open(required=False)  # never raises: the terminal starts without the reader
+    assert not reader.connected and "No such file or directory (ENOENT)" in reader.fault
+
+    async def scenario() -> list[Event]:
+        events: list[Event] = []
+        task = asyncio.create_task(reader.run(events.append))
+        try:
+            await _wait_for(events, lambda e: len(e) == 1)
+            await asyncio.sleep(0.5)
+            sim.open()
+            await _wait_for(events, lambda e: len(e) == 2)
+            sim.swipe(PAN)
+            await _wait_for(events, lambda e: len(e) == 3)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return events
+
+    try:
+        events = asyncio.run(scenario())
+    finally:
+        reader.close()
+        sim.close()
+    assert events[:2] == [ConditionChanged("card_reader", FAULT_TEXT),
+                          ConditionChanged("card_reader", "")]
+    assert isinstance(events[2], CardSwiped)
+    assert _errors(caplog) == [f"card reader: cannot open {link}: No such file or directory "
+                               "(ENOENT); starting without it, retrying"]
+
+
+def test_open_still_raises_when_the_reader_is_required(tmp_path: Path) -> None:
+    reader = MagstripeReader(str(tmp_path / "absent"))
+    with pytest.raises(CardReaderError, match=r"cannot open .*absent: No such file"):
+        reader.open()
+    assert not reader.fault
+
+
+def test_reopen_pauses_double_up_to_the_cap_with_jitter_in_the_upper_half() -> None:
+    reader = MagstripeReader("/dev/null", retry_base=0.5, retry_cap=8.0, rng=random.Random(3))
+    pauses = [[reader._pause(attempt) for _ in range(200)] for attempt in range(8)]
+    for attempt, drawn in enumerate(pauses):
+        top = min(8.0, 0.5 * 2 ** attempt)
+        assert all(top / 2 <= p < top for p in drawn), (attempt, min(drawn), max(drawn))
+        assert max(drawn) - min(drawn) > top / 4  # jittered, not in step with other terminals
+    # at the cap, a lost reader is tried about every 6 s: fewer wake-ups than the idle reads
+    assert 4.0 <= sum(pauses[7]) / 200 <= 8.0
+
+
+def test_bad_retry_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="retry_base"):
+        MagstripeReader("/dev/null", retry_base=0.0)
+    with pytest.raises(ValueError, match="retry_base"):
+        MagstripeReader("/dev/null", retry_base=2.0, retry_cap=1.0)
+
+
+def test_error_text_names_the_errno_even_inside_pyserial_wrapping() -> None:
+    import serial
+
+    from drivers.magstripe import _reason
+
+    try:
+        try:
+            raise OSError(5, "Input/output error")
+        except OSError as exc:
+            raise serial.SerialException(f"read failed: {exc}")  # noqa: B904 (as pyserial)
+    except serial.SerialException as wrapped:
+        assert _reason(wrapped) == "Input/output error (EIO)"

@@ -14,7 +14,7 @@ from firmware.runtime.paths import MODEM, PRIMARY, Paths, describe
 
 
 class Status:
-    powered, sim, registration, rssi, bars, error = True, "READY", "registered", 20, 3, ""
+    powered, sim, registration, rssi, bars, error_display = True, "READY", "REGISTERED", 20, 3, ""
 
 
 class FakeModem:
@@ -63,9 +63,14 @@ def test_failback_needs_the_primary_healthy_for_the_whole_delay() -> None:
 
 def test_status_line_fits_the_display() -> None:
     class Bad(Status):
-        error = "REGISTRATION DENIED BY THE NETWORK"
+        error_display = "REGISTRATION DENIED BY THE NETWORK"
 
-    assert describe(Bad()) == "4G REGISTRATION DENI"
+    assert describe(Bad()) == "4G REGISTRATION DENI"  # cut, never longer than the row
+
+    class Denied(Status):
+        error_display = "REGISTRATION DENIED"
+
+    assert describe(Denied()) == "4G REG DENIED"
     assert describe(None) == "4G STARTING"
     assert all(len(describe(s)) <= 20 for s in (Status(), Bad()))
 

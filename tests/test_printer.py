@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from drivers.printer import BIG, EscposPrinter, _load_escpos
 from firmware.errors import PrinterError
+from firmware.ports import PrinterStatus
 from hwsim.escpos_stream import EscPosDecoder
 from hwsim.printer import PrintedLine, PrinterSim
 
@@ -127,29 +128,37 @@ def test_paper_near_end_still_prints(served: SimThread, tmp_path: Path) -> None:
     p.close()
 
 
-def test_mute_printer_gives_an_error_within_2_seconds(served: SimThread, tmp_path: Path) -> None:
+def test_mute_printer_is_offline_within_2_seconds(served: SimThread, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     p = driver(served.port, tmp_path)
     p.open()
     served.sim.set_fault(mute=True)
     start = time.monotonic()
-    with pytest.raises(PrinterError, match="no status answer within 2 s"):
+    with pytest.raises(PrinterError, match="^PRINTER OFFLINE$"):
         p.print_lines(RECEIPT)
     assert 1.5 < time.monotonic() - start < 3.0
-    assert served.sim.receipts() == []
+    assert "no status answer within 2 s" in caplog.text  # the log says why
+    start = time.monotonic()
+    assert p.status() == PrinterStatus(online=False)
+    assert time.monotonic() - start < 2.5  # one request's timeout, not three
+    assert served.sim.receipts() == [] and served.sim.discarded() == (0, 0)
     served.sim.clear_faults()
     p.print_lines(["BACK"])
     assert served.sim.receipts() == ["BACK"]
     p.close()
 
 
-def test_printer_not_listening_names_the_address(tmp_path: Path) -> None:
+def test_printer_not_listening_names_the_address(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free once closed: nothing listens there
     p = driver(port, tmp_path)
     start = time.monotonic()
-    with pytest.raises(PrinterError, match=f"127.0.0.1:{port}"):
-        p.print_lines(["X"])
+    with caplog.at_level("WARNING"):
+        with pytest.raises(PrinterError, match="^PRINTER OFFLINE$"):
+            p.print_lines(["X"])
+    assert f"cannot connect to 127.0.0.1:{port}" in caplog.text
     with pytest.raises(PrinterError, match=f"cannot connect to 127.0.0.1:{port}"):
         p.open()
     assert time.monotonic() - start < 2
@@ -160,8 +169,7 @@ def test_a_broken_connection_is_reopened_on_the_next_call(served: SimThread,
     p = driver(served.port, tmp_path)
     p.print_lines(["ONE"])
     served.restart()  # the printer was power-cycled: the connection is gone
-    with pytest.raises(PrinterError, match="closed the connection"):
-        p.status()
+    assert p.status() == PrinterStatus(online=False)  # the log says it closed the connection
     p.print_lines(["TWO"])
     assert served.sim.receipts() == ["ONE", "TWO"]
     p.close()
@@ -185,6 +193,11 @@ def test_slow_printing_is_waited_for_and_paper_out_midway_is_reported(
     timer.join()
     assert len(served.sim.receipts()) == 1  # never cut
     assert served.sim.partial().startswith("ROW 0\nROW 1")
+    served.sim.load_paper()  # the cut-short receipt leaves with the old roll
+    assert served.sim.partial() == "" and served.sim.torn_off()[0].startswith("ROW 0\nROW 1")
+    served.sim.set_fault(slow_seconds=0.0)
+    p.print_lines(["NEW ROLL"])
+    assert served.sim.receipts()[-1] == "NEW ROLL"
     p.close()
 
 
@@ -349,8 +362,7 @@ def test_a_reconnect_selects_the_code_table_again(served: SimThread, tmp_path: P
     p = driver(served.port, tmp_path)
     p.print_lines(EURO_RECEIPT)
     served.restart()  # power-cycled: back to table 0, and a new connection
-    with pytest.raises(PrinterError):
-        p.status()
+    assert not p.status().online
     p.print_lines(EURO_RECEIPT)
     p.open()  # an explicit reconnect too
     p.print_lines(EURO_RECEIPT)
@@ -428,3 +440,101 @@ def test_decoder_tables_are_those_of_the_escpos_profile(tmp_path: Path) -> None:
     # Tables escpos can select that the model lacks: TCVN-3 (Vietnamese), no Python codec.
     assert usable - set(CODE_TABLES) == {30, 31}
     assert set(CODE_TABLES) <= usable
+
+
+# -- real-time status and a stopped printer ---------------------------------------------
+
+def _ask(port: int, requests: bytes) -> bytes:
+    """Send raw bytes to the model and collect its answers, as a bare client would."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(requests)
+        answers = b""
+        deadline = time.monotonic() + 2
+        s.settimeout(0.5)
+        while len(answers) < requests.count(b"\x10\x04") and time.monotonic() < deadline:
+            try:
+                answers += s.recv(16)
+            except TimeoutError:
+                pass  # a muted printer: nothing comes
+        return answers
+
+
+_ALL = b"\x10\x04\x01\x10\x04\x02\x10\x04\x03\x10\x04\x04"
+
+
+@pytest.mark.parametrize(("fault", "answers", "status"), [
+    # answers to DLE EOT 1, 2, 3, 4 (ESC/POS: printer, offline cause, error, paper sensor)
+    ({}, b"\x12\x12\x12\x12", PrinterStatus(online=True)),
+    ({"paper_near_end": True}, b"\x12\x12\x12\x1e",
+     PrinterStatus(online=True, paper_near_end=True)),
+    ({"paper_out": True}, b"\x1a\x32\x12\x7e",
+     PrinterStatus(online=False, paper_out=True, paper_near_end=True)),
+    ({"cover_open": True}, b"\x1a\x16\x12\x12", PrinterStatus(online=False, cover_open=True)),
+    ({"offline": True}, b"\x1a\x52\x52\x12", PrinterStatus(online=False)),
+    ({"mute": True}, b"", PrinterStatus(online=False)),
+])
+def test_status_answers_as_the_escpos_reference_and_the_driver_reads_them(
+        served: SimThread, tmp_path: Path, fault: dict[str, bool], answers: bytes,
+        status: PrinterStatus) -> None:
+    served.sim.set_fault(**fault)
+    assert _ask(served.port, _ALL) == answers
+    p = driver(served.port, tmp_path)
+    assert p.status() == status
+    p.close()
+
+
+def test_stale_bytes_are_drained_before_each_status_request(tmp_path: Path) -> None:
+    """A late answer to an earlier request (here "offline", twice) waits in the input
+    when the next request goes out: it must not be read as the new answer."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    asked: list[bytes] = []
+
+    def printer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"\x1a\x1a")  # stale: answers nobody is waiting for any more
+            time.sleep(0.2)
+            while data := conn.recv(64):
+                for i in range(len(data) - 2):
+                    if data[i:i + 2] == b"\x10\x04":
+                        asked.append(data[i + 2:i + 3])
+                        conn.sendall(b"\x12")
+
+    t = threading.Thread(target=printer, daemon=True)
+    t.start()
+    p = driver(port, tmp_path)
+    p.open()
+    time.sleep(0.4)  # the stale bytes are in the socket's buffer now
+    assert p.status() == PrinterStatus(online=True)
+    assert asked == [b"\x01", b"\x02", b"\x04"]
+    p.close()
+    server.close()
+    t.join(2)
+
+
+@pytest.mark.parametrize("fault", ["paper_out", "cover_open", "offline"])
+def test_a_stopped_printer_prints_nothing_and_the_model_counts_what_it_lost(
+        served: SimThread, fault: str) -> None:
+    served.sim.set_fault(**{fault: True})
+    with socket.create_connection(("127.0.0.1", served.port), timeout=2) as s:
+        s.sendall(b"\x1b@ONE\nTWO\n\x1dV\x00")
+        time.sleep(0.3)
+    assert served.sim.receipts() == [] and served.sim.partial() == ""
+    assert served.sim.discarded() == (2, 1)
+    assert served.sim.state()["discarded_cuts"] == 1
+    served.sim.load_paper()
+    served.sim.set_fault(cover_open=False, offline=False)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=2) as s:
+        s.sendall(b"\x1b@THREE\n\x1dV\x00")
+        time.sleep(0.3)
+    assert served.sim.receipts() == ["THREE"]
+
+
+def test_loading_paper_ends_paper_out_and_near_end(served: SimThread, tmp_path: Path) -> None:
+    served.sim.set_fault(paper_out=True, paper_near_end=True)
+    p = driver(served.port, tmp_path)
+    assert p.status().problem() == "PAPER OUT"
+    served.sim.load_paper()
+    assert p.status() == PrinterStatus(online=True)
+    p.close()

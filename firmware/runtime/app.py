@@ -41,8 +41,9 @@ from firmware.core.effects import (
     StartTimer,
 )
 from firmware.core.events import (
-    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, Event, KeyPressed, LinkChanged,
-    OfflineDecided, PathChanged, PrintFinished, QueueChanged, SaleClosed, TimerFired,
+    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, ConditionChanged, Event,
+    KeyPressed, LinkChanged, OfflineDecided, PathChanged, PrintFinished, QueueChanged,
+    SaleClosed, TimerFired,
 )
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord, SaleStatus
@@ -50,10 +51,13 @@ from firmware.core.receipt import offline_report, sale_receipt
 from firmware.errors import DeviceError, HostError, PostermError
 from firmware.runtime import failpoints
 from firmware.runtime.authorizer import Authorizer
+from firmware.runtime.display import DisplayKeeper
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.outcomes import log_outcome
+from firmware.runtime.printqueue import PrintSpooler, Settings
+from firmware.runtime.power import PowerMonitor
 from firmware.runtime.paths import (
     MODEM, PRIMARY, ModemKeeper, Paths, PrimaryProbe, modem_facts,
 )
@@ -96,24 +100,30 @@ class App:
         self.state: core.State | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._display_ok = True
         self._rng = random.Random()
         self._fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._announced: set[int] = set()  # refused offline sales told to the core
         self._shown_record: SaleRecord | None = None  # the last outcome shown and logged
         self._stopping = False
-        self._printer_fault = ""
         self._status_server: StatusServer | None = None
         self._recovery_copies: list[SaleRecord] = []
         # one thread each: a printer that hangs can hold up only the printer, never the
-        # display or the pins (the default pool would fill with waiting prints)
-        self._printer_pool = ThreadPoolExecutor(1, thread_name_prefix="printer")
+        # display or the pins (the default pool would fill with waiting prints). The
+        # printer's thread belongs to the spooler, with the durable print queue
+        self.spooler = PrintSpooler(devices.printer, journal, self.emit,
+                                    Settings.from_options(cfg.printer.options),
+                                    on_error=self._background_error)
         self._display_pool = ThreadPoolExecutor(1, thread_name_prefix="display")
+        # the newest screen, kept on the glass: a display that fails is retried in the
+        # background while the sale goes on (display.py)
+        self._display = DisplayKeeper(devices.display, self._display_pool,
+                                      on_change=self._display_changed)
         self._pins_pool = ThreadPoolExecutor(1, thread_name_prefix="pins")
         self._side_prints = 0  # copies and reports waiting for the printer
         self.restart_requested = False  # the daily restart: stop, then start again (exec)
         self.notifier = notifier or Notifier(environ={})
+        self.power: PowerMonitor | None = None  # the battery gauge and the power-fail input
 
     # -- plumbing ---------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -207,6 +217,10 @@ class App:
         self.paths.primary_down("the link went down")
         if not self.link.outstanding and not self._in_flight():
             await self.link.close()
+            try:  # over the modem now, rather than at the next probe
+                await self.link.ensure_connected()
+            except HostError as exc:
+                log.warning("failover to the 4G modem: %s", exc)
 
     def _link_changed(self, state: str) -> None:
         if state == "DOWN" and self.paths is not None and self.paths.modem_ready:
@@ -246,6 +260,7 @@ class App:
         reader, keypad = self.devices.card_reader, self.devices.keypad
         self._supervised(lambda: reader.run(self.emit), "card reader")
         self._supervised(lambda: keypad.run(self.emit), "keypad")
+        self._supervised(self.spooler.run, "printer watch")
         self._supervised(self.forwarder.run, "forwarder")
         self._supervised(self.monitor.run, "link monitor")
         if self.paths is not None and self.paths.modem is not None:
@@ -269,6 +284,7 @@ class App:
             remember=lambda day: self.journal.set_note(maintenance.NOTE, day),
             restart=self._request_restart, status=self.notifier.status)
         self._supervised(daily.run, "daily restart")
+        self._start_power()
         self.forwarder.kick()
         log.info("posterm ready: terminal %s, host %s", self.ident.terminal_id,
                  self.link.address)
@@ -289,10 +305,18 @@ class App:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._display.close()
             await self.forwarder.stop()  # before the link closes and fails their requests
             await self.link.close()
+            if self.paths is not None and self.paths.modem is not None:
+                try:  # the data session is closed politely; a silent modem is not waited for
+                    await asyncio.wait_for(self.paths.modem.close(), 3.0)
+                except Exception as exc:
+                    log.debug("closing the modem: %s", exc)
             if self._status_server is not None:
                 await self._status_server.stop()
+        if self._fatal is None and self.power is not None:  # a stop for mains loss: shut down
+            self.restart_requested |= await self.power.finish(self._show)
         if self._fatal is not None:
             await self._out_of_order()
             if isinstance(self._fatal, sqlite3.Error):
@@ -370,7 +394,8 @@ class App:
                                       state_dir / "card.key")
         doc.update(
             running=True, pid=os.getpid(), version=status.version(),
-            status=self._status_line(), printer_fault=self._printer_fault,
+            status=self._status_line(), printer_fault=self.spooler.condition,
+            display_fault=self._display.fault,
             phase=self.state.phase.value if self.state else "",
             in_flight=self.link.outstanding + (1 if self._in_flight() else 0),
             link={"state": self.monitor.state, "untrusted": self.monitor.health.untrusted,
@@ -378,6 +403,8 @@ class App:
                   "connected": self.link.connected})
         if self.paths is not None and self.paths.modem is not None:
             doc["modem"] = modem_facts(self.paths)
+        if self.power is not None:
+            doc["power"] = self.power.facts()
         return doc
 
     def _status_line(self) -> str:
@@ -394,16 +421,20 @@ class App:
             parts.append(f"{stats.reversals} reversal(s) pending")
         if stats.refused:
             parts.append(f"{stats.refused} refused offline sale(s) unpaid")
-        if self._printer_fault:
-            parts.append(f"printing fault: {self._printer_fault}")
+        if self.spooler.condition:
+            parts.append(f"printer: {self.spooler.condition}")
+        waiting = len(self.journal.queued_prints())
+        if waiting:
+            parts.append(f"{waiting} receipt(s) waiting for the printer")
+        if self._display.fault:
+            parts.append(f"display fault ({self._display.fault})")
+        parts += self.power.status_parts() if self.power is not None else []
         return "; ".join(parts)
 
     async def _handle(self, event: Event) -> None:
         assert self.state is not None
         if self._stopping and isinstance(event, (KeyPressed, CardSwiped, CardReadFailed)):
             return  # stopping: no new sale, no menu
-        if isinstance(event, PrintFinished) and event.job == "sale":
-            self._printer_fault = "" if event.ok else event.message
         phase = self.state.phase
         try:
             if isinstance(event, KeyPressed):
@@ -427,7 +458,7 @@ class App:
         await self.execute(effects)
         if self.state.phase != phase:
             self.forwarder.kick()  # a sale that ended lets the upload go on
-        if isinstance(event, (LinkChanged, QueueChanged, PrintFinished)):
+        if isinstance(event, (LinkChanged, QueueChanged, PrintFinished, ConditionChanged)):
             self.notifier.status(self._status_line())
 
     async def _print_recovery_copies(self) -> None:
@@ -436,6 +467,31 @@ class App:
             lines = tuple(sale_receipt(self.cfg.core, rec, copy=True))
             job = "recovery-last" if rec.sale_id == last else "recovery"
             await self._print(Print(lines, rec.sale_id, job=job))
+
+    def _start_power(self) -> None:
+        """The battery gauge and the power-fail input (power.py), when there are any."""
+        gauge = getattr(self.devices, "gauge", None)
+        watch = self.cfg.power.enabled and self.cfg.gpio.backend != "none"
+        if self.cfg.power.enabled and not watch:
+            log.info("power-fail input not watched: [gpio] backend is none")
+        if gauge is None and not watch:
+            return
+
+        async def power_ok() -> bool:
+            return bool(await self._in(self._pins_pool, self.devices.pins.power_ok))
+
+        def stop() -> None:
+            if self._stop is not None:
+                self._stop.set()
+
+        self.power = PowerMonitor(
+            self.cfg.battery, self.cfg.power, gauge=gauge, power_ok=power_ok if watch else None,
+            emit=self.emit, checkpoint=self.journal.checkpoint, request_stop=stop,
+            changed=lambda: self.notifier.status(self._status_line()))
+        if gauge is not None:
+            self._supervised(self.power.run_gauge, "battery gauge")
+        if watch:
+            self._supervised(self.power.run_mains, "power-fail input")
 
     def _request_restart(self) -> None:
         self.restart_requested = True
@@ -607,18 +663,12 @@ class App:
         await self._print(Print(tuple(lines), None, job="report"))
 
     async def _show(self, rows: tuple[str, str, str, str]) -> None:
-        try:
-            await self._in(self._display_pool, self.devices.display.show, rows)
-            if not self._display_ok:
-                log.info("display works again")
-            self._display_ok = True
-        except Exception as exc:  # a device fault, or a driver bug: the sale goes on
-            if is_fatal(exc):
-                raise
-            if self._display_ok:
-                log.error("display: %s", exc if isinstance(exc, DeviceError)
-                          else f"internal error: {type(exc).__name__}: {exc}")
-            self._display_ok = False
+        """Show the rows; a display that fails never holds up the sale (display.py)."""
+        await self._display.show(rows)
+
+    def _display_changed(self) -> None:
+        if self.state is not None:  # after start-up: systemd's STATUS says it too
+            self.notifier.status(self._status_line())
 
     def _start_timer(self, effect: StartTimer) -> None:
         if self._timer is not None:
@@ -650,30 +700,25 @@ class App:
             self._side_prints -= side
 
     async def _print_job(self, effect: Print) -> None:
-        job = asyncio.ensure_future(self._in(self._printer_pool, self.devices.printer.print_lines,
-                                             list(effect.lines)))
+        """Through the spooler (printqueue.py): it answers at once when the printer is
+        known to be stopped, and within its job timeout otherwise; a receipt that could
+        not print waits in the print queue and the sale goes on. The spooler journals
+        what printed (sale printed, refusal announced) in the transaction that takes it
+        out of the queue."""
         try:
-            done, _ = await asyncio.wait({job}, timeout=0.05)
-            if not done:
-                failpoints.hit("during_print")  # the receipt is on its way out
-            await job
-        except DeviceError as exc:
-            self.emit(PrintFinished(False, str(exc), job=effect.job))
-            return
-        except Exception as exc:  # a driver bug must not leave the sale at PRINTING
+            result = await self.spooler.print(effect.job, effect.lines, effect.sale_id)
+        except Exception as exc:  # a bug must not leave the sale at PRINTING
+            if is_fatal(exc):
+                raise
             log.error("printer: internal error: %s: %s", type(exc).__name__, exc,
                       exc_info=log.isEnabledFor(logging.DEBUG))
             self.emit(PrintFinished(False, "PRINTER FAULT", job=effect.job))
             return
-        if effect.job == "refused" and effect.sale_id is not None:
-            self.journal.mark_announced(effect.sale_id)
-        elif effect.sale_id is not None:
-            copy = effect.job in ("copy", "recovery", "recovery-last")
-            self.journal.mark_printed(effect.sale_id, copy=copy)
-            if effect.job.startswith("recovery"):
-                log.warning("recovery: sale %d: its receipt was not printed: copy printed",
-                            effect.sale_id)
-        self.emit(PrintFinished(True, job=effect.job))
+        if effect.job.startswith("recovery") and effect.sale_id is not None:
+            log.warning("recovery: sale %d: its receipt was not printed: copy %s",
+                        effect.sale_id, "printed" if result.ok else
+                        "queued until the printer is ready" if result.queued else "not printed")
+        self.emit(PrintFinished(result.ok, result.message, job=effect.job))
 
     async def _beep(self) -> None:
         try:

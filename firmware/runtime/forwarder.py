@@ -198,8 +198,11 @@ class Forwarder:
         handed_over = False
         try:
             try:
-                pending = (self.link._write(doc) if self.link.connected
-                           else await self.link.send(doc))
+                if self.link.connected:
+                    pending = self.link._write(doc)
+                    await self.link.flushed()  # out of the terminal before "written"
+                else:
+                    pending = await self.link.send(doc)
             except HostUnreachableError:
                 self._backoff(f"r{rev.id}", rev.tries + 1)
                 return

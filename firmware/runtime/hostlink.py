@@ -58,14 +58,17 @@ Key = tuple[str, str, str]
 
 
 class Pending:
-    def __init__(self, link: HostLink, key: Key, request: Fields) -> None:
+    def __init__(self, link: HostLink, key: Key, request: Fields, *, check: bool = True) -> None:
         self.link, self.key, self.request = link, key, request
+        self.check = check  # a timeout makes the link check its connection with an echo
         self.future: asyncio.Future[Fields] = asyncio.get_running_loop().create_future()
 
     async def wait(self, timeout: float) -> Fields:
         try:
             return await asyncio.wait_for(asyncio.shield(self.future), timeout)
         except asyncio.TimeoutError:
+            if self.check:
+                self.link._timed_out()
             raise ResponseTimeout(f"no answer to {self.request['t']} stan "
                                   f"{self.request.get('11')} within {timeout:g} s") from None
         finally:
@@ -90,6 +93,8 @@ class HostLink:
         self._ssl = self._ssl_context() if cfg.tls else None
         self.last_traffic = time.monotonic()
         self.connected_at = 0.0
+        # an echo checking the connection after a timeout; new requests wait for its verdict
+        self._check: asyncio.Task[None] | None = None
         # (ok, reason) per connection attempt; untrusted=True is added for a refused TLS identity
         self.listeners: list[Callable[..., None]] = []
 
@@ -242,26 +247,78 @@ class HostLink:
     # -- messages --------------------------------------------------------------
     async def send(self, doc: Fields) -> Pending:
         """Write one request on a signed-on connection. Raises HostUnreachableError
-        when nothing was written."""
+        when nothing was written. While the connection is being checked after a timeout,
+        a new request waits for the verdict rather than go into a dead connection."""
+        check = self._check
+        if check is not None and check is not asyncio.current_task():
+            await asyncio.wait({check})
         await self.ensure_connected()
-        return self._write(doc)
+        pending = self._write(doc)
+        await self.flushed()
+        return pending
+
+    async def flushed(self) -> None:
+        """Until what was written has left the terminal. Over TCP the kernel has it once
+        written; over the modem it is in this process until the module confirmed it
+        (AT+CIPSEND), and "written" is journaled only after that, so that a crash never
+        makes the first transmission a repeat. A connection lost meanwhile is reported
+        through the pending requests, not here."""
+        flushed = getattr(self._writer, "flushed", None)
+        if flushed is not None:
+            try:
+                await flushed()
+            except OSError:
+                pass
 
     async def exchange(self, doc: Fields, timeout: float) -> Fields:
-        pending = await self.send(doc)
-        return await pending.wait(timeout)
+        """One exchange whose failure the caller reports (the echo tests)."""
+        await self.ensure_connected()
+        return await self._write(doc, check=False).wait(timeout)
 
     async def _exchange(self, doc: Fields, timeout: float) -> Fields:
         """The sign-on exchange: its failure is reported once, by _connect."""
-        return await self._write(doc, notify=False).wait(timeout)
+        return await self._write(doc, notify=False, check=False).wait(timeout)
 
-    def _write(self, doc: Fields, *, notify: bool = True) -> Pending:
+    def _timed_out(self) -> None:
+        """A request went unanswered: check the connection with an echo test. A host that
+        is only slow answers it, and a late answer can still arrive; a connection that does
+        not answer even that is dead (a cable cut behind a switch, a NAT that forgot it), so
+        it is closed and the next request opens a new one, over the other path when there
+        is one (paths.py)."""
+        if self._check is not None or not self.connected or not self.connected_at:
+            return
+        self._check = asyncio.create_task(self._check_alive(self._writer), name="host-check")
+
+    async def _check_alive(self, writer: asyncio.StreamWriter | None) -> None:
+        try:
+            doc = iso.network(self.ident, code="301", stan=int(self.allocate_stan()),
+                              utc=datetime.now(timezone.utc))
+            await self._write(doc, notify=False, check=False).wait(
+                min(self.cfg.response_timeout, 10.0))
+        except ResponseTimeout:
+            if self._writer is writer and writer is not None:
+                where = self.address + (" over 4G" if self.path == "4G" else "")
+                reason = (f"host {where}: no answer to an echo test after a request timed "
+                          "out: the connection is dead; closing it")
+                if self.paths is not None and self.path == PRIMARY:
+                    self.paths.failed(PRIMARY, "the connection went dead")
+                await self.close()
+                self._fail(reason)
+                if self.paths is not None and self.paths.modem_ready:
+                    await self.ensure_connected()  # fail over now, not at the next probe
+        except HostError as exc:
+            log.debug("connection check: %s", exc)
+        finally:
+            self._check = None
+
+    def _write(self, doc: Fields, *, notify: bool = True, check: bool = True) -> Pending:
         writer = self._writer
         if writer is None or writer.is_closing():
             reason = f"connection to host {self.address} is closed"
             raise self._fail(reason) if notify else HostUnreachableError(reason) from None
         payload = iso.encode(doc)
         key = iso.match_key(doc)
-        pending = Pending(self, key, doc)
+        pending = Pending(self, key, doc, check=check)
         try:
             writer.write(iso.frame(payload))
         except (OSError, RuntimeError) as exc:

@@ -12,6 +12,7 @@ soon as nothing pending needs them. Track data is never written.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +22,9 @@ from firmware.runtime.journal_base import SCHEMA, JournalBase, record_from_row
 from firmware.runtime.journal_queues import PendingAdvice, PendingReversal, QueueStore
 
 __all__ = ["SCHEMA", "Attempt", "Journal", "JournalBase", "PendingAdvice", "PendingReversal",
-           "Recovery"]
+           "QueuedPrint", "Recovery"]
+
+RECEIPT_JOBS = ("sale", "recovery")  # print-queue kinds that are a sale's receipt or slip
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,23 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class QueuedPrint:
+    """A receipt or slip waiting in the print queue for the printer to be ready."""
+
+    job_id: int
+    kind: str  # "sale", "recovery" or "refused"
+    sale_id: int | None
+    created: datetime  # local time when it could not be printed
+    lines: tuple[str, ...]  # exactly the rendered lines (card number masked)
+    tries: int
+    last_error: str
+
+
+@dataclass(frozen=True)
 class Recovery:
     reversed: list[SaleRecord]  # sent without an answer: now pending reversal
     closed: list[SaleRecord]  # never sent (or only busy answers): closed, not charged
-    unprinted: list[SaleRecord]  # final, receipt or slip not printed: print a copy
+    unprinted: list[SaleRecord]  # final, receipt or slip not printed nor queued: a copy
 
 
 class Journal(QueueStore):
@@ -114,6 +130,63 @@ class Journal(QueueStore):
             col = "copy_printed" if copy else "receipt_printed"
             db.execute(f"UPDATE sales SET {col}=1, receipt_printed=1 WHERE id=?", (sale_id,))
 
+    # -- the print queue (firmware/runtime/printqueue.py) ---------------------------------
+
+    def queue_print(self, kind: str, sale_id: int | None, lines: tuple[str, ...],
+                    created: datetime, error: str) -> int:
+        """Keep a receipt the printer could not print; one job per kind and sale (a second
+        one for the same sale is the same paper: the first stays, with the new error)."""
+        with self.tx() as db:
+            if sale_id is not None:
+                row = db.execute("SELECT id FROM print_queue WHERE kind=? AND sale_id=?",
+                                 (kind, sale_id)).fetchone()
+                if row is not None:
+                    db.execute("UPDATE print_queue SET last_error=? WHERE id=?",
+                               (error, row["id"]))
+                    return int(row["id"])
+            cur = db.execute("INSERT INTO print_queue (kind, sale_id, created, lines, "
+                             "last_error) VALUES (?,?,?,?,?)",
+                             (kind, sale_id, created.isoformat(timespec="seconds"),
+                              json.dumps(list(lines)), error))
+            return int(cur.lastrowid or 0)
+
+    def queued_prints(self) -> list[QueuedPrint]:
+        """The print queue, oldest first."""
+        return [QueuedPrint(r["id"], r["kind"], r["sale_id"], datetime.fromisoformat(r["created"]),
+                            tuple(json.loads(r["lines"])), r["tries"], r["last_error"])
+                for r in self.db.execute("SELECT * FROM print_queue ORDER BY id")]
+
+    def print_queued(self, kind: str, sale_id: int) -> bool:
+        row = self.db.execute("SELECT count(*) FROM print_queue WHERE kind=? AND sale_id=?",
+                              (kind, sale_id)).fetchone()
+        return bool(row[0])
+
+    def print_failed(self, job_id: int, error: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE print_queue SET tries=tries+1, last_error=? WHERE id=?",
+                       (error, job_id))
+
+    def print_done(self, job: str, sale_id: int | None, job_id: int | None = None) -> None:
+        """A print came out: in one transaction, take it (and any queued print of the same
+        paper) out of the queue and record it on the sale. `job` is the Print effect's
+        job: "sale", "copy", "recovery", "recovery-last" or "refused"."""
+        with self.tx() as db:
+            if job_id is not None:
+                db.execute("DELETE FROM print_queue WHERE id=?", (job_id,))
+            if sale_id is None:
+                return
+            if job == "refused":
+                db.execute("UPDATE advices SET announced=1 WHERE sale_id=?", (sale_id,))
+                db.execute("DELETE FROM print_queue WHERE kind='refused' AND sale_id=?",
+                           (sale_id,))
+                return
+            if job not in ("sale", "copy", "recovery", "recovery-last"):
+                return
+            col = "receipt_printed" if job == "sale" else "copy_printed"
+            db.execute(f"UPDATE sales SET {col}=1, receipt_printed=1 WHERE id=?", (sale_id,))
+            db.execute("DELETE FROM print_queue WHERE sale_id=? AND kind IN (?,?)",
+                       (sale_id, *RECEIPT_JOBS))
+
     def recover(self) -> Recovery:
         """Resolve what a crash left unfinished (ARCHITECTURE.md, durability rule 5)."""
         reversed_, closed = [], []
@@ -127,9 +200,13 @@ class Journal(QueueStore):
                            (SaleStatus.FAILED, row["id"]))
                 self._forget_card(db, row["id"])
                 closed.append(row["id"])
+        # a receipt waiting in the print queue is printed from there (marked as a delayed
+        # print), never also as a copy: only receipts nobody knows the fate of are copied
         unprinted = [record_from_row(r) for r in self.db.execute(
-            "SELECT * FROM sales WHERE receipt_printed=0 AND status IN (?,?,?,?,?) ORDER BY id",
+            "SELECT * FROM sales WHERE receipt_printed=0 AND status IN (?,?,?,?,?) AND id NOT "
+            "IN (SELECT sale_id FROM print_queue WHERE sale_id IS NOT NULL AND kind IN (?,?)) "
+            "ORDER BY id",
             (SaleStatus.APPROVED, SaleStatus.DECLINED, SaleStatus.OFFLINE_APPROVED,
-             SaleStatus.NOT_COMPLETED, SaleStatus.FAILED))]
+             SaleStatus.NOT_COMPLETED, SaleStatus.FAILED, *RECEIPT_JOBS))]
         return Recovery([self.sale(i) for i in reversed_], [self.sale(i) for i in closed],
                         unprinted)

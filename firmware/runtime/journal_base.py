@@ -96,6 +96,28 @@ MIGRATIONS = (
     ("advices", "announced", "INTEGER NOT NULL DEFAULT 0", "SELECT 1"),
 )
 
+# Tables added after the first release: (table, statements creating it). A journal
+# from an older release gets them at open, in one transaction.
+TABLE_MIGRATIONS = (
+    # the durable print queue (firmware/runtime/printqueue.py): receipts and slips the
+    # printer could not print (paper out, cover open, offline), as the rendered lines
+    # that go on paper (card numbers masked, first 6 and last 4, never track data),
+    # printed and deleted once the printer is ready again. At most one job per kind and
+    # sale; kind is "sale" (the receipt or not-charged slip), "recovery" (a copy printed
+    # after a restart) or "refused" (the slip of a refused offline sale).
+    ("print_queue", (
+        "CREATE TABLE IF NOT EXISTS print_queue ("
+        " id INTEGER PRIMARY KEY,"
+        " kind TEXT NOT NULL,"
+        " sale_id INTEGER REFERENCES sales(id),"
+        " created TEXT NOT NULL,"
+        " lines TEXT NOT NULL,"
+        " tries INTEGER NOT NULL DEFAULT 0,"
+        " last_error TEXT NOT NULL DEFAULT '')",
+        "CREATE UNIQUE INDEX IF NOT EXISTS print_queue_job ON print_queue (kind, sale_id)",
+    )),
+)
+
 
 class JournalBase:
     def __init__(self, path: Path, vault: Vault) -> None:
@@ -119,6 +141,14 @@ class JournalBase:
         self._check_key()
 
     def _migrate(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type='table'")}
+        for table, statements in TABLE_MIGRATIONS:
+            if table in tables:
+                continue
+            with self.tx() as db:
+                for statement in statements:
+                    db.execute(statement)
         for table, column, definition, backfill in MIGRATIONS:
             have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
             if column in have:

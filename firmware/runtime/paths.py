@@ -173,13 +173,23 @@ def _bars(status: Any) -> int:
     return int(getattr(status, "bars", 0) or 0)
 
 
+# the modem's faults in at most 20 characters, with "4G" in front so a merchant knows
+# which part of the terminal they are about
+SHORT = {"REGISTRATION DENIED": "4G REG DENIED", "DATA SESSION REFUSED": "4G DATA REFUSED",
+         "MODEM NOT ANSWERING": "4G NOT ANSWERING"}
+
+
+def fault_text(display: str) -> str:
+    return SHORT.get(display, f"4G {display}"[:20])
+
+
 def describe(status: Any) -> str:
     """One line (at most 20 characters) about the modem for the status screen."""
     if status is None:
         return "4G STARTING"
-    error = str(getattr(status, "error", "") or "")
+    error = str(getattr(status, "error_display", "") or "")
     if error:
-        return f"4G {error}"[:20]
+        return fault_text(error)
     reg = str(getattr(status, "registration", "") or "").upper()
     rssi = getattr(status, "rssi", None)
     csq = f" CSQ {rssi}" if isinstance(rssi, int) and rssi != 99 else ""
@@ -192,7 +202,8 @@ def modem_facts(paths: Paths) -> dict[str, Any]:
     facts: dict[str, Any] = {"ready": paths.modem_ready, "summary": describe(status),
                              "primary_failed": paths.primary_failed_at is not None,
                              "switches": paths.switches}
-    for key in ("powered", "sim", "registration", "rssi", "bars", "error"):
+    for key in ("powered", "answering", "sim", "registration", "rssi", "bars", "data_session",
+                "last_error"):
         if status is not None and hasattr(status, key):
             facts[key] = getattr(status, key)
     return facts
@@ -277,15 +288,19 @@ class ModemKeeper:
                 self.paths.modem_ready = False
                 self.failures += 1
                 text = str(getattr(exc, "display", "") or "MODEM FAULT")
-                if self.failures == 1 or f"4G {text}"[:20] != self.fault:
+                if self.failures == 1 or fault_text(text) != self.fault:
                     log.error("4G modem: %s (the primary path is unaffected)", exc)
-                self._condition(f"4G {text}"[:20])
-                self.paths.report(detail=f"4G {text}"[:20], bars=0)
+                self._condition(fault_text(text))
+                self.paths.report(detail=fault_text(text), bars=0)
                 delay = full_jitter(self.failures, base=2.0, cap=max(5.0, self.cfg.poll_interval),
                                     draw=self.rng.random())
-                await asyncio.sleep(delay)
-                if getattr(exc, "recover", False) or "NOT ANSWERING" in text.upper():
-                    try:
+                await asyncio.sleep(max(1.0, delay))
+                silent = text == "MODEM NOT ANSWERING"
+                if silent or getattr(self.modem, "needs_recovery", False):
+                    try:  # power-cycle a module that stopped answering, and start it again
                         await self.modem.recover()
+                        self.paths.modem_ready = True
+                        self.failures = 0
+                        log.info("4G modem recovered: %s", describe(self.modem.status))
                     except DeviceError as again:
                         log.error("4G modem: recovery failed: %s", again)

@@ -7,7 +7,8 @@ Each connection gets one JSON document and is closed. When no firmware answers,
 `posterm status` reads the journal read-only instead.
 
 Exit codes (for monitoring): 0 healthy; 1 degraded (bank slow or offline, a
-reversal or offline sale waiting, a refused offline sale, a printer fault);
+reversal or offline sale waiting, a refused offline sale, a printer fault, a
+display that does not answer);
 2 down or broken (not running, journal damaged, key file missing or unreadable
 while card data waits for it).
 """
@@ -122,9 +123,45 @@ def health(doc: dict[str, Any]) -> tuple[int, list[str]]:
         degraded.append(f"{doc['refused_offline_sales']} offline sale(s) refused: unpaid")
     if doc.get("printer_fault"):
         degraded.append(f"printer: {doc['printer_fault']}")
+    if doc.get("display_fault"):
+        degraded.append(f"display faulty: {doc['display_fault']}")
+    degraded += _power_problems(doc.get("power") or {})
     if down:
         return DOWN, down + degraded
     return (DEGRADED, degraded) if degraded else (HEALTHY, [])
+
+
+def _power_problems(power: dict[str, Any]) -> list[str]:
+    problems = []
+    mains = power.get("mains") or {}
+    if mains and not mains.get("ok", True):
+        left = mains.get("shutdown_in")
+        problems.append("mains power lost: on battery" + (
+            "; stopping" if mains.get("stopping") else
+            f"; shutdown in {left:.0f} s" if left is not None else ""))
+    battery = power.get("battery") or {}
+    if battery.get("error"):
+        problems.append(f"battery gauge: {battery['error']}")
+    elif battery.get("low"):
+        problems.append(f"battery low ({int(battery['percent'])} %, below "
+                        f"{battery['low_percent']} %): no new sale")
+    return problems
+
+
+def _power_lines(power: dict[str, Any]) -> list[str]:
+    lines = []
+    battery = power.get("battery")
+    if battery:
+        if battery.get("percent") is None:
+            lines.append(f"battery:        unknown ({battery.get('error') or 'not read yet'})")
+        else:
+            trend = "charging" if battery.get("charging") else "discharging"
+            lines.append(f"battery:        {int(battery['percent'])} %, "
+                         f"{battery['voltage']:.3f} V, {battery['rate']:+.1f} %/h ({trend})")
+    mains = power.get("mains")
+    if mains:
+        lines.append(f"mains power:    {'present' if mains.get('ok') else 'LOST'}")
+    return lines
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -137,6 +174,14 @@ def render(doc: dict[str, Any]) -> str:
     if link:
         state = "NOT TRUSTED" if link.get("untrusted") else link.get("state")
         lines.append(f"bank link:      {state} via {link.get('path')} to {link.get('host')}")
+    modem = doc.get("modem")
+    if modem:
+        rssi = modem.get("rssi")
+        signal = (f", signal {modem.get('bars', 0)}/4 (rssi {rssi})"
+                  if isinstance(rssi, int) and rssi != 99 else "")
+        what = "ready" if modem.get("ready") else "NOT READY"
+        lines.append(f"4G modem:       {what}: {modem.get('summary')}{signal}"
+                     + (f"; {modem['last_error']}" if modem.get("last_error") else ""))
     queue = doc.get("queue", {})
     if queue:
         age = queue.get("oldest_advice_age_seconds")
@@ -156,6 +201,9 @@ def render(doc: dict[str, Any]) -> str:
                  f"{'readable' if key.get('readable') else 'NOT readable'}")
     if doc.get("printer_fault"):
         lines.append(f"printer:        {doc['printer_fault']}")
+    if doc.get("display_fault"):
+        lines.append(f"display:        FAULTY, retrying: {doc['display_fault']}")
+    lines += _power_lines(doc.get("power") or {})
     return "\n".join(lines)
 
 

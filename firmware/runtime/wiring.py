@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import Config
-from firmware.errors import DeviceError
+from firmware.errors import DeviceError, DisplayError
 from firmware.ports import CardReaderPort, DisplayPort, KeypadPort, PinsPort, PrinterPort
+from firmware.runtime.power import GaugePort
 
 log = logging.getLogger("posterm.wiring")
 
@@ -25,9 +26,13 @@ class Devices:
     printer: PrinterPort
     display: DisplayPort
     pins: PinsPort
+    gauge: GaugePort | None = None  # the battery gauge, when [battery] names one
+    modem: Any = None  # the 4G modem (drivers/modem.py), when [modem] names one; its
+    # port opens and the module powers on in the background, in firmware/runtime/paths.py
 
     def close(self) -> None:
-        for dev in (self.card_reader, self.keypad, self.printer, self.display, self.pins):
+        for dev in (self.card_reader, self.keypad, self.printer, self.display, self.pins,
+                    *((self.gauge,) if self.gauge is not None else ())):
             try:
                 dev.close()
             except Exception as exc:  # closing must never mask the real reason we stop
@@ -35,18 +40,46 @@ class Devices:
 
 
 def open_devices(cfg: Config) -> Devices:
-    """Open every device. Card reader, keypad and display are required; a printer
-    that is not ready only logs a warning (a sale can go on without paper)."""
+    """Open every device. Keypad and display are required; a printer that is not
+    ready only logs a warning (a sale can go on without paper); a card reader that
+    is not there logs one error and the terminal starts with CARD READER FAULT on
+    its idle screen, trying to open it again until it appears (a USB reader
+    plugged in late, or unplugged while the terminal was off)."""
     from drivers.magstripe import MagstripeReader
 
     reader = MagstripeReader(cfg.card_reader.options["port"],
                              baudrate=cfg.card_reader.options["baudrate"])
-    reader.open()
+    reader.open(required=False)
     keypad = _keypad(cfg)
     display = _display(cfg)
     pins = _pins(cfg)
     printer = _printer(cfg)
-    return Devices(reader, keypad, printer, display, pins)
+    return Devices(reader, keypad, printer, display, pins, gauge=open_gauge(cfg),
+                   modem=open_modem(cfg))
+
+
+def open_modem(cfg: Config) -> Any:
+    """The modem driver for [modem], powered through [gpio]'s pins (none: no power control,
+    the module is expected on). Nothing is opened here: the modem may take 20 s to boot
+    and the terminal is ready without it."""
+    if not cfg.modem.enabled:
+        return None
+    from drivers.modem import Modem, ModemPower
+
+    m = cfg.modem
+    gpio: Any = None
+    if cfg.gpio.backend == "hwsim":
+        from drivers.remote import RemoteGPIO
+
+        gpio = RemoteGPIO(cfg.gpio.options["socket"])
+    elif cfg.gpio.backend == "rpi":
+        from drivers.gpio import load_rpi_gpio
+
+        gpio = load_rpi_gpio()
+    power = (ModemPower(gpio, pwrkey_pin=m.pwrkey_pin, status_pin=m.status_pin,
+                        reset_pin=m.reset_pin) if gpio is not None else None)
+    return Modem(m.port, baudrate=m.baudrate, power=power, apn=m.apn,
+                 boot_timeout=m.boot_timeout, command_timeout=m.command_timeout)
 
 
 def _keypad(cfg: Config) -> KeypadPort:
@@ -77,7 +110,11 @@ def _display(cfg: Config) -> DisplayPort:
     else:
         bus = open_smbus(opts["bus"])
     lcd = Lcd2004(bus, address=opts["address"])
-    lcd.init()
+    try:
+        lcd.init()
+    except DisplayError as exc:  # the display keeper retries it; sales need no display
+        log.error("display not answering at start: %s; the terminal starts without it and "
+                  "keeps trying", exc)
     return lcd
 
 
@@ -89,8 +126,32 @@ def _pins(cfg: Config) -> PinsPort:
     if cfg.gpio.backend == "hwsim":
         from drivers.remote import RemoteGPIO
 
-        return Pins(RemoteGPIO(cfg.gpio.options["socket"]))
-    return Pins(load_rpi_gpio())
+        return Pins(RemoteGPIO(cfg.gpio.options["socket"]), power_fail_pin=cfg.power.fail_pin)
+    return Pins(load_rpi_gpio(), power_fail_pin=cfg.power.fail_pin)
+
+
+def open_gauge(cfg: Config) -> GaugePort | None:
+    """The battery gauge from [battery], on an I2C bus of its own; None without one.
+    A gauge that does not answer at start is logged and read again later: sales do
+    not depend on it."""
+    from drivers.gauge import Max17048, open_gauge_bus
+
+    bat = cfg.battery
+    if bat.backend == "none":
+        return None
+    bus: Any
+    if bat.backend == "hwsim":
+        from drivers.remote import RemoteSMBus
+
+        bus = RemoteSMBus(bat.socket, bus=bat.bus)
+    else:
+        bus = open_gauge_bus(bat.bus)
+    gauge = Max17048(bus, address=bat.address)
+    try:
+        gauge.open()
+    except DeviceError as exc:
+        log.error("%s; the terminal starts without a battery level and keeps trying", exc)
+    return gauge
 
 
 def _printer(cfg: Config) -> PrinterPort:

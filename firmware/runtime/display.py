@@ -1,0 +1,143 @@
+"""The display as the runtime sees it: the latest screen, kept on the glass whatever the bus does.
+
+`DisplayKeeper.show` remembers the screen the core wants and writes it in the
+display's own worker thread. While the display answers, `show` returns once the
+rows are written, so a screen never overtakes the durable writes before it
+(app.py). When a write fails (an I2C error: the module unplugged, a loose wire,
+a glitch) or does not finish within `stall` seconds, the keeper logs it once,
+goes on without the display and retries in the background with pauses that
+double from `base` to `cap` seconds (each drawn at random in the upper half of
+its ceiling). Meanwhile `show` only remembers the newest screen and returns at
+once, so keys, cards and the host's answers are handled as usual. When a retry
+succeeds the driver has initialised the controller afresh (after a bus error it
+always does: the module may have lost power) and written every row of the
+newest screen; one log line says the display works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+
+from firmware.core.backoff import ceiling
+from firmware.errors import DeviceError
+from firmware.ports import DisplayPort
+
+log = logging.getLogger("posterm.display")
+
+RETRY_BASE = 0.25  # first pause before a retry, seconds (its ceiling; doubled each time)
+RETRY_CAP = 8.0  # the longest pause: a display that answers again is redrawn within this
+STALL = 2.0  # a write that takes longer than this counts as a display that does not answer
+
+Rows = tuple[str, ...]
+STALE = "a write that had stalled finished"
+
+
+class DisplayKeeper:
+    def __init__(self, display: DisplayPort, pool: Executor, *, base: float = RETRY_BASE,
+                 cap: float = RETRY_CAP, stall: float = STALL,
+                 rng: random.Random | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self._display = display
+        self._pool = pool
+        self._base, self._cap, self._stall = base, cap, stall
+        self._rng = rng or random.Random()
+        self._on_change = on_change
+        self._wanted: Rows | None = None  # the newest screen the core asked for
+        self._fault = ""  # why the display is not in use ("" while it works)
+        self._retry: asyncio.Task[None] | None = None
+        self._pending: asyncio.Future[object] | None = None  # a write still in its thread
+        self.failures = 0  # failed writes since the display last worked
+
+    @property
+    def fault(self) -> str:
+        """Why the display is not in use, for `posterm status` ("" while it works)."""
+        return self._fault.removeprefix("display: ")
+
+    async def show(self, rows: Sequence[str]) -> bool:
+        """Show `rows` now if the display answers; else remember them for the retry.
+        True when they are on the glass."""
+        self._wanted = tuple(rows)
+        if self._fault:
+            return False  # the retry draws the newest screen when the display is back
+        problem = await self._write(self._wanted)
+        if problem:
+            self._lost(problem)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    # -- internals --------------------------------------------------------------
+
+    async def _write(self, rows: Rows) -> str:
+        """Write `rows` in the display's thread: "" when done, STALE when only a write that
+        had stalled finished (older rows), else what went wrong."""
+        job, fresh = self._pending, self._pending is None
+        if job is None:
+            job = asyncio.get_running_loop().run_in_executor(self._pool, self._display.show,
+                                                             rows)
+        self._pending = job
+        done, _ = await asyncio.wait({job}, timeout=self._stall)
+        if not done:
+            return f"display: no answer within {self._stall:g} s"
+        self._pending = None
+        try:
+            job.result()
+        except DeviceError as exc:
+            return str(exc)
+        except Exception as exc:  # a driver bug: the sale goes on without the display
+            return f"display: internal error: {type(exc).__name__}: {exc}"
+        return "" if fresh else STALE
+
+    def _lost(self, problem: str) -> None:
+        self._fault = problem
+        self.failures = 1
+        log.error("%s; the terminal goes on without the display and retries it", problem)
+        self._changed()
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(
+                self._recover(), name="display retry")
+
+    async def _recover(self) -> None:
+        """Retry with backoff until the newest screen is on the glass."""
+        attempt = 0
+        while True:
+            top = ceiling(attempt, self._base, self._cap)
+            await asyncio.sleep(top / 2 + self._rng.random() * top / 2)
+            attempt += 1
+            if await self._redraw():
+                break
+            self.failures += 1
+        log.warning("display works again after %d failed write(s): initialised and "
+                    "redrawn", self.failures)
+        self._fault = ""
+        self.failures = 0
+        self._retry = None
+        self._changed()
+
+    async def _redraw(self) -> bool:
+        """One retry: write the newest screen, and again at once while newer ones come
+        meanwhile. True when the newest screen is on the glass."""
+        while True:
+            wanted = self._wanted
+            if wanted is None:
+                return True
+            problem = await self._write(wanted)
+            if problem == STALE:
+                continue  # the bus answers again: write the newest screen now
+            if problem:
+                log.debug("%s (still retrying)", problem)
+                return False
+            if wanted == self._wanted:
+                return True
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
