@@ -71,5 +71,46 @@ class Beep:
     pass
 
 
+@dataclass(frozen=True)
+class CheckPin:
+    """Check the supervisor PIN for an operator function; answer PinChecked. The PIN is
+    never shown, logged or journaled (no repr)."""
+
+    pin: str = field(repr=False)
+    function: str
+
+
+@dataclass(frozen=True)
+class FindForVoid:
+    """Look up a transaction of the open batch by invoice number (None: the last one);
+    answer VoidCandidate."""
+
+    invoice: int | None
+
+
+@dataclass(frozen=True)
+class Void:
+    """Void the transaction (journal first); answer VoidRecorded, or VoidCandidate(None,
+    problem) when it can no longer be voided."""
+
+    sale_id: int
+
+
+@dataclass(frozen=True)
+class PrintTotals:
+    """Print the X report of the open batch ("X") or the last Z report again ("Z");
+    answered by PrintFinished(job="x-report" / "z-report")."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class CloseBatch:
+    """Close the open batch (menu, or the daily schedule): send what is pending, 0500,
+    upload if out of balance; answer CloseProgress events, then CloseFinished."""
+
+    scheduled: bool = False
+
+
 Effect = (Show | Print | StartTimer | Authorize | CloseSale | DecideOffline | PrintReport | Log
-          | Beep)
+          | Beep | CheckPin | FindForVoid | Void | PrintTotals | CloseBatch)

@@ -27,6 +27,7 @@ class KeyPressed:
 @dataclass(frozen=True)
 class CardSwiped:
     card: CardData
+    pan_hash: str = ""  # filled in by the runtime: keyed hash of the PAN (duplicate guard)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,62 @@ class PathChanged:
     detail: str = ""  # one line (<= 20 characters) for the status screen, e.g. "4G ROAMING CSQ 17"
 
 
+
+# -- the merchant's day: PIN, void, batch close (issue 10) -------------------------
+
+@dataclass(frozen=True)
+class PinChecked:
+    """The answer to CheckPin. `message` (<= 20 characters) says why not: "WRONG PIN",
+    "WRONG PIN - 1 LEFT", "LOCKED FOR 15 MIN", "NO PIN CONFIGURED"."""
+
+    ok: bool
+    function: str  # "refund", "void", "close", "x_report"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class VoidCandidate:
+    """The answer to FindForVoid: the transaction found (record), or why none can be voided
+    (`problem`, <= 20 characters: "NOT FOUND", "USE REFUND" (a closed batch), "ALREADY
+    VOIDED", "CANNOT BE VOIDED" (declined, not completed, refused))."""
+
+    record: SaleRecord | None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class VoidRecorded:
+    """The void is journaled (its 0400 reason 17 queued, or the unsent advice taken off the
+    queue in the same transaction): `record` is the original, now voided=True."""
+
+    record: SaleRecord
+    sent_to_host: bool  # False: an offline sale whose advice was never sent
+
+
+@dataclass(frozen=True)
+class CloseProgress:
+    """A step of the batch close, for the display (<= 20 characters): "SENDING QUEUE",
+    "SENDING TOTALS", "UPLOADING 3 OF 10", "CHECKING TOTALS"."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CloseFinished:
+    """The batch close ended. ok: the batch is closed (balanced: the host agreed; not
+    balanced: OUT OF BALANCE - CALL HELP DESK); not ok: it stays open (`message` says why,
+    e.g. "HOST OFFLINE", "REVERSALS PENDING"). The runtime prints the Z report itself."""
+
+    ok: bool
+    batch: int
+    balanced: bool = True
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CloseDue:
+    """The configured daily close time has come: start a scheduled close if idle."""
+
 Event = (
     KeyPressed
     | CardSwiped
@@ -200,4 +257,10 @@ Event = (
     | ConditionChanged
     | BatteryRead
     | PathChanged
+    | PinChecked
+    | VoidCandidate
+    | VoidRecorded
+    | CloseProgress
+    | CloseFinished
+    | CloseDue
 )

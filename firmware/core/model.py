@@ -24,6 +24,11 @@ class CoreConfig:
     busy_backoff: float = 0.5
     sale_budget: float = 60.0  # seconds a sale may spend retrying a busy host
     offline: OfflineRules = OfflineRules()
+    # operator functions that ask for the supervisor PIN first: any of "refund", "void",
+    # "close", "x_report" ([operator] protect); a PIN is configured when pin_set
+    protect: frozenset[str] = frozenset({"refund", "void", "close", "x_report"})
+    pin_set: bool = False
+    duplicate_minutes: float = 10.0  # 0: no duplicate guard
 
 
 class SaleStatus:
@@ -67,3 +72,5 @@ class SaleRecord:
     invoice: int = 0
     reason: str = ""  # plain words for a decline or failure
     receipt_printed: bool = False
+    voided: bool = False  # undone by the operator (0400 reason 17, or taken off the queue)
+    pan_hash: str = ""  # keyed hash of the PAN (HMAC under the terminal's key), never the PAN
