@@ -160,16 +160,6 @@ class Max17048:
 
 def open_gauge_bus(bus_number: int) -> Any:
     """Open /dev/i2c-N for the gauge alone; a missing or forbidden device is a GaugeError."""
-    import smbus2
+    from drivers.lcd import open_smbus
 
-    path = f"/dev/i2c-{bus_number}"
-    try:
-        return smbus2.SMBus(bus_number)
-    except FileNotFoundError as exc:
-        raise GaugeError(
-            f"battery gauge: {path} not found (is I2C enabled, e.g. dtparam=i2c_arm=on?)"
-        ) from exc
-    except PermissionError as exc:
-        raise GaugeError(f"battery gauge: no permission to open {path} (group i2c?)") from exc
-    except OSError as exc:
-        raise GaugeError(f"battery gauge: cannot open {path}: {exc}") from exc
+    return open_smbus(bus_number, who="battery gauge", error=GaugeError)

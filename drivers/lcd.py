@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from smbus2 import i2c_msg
 
-from firmware.errors import DisplayError
+from firmware.errors import DeviceError, DisplayError
 
 log = logging.getLogger(__name__)
 wire = logging.getLogger("posterm.wire.display")
@@ -181,18 +181,18 @@ class Lcd2004:
         self._bus.i2c_rdwr(i2c_msg.write(self._address, list(stream)))
 
 
-def open_smbus(bus_number: int) -> Any:
-    """Open /dev/i2c-N with smbus2; a missing or forbidden device becomes a DisplayError."""
+def open_smbus(bus_number: int, *, who: str = "display",
+               error: type[DeviceError] = DisplayError) -> Any:
+    """Open /dev/i2c-N with smbus2; a missing or forbidden device becomes `error` (a
+    DisplayError by default), its message naming `who` needed it."""
     import smbus2
 
     path = f"/dev/i2c-{bus_number}"
     try:
         return smbus2.SMBus(bus_number)
     except FileNotFoundError as exc:
-        raise DisplayError(
-            f"display: {path} not found (is I2C enabled, e.g. dtparam=i2c_arm=on?)"
-        ) from exc
+        raise error(f"{who}: {path} not found (is I2C enabled, e.g. dtparam=i2c_arm=on?)") from exc
     except PermissionError as exc:
-        raise DisplayError(f"display: no permission to open {path} (group i2c?)") from exc
+        raise error(f"{who}: no permission to open {path} (group i2c?)") from exc
     except OSError as exc:
-        raise DisplayError(f"display: cannot open {path}: {exc}") from exc
+        raise error(f"{who}: cannot open {path}: {exc}") from exc
