@@ -80,16 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     receipts.add_argument("--last", action="store_true", help="only the last receipt")
     ops.add_parser("ledger", help="the host's ledger of processed messages")
     ops.add_parser("messages", help="every message the host received")
+    ops.add_parser("batches", help="the batch closes (0500) and uploads (0320) the host has "
+                   "seen: totals sent, the host's totals, the answers")
+    oob = ops.add_parser("out-of-balance", help="answer batch closes 95 (out of balance)",
+                         description="Answer the next N batch closes (0500, 920000 or 960000) "
+                         "95, whatever the totals; --count 0: every one until --clear or "
+                         "`hwsim ctl clear`.")  # fmt: skip
+    oob.add_argument("--count", type=int, default=1, metavar="N",
+                     help="how many 0500 answers (0: all until cleared; default 1)")
+    oob.add_argument("--clear", action="store_true", help="stop forcing: compare totals again")
 
     fault = ops.add_parser("fault", help="inject a host fault", description=f"kinds: {FAULT_KINDS}")
     fault.add_argument("kind", help=f"one of: {FAULT_KINDS}")
     fault.add_argument("--count", type=int, default=1,
                        help="how many messages or connections (0: until cleared; default 1)")
     fault.add_argument("--mti", default="0200",
-                       help="message class: 0200, 0220, 0400, 0800 or * (default 0200)")
+                       help="message class: 0200, 0220, 0320, 0400 (reversals and voids), "
+                       "0500, 0800 or * (default 0200)")
     fault.add_argument("--seconds", type=float, help="for delay and late")
     fault.add_argument("--code", help="response code, for busy and decline")
-    ops.add_parser("clear", help="clear all host faults")
+    ops.add_parser("clear", help="clear all host faults (and forced out-of-balance answers)")
     ops.add_parser("down", help="take the host down (refuse and drop connections)")
     ops.add_parser("up", help="bring the host back")
 
@@ -290,9 +300,16 @@ def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any], Show]:
         return "power", _given({"state": args.state}), lambda r: (
             f"mains {'present' if r['mains'] else 'LOST'} (pin {r['pin']} "
             f"{'high' if r['mains'] else 'low'})")
+    if op == "out-of-balance":
+        params = {"clear": True} if args.clear else {"count": args.count}
+        return "host_out_of_balance", params, lambda r: (
+            "batch closes answered by their totals" if args.clear else
+            "every batch close answered 95 until cleared" if r["pending"] is None else
+            f"next {r['pending']} batch close(s) answered 95")
     simple: dict[str, tuple[str, Show]] = {
         "ledger": ("ledger", lambda r: _show_records(r["entries"], "the ledger is empty")),
         "messages": ("messages", lambda r: _show_records(r["messages"], "no messages yet")),
+        "batches": ("batches", _show_batches),
         "clear": ("host_clear", lambda r: "host faults cleared"),
         "down": ("host_down", lambda r: "host is down"),
         "up": ("host_up", lambda r: "host is up"),
@@ -343,6 +360,35 @@ def _show_reader(reply: dict[str, Any]) -> str:
     if reply["plugged"]:
         return f"card reader plugged in at {reply['path']} ({reply['pty']})"
     return f"card reader unplugged ({reply['path']} is gone)"
+
+
+def _show_batches(reply: dict[str, Any]) -> str:
+    if not reply["batches"]:
+        return "no batch close or upload yet"
+
+    def totals(t: dict[str, int] | None) -> str:
+        if t is None:
+            return "-"
+        return (f"{t['purchases']} purchases {t['purchase_amount']}, "
+                f"{t['refunds']} refunds {t['refund_amount']}")
+
+    lines = []
+    for b in reply["batches"]:
+        lines.append(f"terminal {b['tid']!r} batch {b['batch']}: "
+                     f"{'CLOSED' if b['closed'] else 'open'}; host now: {totals(b['host_now'])}")
+        for c in b["closes"]:
+            lines.append(f"  0500 {c['processing_code']} stan={c['stan']}: answered {c['code']}"
+                         f"{' (forced)' if c['forced'] else ''}")
+            lines.append(f"    terminal: {totals(c['terminal'])}")
+            lines.append(f"    host:     {totals(c['host'])}")
+            if c["upload"] is not None:
+                lines.append(f"    uploaded: {totals(c['upload'])}")
+            lines += [f"    differs: {d}" for d in c["differences"]]
+        for u in b["uploads"]:
+            lines.append(f"  0320 stan={u['stan']} of {u['original'][:4]} "
+                         f"stan={u['original'][4:10]}: {u['kind']} {u['amount']} "
+                         f"invoice {u['invoice']}: {u['status']}")
+    return "\n".join(lines)
 
 
 def _show_records(records: list[dict[str, Any]], empty: str) -> str:

@@ -169,6 +169,22 @@ class HwsimClient:
     def host_default(self, mti: str, code: str) -> None:
         self.request("host_default", mti=mti, code=code)
 
+    def host_out_of_balance(self, count: int = 1) -> int | None:
+        """Answer the next `count` batch closes (0500) 95, out of balance, whatever the
+        totals; 0: every one until cleared. Returns how many are still forced (None: all)."""
+        pending = self.request("host_out_of_balance", count=count)["pending"]
+        return None if pending is None else int(pending)
+
+    def host_out_of_balance_clear(self) -> None:
+        """Batch closes are answered by comparing totals again."""
+        self.request("host_out_of_balance", clear=True)
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Per terminal and batch: `closes` (each 0500: the totals the terminal sent, the
+        host's, the uploaded list's, the answer, whether it was forced, the differences),
+        `uploads` (each 0320's claim and how it matched the ledger), `host_now`, `closed`."""
+        return list(self.request("batches")["batches"])
+
     # Pins and the rest
 
     def gpio_state(self) -> dict[str, Any]:

@@ -396,6 +396,19 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         host().set_default_answer(arg(r, "mti", str), arg(r, "code", str))
         return {}
 
+    def host_out_of_balance(r: Request) -> Reply:
+        """Force the next `count` 0500 answers to 95 (0: all until cleared); `clear` stops it.
+        Answers {"pending": n, or null for all until cleared}."""
+        unknown = set(r) - {"op", "count", "clear"}
+        if unknown:
+            raise RequestError(f"host_out_of_balance: unknown {', '.join(sorted(unknown))}; "
+                               "known: count, clear")
+        if arg(r, "clear", bool, False):
+            host().clear_out_of_balance()
+        else:
+            host().force_out_of_balance(arg(r, "count", int, 1))
+        return {"pending": host().out_of_balance_pending()}
+
     return {
         "i2c_write": i2c_write, "i2c_read": i2c_read,
         "gpio_setup": gpio_setup, "gpio_output": gpio_output, "gpio_input": gpio_input,
@@ -417,6 +430,8 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         "printer_state": lambda r: sim.printer.state(),
         "ledger": lambda r: {"entries": host().ledger()},
         "messages": lambda r: {"messages": host().messages()},
+        "batches": lambda r: {"batches": host().batches()},
+        "host_out_of_balance": host_out_of_balance,
         "host_fault": host_fault, "host_default": host_default,
         "host_clear": lambda r: host().clear_faults(),
         "host_down": lambda r: host_updown(True),

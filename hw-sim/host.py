@@ -1,9 +1,10 @@
 """The simulated acquirer host: a TCP (optionally TLS) server in hwsim's event loop.
 
-It speaks the host interface, version 1 (framing and codec in `hostproto`, the
-ledger and decision rules in `ledger`), and lets tests and people inject faults
-(`hostfaults`): delays, silence, dropped connections, garbage answers, refused
-connections, a host that is gone. Each request is processed as it arrives, in
+It speaks the host interface, version 1.1 (framing and codec in `hostproto`, the
+ledger and decision rules in `ledger`, batch close and upload in `settlement`),
+and lets tests and people inject faults (`hostfaults`): delays, silence, dropped
+connections, garbage answers, refused connections, a host that is gone, batch
+closes forced out of balance. Each request is processed as it arrives, in
 arrival order; its answer is delivered by a task of its own, so a delayed answer
 never holds back the others on the same connection.
 """
@@ -168,6 +169,23 @@ class AcquirerHost:
     def ledger(self) -> list[dict[str, Any]]:
         return self._books.entries()
 
+    def batches(self) -> list[dict[str, Any]]:
+        """Per terminal and batch: the closes (totals sent, the host's, answers) and uploads."""
+        return self._books.batches()
+
+    def force_out_of_balance(self, count: int = 1) -> None:
+        """Answer the next `count` 0500s 95 (out of balance); 0: every one until cleared."""
+        self._books.force_out_of_balance(count)
+        log.info("next %s 0500 answer(s) forced to 95", count or "every")
+
+    def clear_out_of_balance(self) -> None:
+        self._books.clear_out_of_balance()
+        log.info("0500 answers no longer forced")
+
+    def out_of_balance_pending(self) -> int | None:
+        """How many 0500 answers are still forced to 95 (None: all, until cleared)."""
+        return self._books.out_of_balance_pending()
+
     def messages(self) -> list[dict[str, Any]]:
         return [dict(m) for m in self._messages]
 
@@ -180,7 +198,9 @@ class AcquirerHost:
                  fault.mti, fault.params or "")
 
     def clear_faults(self) -> None:
+        """Clear every fault, and the forced out-of-balance answers."""
         self._faults.clear()
+        self._books.clear_out_of_balance()
         log.info("faults cleared")
 
     def faults(self) -> list[dict[str, Any]]:

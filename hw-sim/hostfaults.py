@@ -2,8 +2,10 @@
 
 A `FaultPlan` holds the faults a test or a person asked for, in the order they
 were added. Message faults apply to the next `count` requests whose MTI class
-matches (`"0200"`, `"0400"` covers 0400/0401, `"0220"` covers 0220/0221,
-`"0800"`, `"*"` any); each request takes at most one, the oldest that matches.
+matches (`"0200"`; `"0220"` covers 0220/0221; `"0320"` covers 0320/0321, the
+batch upload; `"0400"` covers 0400/0401, reversals and voids; `"0500"`, the batch
+close; `"0800"`; `"*"` any); each request takes at most one, the oldest that
+matches.
 Connection faults ignore the MTI: `refuse` resets the next `count` connection
 attempts, `blackhole` silently discards the next `count` requests. A count of 0
 means "until cleared".
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .hostproto import class_matches
+from .hostproto import class_matches, mti_class
 
 # kind -> (parameter name -> default, or None when the parameter is required)
 MESSAGE_FAULTS: Final[dict[str, dict[str, Any]]] = {
@@ -29,6 +31,8 @@ MESSAGE_FAULTS: Final[dict[str, dict[str, Any]]] = {
     "decline": {"code": "05"},
 }
 CONNECTION_FAULTS: Final = frozenset({"refuse", "blackhole"})
+# The request classes a message fault can name (a repeat MTI names its class).
+REQUEST_CLASSES: Final = ("0200", "0220", "0320", "0400", "0500", "0800")
 FAULT_KINDS: Final = frozenset(MESSAGE_FAULTS) | CONNECTION_FAULTS
 
 
@@ -57,8 +61,10 @@ def make_fault(kind: str, count: int, mti: str, params: dict[str, Any]) -> Fault
         raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(sorted(FAULT_KINDS))}")
     if count < 0:
         raise ValueError(f"fault count must be 0 (until cleared) or more, got {count}")
-    if mti != "*" and (len(mti) != 4 or not mti.isdigit()):
-        raise ValueError(f"fault MTI must be 4 digits or '*', got {mti!r}")
+    if mti != "*" and (len(mti) != 4 or not mti.isdigit()
+                       or mti_class(mti) not in REQUEST_CLASSES):
+        raise ValueError(f"fault MTI must be a request class ({', '.join(REQUEST_CLASSES)}, "
+                         f"or a repeat such as 0401) or '*', got {mti!r}")
     allowed = MESSAGE_FAULTS.get(kind, {})
     unknown = set(params) - set(allowed)
     if unknown:

@@ -1,6 +1,6 @@
 """Wire format of the simulated acquirer host: framing, ISO 8583 codec, MTI rules.
 
-Everything here follows the host interface, version 1, sections 1 and 2: a 2-byte
+Everything here follows the host interface, version 1.1, sections 1 and 2: a 2-byte
 big-endian length before each message (1 to 2048 bytes), ISO 8583:1987 encoded as
 `iso8583.specs.default` of pyiso8583 4.x describes it. Nothing here does I/O
 except `read_frame`, which reads one frame from an asyncio stream.
@@ -23,7 +23,8 @@ MAX_FRAME: Final = 2048
 SPEC: Final = iso8583.specs.default
 
 # The requests the host understands; anything else is a protocol error.
-KNOWN_MTIS: Final = frozenset({"0200", "0220", "0221", "0400", "0401", "0500", "0800"})
+KNOWN_MTIS: Final = frozenset({"0200", "0220", "0221", "0320", "0321", "0400", "0401", "0500",
+                               "0800"})
 
 # Fields every response copies from its request, where the request has them.
 ECHOED_FIELDS: Final = ("3", "4", "7", "11", "41", "42", "49", "70")
@@ -38,6 +39,10 @@ GARBAGE_PAYLOAD: Final = b"\xff\xfe\xfd\xfc" + b"\x00" * 12
 
 class FrameError(Exception):
     """A frame or message that breaks the host interface; the connection must close."""
+
+
+class FormatProblem(Exception):
+    """A decodable request whose content breaks the interface: answered `30`."""
 
 
 def frame(payload: bytes) -> bytes:
@@ -140,3 +145,13 @@ def describe(message: Message) -> str:
     if "39" in message:
         parts.append(f"code={message['39']}")
     return " ".join(parts)
+
+
+def original_of(field90: str, *, zeros: bool = True) -> tuple[str, str, str] | None:
+    """(MTI, STAN, field 7) of the original named by field 90, or None if it is not 42
+    digits (4 + 6 + 10, then 22 zeros; the zeros are checked only when `zeros`)."""
+    if len(field90) != 42 or not field90.isdigit():
+        return None
+    if zeros and field90[20:] != "0" * 22:
+        return None
+    return field90[:4], field90[4:10], field90[10:20]

@@ -1,22 +1,31 @@
 """The simulated acquirer's books: the ledger, the idempotency store, the rules.
 
 `Books.answer(request)` turns one decoded request into its response, following
-the host interface, version 1, sections 3 to 5 and 7:
+the host interface, version 1.1, sections 3 to 5 and 7:
 
 - the idempotency key is (41, 11, 7): a key already processed is answered with
   the first response again (under the MTI of the new request's class); answers
   `91` and `96` mean "not processed" and are never stored;
-- a 0200 is approved unless the last two digits of field 4 are 05, 51, 54, 91 or
-  96 (then that code); a 0220/0221 advice is accepted;
-- a 0400/0401 reversal finds its original by (41, STAN and field 7 from field 90):
-  charged -> no longer charged, `00`; found -> `00`; not found -> `25`, and that
-  original, should it arrive later, is answered `12` and never charged;
-- a 0500 compares its totals (74, 76, 86, 88) with the charged entries of its
-  terminal and batch (field 60): `00` in balance, `95` out of balance.
+- a 0200 purchase (`000000`) or refund (`200000`) is approved unless the last
+  two digits of field 4 are 05, 51, 54, 91 or 96 (then that code); an approved
+  purchase is *charged*, an approved refund *credited*; other processing codes
+  get `12`;
+- a 0220/0221 advice of a purchase is accepted (charged); of a refund, `12`
+  (refunds are never approved offline);
+- a 0400/0401 reversal (reason 68, 06, ...) finds its original by (41, STAN and
+  field 7 from field 90): charged or credited -> undone, `00`; found -> `00`; not
+  found -> `25`, and that original, should it arrive later, is answered `12` and
+  never charged or credited;
+- a 0400/0401 void (reason 17) carries no card data (no field 2, 14 or 35) and
+  names a 0200 or 0220 in field 90; it undoes a charge or a credit exactly as a
+  reversal does (`00`, also when there was nothing to undo), `25` when unknown;
+- 0500 and 0320 (batch close and upload) go to `settlement.Settlement`; they
+  never change money.
 
-A forced code (a `decline` fault or a default answer) replaces the decision for a
-fresh request; the request is then recorded as not charged. No I/O here; the
-PAN is kept masked and track data is never kept.
+Every entry records its batch (field 60) and invoice (field 62). A forced code
+(a `decline` fault or a default answer) replaces the decision for a fresh
+request; the request is then recorded as neither charged nor credited. No I/O
+here; the PAN is kept masked and track data is never kept.
 """
 
 from __future__ import annotations
@@ -26,28 +35,32 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from .hostproto import Message, key_of, mask_pan, mti_class, response, response_mti
+from .hostproto import FormatProblem, Message, key_of, mask_pan, mti_class, original_of
+from .hostproto import response, response_mti
+from .settlement import KIND_OF, Settlement, Totals, totals_of
 
 log = logging.getLogger("hwsim.host")
+
+__all__ = ["Books", "FormatProblem", "LedgerEntry", "Totals"]
 
 Key = tuple[str, str, str]
 
 PURCHASE: Final = "000000"
 REFUND: Final = "200000"
+VOID_REASON: Final = "17"
 NOT_PROCESSED: Final = frozenset({"91", "96"})
 AMOUNT_CONVENTIONS: Final = {"05": "05", "51": "51", "54": "54", "91": "91", "96": "96"}
 
+_ORIGINAL_FIELDS: Final = ("2", "3", "4", "7", "11", "41", "49", "60", "62")
 REQUIRED: Final[dict[str, tuple[str, ...]]] = {
-    "0200": ("2", "3", "4", "7", "11", "41", "49"),
-    "0220": ("2", "3", "4", "7", "11", "41", "49"),
+    "0200": _ORIGINAL_FIELDS,
+    "0220": _ORIGINAL_FIELDS,
+    "0320": ("3", "4", "7", "11", "12", "13", "37", "38", "39", "41", "42", "49", "60", "62",
+             "90"),
     "0400": ("7", "11", "41", "90"),
-    "0500": ("7", "11", "41", "60", "74", "76", "86", "88"),
+    "0500": ("3", "7", "11", "41", "42", "49", "60", "74", "76", "86", "88"),
     "0800": (),
 }
-
-
-class FormatProblem(Exception):
-    """A decodable request whose content breaks the interface: answered `30`."""
 
 
 @dataclass
@@ -58,6 +71,7 @@ class LedgerEntry:
     stan: str
     f7: str
     mti: str
+    kind: str  # "purchase", "refund", or "other" for a processing code the host refuses
     amount: int
     currency: str
     pan: str  # masked: first 6, last 4
@@ -65,10 +79,13 @@ class LedgerEntry:
     approval: str | None
     rrn: str
     code: str
-    charged: bool
+    charged: bool  # a purchase the customer pays now
+    credited: bool  # a refund the customer gets now
     reversed: bool
+    voided: bool
     offline_approval: str | None
     batch: str | None
+    invoice: str | None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,8 +98,10 @@ class Books:
         self._rng = rng
         self._entries: dict[Key, LedgerEntry] = {}
         self._answers: dict[Key, Message] = {}
-        self._reversed_unknown: set[Key] = set()
+        # originals answered 25 before they arrived: key -> "reversed" or "voided"
+        self._cancelled_unknown: dict[Key, str] = {}
         self._defaults: dict[str, str] = {}
+        self._settlement = Settlement()
         self._rrn_prefix = f"{rng.randrange(1_000_000):06d}"
         self._rrn_seq = 0
 
@@ -99,8 +118,21 @@ class Books:
                 raise ValueError(f"response code must be 2 characters, got {code!r}")
             self._defaults[cls] = code
 
+    def force_out_of_balance(self, count: int) -> None:
+        """The next `count` 0500s (0: all, until cleared) are answered 95."""
+        self._settlement.force_out_of_balance(count)
+
+    def clear_out_of_balance(self) -> None:
+        self._settlement.clear_forced()
+
+    def out_of_balance_pending(self) -> int | None:
+        return self._settlement.forced_pending()
+
     def entries(self) -> list[dict[str, Any]]:
         return [entry.as_dict() for entry in self._entries.values()]
+
+    def batches(self) -> list[dict[str, Any]]:
+        return self._settlement.batches(self._entries)
 
     # -- processing --------------------------------------------------------
     def not_processed(self, request: Message, code: str) -> Message:
@@ -124,14 +156,20 @@ class Books:
             missing = [f for f in REQUIRED[cls] if f not in request]
             if missing:
                 raise FormatProblem(f"missing field(s) {', '.join(missing)}")
+            if cls in ("0200", "0220"):
+                _check_original(request)
             if cls == "0200":
                 answer, final = self._sale(request, key, forced)
             elif cls == "0220":
                 answer, final = self._advice(request, key, forced)
             elif cls == "0400":
                 answer, final = self._reversal(request, forced)
+            elif cls == "0320":
+                code = forced or self._settlement.upload(request, self._entries)
+                answer, final = response(request, code), code not in NOT_PROCESSED
             else:
-                answer, final = self._reconcile(request, forced)
+                code = self._settlement.reconcile(request, self._entries, forced)
+                answer, final = response(request, code), code not in NOT_PROCESSED
         except FormatProblem as exc:
             log.warning("format error in %s stan=%s: %s", mti, key[1], exc)
             extra = {"37": self._rrn()} if cls in ("0200", "0220") else None
@@ -142,7 +180,7 @@ class Books:
 
     def _sale(self, req: Message, key: Key, forced: str | None) -> tuple[Message, bool]:
         amount = _amount(req["4"])
-        if key in self._reversed_unknown:
+        if key in self._cancelled_unknown:
             code = "12"
         elif forced is not None:
             code = forced
@@ -162,7 +200,9 @@ class Books:
 
     def _advice(self, req: Message, key: Key, forced: str | None) -> tuple[Message, bool]:
         amount = _amount(req["4"])
-        if key in self._reversed_unknown:
+        if key in self._cancelled_unknown:
+            code = "12"
+        elif req["3"] != PURCHASE:  # refunds are never approved offline
             code = "12"
         else:
             code = forced if forced is not None else "00"
@@ -173,66 +213,61 @@ class Books:
         return response(req, code, {"37": rrn}), True
 
     def _reversal(self, req: Message, forced: str | None) -> tuple[Message, bool]:
-        original = req["90"]
-        if len(original) != 42 or not original.isdigit():
-            raise FormatProblem("field 90 is not 42 digits")
-        orig_mti, orig_stan, orig_f7 = original[:4], original[4:10], original[10:20]
+        """A reversal, or a void when field 39 is 17: undo the original named by field 90."""
+        void = req.get("39") == VOID_REASON
+        what = "void" if void else "reversal"
+        original = original_of(req["90"], zeros=void)
+        if original is None:
+            raise FormatProblem("field 90 is not " + (
+                "MTI + STAN + field 7 + 22 zeros" if void else "42 digits"))
+        orig_mti, orig_stan, orig_f7 = original
+        if void:
+            carried = [f for f in ("2", "14", "35") if f in req]
+            if carried:
+                raise FormatProblem(f"a void carries no card data, got field(s) "
+                                    f"{', '.join(carried)}")  # fmt: skip
+            if orig_mti not in ("0200", "0220"):
+                raise FormatProblem(f"field 90 of a void names MTI {orig_mti}; the original's "
+                                    "first transmission is a 0200 or a 0220")  # fmt: skip
         if forced is not None:
-            code = forced
+            return response(req, forced), forced in ("00", "25")
+        orig_key = (req["41"], orig_stan, orig_f7)
+        entry = self._entries.get(orig_key)
+        if entry is None:
+            self._cancelled_unknown.setdefault(orig_key, "voided" if void else "reversed")
+            log.info("%s of unknown %s stan=%s: remembered, never to be charged or credited",
+                     what, orig_mti, orig_stan)
+            return response(req, "25"), True
+        if void and "37" in req and req["37"] != entry.rrn:
+            log.warning("void of %s stan=%s names field 37 %s, the host gave %s; "
+                        "found by field 90", orig_mti, orig_stan, req["37"], entry.rrn)
+        if entry.charged or entry.credited:
+            log.info("%s of %s stan=%s: %s of %d undone", what, orig_mti, orig_stan,
+                     "charge" if entry.charged else "credit", entry.amount)
+        entry.charged = entry.credited = False
+        if void:
+            entry.voided = True
         else:
-            orig_key = (req["41"], orig_stan, orig_f7)
-            entry = self._entries.get(orig_key)
-            if entry is None:
-                self._reversed_unknown.add(orig_key)
-                code = "25"
-                log.info("reversal of unknown %s stan=%s: remembered, never to be charged",
-                         orig_mti, orig_stan)
-            else:
-                if entry.charged:
-                    log.info("reversal of %s stan=%s: charge undone", orig_mti, orig_stan)
-                entry.charged = False
-                entry.reversed = True
-                code = "00"
-        return response(req, code), code in ("00", "25")
+            entry.reversed = True
+        return response(req, "00"), True
 
-    def _reconcile(self, req: Message, forced: str | None) -> tuple[Message, bool]:
-        try:
-            claimed = tuple(int(req[f]) for f in ("74", "76", "86", "88"))
-        except ValueError:
-            raise FormatProblem("totals in fields 74, 76, 86, 88 are not numeric") from None
-        if forced is not None:
-            code = forced
-        else:
-            actual = self.totals(req["41"], req["60"])
-            code = "00" if claimed == actual else "95"
-            if code == "95":
-                log.info("batch %s of %r out of balance: terminal %s, host %s",
-                         req["60"], req["41"], claimed, actual)
-        return response(req, code), code not in NOT_PROCESSED
-
-    def totals(self, tid: str, batch: str) -> tuple[int, int, int, int]:
-        """(refund count, purchase count, refund amount, purchase amount) charged."""
-        refunds = purchases = refund_amount = purchase_amount = 0
-        for entry in self._entries.values():
-            if entry.tid != tid or entry.batch != batch or not entry.charged:
-                continue
-            if entry.processing_code == REFUND:
-                refunds += 1
-                refund_amount += entry.amount
-            elif entry.processing_code == PURCHASE:
-                purchases += 1
-                purchase_amount += entry.amount
-        return refunds, purchases, refund_amount, purchase_amount
+    def totals(self, tid: str, batch: str) -> Totals:
+        """(refund count, purchase count, refund amount, purchase amount) counted now."""
+        return totals_of(e for e in self._entries.values() if e.tid == tid and e.batch == batch)
 
     # -- helpers -----------------------------------------------------------
     def _record(self, req: Message, key: Key, amount: int, rrn: str, code: str,
                 approval: str | None, offline: str | None) -> None:
+        kind = KIND_OF.get(req["3"], "other")
+        cancelled = self._cancelled_unknown.get(key)
         self._entries[key] = LedgerEntry(
-            tid=req["41"], stan=req["11"], f7=req["7"], mti=req["t"], amount=amount,
+            tid=req["41"], stan=req["11"], f7=req["7"], mti=req["t"], kind=kind, amount=amount,
             currency=req.get("49", ""), pan=mask_pan(req.get("2", "")),
             processing_code=req["3"], approval=approval, rrn=rrn, code=code,
-            charged=code == "00", reversed=key in self._reversed_unknown,
-            offline_approval=offline, batch=req.get("60"),
+            charged=code == "00" and kind == "purchase",
+            credited=code == "00" and kind == "refund",
+            reversed=cancelled == "reversed", voided=cancelled == "voided",
+            offline_approval=offline, batch=req["60"], invoice=req["62"],
         )
 
     def _rrn(self) -> str:
@@ -244,3 +279,11 @@ def _amount(value: str) -> int:
     if not value.isdigit():
         raise FormatProblem("field 4 is not numeric")
     return int(value)
+
+
+def _check_original(req: Message) -> None:
+    """The fields of a 0200/0220 the ledger keeps, checked before anything is decided."""
+    _amount(req["4"])
+    batch = req["60"]
+    if len(batch) != 6 or not batch.isdigit():
+        raise FormatProblem("field 60 (batch) is not 6 digits")

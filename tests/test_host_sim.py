@@ -124,7 +124,8 @@ def signon(stan: int, code: str = "001") -> dict[str, str]:
 
 def reconcile(stan: int, refunds: int, purchases: int, refund_amount: int,
               purchase_amount: int, batch: str = "000001") -> dict[str, str]:
-    return {"t": "0500", "7": F7, "11": f"{stan:06d}", "41": TID, "42": MID, "49": "978",
+    return {"t": "0500", "3": "920000", "7": F7, "11": f"{stan:06d}", "41": TID, "42": MID,
+            "49": "978",
             "60": batch, "74": f"{refunds:010d}", "76": f"{purchases:010d}",
             "86": f"{refund_amount:016d}", "88": f"{purchase_amount:016d}"}
 
@@ -229,9 +230,11 @@ def test_refund_is_recorded_as_refund() -> None:
         r = await c.call(sale(8, 500, pcode="200000"))
         assert r["39"] == "00" and r["3"] == "200000"
         e = entry(host, 8)
-        assert e["charged"] and e["processing_code"] == "200000"
+        assert e["credited"] and not e["charged"] and e["kind"] == "refund"
+        assert e["processing_code"] == "200000"
         r = await c.call(sale(9, 500, pcode="310000"))
-        assert r["39"] == "12" and not entry(host, 9)["charged"]
+        e = entry(host, 9)
+        assert r["39"] == "12" and not e["charged"] and not e["credited"]
         c.close()
 
     run(scenario)
