@@ -14,8 +14,10 @@ from datetime import timedelta
 
 from firmware.core.effects import Authorize, Beep, DecideOffline, Print, Show
 from firmware.core.events import (
-    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, HostBusy, HostUntrusted,
-    KeyPressed, LinkChanged, OfflineDecided, PrintFinished, QueueChanged, TimerFired,
+    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, CloseDue, CloseFinished,
+    CloseProgress, HostAnswered, HostBusy, HostUntrusted, KeyPressed, LinkChanged,
+    OfflineDecided, PinChecked, PrintFinished, QueueChanged, TimerFired, VoidCandidate,
+    VoidRecorded,
 )
 from firmware.core.model import SaleStatus
 from firmware.core.risk import QueueStats
@@ -155,6 +157,53 @@ def test_every_screen_fits_the_display_and_its_character_set() -> None:
                         assert len(row) <= 20 and row.isascii(), (combo, e.rows)
             if isinstance(ev, CardSwiped) and any(isinstance(e, Authorize) for e in eff):
                 continue
+
+
+def test_every_merchant_screen_fits_the_display_and_its_character_set() -> None:
+    """The same walk through the merchant's functions (PIN, refund, void, reports, close),
+    with the widest values: six-digit invoices and batches, large amounts, long texts."""
+    big = replace(record(SaleStatus.APPROVED), amount=99999999999, invoice=999999,
+                  batch=999999, pan_hash="ab" * 32)
+    refund = replace(big, kind="refund", approval="")
+    events = [KeyPressed("F1"), *[KeyPressed(k) for k in "56789"], *keys("1234"),
+              KeyPressed("OK"), KeyPressed("CANCEL"), KeyPressed("CLEAR"),
+              *[PinChecked(True, f) for f in ("refund", "void", "close", "x_report")],
+              PinChecked(False, "void", "LOCKED FOR 120 MIN"),
+              VoidCandidate(big), VoidCandidate(refund),
+              VoidCandidate(None, "CANNOT BE VOIDED"), VoidRecorded(big, False),
+              CloseProgress("UPLOADING 999 OF 999"), CloseDue(),
+              CloseFinished(True, 999999, balanced=False),
+              CloseFinished(False, 999999, message="REVERSALS PENDING"),
+              PrintFinished(False, "PRINTER BUSY", job="z-report"),
+              PrintFinished(True, job="void"), CardSwiped(CARD, "ab" * 32),
+              HostAnswered(replace(refund, status=SaleStatus.NOT_COMPLETED)),
+              TimerFired("phase", 0)]
+    st0, _ = initial(replace(CFG, max_amount=10**11, pin_set=True), recent=[big])
+    starts = [run(st0, *prefix)[0] for prefix in (
+        [KeyPressed("F1")],
+        [KeyPressed("F1"), KeyPressed("6"), *keys("1234", "OK")],
+        [KeyPressed("F1"), KeyPressed("5"), *keys("1234", "OK"), PinChecked(True, "refund")],
+        [KeyPressed("F1"), KeyPressed("8"), *keys("1234", "OK")],
+        [KeyPressed("F1"), KeyPressed("6"), *keys("1234", "OK"), PinChecked(True, "void"),
+         KeyPressed("OK")],
+        [*keys("99999999999", "OK")],
+        [CloseDue()])]
+    seen = set()
+    for start, depth in zip(starts, (3, 2, 2, 2, 3, 2, 2), strict=True):
+        for combo in itertools.product(events, repeat=depth):
+            st = start
+            for ev in combo:
+                if isinstance(ev, TimerFired):
+                    ev = TimerFired("phase", st.token)
+                st, eff = run(st, ev)
+                seen.add(st.phase)
+                for e in eff:
+                    if isinstance(e, Show):
+                        for row in e.rows:  # HD44780 ROM A00: a backslash is a yen sign, ~ an arrow
+                            assert len(row) <= 20 and row.isascii(), (combo, e.rows)
+                            assert row.isprintable() and not set(row) & set("\\~"), e.rows
+    merchant = set(Phase) - {Phase.BUSY_WAIT, Phase.PRINTING, Phase.RESULT}  # walked above
+    assert merchant - seen == set()  # the walk reached every screen of the merchant's
 
 
 def test_bad_reads_do_not_hold_the_sale_past_the_card_timeout() -> None:

@@ -14,7 +14,11 @@ through `TimerFired` events carrying the token of the timer the core started
     WAIT_CARD --card, link DOWN--> offline rules (DecideOffline)
     ... OfflineDecided --> PRINTING (approved offline) or RESULT (refused)
     AUTHORIZING --HostOutcomeUnknown--> RESULT ("NO RESPONSE - NOT CHARGED")
-    IDLE --F1--> MENU (1 last sale, 2 reprint, 3 link and queue status, 4 report)
+    WAIT_CARD --card, same card and amount as a recent approval--> DUPLICATE
+    DUPLICATE --OK--> as the swipe would have gone;  --CANCEL/timer--> IDLE
+    IDLE --F1--> MENU (1 last sale, 2 reprint, 3 link and queue status, 4 report;
+                       F1: the merchant's page, 5 refund .. 9 last Z: merchant.py)
+    IDLE --CloseDue--> CLOSING (the daily batch close: merchant.py)
 
 Every sale that reached the card ends with something printed: the receipt, or a
 slip that says the customer was not charged. Prints other than the sale's own
@@ -28,101 +32,56 @@ change again.
 An unknown outcome never falls back to offline approval: the customer may have
 been charged, so the sale is reversed, not approved again.
 
-A person can cancel in AMOUNT, WAIT_CARD, BUSY_WAIT (nothing is outstanding
-there) and MENU; never while a request is outstanding. The core never shows an
-approval itself: it shows what a `HostAnswered` record says, and the runtime
-sends that event only after the journal has recorded the answer.
+A refund (menu 5, after the supervisor PIN when protected) is a sale of kind
+"refund": the same amount, card and authorization phases, the same handling of a
+busy host and of an unknown outcome (a reversal: NO RESPONSE / NOT CREDITED), but
+never approved offline: with the host unreachable it ends NOT COMPLETED / REFUND
+NEEDS HOST, nothing credited.
+
+The duplicate guard remembers the approved purchases (keyed hash of the card,
+amount, local time; never the PAN) of the last `duplicate_minutes`, from the
+journal at start (`initial(recent=...)`) and from each approval since; a void
+takes its sale out. A purchase with the same card and amount asks POSSIBLE
+DUPLICATE / OK TO PROCEED before anything is sent.
+
+A person can cancel in AMOUNT, WAIT_CARD, DUPLICATE, BUSY_WAIT (nothing is
+outstanding there) and MENU; never while a request is outstanding. The core
+never shows an approval itself: it shows what a `HostAnswered` record says, and
+the runtime sends that event only after the journal has recorded the answer.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import timedelta
 
-from firmware.core.card import luhn_ok
+from firmware.core import merchant, screens
+from firmware.core.card import CardData, luhn_ok
 from firmware.core.effects import (
-    Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport, StartTimer,
+    Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport,
 )
 from firmware.core.events import (
-    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, DeviceFault, Event, HostAnswered,
-    BatteryRead, ConditionChanged, HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed,
-    LinkChanged, MaintenanceNotice, OfflineDecided, PathChanged, PrintFinished, QueueChanged,
-    SaleClosed, TimerFired,
+    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, CloseDue, DeviceFault, Event,
+    HostAnswered, BatteryRead, ConditionChanged, HostBusy, HostOutcomeUnknown, HostUntrusted,
+    KeyPressed, LinkChanged, MaintenanceNotice, OfflineDecided, PathChanged, PrintFinished,
+    QueueChanged, SaleClosed, TimerFired, VoidRecorded,
 )
-from firmware.core.risk import QueueStats, offline_decision
+from firmware.core.risk import offline_decision
 from firmware.core.model import CoreConfig, SaleRecord, SaleRequest, SaleStatus
 from firmware.core.receipt import refused_slip, sale_receipt
-from firmware.core import screens
+from firmware.core.state import (
+    Now, Phase, Recent, Sale, State, Step, blocking, go, refresh, to_idle,
+)
 
 
-class Phase(enum.Enum):
-    IDLE = "IDLE"
-    AMOUNT = "AMOUNT"
-    WAIT_CARD = "WAIT_CARD"
-    AUTHORIZING = "AUTHORIZING"
-    BUSY_WAIT = "BUSY_WAIT"
-    PRINTING = "PRINTING"
-    RESULT = "RESULT"
-    MENU = "MENU"
-    STATUS = "STATUS"
-
-
-@dataclass(frozen=True)
-class Now:
-    """The runtime's clock, read once per event."""
-
-    mono: float  # monotonic seconds
-    local: datetime  # local wall time
-
-
-@dataclass(frozen=True)
-class Sale:
-    amount: int
-    request: SaleRequest | None = None
-    sale_id: int | None = None
-    attempts: int = 0
-    started: float = 0.0  # monotonic time of the first attempt
-
-
-@dataclass(frozen=True)
-class State:
-    cfg: CoreConfig
-    phase: Phase = Phase.IDLE
-    digits: str = ""
-    sale: Sale | None = None
-    token: int = 0
-    notice: str = ""  # one line shown in IDLE (last sale outcome after recovery)
-    message: str = ""  # one line of feedback in the current phase
-    last: SaleRecord | None = None
-    result: SaleRecord | None = None
-    link: str = "UP"
-    untrusted: bool = False  # the link is down because the host's TLS identity was refused
-    cause: str = ""  # why the sale could not go online (shown with an offline refusal)
-    alert: str = ""  # two lines kept on the idle screen until cleared (a refused offline sale)
-    banner: str = ""  # planned maintenance, announced on the idle screen (the daily restart)
-    queue: QueueStats = QueueStats()
-    seen: datetime = datetime(2000, 1, 1)  # local time when the STATUS screen was opened
-    # standing conditions of devices and power: (source, text, blocks new sales), by source
-    conditions: tuple[tuple[str, str, bool], ...] = ()
-    battery: int | None = None  # percent of charge, None without a gauge
-    charging: bool = False
-    path: str = ""  # "ETH" or "4G" when a modem is configured, "" otherwise
-    bars: int = 0  # the modem's signal, 0..4
-    path_detail: str = ""  # one status line about the modem (registration, signal)
-    page: int = 0  # the STATUS screen's page
-
-
-def blocking(state: State) -> str:
-    """The text of the first condition that stops new sales, or ""."""
-    return next((text for _src, text, blocks in state.conditions if blocks), "")
-
-
-Step = tuple[State, list[Effect]]
-
-
-def initial(cfg: CoreConfig, *, last: SaleRecord | None = None, notice: str = "") -> Step:
+def initial(cfg: CoreConfig, *, last: SaleRecord | None = None, notice: str = "",
+            recent: Iterable[SaleRecord] = ()) -> Step:
+    """The state at start. `recent`: the journal's approved purchases of the last
+    `cfg.duplicate_minutes` (journal.recent_approvals), for the duplicate guard."""
     state = State(cfg=cfg, last=last, notice=notice)
+    for rec in recent:
+        state = _remember(state, rec)
     return state, [screens.show(state)]
 
 
@@ -145,6 +104,12 @@ def step(state: State, event: Event, now: Now) -> Step:
         return st, [screens.show(st)] if st.phase == Phase.IDLE else []
     if isinstance(event, PrintFinished) and event.job != "sale":
         return _side_print(state, event)
+    if isinstance(event, VoidRecorded):  # the voided sale leaves the duplicate guard
+        rec = event.record
+        last = rec if state.last is not None and state.last.sale_id == rec.sale_id else \
+            state.last
+        state = replace(state, last=last,
+                        recent=tuple(r for r in state.recent if r.sale_id != rec.sale_id))
     if isinstance(event, QueueChanged):
         st = replace(state, queue=event.stats)
         return st, [screens.show(st)] if st.phase in _PASSIVE else []
@@ -174,31 +139,20 @@ def step(state: State, event: Event, now: Now) -> Step:
 
 # -- helpers ---------------------------------------------------------------
 
-def _go(state: State, phase: Phase, timeout: float | None = None, *, jitter: bool = False,
-        **changes: object) -> Step:
-    """Enter a phase: new timer token, show its screen, start its timer."""
-    st = replace(state, phase=phase, token=state.token + 1, **changes)  # type: ignore[arg-type]
-    effects: list[Effect] = [screens.show(st)]
-    if timeout is not None:
-        effects.append(StartTimer(timeout, st.token, jitter=jitter))
-    return st, effects
-
-
-def _idle(state: State, notice: str = "") -> Step:
-    return _go(state, Phase.IDLE, None, digits="", sale=None, message="", notice=notice,
-               result=None, cause="")
-
-
 def _side_print(state: State, event: PrintFinished) -> Step:
-    """A print that is not the sale's own receipt: a copy, the report, a refusal slip, or
-    the copy recovery prints after a restart (its notice then says how that went)."""
+    """A print that is not the sale's own receipt: a copy, the report, a refusal slip, the
+    merchant's (void receipt, X and Z reports), or the copy recovery prints after a
+    restart (its notice then says how that went)."""
+    took = merchant.side_print(state, event)
+    if took is not None:
+        return took
     if event.job == "recovery-last" and state.notice.endswith("\nPRINTING COPY"):
         head = state.notice.rsplit("\n", 1)[0]
         st = replace(state, notice=f"{head}\n{'COPY PRINTED' if event.ok else 'REPRINT FROM MENU'}")
         return st, [screens.show(st)] if st.phase == Phase.IDLE else []
     done = {"copy": "COPY PRINTED", "report": "REPORT PRINTED"}.get(event.job, "")
     if state.phase == Phase.MENU and done:
-        return _refresh(state, done if event.ok else event.message or "PRINTER FAULT")
+        return refresh(state, done if event.ok else event.message or "PRINTER FAULT")
     if not event.ok:
         return state, [Log("error", f"{event.job} not printed: {event.message}")]
     return state, []
@@ -223,72 +177,132 @@ def _in_idle(state: State, event: Event, now: Now) -> Step:
             return state, [Log("warning", f"no new sale: {blocking(state)}"), Beep(),
                            screens.show(state)]
         if event.key.isdigit() and event.key != "0":
-            return _go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=event.key,
+            return go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=event.key,
                        notice="", message="")
         if event.key == "F1":
-            return _go(state, Phase.MENU, state.cfg.amount_timeout, message="", notice="")
+            return go(state, Phase.MENU, state.cfg.amount_timeout, message="", notice="",
+                      menu_page=0)
         if event.key in ("CANCEL", "CLEAR") and state.notice:
-            return _idle(state)  # a notice goes first; an alert behind it shows next
+            return to_idle(state)  # a notice goes first; an alert behind it shows next
         if event.key in ("CANCEL", "CLEAR") and state.alert:
-            return _idle(replace(state, alert=""))
+            return to_idle(replace(state, alert=""))
         return state, []
     if isinstance(event, CardSwiped) and not state.notice.startswith("LAST SALE"):
         st = replace(state, notice="ENTER AMOUNT FIRST")  # never over a recovery notice
         return st, [screens.show(st)]
+    if isinstance(event, CloseDue):  # only here: in any other phase it waits for later
+        return merchant.close_due(state)
     return state, []
 
 
 def _in_amount(state: State, event: Event, now: Now) -> Step:
     if not isinstance(event, KeyPressed):
         if isinstance(event, CardSwiped):
-            return _refresh(state, "PRESS OK FIRST")
+            return refresh(state, "PRESS OK FIRST")
         return state, []
     key = event.key
     if key == "CANCEL":
-        return _idle(state, "SALE CANCELLED")
+        return to_idle(state, _cancelled(state))
     if key == "CLEAR":
         if not state.digits:
-            return _idle(state)
-        return _go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=state.digits[:-1],
+            return to_idle(state)
+        return go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=state.digits[:-1],
                    message="")
     if key.isdigit():
         digits = (state.digits + key).lstrip("0")
         if len(digits) > 12 or int(digits or "0") > state.cfg.max_amount:
-            return _refresh(state, "AMOUNT OVER LIMIT")
-        return _go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=digits, message="")
+            return refresh(state, "AMOUNT OVER LIMIT")
+        return go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits=digits, message="")
     if key == "OK":
         amount = _amount(state)
         if amount <= 0:
-            return _refresh(state, "ENTER AN AMOUNT")
-        return _go(state, Phase.WAIT_CARD, state.cfg.card_timeout, sale=Sale(amount=amount),
-                   message="")
+            return refresh(state, "ENTER AN AMOUNT")
+        kind = "refund" if state.function == "refund" else "purchase"
+        return go(state, Phase.WAIT_CARD, state.cfg.card_timeout,
+                  sale=Sale(amount=amount, kind=kind), message="")
     return state, []
 
 
 def _in_wait_card(state: State, event: Event, now: Now) -> Step:
     assert state.sale is not None
     if isinstance(event, KeyPressed) and event.key == "CANCEL":
-        return _idle(state, "SALE CANCELLED")
+        return to_idle(state, _cancelled(state))
     if isinstance(event, CardReadFailed):  # the driver has logged it, once
         # the card timer runs on: a reader that keeps sending noise cannot hold the sale
-        st, eff = _refresh(state, event.reason)
+        st, eff = refresh(state, event.reason)
         return st, [Beep(), *eff]
     if isinstance(event, CardSwiped):
         card = event.card
         if not luhn_ok(card.pan):  # the card timer runs on, as for any bad read
-            st, eff = _refresh(state, "INVALID CARD")
+            st, eff = refresh(state, "INVALID CARD")
             return st, [Log("warning", f"card {card.masked} fails the Luhn check"), Beep(), *eff]
-        request = SaleRequest(kind="purchase", amount=state.sale.amount, card=card,
-                              local=now.local)
-        sale = replace(state.sale, request=request, attempts=1, started=now.mono)
-        if state.link == "DOWN":  # decided at once: no AUTHORIZING screen in between
-            cause = "HOST NOT TRUSTED" if state.untrusted else "HOST OFFLINE"
-            st = replace(state, phase=Phase.AUTHORIZING, token=state.token + 1, sale=sale,
-                         message="", cause=cause)
-            return st, [_offline(st, request, None, now)]
-        st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale, message="")
-        return st, [*eff, Authorize(request, None)]
+        sale = replace(state.sale, pan_hash=event.pan_hash)
+        if _duplicate(state, sale, now):
+            request = SaleRequest(kind=sale.kind, amount=sale.amount, card=card,
+                                  local=now.local)
+            st, eff = go(state, Phase.DUPLICATE, state.cfg.card_timeout,
+                         sale=replace(sale, request=request), message="")
+            return st, [Log("warning", f"possible duplicate: card {card.masked}, same amount "
+                                       "as a recent approval; asking the operator"), Beep(),
+                        *eff]
+        return _send(replace(state, sale=sale), card, now)
     return state, []
+
+
+def _send(state: State, card: CardData, now: Now) -> Step:
+    """The card is taken: authorize online, or apply the offline rules when the link is
+    down."""
+    assert state.sale is not None
+    request = SaleRequest(kind=state.sale.kind, amount=state.sale.amount, card=card,
+                          local=now.local)
+    sale = replace(state.sale, request=request, attempts=1, started=now.mono)
+    if state.link == "DOWN":  # decided at once: no AUTHORIZING screen in between
+        cause = "HOST NOT TRUSTED" if state.untrusted else "HOST OFFLINE"
+        st = replace(state, phase=Phase.AUTHORIZING, token=state.token + 1, sale=sale,
+                     message="", cause=cause)
+        return st, [_offline(st, request, None, now)]
+    st, eff = go(state, Phase.AUTHORIZING, None, sale=sale, message="")
+    return st, [*eff, Authorize(request, None)]
+
+
+def _duplicate(state: State, sale: Sale, now: Now) -> bool:
+    """A purchase with the same card (keyed hash) and amount as one approved within the
+    last `duplicate_minutes`."""
+    if sale.kind != "purchase" or not sale.pan_hash or state.cfg.duplicate_minutes <= 0:
+        return False
+    window = timedelta(minutes=state.cfg.duplicate_minutes)
+    return any(r.pan_hash == sale.pan_hash and r.amount == sale.amount
+               and now.local - r.local <= window for r in state.recent)
+
+
+def _in_duplicate(state: State, event: Event, now: Now) -> Step:
+    """POSSIBLE DUPLICATE: OK goes on exactly as the swipe would have; CANCEL stops."""
+    sale = state.sale
+    if not isinstance(event, KeyPressed) or sale is None or sale.request is None:
+        return state, []
+    if event.key == "OK":
+        st, eff = _send(replace(state, sale=replace(sale, request=None)), sale.request.card, now)
+        return st, [Log("info", f"possible duplicate confirmed by the operator: card "
+                                f"{sale.request.card.masked}"), *eff]
+    if event.key in ("CANCEL", "CLEAR"):
+        return to_idle(state, "SALE CANCELLED")
+    return state, []
+
+
+def _remember(state: State, rec: SaleRecord, pan_hash: str = "") -> State:
+    """Keep an approved purchase for the duplicate guard (and forget the expired ones)."""
+    key = rec.pan_hash or pan_hash
+    if rec.kind != "purchase" or rec.voided or not key or rec.status not in (
+            SaleStatus.APPROVED, SaleStatus.OFFLINE_APPROVED):
+        return state
+    window = timedelta(minutes=state.cfg.duplicate_minutes)
+    kept = tuple(r for r in state.recent
+                 if r.sale_id != rec.sale_id and rec.local - r.local <= window)
+    return replace(state, recent=(*kept, Recent(rec.sale_id, key, rec.amount, rec.local)))
+
+
+def _cancelled(state: State) -> str:
+    return "REFUND CANCELLED" if state.function == "refund" else "SALE CANCELLED"
 
 
 def _in_authorizing(state: State, event: Event, now: Now) -> Step:
@@ -321,7 +335,7 @@ def _in_authorizing(state: State, event: Event, now: Now) -> Step:
         if sale.attempts <= state.cfg.busy_retries and elapsed < state.cfg.sale_budget:
             delay = min(state.cfg.busy_backoff * (2 ** (sale.attempts - 1)),
                         max(0.0, state.cfg.sale_budget - elapsed))
-            st, eff = _go(state, Phase.BUSY_WAIT, delay, jitter=True, sale=sale,
+            st, eff = go(state, Phase.BUSY_WAIT, delay, jitter=True, sale=sale,
                           message="")
             return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
                                        f"retry {sale.attempts} of {state.cfg.busy_retries}"),
@@ -336,7 +350,7 @@ def _in_authorizing(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, SaleClosed):
         return _finish(state, event.record)
     if isinstance(event, KeyPressed) and event.key == "CANCEL":
-        return _refresh(state, "PLEASE WAIT")
+        return refresh(state, "PLEASE WAIT")
     return state, []
 
 
@@ -346,14 +360,17 @@ def _in_busy_wait(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, KeyPressed) and event.key == "CANCEL":
         # the retry timer is void; the next screen is the result, not "cancelling"
         st = replace(state, token=state.token + 1)
-        return st, [CloseSale(sale.sale_id, "SALE CANCELLED")]
+        return st, [CloseSale(sale.sale_id, _cancelled(state))]
     if isinstance(event, SaleClosed):
         return _finish(state, event.record)
     return state, []
 
 
 def _offline(state: State, request: SaleRequest, sale_id: int | None, now: Now) -> Effect:
-    """Apply the offline rules to a sale the host cannot take."""
+    """Apply the offline rules to a sale the host cannot take. A refund is never approved
+    offline: it ends not completed, nothing credited."""
+    if request.kind != "purchase":
+        return DecideOffline(request, sale_id, False, "REFUND NEEDS HOST")
     if not state.cfg.offline.enabled:
         return DecideOffline(request, sale_id, False, "HOST UNAVAILABLE")
     decision = offline_decision(state.cfg.offline, state.queue, kind=request.kind,
@@ -362,7 +379,8 @@ def _offline(state: State, request: SaleRequest, sale_id: int | None, now: Now) 
 
 
 def _finish(state: State, record: SaleRecord) -> Step:
-    st, eff = _go(state, Phase.PRINTING, None, result=record, last=record, message="")
+    state = _remember(state, record, state.sale.pan_hash if state.sale else "")
+    st, eff = go(state, Phase.PRINTING, None, result=record, last=record, message="")
     lines = tuple(sale_receipt(state.cfg, record))
     return st, [*eff, Print(lines, record.sale_id or None)]  # the runtime logs the outcome
 
@@ -370,7 +388,7 @@ def _finish(state: State, record: SaleRecord) -> Step:
 def _in_printing(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, PrintFinished):
         message = "" if event.ok else f"{event.message or 'PRINTER FAULT'}"
-        st, eff = _go(state, Phase.RESULT, state.cfg.result_timeout, message=message)
+        st, eff = go(state, Phase.RESULT, state.cfg.result_timeout, message=message)
         if not event.ok:
             return st, [Log("error", f"receipt not printed: {event.message}"), Beep(), *eff]
         return st, eff
@@ -379,7 +397,7 @@ def _in_printing(state: State, event: Event, now: Now) -> Step:
 
 def _in_result(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, KeyPressed) and event.key in ("OK", "CANCEL", "CLEAR"):
-        return _idle(state)
+        return to_idle(state)
     return state, []
 
 
@@ -387,51 +405,56 @@ def _in_menu(state: State, event: Event, now: Now) -> Step:
     if not isinstance(event, KeyPressed):
         return state, []
     if event.key in ("CANCEL", "CLEAR"):
-        return _idle(state)
+        return to_idle(state)
+    if event.key == "F1":  # the other page
+        return go(state, Phase.MENU, state.cfg.amount_timeout, message="",
+                  menu_page=1 - state.menu_page)
+    if event.key in merchant.FUNCTIONS:
+        return merchant.open_function(state, event.key, now)
     if event.key == "1":
-        return _go(state, Phase.MENU, state.cfg.amount_timeout,
+        return go(state, Phase.MENU, state.cfg.amount_timeout,
                    message=screens.last_sale_line(state.last))
     if event.key == "2":
         if state.last is None:
-            return _refresh(state, "NO SALE TO REPRINT")
+            return refresh(state, "NO SALE TO REPRINT")
         lines = tuple(sale_receipt(state.cfg, state.last, copy=True))
-        st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING COPY")
+        st, eff = go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING COPY")
         return st, [*eff, Print(lines, state.last.sale_id, job="copy")]
     if event.key == "3":
-        return _go(state, Phase.STATUS, state.cfg.amount_timeout, message="", seen=now.local,
+        return go(state, Phase.STATUS, state.cfg.amount_timeout, message="", seen=now.local,
                    page=0)
     if event.key == "4":
-        st, eff = _go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING REPORT")
+        st, eff = go(state, Phase.MENU, state.cfg.amount_timeout, message="PRINTING REPORT")
         return st, [*eff, PrintReport()]
     return state, []
 
 
 def _in_status(state: State, event: Event, now: Now) -> Step:
     if isinstance(event, KeyPressed) and event.key == "3":  # 3 again: the devices page
-        return _go(state, Phase.STATUS, state.cfg.amount_timeout, page=(state.page + 1) % 2)
+        return go(state, Phase.STATUS, state.cfg.amount_timeout, page=(state.page + 1) % 2)
     if isinstance(event, KeyPressed):
-        return _go(state, Phase.MENU, state.cfg.amount_timeout, message="")
+        return go(state, Phase.MENU, state.cfg.amount_timeout, message="")
     return state, []
-
-
-def _refresh(state: State, message: str) -> Step:
-    st = replace(state, message=message)
-    return st, [screens.show(st)]
 
 
 def _timer(state: State, now: Now) -> Step:
     if state.phase in (Phase.AMOUNT, Phase.MENU, Phase.STATUS):
-        return _idle(state, "TIMED OUT" if state.phase == Phase.AMOUNT else "")
+        return to_idle(state, "TIMED OUT" if state.phase == Phase.AMOUNT else "")
     if state.phase == Phase.WAIT_CARD:
-        return _idle(state, "NO CARD - CANCELLED")
+        return to_idle(state, "NO CARD - CANCELLED")
+    if state.phase == Phase.DUPLICATE:
+        return to_idle(state, "SALE CANCELLED")
     if state.phase == Phase.RESULT:
-        return _idle(state)
+        return to_idle(state)
+    took = merchant.timer(state)
+    if took is not None:
+        return took
     if state.phase == Phase.BUSY_WAIT:
         sale = state.sale
         assert sale is not None and sale.request is not None
         request = sale.request
         sale = replace(sale, attempts=sale.attempts + 1)
-        st, eff = _go(state, Phase.AUTHORIZING, None, sale=sale)
+        st, eff = go(state, Phase.AUTHORIZING, None, sale=sale)
         return st, [*eff, Authorize(request, sale.sale_id)]
     return state, []
 
@@ -440,14 +463,17 @@ _HANDLERS = {
     Phase.IDLE: _in_idle,
     Phase.AMOUNT: _in_amount,
     Phase.WAIT_CARD: _in_wait_card,
+    Phase.DUPLICATE: _in_duplicate,
     Phase.AUTHORIZING: _in_authorizing,
     Phase.BUSY_WAIT: _in_busy_wait,
     Phase.PRINTING: _in_printing,
     Phase.RESULT: _in_result,
     Phase.MENU: _in_menu,
     Phase.STATUS: _in_status,
+    **merchant.HANDLERS,
 }
 
 _PASSIVE = (Phase.IDLE, Phase.MENU, Phase.STATUS)
 
-__all__ = ["Phase", "State", "Now", "Sale", "step", "initial", "SaleStatus"]
+__all__ = ["Phase", "State", "Now", "Sale", "Recent", "step", "initial", "blocking",
+           "SaleStatus"]

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from firmware.core.effects import Show
 from firmware.core.model import SaleRecord, SaleStatus
-from firmware.core.texts import money, outcome
+from firmware.core.texts import money, outcome, two_cols
 
 if TYPE_CHECKING:
-    from firmware.core.sale import State
+    from firmware.core.state import State
 
 W = 20
 
@@ -73,7 +73,7 @@ def _idle_lines(state: State) -> list[str]:
 
 
 def show(state: State) -> Show:
-    from firmware.core.sale import Phase
+    from firmware.core.state import Phase
 
     cur = state.cfg.currency_code
     phase = state.phase
@@ -89,9 +89,15 @@ def show(state: State) -> Show:
                          _bottom(state, "F1 MENU")))
     if phase == Phase.AMOUNT:
         amount = int(state.digits) if state.digits else 0
-        return Show(rows("SALE", money(amount, cur).rjust(W), state.message,
+        title = "REFUND" if state.function == "refund" else "SALE"
+        return Show(rows(title, money(amount, cur).rjust(W), state.message,
                          "OK=CONFIRM"))
     amount_row = money(state.sale.amount, cur) if state.sale else ""
+    if state.sale is not None and state.sale.kind == "refund":
+        amount_row = _labelled("REFUND", amount_row)
+    if phase == Phase.DUPLICATE:
+        return Show(rows("POSSIBLE DUPLICATE", amount_row, "OK TO PROCEED",
+                         "CANCEL=STOP"))
     if phase == Phase.WAIT_CARD:
         reader = next((t for src, t, _b in state.conditions if src == "card_reader"), "")
         return Show(rows(amount_row, "SWIPE CARD", state.message or reader, "CANCEL=STOP"))
@@ -102,23 +108,88 @@ def show(state: State) -> Show:
                          "CANCEL=STOP"))
     if phase in (Phase.PRINTING, Phase.RESULT) and state.result is not None:
         return Show(rows(*_result_rows(state, state.result)))
+    if phase == Phase.MENU and state.menu_page == 1:
+        return Show(rows(_header(state, "MERCHANT"), "5 REFUND  6 VOID", "7 X REPORT 8 CLOSE",
+                         state.message or "9 LAST Z CANCEL=EXIT"))
     if phase == Phase.MENU:
         return Show(rows(_header(state, "MENU"), "1 LAST    2 REPRINT", "3 STATUS  4 REPORT",
-                         state.message or "CANCEL=EXIT"))
+                         state.message or "F1 MORE  CANCEL=EXIT"))
     if phase == Phase.STATUS:
         return Show(rows(*_status_rows(state)))
+    merchant = _merchant_rows(state)
+    if merchant is not None:
+        return Show(rows(*merchant))
     return Show(rows("POSTERM", "", "", ""))
 
 
+def _merchant_rows(state: State) -> tuple[str, str, str, str] | None:
+    """The screens of the merchant's functions (merchant.py): PIN, void, batch close."""
+    from firmware.core.state import Phase
+
+    phase, cur = state.phase, state.cfg.currency_code
+    if phase == Phase.PIN:  # the digits never: one star each
+        return ("SUPERVISOR PIN", "*" * len(state.pin), state.message,
+                "OK=ENTER CANCEL=STOP")
+    if phase == Phase.PIN_CHECK:
+        return ("SUPERVISOR PIN", "CHECKING PIN", "PLEASE WAIT", "")
+    if phase == Phase.VOID_PICK:
+        return ("VOID", f"INVOICE NO: {state.digits}", state.message,
+                "OK=LAST CANCEL=STOP")
+    if phase == Phase.VOID_FIND:
+        which = f"INVOICE {state.digits}" if state.digits else "LAST TRANSACTION"
+        return ("VOID", which, "LOOKING UP...", "")
+    rec = state.candidate
+    if phase == Phase.VOID_CONFIRM and rec is not None:
+        return (two_cols(f"VOID #{rec.invoice}?", rec.local.strftime("%H:%M"), W),
+                _labelled(_kind_word(rec), money(rec.amount, cur)), _card_words(rec),
+                "OK=VOID CANCEL=NO")
+    if phase == Phase.VOIDING and rec is not None:
+        return (f"VOIDING #{rec.invoice}", _labelled(_kind_word(rec), money(rec.amount, cur)),
+                state.message or "PLEASE WAIT", "")
+    if phase == Phase.VOIDED and rec is not None:
+        return ("VOIDED", _labelled(_kind_word(rec), money(rec.amount, cur)),
+                state.message or "PRINTING...", f"INVOICE #{rec.invoice}")
+    if phase == Phase.CLOSE_CONFIRM:
+        return ("CLOSE BATCH?", "SENDS THE TOTALS", "TO THE BANK", "OK=CLOSE CANCEL=NO")
+    if phase == Phase.CLOSING:
+        return ("CLOSING BATCH", state.message, "PLEASE WAIT",
+                "DAILY CLOSE" if state.scheduled else "")
+    done = state.close
+    if phase == Phase.CLOSED and done is not None:
+        if not done.ok:
+            return ("CLOSE NOT DONE", done.message or "", "TRY AGAIN LATER", "")
+        if not done.balanced:
+            return (f"BATCH {done.batch} CLOSED", "OUT OF BALANCE", "CALL HELP DESK",
+                    state.message)
+        return (f"BATCH {done.batch} CLOSED", "IN BALANCE", state.message, "")
+    return None
+
+
+def _labelled(label: str, amount: str) -> str:
+    """'REFUND     EUR 12.50'; the amount alone when both do not fit (never cut short)."""
+    return two_cols(label, amount, W) if len(label) + 1 + len(amount) <= W else amount
+
+
+def _kind_word(rec: SaleRecord) -> str:
+    return "REFUND" if rec.kind == "refund" else "SALE"
+
+
+def _card_words(rec: SaleRecord) -> str:
+    """The card's last four digits and the approval code: enough to tell which it is."""
+    last4 = rec.pan_masked[-4:] if len(rec.pan_masked) >= 4 else rec.pan_masked
+    return f"****{last4} AUTH {rec.approval}" if rec.approval else f"CARD ****{last4}"
+
+
 def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
-    from firmware.core.sale import Phase
+    from firmware.core.state import Phase
 
     printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
     if rec.status == SaleStatus.FAILED:
         # why it could not go online, then why the offline rules refused it
-        why = list(dict.fromkeys(x for x in (state.cause, rec.reason or "NOT CHARGED") if x))
-        second = why[1] if len(why) > 1 else "NOT CHARGED"
-        return "NOT COMPLETED", why[0], second, printing or "NOT CHARGED"
+        nothing = "NOT CREDITED" if rec.kind == "refund" else "NOT CHARGED"
+        why = list(dict.fromkeys(x for x in (state.cause, rec.reason or nothing) if x))
+        second = why[1] if len(why) > 1 else nothing
+        return "NOT COMPLETED", why[0], second, printing or nothing
     top, second = result_lines(rec)
     return top, second, printing, money(rec.amount, state.cfg.currency_code)
 
@@ -167,23 +238,26 @@ def now_hint(state: State) -> datetime:
 
 
 def result_lines(rec: SaleRecord) -> tuple[str, str]:
-    """The two rows that tell a person how a sale ended."""
+    """The two rows that tell a person how a sale (or a refund) ended."""
+    refund = rec.kind == "refund"
     if rec.status == SaleStatus.APPROVED:
-        return "APPROVED", f"AUTH {rec.approval}"
+        return "REFUND APPROVED" if refund else "APPROVED", f"AUTH {rec.approval}"
     if rec.status == SaleStatus.OFFLINE_APPROVED:
         return "APPROVED OFFLINE", f"AUTH {rec.approval}"
     if rec.status == SaleStatus.DECLINED:
         out = outcome(rec.response_code)
         return out.headline, out.reason or f"CODE {rec.response_code}"
     if rec.status == SaleStatus.NOT_COMPLETED:
-        return "NO RESPONSE", "NOT CHARGED"
+        return "NO RESPONSE", "NOT CREDITED" if refund else "NOT CHARGED"
     if rec.status == SaleStatus.OFFLINE_REFUSED:
         return "REFUSED BY HOST", f"{rec.approval} UNPAID"
-    return "NOT COMPLETED", rec.reason or "NOT CHARGED"
+    return "NOT COMPLETED", rec.reason or ("NOT CREDITED" if refund else "NOT CHARGED")
 
 
 def last_sale_line(rec: SaleRecord | None) -> str:
     if rec is None:
         return "NO SALES YET"
     top, _ = result_lines(rec)
+    if rec.voided:
+        top = f"{_kind_word(rec)} VOIDED"
     return f"#{rec.sale_id} {top}"[:W]
