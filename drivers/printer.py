@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 wire = logging.getLogger("posterm.wire.printer")  # status bytes and sizes, never receipt text
 
 BIG = "\x00B"  # line prefix: print this line bold and double height
+CUT = "\f"  # a line that is exactly this: a full cut, the job goes on after it
 COLUMNS = 32
 STATUS_TIMEOUT = 2.0  # at most, per real-time status request
 
@@ -313,6 +314,9 @@ class EscposPrinter:
         self._initialize()
         p.set(align="left", font="a", bold=False, underline=0, normal_textsize=True)
         for i, line in enumerate(lines):
+            if line == CUT:  # two receipts in one job (a refund's two copies)
+                p.cut()
+                continue
             big = line.startswith(BIG)
             text = line[len(BIG):] if big else line
             text = "".join(ch if ch >= " " else " " for ch in text)

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "devices this configuration names (and no other): sudo posterm device-allow | sudo "
         "tee /etc/systemd/system/posterm.service.d/devices.conf, then systemctl "
         "daemon-reload. Run it again after changing a device in the configuration.")
+    sub.add_parser(
+        "pin-hash", help="make the [operator] pin_hash line for a supervisor PIN",
+        description="Read a supervisor PIN (4 to 8 digits) and print the line to paste into "
+        "the [operator] table of the configuration: pin_hash = \"scrypt$...\". On a terminal "
+        "the PIN is asked twice without echo; otherwise it is read from the first line of "
+        "standard input. The PIN itself is never printed or stored. Needs no configuration "
+        "file.")
     return parser
 
 
@@ -73,6 +80,8 @@ EXIT_CODES: tuple[tuple[type[PostermError], str, int], ...] = (
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "pin-hash":
+        return _pin_hash()
     try:
         cfg = config_mod.load(args.config)
         if args.command == "check-config":
@@ -101,6 +110,31 @@ def main(argv: list[str] | None = None) -> int:
                            if isinstance(exc, kind))
         print(f"posterm: {label}: {exc}", file=sys.stderr)
         return code
+
+
+def _pin_hash() -> int:
+    """`posterm pin-hash`: read the PIN (twice on a tty), print the configuration line."""
+    import getpass
+
+    from firmware.runtime.operator import PIN_RE, PIN_WHAT, hash_pin
+
+    try:
+        if sys.stdin.isatty():
+            pin = getpass.getpass("supervisor PIN (4 to 8 digits): ")
+            if PIN_RE.fullmatch(pin) and getpass.getpass("same PIN again: ") != pin:
+                print("posterm: pin-hash: the two PINs differ; nothing printed",
+                      file=sys.stderr)
+                return 1
+        else:
+            pin = sys.stdin.readline().rstrip("\r\n")
+    except (EOFError, KeyboardInterrupt):
+        print("posterm: pin-hash: no PIN given; nothing printed", file=sys.stderr)
+        return 1
+    if not PIN_RE.fullmatch(pin):
+        print(f"posterm: pin-hash: {PIN_WHAT} (0-9 only); nothing printed", file=sys.stderr)
+        return 1
+    print(f'pin_hash = "{hash_pin(pin)}"')
+    return 0
 
 
 def _status(cfg: config_mod.Config, *, as_json: bool) -> int:

@@ -33,6 +33,8 @@ from firmware.core.link import LinkPolicy
 from firmware.core.model import CoreConfig
 from firmware.core.risk import OfflineRules
 from firmware.errors import ConfigError
+from firmware.runtime.operator import FUNCTIONS as PIN_FUNCTIONS
+from firmware.runtime.operator import parse_pin_hash
 
 # The limits stay importable from here (they live in firmware.config_values).
 __all__ = ["ADDRESS_LINES", "AMOUNT_MAX", "BACKENDS", "BAUDRATES", "BLOCKED_BINS_MAX",
@@ -139,6 +141,18 @@ class PowerConfig:
 
 
 @dataclass(frozen=True)
+class OperatorConfig:
+    """[operator]: the supervisor PIN, what it protects, the duplicate guard, the daily close."""
+
+    pin_hash: str = ""  # "scrypt$N$r$p$salt$hash" from `posterm pin-hash`; "": no PIN
+    protect: frozenset[str] = frozenset({"refund", "void", "close", "x_report"})
+    lockout_attempts: int = 3  # wrong PINs in a row before the operator functions lock
+    lockout_minutes: float = 15.0
+    duplicate_minutes: float = 10.0  # 0: no duplicate guard
+    close_time: str = ""  # "HH:MM" local time of the daily batch close; "": never
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     core: CoreConfig
@@ -157,6 +171,7 @@ class Config:
     log_level: str = "INFO"
     link: LinkPolicy = LinkPolicy()
     modem: ModemConfig = ModemConfig()
+    operator: OperatorConfig = OperatorConfig()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -241,7 +256,7 @@ REQUIRED_TABLES = ("terminal", "host", "card_reader", "keypad", "printer", "disp
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
           path: Path = Path("posterm.toml")) -> Config:
     known = ("terminal", "timeouts", "host", "offline", *BACKENDS, "log", "maintenance",
-             "update", "modem", "battery", "power")
+             "update", "modem", "battery", "power", "operator")
     if not data:
         raise ConfigError(f"{source}: no settings (empty file); it needs at least the tables "
                           + ", ".join(f"[{t}]" for t in REQUIRED_TABLES))
@@ -353,15 +368,18 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
 
     devices = {dev: _device(source, dev, data.get(dev)) for dev in BACKENDS}
     modem = _modem(Table(source, "modem", data.get("modem", {})))
+    operator = _operator(Table(source, "operator", data.get("operator", {})))
     core = CoreConfig(
         identity=Identity(tid, mid, currency), merchant_name=name, address=tuple(address),
         currency_code=currency_code, max_amount=max_amount, amount_timeout=amount_to,
         card_timeout=card_to, result_timeout=result_to, busy_retries=busy_retries,
         busy_backoff=busy_backoff, sale_budget=sale_budget, offline=offline,
+        protect=operator.protect, pin_set=bool(operator.pin_hash),
+        duplicate_minutes=operator.duplicate_minutes,
     )
     return Config(path=path, core=core, host=host, state_dir=Path(state_dir),
                   runtime_dir=Path(runtime_dir), maintenance=maintenance, update=update,
-                  log_level=level.upper(), link=link, modem=modem, raw=data,
+                  log_level=level.upper(), link=link, modem=modem, operator=operator, raw=data,
                   battery=_battery(Table(source, "battery", data.get("battery", {}))),
                   power=_power(Table(source, "power", data.get("power", {}))), **devices)
 
@@ -392,6 +410,35 @@ def _modem(m: Table) -> ModemConfig:
         echo_interval=m.number("echo_interval", 300.0),
         failback_after=m.number("failback_after", 60.0))
     m.finish()
+    return cfg
+
+
+def _operator(t: Table) -> OperatorConfig:
+    pin_hash = t.lookup("pin_hash", "")
+    if not isinstance(pin_hash, str):
+        raise t.error("pin_hash", 'must be the text `posterm pin-hash` prints, or "" for no '
+                      "PIN", pin_hash)
+    if pin_hash:
+        try:
+            parse_pin_hash(pin_hash)
+        except ValueError as exc:  # never echo the value: it is a secret's hash
+            raise ConfigError(f"{t.source}: [operator] pin_hash: {exc}") from None
+    protect = t.lookup("protect", list(OperatorConfig.protect))
+    if not (isinstance(protect, list) and all(isinstance(f, str) and f in PIN_FUNCTIONS
+                                              for f in protect)):
+        raise t.error("protect", "must be a list of the operator functions that ask for the "
+                      "supervisor PIN, from " + ", ".join(f'"{f}"' for f in PIN_FUNCTIONS)
+                      + " ([] for none)", protect)
+    close_time = t.text("close_time", "", check=lambda v: v == "" or re.fullmatch(
+        r"([01]\d|2[0-3]):[0-5]\d", v) is not None,
+        what='must be a local time "HH:MM" (e.g. "23:30") for the daily batch close, or "" '
+             "for none")
+    cfg = OperatorConfig(
+        pin_hash=pin_hash, protect=frozenset(protect), close_time=close_time,
+        lockout_attempts=t.integer("lockout_attempts", 3),
+        lockout_minutes=t.number("lockout_minutes", 15.0, unit="minutes"),
+        duplicate_minutes=t.number("duplicate_minutes", 10.0, unit="minutes"))
+    t.finish()
     return cfg
 
 

@@ -76,6 +76,9 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("battery", "low_percent"): (0, 50),  # percent; 0: never block sales
     ("power", "fail_pin"): (0, 27),  # BCM
     ("power", "grace"): (0.0, 3600.0),  # seconds on battery before shutting down
+    ("operator", "lockout_attempts"): (1, 10),  # wrong PINs in a row before the lockout
+    ("operator", "lockout_minutes"): (1.0, 1440.0),  # minutes
+    ("operator", "duplicate_minutes"): (0.0, 1440.0),  # minutes; 0: no duplicate guard
 }
 
 _REPR = reprlib.Repr()

@@ -15,6 +15,11 @@ TomlValue = str | int | float | bool | list[str]
 
 # Write a [modem] table pointing at hwsim's modem (the firmware accepts [modem]).
 WRITE_MODEM_TABLE = True
+# The simulated terminal's supervisor PIN is 1234 (made with `posterm pin-hash`; a real
+# terminal's PIN is the merchant's own, and never a published one).
+DEMO_PIN = "1234"
+DEMO_PIN_HASH = ("scrypt$16384$8$1$5TUAGsn0EyyegWfu8Yv65Q==$"
+                 "v8Hh8NRKISDx3uLrXmohuWPH4TCkx/Szz2e/TIkrAd0=")
 
 
 def base_config(info: Mapping[str, Any], *, state_dir: str) -> dict[str, dict[str, TomlValue]]:
@@ -57,6 +62,7 @@ def base_config(info: Mapping[str, Any], *, state_dir: str) -> dict[str, dict[st
         "battery": {"backend": "hwsim", "socket": socket, "bus": 1, "address": 0x36},
         # no machine to power off: when the grace on battery is over, posterm only stops
         "power": {"shutdown_command": ""},
+        "operator": {"pin_hash": DEMO_PIN_HASH},
     }
     if WRITE_MODEM_TABLE and info.get("modem"):
         tables["modem"] = {"backend": "serial", "port": str(info["modem"]), "apn": "internet"}

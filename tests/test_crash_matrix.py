@@ -15,6 +15,12 @@ happened that the merchant has not seen); the invariant checker reconciles
 journal and host ledger once queues drain; and the host must have seen every
 reversal and advice first as 0400 / 0220, never a repeat before its original.
 
+The batch close has a fault point at each of its steps too: after each kill there
+the restarted terminal resumes the close the journal shows in progress, and every
+closed batch's totals must equal the host ledger's, each batch closed once
+(`check_batches`); a further test kills at random close steps until each of three
+batches is closed.
+
 POSTERM_CRASH_REPEATS (default 4) sets how many times each sale step is repeated.
 """
 
@@ -31,7 +37,7 @@ from typing import Any
 import pytest
 
 from firmware.runtime import failpoints
-from tests.invariants import wait_and_check
+from tests.invariants import check_batches, wait_and_check
 from tests.rig import Rig
 
 PAN = "4761739001010010"
@@ -94,6 +100,35 @@ def _probe_while_down(rig: Rig, rng: random.Random) -> None:
     pass  # the host is down from the start: the link monitor probes
 
 
+def _close_from_menu(rig: Rig) -> None:
+    rig.wait_idle()
+    rig.hw.press("F1")
+    rig.hw.wait_display("1 LAST")
+    rig.hw.press("F1")
+    rig.hw.wait_display("8 CLOSE")
+    rig.hw.press("8")
+    rig.hw.wait_display("CLOSE BATCH?")
+    rig.hw.press("OK")
+
+
+def _sales_then_close(rig: Rig, rng: random.Random, *, upload: bool) -> None:
+    for _ in range(2):
+        rig.sale(_amount(rng), PAN)
+        rig.hw.wait_display("APPROVED")
+        rig.wait_idle()
+    if upload:
+        rig.hw.host_out_of_balance(1)  # the next 0500 is answered 95: the batch is uploaded
+    _close_from_menu(rig)
+
+
+def _close(rig: Rig, rng: random.Random) -> None:
+    _sales_then_close(rig, rng, upload=False)
+
+
+def _close_with_upload(rig: Rig, rng: random.Random) -> None:
+    _sales_then_close(rig, rng, upload=True)
+
+
 Scenario = Callable[[Rig, random.Random], None]
 # point -> (scenario, host down at start, what the idle screen must say after the restart)
 MATRIX: dict[str, tuple[Scenario, bool, str | None]] = {
@@ -112,11 +147,22 @@ MATRIX: dict[str, tuple[Scenario, bool, str | None]] = {
     "after_advice_sent": (_offline_then_upload, True, None),
     "link_probe": (_probe_while_down, True, None),
     "main_loop_key": (_press_a_key, False, None),
+    "close_started": (_close, False, None),
+    "close_totals_recorded": (_close, False, None),
+    "close_0500_sent": (_close, False, None),
+    "close_answer_recorded": (_close_with_upload, False, None),
+    "upload_item_sent": (_close_with_upload, False, None),
+    "upload_item_answered": (_close_with_upload, False, None),
+    "close_960000_sent": (_close_with_upload, False, None),
+    "close_done": (_close, False, None),
 }
+CLOSE_STEPS = {p for p in MATRIX if p.startswith(("close_", "upload_"))}
 SALE_STEPS = {"after_record_sending", "after_send", "after_answer", "after_answer_recorded"}
 OVERRIDES: dict[str, Any] = {
     "offline": {"down_after": 1},
     "timeouts": {"busy_backoff": 3.0, "busy_retries": 3, "sale_budget": 30.0},
+    # the close is under test here, not the PIN; random amounts may repeat within minutes
+    "operator": {"protect": [], "duplicate_minutes": 0},
 }
 
 
@@ -125,10 +171,11 @@ def test_every_fault_point_has_a_scenario() -> None:
 
 
 def _first_transmissions_are_originals(rig: Rig) -> None:
-    """host-interface.md 1: 0400 / 0220 first; 0401 / 0221 only after one was written."""
+    """host-interface.md 1: 0400 / 0220 / 0320 first; 0401 / 0221 / 0321 only after one
+    was written."""
     first: dict[tuple[str, str], str] = {}
     for m in rig.hw.messages():
-        if m["mti"] in ("0400", "0401", "0220", "0221"):
+        if m["mti"] in ("0400", "0401", "0220", "0221", "0320", "0321"):
             first.setdefault((m["mti"][:3], m["stan"]), m["mti"])
     repeats_first = {k: v for k, v in first.items() if v.endswith("1")}
     assert not repeats_first, f"the host saw a repeat before its original: {repeats_first}"
@@ -152,6 +199,39 @@ def _restart_and_check(rig: Rig, expect: str | None) -> None:
     rig.hw.press("CANCEL")  # acknowledge the notice
 
 
+def _close_in_progress(rig: Rig) -> bool:
+    if not rig.journal_path.exists():
+        return False
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        return bool(db.execute("SELECT count(*) FROM batch_closes WHERE state IN "
+                               "('closing', 'uploading', 'uploaded')").fetchone()[0])
+    except sqlite3.OperationalError:  # no batch tables yet
+        return False
+    finally:
+        db.close()
+
+
+def _restart_after_close_kill(rig: Rig) -> None:
+    """After a kill inside a close: the restarted terminal resumes the close the journal
+    shows in progress (or leaves the batch open when none was journaled yet), comes back
+    to idle, and every closed batch's totals equal the host's, each closed once."""
+    rig.hw.host_clear()
+    rig.hw.host_up()
+    rig.hw.printer_clear()
+    rig.start_fw()
+    deadline = time.monotonic() + 30
+    while _close_in_progress(rig) or "ENTER AMOUNT" not in " ".join(rig.hw.display()):
+        assert time.monotonic() < deadline, f"close not resumed: {rig.hw.display()}"
+        time.sleep(0.1)
+    rows = rig.hw.display()
+    assert not any("LAST SALE" in r or "NOT CLOSED" in r for r in rows), rows
+    wait_and_check(rig)
+    problems = check_batches(rig.journal_path, rig.hw.batches(), "TERM0001")
+    assert problems == [], "\n".join(problems)
+    _first_transmissions_are_originals(rig)
+
+
 @pytest.mark.parametrize("point", sorted(MATRIX))
 def test_kill_at_fault_point(tmp_path: pathlib.Path, point: str) -> None:
     scenario, down, expect = MATRIX[point]
@@ -164,7 +244,10 @@ def test_kill_at_fault_point(tmp_path: pathlib.Path, point: str) -> None:
             rig.start_fw(failpoint=point)
             scenario(rig, rng)
             assert rig.wait_fw_exit(timeout=20) == -9, f"fault point {point} never fired"
-            _restart_and_check(rig, expect)
+            if point in CLOSE_STEPS:
+                _restart_after_close_kill(rig)
+            else:
+                _restart_and_check(rig, expect)
             rig.kill_fw()
         receipts = rig.hw.receipts()
         approved = [r for r in receipts if "APPROVED" in r]
@@ -232,3 +315,96 @@ def test_kill_while_printing(tmp_path: pathlib.Path) -> None:
             _restart_and_check(rig, COPY)
             assert "*** COPY ***" in rig.wait_receipts(1)[-1]
             rig.kill_fw()
+
+
+def _closed_batches(rig: Rig) -> list[int]:
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        return [int(r[0]) for r in db.execute(
+            "SELECT batch FROM batch_closes WHERE state='closed' ORDER BY batch")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+def _close_state(rig: Rig, batch: int) -> str:
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT state FROM batch_closes WHERE batch=?", (batch,)).fetchone()
+        return str(row[0]) if row else ""
+    except sqlite3.OperationalError:
+        return ""
+    finally:
+        db.close()
+
+
+def _steps_ahead(state: str, upload_ahead: bool) -> list[str]:
+    """The close's fault points a run can still reach from the journal's state."""
+    steps = ["close_started", "close_totals_recorded"]
+    if state in ("", "failed", "closing"):
+        steps.append("close_0500_sent")
+        if upload_ahead:
+            steps += ["close_answer_recorded", "upload_item_sent", "upload_item_answered"]
+    if state == "uploading":
+        steps += ["upload_item_sent", "upload_item_answered"]
+    if upload_ahead or state in ("uploading", "uploaded"):
+        steps.append("close_960000_sent")
+    return steps + ["close_done"]
+
+
+def test_kill_at_random_close_steps_repeatedly(tmp_path: pathlib.Path) -> None:
+    """Three batches, each closed through SIGKILLs at random steps of its close (the
+    first close of each answered 95, so the upload steps are in reach) until it is
+    closed: each batch closed exactly once, with every sale in its totals and the
+    host's ledger agreeing."""
+    rng = random.Random(31)
+    kills = cycles = 0
+    with Rig(tmp_path, overrides=OVERRIDES) as rig:
+        rig.start_sim()
+        for batch in (1, 2, 3):
+            rig.start_fw()
+            for _ in range(3):
+                rig.sale(_amount(rng), PAN)
+                rig.hw.wait_display("APPROVED")
+                rig.wait_idle()
+            rig.hw.host_out_of_balance(1)
+            zeros = sum(m["mti"] == "0500" for m in rig.hw.messages())
+            rig.kill_fw()
+            while batch not in _closed_batches(rig):
+                cycles += 1
+                assert cycles <= 60, "the close never completed"
+                # until the forced 95 is used up, the upload is still ahead
+                forced = sum(m["mti"] == "0500" for m in rig.hw.messages()) == zeros
+                point = rng.choice(_steps_ahead(_close_state(rig, batch), forced))
+                nth = rng.randint(1, 3) if point.startswith("upload_") else 1
+                rig.start_fw(failpoint=f"{point}:{nth}")
+                if not _close_in_progress(rig):
+                    try:
+                        _close_from_menu(rig)
+                    except AssertionError:  # killed on the way (a resumed close's step)
+                        pass
+                deadline = time.monotonic() + 30
+                while rig.fw is not None and rig.fw.poll() is None and \
+                        (_close_in_progress(rig) or batch not in _closed_batches(rig)):
+                    assert time.monotonic() < deadline, f"stuck: {rig.hw.display()}"
+                    time.sleep(0.05)
+                if rig.fw is not None and rig.fw.poll() == -9:
+                    kills += 1
+                else:
+                    rig.kill_fw()
+            rig.start_fw()
+            rig.wait_idle()
+            wait_and_check(rig)
+            problems = check_batches(rig.journal_path, rig.hw.batches(), "TERM0001")
+            assert problems == [], "\n".join(problems)
+            _first_transmissions_are_originals(rig)
+            assert _closed_batches(rig) == list(range(1, batch + 1))
+            assert rig.log().count(f"batch {batch} closed in balance") <= 1
+            deadline = time.monotonic() + 10  # a Z report a kill kept back prints at start
+            while sum("Z REPORT - BATCH CLOSED" in r for r in rig.hw.receipts()) < batch:
+                assert time.monotonic() < deadline, "a Z report never printed"
+                time.sleep(0.1)
+            rig.kill_fw()
+    print(f"random close kills: {kills} SIGKILLs in {cycles} cycles over 3 batches")
+    assert kills >= 3

@@ -61,8 +61,11 @@ def test_untrusted_host_is_not_busy(tmp_path: pathlib.Path, wrong: str) -> None:
         rows = rig.hw.wait_display("OVER FLOOR LIMIT", timeout=20)
         assert [r.rstrip() for r in rows[:3]] == ["NOT COMPLETED", "HOST NOT TRUSTED",
                                                   "OVER FLOOR LIMIT"], rows
+        rig.hw.wait_display("NOT CHARGED")  # the slip is out: the result screen takes OK
         rig.hw.press("OK")
+        rig.wait_idle()
         rig.hw.press("F1")
+        rig.hw.wait_display("MENU")
         rig.hw.press("3")
         rig.hw.wait_display("BANK NOT TRUSTED")
         log = rig.log()

@@ -109,7 +109,7 @@ def test_render_config_overrides_and_escaping() -> None:
     assert config["extra"]["names"] == ["x", "y\n"]
     assert config["terminal"]["address"] == ["1 MARKET STREET", "SPRINGFIELD"]
     assert list(config) == ["terminal", "host", "card_reader", "keypad", "printer", "display",
-                            "gpio", "battery", "power", "extra"]  # fmt: skip
+                            "gpio", "battery", "power", "operator", "extra"]  # fmt: skip
 
 
 def test_pressed_keys_reach_a_remote_key_source(running: SimThread, client: HwsimClient) -> None:

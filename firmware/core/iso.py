@@ -128,7 +128,7 @@ def advice(original: Fields, *, approval: str, stan: int, f7: str) -> Fields:
 def repeat(doc: Fields) -> Fields:
     """The repeat of an advice or reversal: same fields, MTI ending in 1."""
     mti = doc["t"]
-    if mti not in ("0220", "0400"):
+    if mti not in ("0220", "0320", "0400"):
         raise MessageError(f"message {mti} has no repeat")
     return {**doc, "t": mti[:3] + "1"}
 
@@ -146,7 +146,7 @@ def encode(doc: Fields) -> bytes:
     return bytes(raw)
 
 
-KNOWN_RESPONSES = {"0210", "0230", "0410", "0510", "0810"}
+KNOWN_RESPONSES = {"0210", "0230", "0330", "0410", "0510", "0810"}
 
 
 def decode(raw: bytes) -> Fields:
@@ -177,7 +177,8 @@ def match_key(doc: Fields) -> tuple[str, str, str]:
 def mismatch(request: Fields, response: Fields) -> str | None:
     """Why a response does not answer the request, or None when it does."""
     expected = {"0200": "0210", "0220": "0230", "0221": "0230", "0400": "0410",
-                "0401": "0410", "0800": "0810", "0500": "0510"}[request["t"]]
+                "0401": "0410", "0800": "0810", "0500": "0510",
+                "0320": "0330", "0321": "0330"}[request["t"]]
     if response.get("t") != expected:
         return f"answer MTI {response.get('t')} for a {request['t']}"
     for key in ("3", "4", "11", "41", "49"):
@@ -210,3 +211,91 @@ def _scrub(text: str) -> str:
 
 
 _DIGIT_RUN = re.compile(r"\d{7,}")
+
+
+# -- batch close (host-interface.md 1.1, section 4: 0500 / 0510, 0320 / 0330) -----------
+
+CLOSE = "920000"  # 0500: the batch's totals
+CLOSE_AFTER_UPLOAD = "960000"  # 0500 again, once the batch upload is answered
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """What a 0500 carries: purchases (online approved + offline accepted) and refunds,
+    each not voided, not reversed, not refused."""
+
+    purchases: int = 0
+    purchase_amount: int = 0
+    refunds: int = 0
+    refund_amount: int = 0
+
+
+def reconciliation(ident: Identity, *, processing_code: str, batch: int,
+                   totals: BatchTotals, stan: int, f7: str) -> Fields:
+    """A 0500: fields 3, 7, 11, 41, 42, 49, 60 (batch), 74 and 86 (refund count and
+    amount), 76 and 88 (purchase count and amount). 0500 has no repeat MTI: a lost
+    answer is followed by a new 0500 (new 7 and 11, same totals)."""
+    if processing_code not in (CLOSE, CLOSE_AFTER_UPLOAD):
+        raise MessageError(f"0500 processing code {processing_code} is neither {CLOSE} "
+                           f"nor {CLOSE_AFTER_UPLOAD}")
+    return {"t": "0500", "3": processing_code, "7": f7, "11": stan_str(stan),
+            "41": ident.f41, "42": ident.f42, "49": ident.currency, "60": f"{batch:06d}",
+            "74": f"{totals.refunds:010d}", "76": f"{totals.purchases:010d}",
+            "86": f"{totals.refund_amount:016d}", "88": f"{totals.purchase_amount:016d}"}
+
+
+UPLOAD_FIELDS = ("3", "4", "12", "13", "41", "42", "49", "60", "62")
+
+
+def original_data(orig_mti: str, orig_stan: str, orig_f7: str) -> str:
+    """Field 90: MTI of the original's first transmission + its STAN + its field 7 +
+    22 zeros."""
+    value = f"{orig_mti}{orig_stan}{orig_f7}" + "0" * 22
+    if len(value) != 42 or not value.isdigit():
+        raise MessageError(f"original data of {orig_mti} stan {orig_stan} is not 42 digits")
+    return value
+
+
+def batch_upload(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str,
+                 rrn: str, approval: str, code: str, stan: int, f7: str) -> Fields:
+    """A 0320 for one transaction the batch totals count: fields 3, 4, 12, 13, 41, 42,
+    49, 60, 62 of the original (`original`: its stored fields; a PAN there is left out),
+    the original answer's 37, 38 and 39, new 7 and 11, and 90 naming the original."""
+    doc: Fields = {"t": "0320"}
+    for key in UPLOAD_FIELDS:
+        if key in original:
+            doc[key] = original[key]
+    doc["7"] = f7
+    doc["11"] = stan_str(stan)
+    doc["37"] = rrn.ljust(12)[:12]
+    doc["38"] = approval.ljust(6)[:6]
+    doc["39"] = code
+    doc["90"] = original_data(orig_mti, orig_stan, orig_f7)
+    return doc
+
+
+# -- void (host-interface.md 1.1, section 4: 0400 / 0410 with reason 17) ----------------
+
+VOID_REASON = "17"  # customer cancellation
+VOID_FIELDS = tuple(k for k in REVERSAL_FIELDS if k not in ("2", "14"))
+
+
+def void(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str, rrn: str,
+         stan: int, f7: str) -> Fields:
+    """A 0400 with reason 17 that undoes an approved purchase or refund (or an accepted
+    advice): the reversal's fields without 2 and 14 (no card data: the host finds the
+    original by field 90, whose MTI is that of the original's first transmission, 0200
+    or 0220), plus 37 of the original's answer when known; `f7` fixed at first send."""
+    if orig_mti not in ("0200", "0220"):
+        raise MessageError(f"a void names a 0200 or a 0220, not a {orig_mti}")
+    doc: Fields = {"t": "0400"}
+    for key in VOID_FIELDS:
+        if key in original:
+            doc[key] = original[key]
+    doc["7"] = f7
+    doc["11"] = stan_str(stan)
+    if rrn:
+        doc["37"] = rrn.ljust(12)[:12]
+    doc["39"] = VOID_REASON
+    doc["90"] = original_data(orig_mti, orig_stan, orig_f7)
+    return doc

@@ -29,6 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,24 +38,28 @@ from firmware.config import Config
 from firmware.core import sale as core
 from firmware.core import iso
 from firmware.core.effects import (
-    Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print, PrintReport, Show,
-    StartTimer,
+    Authorize, Beep, CheckPin, CloseBatch, CloseSale, DecideOffline, Effect, FindForVoid, Log,
+    Print, PrintReport, PrintTotals, Show, StartTimer, Void,
 )
 from firmware.core.events import (
     AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, ConditionChanged, Event,
     KeyPressed, LinkChanged, OfflineDecided, PathChanged, PrintFinished, QueueChanged,
-    SaleClosed, TimerFired,
+    PinChecked, SaleClosed, TimerFired, VoidCandidate, VoidRecorded, CloseFinished,
 )
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord, SaleStatus
-from firmware.core.receipt import offline_report, sale_receipt
+from firmware.core.receipt import offline_report, reprint, sale_receipt, x_report
 from firmware.errors import DeviceError, HostError, PostermError
 from firmware.runtime import failpoints
 from firmware.runtime.authorizer import Authorizer
+from firmware.runtime.batch import CloseEngine, CloseSchedule
+from firmware.runtime import batch as batch_close
 from firmware.runtime.display import DisplayKeeper
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.journal_batch import BatchClose
+from firmware.runtime.operator import OperatorGuard
 from firmware.runtime.outcomes import log_outcome
 from firmware.runtime.printqueue import PrintSpooler, Settings
 from firmware.runtime.power import PowerMonitor
@@ -97,6 +102,21 @@ class App:
                                      before_request=self.forwarder.flush,
                                      reversal_recorded=self.forwarder.kick,
                                      on_result=self.monitor.report)
+        self.operator = OperatorGuard(cfg.operator.pin_hash,
+                                      attempts=cfg.operator.lockout_attempts,
+                                      lockout_minutes=cfg.operator.lockout_minutes,
+                                      journal=journal)
+        # the batch close (batch.py): started by CloseBatch, resumed from the journal
+        self.closer = CloseEngine(
+            journal, self.link, cfg.host, cfg.core, emit=self.emit,
+            flush=lambda: self.forwarder.flush(due_only=False), kick=self.forwarder.kick,
+            print_z=self._print_z, on_result=self.monitor.report, on_closed=self._batch_closed)
+        self.schedule = CloseSchedule(
+            cfg.operator.close_time, idle=lambda: self.state is not None and
+            self.state.phase == core.Phase.IDLE, emit=self.emit,
+            in_progress=lambda: self.journal.close_in_progress() is not None,
+            running=lambda: self.closer.running,
+            last_day=lambda: self.journal.note(batch_close.NOTE))
         self.state: core.State | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -254,7 +274,8 @@ class App:
         self.notifier.status("recovering: resolving the journal")
         notice = await self.recover()
         last = self.journal.last_sale()
-        state, effects = core.initial(self.cfg.core, last=last, notice=notice)
+        recent = self.journal.recent_approvals(self.cfg.core.duplicate_minutes)
+        state, effects = core.initial(self.cfg.core, last=last, notice=notice, recent=recent)
         self.state = state
         await self.execute(effects)
         reader, keypad = self.devices.card_reader, self.devices.keypad
@@ -284,6 +305,8 @@ class App:
             remember=lambda day: self.journal.set_note(maintenance.NOTE, day),
             restart=self._request_restart, status=self.notifier.status)
         self._supervised(daily.run, "daily restart")
+        self._supervised(self.schedule.run, "batch close schedule")
+        self._spawn(self.closer.print_pending_z(), "z reports")
         self._start_power()
         self.forwarder.kick()
         log.info("posterm ready: terminal %s, host %s", self.ident.terminal_id,
@@ -397,6 +420,7 @@ class App:
             status=self._status_line(), printer_fault=self.spooler.condition,
             display_fault=self._display.fault,
             phase=self.state.phase.value if self.state else "",
+            batch_close_running=self.closer.running,
             in_flight=self.link.outstanding + (1 if self._in_flight() else 0),
             link={"state": self.monitor.state, "untrusted": self.monitor.health.untrusted,
                   "path": self.link.path or PRIMARY, "host": self.link.address,
@@ -436,6 +460,9 @@ class App:
         if self._stopping and isinstance(event, (KeyPressed, CardSwiped, CardReadFailed)):
             return  # stopping: no new sale, no menu
         phase = self.state.phase
+        if isinstance(event, CardSwiped) and not event.pan_hash:
+            # the duplicate guard compares keyed hashes, never PANs
+            event = replace(event, pan_hash=self.journal.vault.pan_hash(event.card.pan))
         try:
             if isinstance(event, KeyPressed):
                 failpoints.hit("main_loop_key")
@@ -585,8 +612,17 @@ class App:
                 self.emit(SaleClosed(self.journal.close_sale(effect.sale_id, "TERMINAL ERROR")))
         elif isinstance(effect, CloseSale):
             self.emit(SaleClosed(self.journal.sale(effect.sale_id)))
+        elif isinstance(effect, CheckPin):
+            self.emit(PinChecked(False, effect.function, "PIN CHECK FAILED"))
+        elif isinstance(effect, (FindForVoid, Void)):
+            self.emit(VoidCandidate(None, "CANNOT BE VOIDED"))
         elif isinstance(effect, Print):
             self.emit(PrintFinished(False, "PRINTER FAULT", job=effect.job))
+        elif isinstance(effect, CloseBatch):
+            self.emit(CloseFinished(False, self.journal.open_batch(), message="TERMINAL ERROR"))
+        elif isinstance(effect, PrintTotals):
+            self.emit(PrintFinished(False, "PRINTER FAULT",
+                                    job="x-report" if effect.kind == "X" else "z-report"))
 
     async def _execute(self, effect: Effect) -> None:
         if isinstance(effect, Show):
@@ -610,6 +646,48 @@ class App:
             log.log(logging.getLevelName(effect.level.upper()), "%s", effect.text)
         elif isinstance(effect, Beep):
             self._spawn(self._beep(), "beep")
+        elif isinstance(effect, CheckPin):
+            self._spawn(self._check_pin(effect), "pin check")
+        elif isinstance(effect, FindForVoid):
+            rec, problem = self.journal.void_candidate(effect.invoice)
+            self.emit(VoidCandidate(None if problem else rec, problem))
+        elif isinstance(effect, Void):
+            self._void(effect.sale_id)
+        elif isinstance(effect, CloseBatch):
+            self._spawn(self.closer.run(effect.scheduled), "batch close")
+        elif isinstance(effect, PrintTotals):
+            self._spawn(self._print_totals(effect.kind), "totals")
+
+    async def _check_pin(self, effect: CheckPin) -> None:
+        """The PIN is checked in a worker thread; every path answers PinChecked."""
+        try:
+            answer = await self.operator.check(effect.pin, effect.function)
+        except Exception as exc:
+            if is_fatal(exc):
+                raise
+            log.error("supervisor PIN check for %s failed: %s", effect.function,
+                      type(exc).__name__)
+            answer = PinChecked(False, effect.function, "PIN CHECK FAILED")
+        self.emit(answer)
+
+    def _void(self, sale_id: int) -> None:
+        """Journal the void first (one transaction), then tell the core, then the forwarder."""
+        result = self.journal.record_void(sale_id)
+        if result.record is None:
+            log.warning("void of sale %d refused: %s", sale_id, result.problem)
+            self.emit(VoidCandidate(None, result.problem))
+            return
+        rec = result.record
+        self.emit(VoidRecorded(rec, result.sent_to_host))
+        if result.sent_to_host:
+            log.info("sale %d (batch %d invoice %d, %s %d) voided: 0400 reason 17 queued",
+                     rec.sale_id, rec.batch, rec.invoice, rec.kind, rec.amount)
+            self.forwarder.kick()
+        else:
+            log.info("sale %d (batch %d invoice %d, %s %d) voided: approved offline and never "
+                     "sent, its advice is taken off the queue", rec.sale_id, rec.batch,
+                     rec.invoice, rec.kind, rec.amount)
+        self._queue_changed()
 
     def _shown(self) -> None:
         """The display now shows a sale's outcome: journal that the merchant was told,
@@ -653,6 +731,40 @@ class App:
             log.warning("sale %d not approved offline: %s", record.sale_id, effect.reason)
         failpoints.hit("after_offline_recorded")
         self._queue_changed()
+
+    # -- the batch: X and Z reports, the close's Z report --------------------------------
+    async def _print_totals(self, kind: str) -> None:
+        """X: the open batch's totals (nothing closed). Z: the last Z report again."""
+        if kind == "X":
+            lines = x_report(self.cfg.core, self.journal.batch_summary(self.journal.open_batch()),
+                             printed_at=datetime.now().replace(microsecond=0))
+            await self._print(Print(tuple(lines), None, job="x-report"))
+            return
+        last = self.journal.last_close()
+        if last is None or not last.report:
+            self.emit(PrintFinished(False, "NO CLOSED BATCH", job="z-report"))
+            return
+        await self._print(Print(tuple(reprint(last.report)), None, job="z-report"))
+
+    async def _print_z(self, batch: int, lines: tuple[str, ...]) -> bool:
+        """The Z report of a batch just closed (or one a crash kept from printing); answers
+        PrintFinished(job="z-report") like any print, and says whether it came out."""
+        try:
+            result = await self.spooler.print("z-report", lines, None)
+        except Exception as exc:
+            if is_fatal(exc):
+                raise
+            log.error("printer: Z report of batch %d: %s: %s", batch, type(exc).__name__, exc)
+            self.emit(PrintFinished(False, "PRINTER FAULT", job="z-report"))
+            return False
+        self.emit(PrintFinished(result.ok, result.message, job="z-report"))
+        return result.ok
+
+    def _batch_closed(self, close: BatchClose) -> None:
+        """A close ended the batch: the daily close is done for the day it ended on."""
+        day = self.schedule.done_today(close.finished or datetime.now())
+        if day:
+            self.journal.set_note(batch_close.NOTE, day)
 
     async def _print_report(self) -> None:
         lines = offline_report(self.cfg.core, link=self.monitor.state,

@@ -41,6 +41,15 @@ POINTS = (
     "after_advice_sent",  # advice written, no 0230 yet
     "link_probe",  # the link monitor is about to probe or echo
     "main_loop_key",  # the main loop takes a key press
+    # the batch close (firmware/runtime/batch.py)
+    "close_started",  # a close begins, the queue drained, totals not yet journaled
+    "close_totals_recorded",  # totals journaled, no 0500 yet
+    "close_0500_sent",  # 0500 920000 written, no 0510 yet
+    "close_answer_recorded",  # 0510 95 journaled, upload not started
+    "upload_item_sent",  # a 0320 / 0321 written, no 0330 yet
+    "upload_item_answered",  # a 0330 journaled, the next item not yet sent
+    "close_960000_sent",  # 0500 960000 written after the upload, no 0510 yet
+    "close_done",  # batch closed and advanced in the journal, Z report not yet printed
 )
 
 

@@ -1,11 +1,14 @@
 """Store-and-forward: what the host must still hear, in the order the interface asks.
 
-1. Pending reversals, before any other message. A reversal is journaled before
-   its first send; it gets its own STAN and field 7 at that first send (journaled
-   too) and every later send is a 0401 repeat with exactly the same fields. It
-   ends only with an 0410 answering 00 or 25; anything else schedules a repeat
-   with full-jitter backoff, without limit, across restarts. `flush()` writes the
-   due ones right after each sign-on and before each sale's request.
+1. Pending reversals and voids, before any other message. A reversal (or a void:
+   a reversals row with reason 17, built as the void message without card data)
+   is journaled before its first send; it gets its own STAN and field 7 at that
+   first send (journaled too) and every later send is a 0401 repeat with exactly
+   the same fields. It ends only with an 0410 answering 00 or 25 (for a void, 25
+   means the host did not know the original: logged as a warning, the original
+   stays voided); anything else schedules a repeat with full-jitter backoff,
+   without limit, across restarts. `flush()` writes the due ones right after each
+   sign-on and before each sale's request.
 2. Then advices (sales approved offline), strictly in order, one at a time: a
    0220, repeated as 0221 with the same field 7 and STAN when its answer is lost
    or says 91/96, so the host's idempotency makes delivery exactly-once. 00 means
@@ -177,20 +180,26 @@ class Forwarder:
             except Exception as exc:
                 if isinstance(exc, sqlite3.Error | JournalError | KeyStoreError):
                     raise
-                log.error("reversal of sale %d not sent: %s: %s; will try again",
-                          rev.sale_id, type(exc).__name__, exc)
+                log.error("%s not sent: %s: %s; will try again", _what(rev),
+                          type(exc).__name__, exc)
                 self._backoff(f"r{rev.id}", rev.tries + 1)
 
     async def _send_reversal(self, rev: PendingReversal) -> None:
         stan, f7, written = self.journal.reversal_identity(
             rev.id, iso.f7(datetime.now(timezone.utc)))
         failpoints.hit("after_reversal_identity")
+        what = _what(rev)
         try:
-            doc = iso.reversal(rev.fields, orig_mti="0200", orig_stan=rev.orig_stan,
-                               orig_f7=rev.orig_f7, stan=int(stan), f7=f7, reason=rev.reason)
+            if rev.is_void:
+                doc = iso.void(rev.fields, orig_mti=rev.orig_mti, orig_stan=rev.orig_stan,
+                               orig_f7=rev.orig_f7, rrn=rev.orig_rrn, stan=int(stan), f7=f7)
+            else:
+                doc = iso.reversal(rev.fields, orig_mti="0200", orig_stan=rev.orig_stan,
+                                   orig_f7=rev.orig_f7, stan=int(stan), f7=f7,
+                                   reason=rev.reason)
             iso.encode(doc)
         except (MessageError, ValueError, KeyError) as exc:
-            self._unsendable("reversals", rev.id, f"reversal of sale {rev.sale_id}", exc)
+            self._unsendable("reversals", rev.id, what, exc)
             return
         if written:  # only a transmission after one that was written is a repeat
             doc = iso.repeat(doc)
@@ -208,8 +217,7 @@ class Forwarder:
                 return
             if not written:
                 self.journal.reversal_written(rev.id)
-            log.info("reversal of sale %d: %s stan %s sent (reason %s)", rev.sale_id,
-                     doc["t"], stan, rev.reason)
+            log.info("%s: %s stan %s sent (reason %s)", what, doc["t"], stan, rev.reason)
             task = asyncio.create_task(self._await_reversal(rev, pending))
             handed_over = True
             self._tasks.add(task)
@@ -221,27 +229,37 @@ class Forwarder:
 
     async def _answer_code(self, pending: Pending, what: str) -> str:
         """Field 39 of the answer, or "" when none came; the link breaker hears either way."""
+        return (await self._answer(pending, what))[0]
+
+    async def _answer(self, pending: Pending, what: str) -> tuple[str, str]:
+        """Fields 39 and 37 of the answer, or ("", "") when none came."""
         try:
             answer = await pending.wait(self.cfg.response_timeout)
         except HostError as exc:
             log.warning("%s: %s; will repeat", what, exc)
             self.on_result(False, str(exc))
-            return ""
+            return "", ""
         code = answer.get("39", "")
         self.on_result(not is_busy(code), f"{what} answered {code}")
-        return code
+        return code, answer.get("37", "").strip()
 
     async def _await_reversal(self, rev: PendingReversal, pending: Pending) -> None:
-        code = await self._answer_code(pending, f"reversal of sale {rev.sale_id}")
+        what = _what(rev)
+        code = await self._answer_code(pending, what)
         try:
             if code in REVERSAL_DONE:
                 self.journal.reversal_done(rev.id, code)
                 self._not_before.pop(f"r{rev.id}", None)
-                log.info("reversal of sale %d done (0410 code %s)", rev.sale_id, code)
+                if rev.is_void and code == "25":
+                    log.warning("%s: the host does not know the original %s stan %s (0410 "
+                                "code 25); it stays voided and is neither charged nor "
+                                "credited; the batch close will show whether the totals "
+                                "agree", what, rev.orig_mti, rev.orig_stan)
+                else:
+                    log.info("%s done (0410 code %s)", what, code)
             else:
                 if code:
-                    log.warning("reversal of sale %d answered %s; will repeat",
-                                rev.sale_id, code)
+                    log.warning("%s answered %s; will repeat", what, code)
                 self.journal.reversal_tried(rev.id, code)
                 self._backoff(f"r{rev.id}", rev.tries + 1)
         finally:
@@ -270,10 +288,10 @@ class Forwarder:
         if not written:
             self.journal.advice_written(adv.id)
         failpoints.hit("after_advice_sent")
-        code = await self._answer_code(pending,
+        code, rrn = await self._answer(pending,
                                        f"advice of sale {adv.sale_id} ({doc['t']} stan {stan})")
         if code and not is_busy(code):
-            self.journal.advice_done(adv.id, code)
+            self.journal.advice_done(adv.id, code, rrn)
             self._not_before.pop(f"a{adv.id}", None)
             if code == "00":
                 log.info("advice of sale %d accepted by the host (%s stan %s)", adv.sale_id,
@@ -285,3 +303,8 @@ class Forwarder:
             self.journal.advice_tried(adv.id, code)
             self._backoff(f"a{adv.id}", adv.tries + 1)
         self.on_queue_change()
+
+
+def _what(rev: PendingReversal) -> str:
+    """How the log names a queued reversal or void."""
+    return f"{'void' if rev.is_void else 'reversal'} of sale {rev.sale_id}"

@@ -19,6 +19,7 @@ from datetime import datetime
 from firmware.core.card import CardData
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.runtime.journal_base import SCHEMA, JournalBase, record_from_row
+from firmware.runtime.journal_batch import BatchStore
 from firmware.runtime.journal_queues import PendingAdvice, PendingReversal, QueueStore
 
 __all__ = ["SCHEMA", "Attempt", "Journal", "JournalBase", "PendingAdvice", "PendingReversal",
@@ -55,7 +56,7 @@ class Recovery:
     unprinted: list[SaleRecord]  # final, receipt or slip not printed nor queued: a copy
 
 
-class Journal(QueueStore):
+class Journal(QueueStore, BatchStore):
     """Sale attempts, answers and recovery, on top of the queues and the base."""
 
     def start_attempt(self, sale_id: int | None, *, fields: dict[str, str], card: CardData,

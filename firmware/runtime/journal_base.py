@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS sales (
     fields TEXT NOT NULL,
     receipt_printed INTEGER NOT NULL DEFAULT 0,
     copy_printed INTEGER NOT NULL DEFAULT 0,
-    result_shown INTEGER NOT NULL DEFAULT 0
+    result_shown INTEGER NOT NULL DEFAULT 0,
+    voided INTEGER NOT NULL DEFAULT 0,
+    pan_hash TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -52,14 +54,18 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS reversals (
     id INTEGER PRIMARY KEY,
     sale_id INTEGER NOT NULL REFERENCES sales(id),
-    attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+    attempt_id INTEGER REFERENCES attempts(id),
     reason TEXT NOT NULL,
     stan TEXT,
     f7 TEXT,
     state TEXT NOT NULL DEFAULT 'pending',
     tries INTEGER NOT NULL DEFAULT 0,
     last_code TEXT NOT NULL DEFAULT '',
-    written INTEGER NOT NULL DEFAULT 0
+    written INTEGER NOT NULL DEFAULT 0,
+    orig_mti TEXT NOT NULL DEFAULT '0200',
+    orig_stan TEXT,
+    orig_f7 TEXT,
+    orig_rrn TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS advices (
     id INTEGER PRIMARY KEY,
@@ -94,6 +100,16 @@ MIGRATIONS = (
      "UPDATE advices SET written=1 WHERE stan IS NOT NULL"),
     # refusals an old release only counted in a menu: announce them once now
     ("advices", "announced", "INTEGER NOT NULL DEFAULT 0", "SELECT 1"),
+    # the merchant's day: voids (a reversals row with reason 17, sales.voided) and the
+    # duplicate guard's keyed PAN hash; old sales have none (nothing to compare them with)
+    ("sales", "voided", "INTEGER NOT NULL DEFAULT 0", "SELECT 1"),
+    ("sales", "pan_hash", "TEXT NOT NULL DEFAULT ''", "SELECT 1"),
+    # the original a void names in field 90 (a void of an accepted advice has no attempt;
+    # reversals of a sale's attempt keep taking them from the attempt: NULL here)
+    ("reversals", "orig_mti", "TEXT NOT NULL DEFAULT '0200'", "SELECT 1"),
+    ("reversals", "orig_stan", "TEXT", "SELECT 1"),
+    ("reversals", "orig_f7", "TEXT", "SELECT 1"),
+    ("reversals", "orig_rrn", "TEXT NOT NULL DEFAULT ''", "SELECT 1"),
 )
 
 # Tables added after the first release: (table, statements creating it). A journal
@@ -156,6 +172,22 @@ class JournalBase:
             with self.tx() as db:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
                 db.execute(backfill)
+        self._relax_reversal_attempt()
+
+    def _relax_reversal_attempt(self) -> None:
+        """Old journals made reversals.attempt_id NOT NULL; a void of an advice the host
+        accepted has no attempt. SQLite cannot drop a NOT NULL: the table is rebuilt with
+        the current definition, rows and ids kept, in one transaction."""
+        cols = list(self.db.execute("PRAGMA table_info(reversals)"))
+        if not any(c["name"] == "attempt_id" and c["notnull"] for c in cols):
+            return
+        names = ", ".join(c["name"] for c in cols)
+        create = SCHEMA.split("CREATE TABLE IF NOT EXISTS reversals ", 1)[1].split(";", 1)[0]
+        with self.tx() as db:
+            db.execute(f"CREATE TABLE reversals_new {create}")
+            db.execute(f"INSERT INTO reversals_new ({names}) SELECT {names} FROM reversals")
+            db.execute("DROP TABLE reversals")
+            db.execute("ALTER TABLE reversals_new RENAME TO reversals")
 
     def _check_key(self) -> None:
         """Refuse a key that is not the one the stored card data was sealed with."""
@@ -250,16 +282,19 @@ class JournalBase:
     def _create_sale(self, db: sqlite3.Connection, *, fields: dict[str, str], card: CardData,
                      kind: str, amount: int, currency: str, local: datetime,
                      status: str) -> tuple[int, dict[str, str]]:
-        """Insert a sale (masked PAN) and its sealed card data; give it batch and invoice."""
-        batch, invoice = self._meta("batch"), self._meta("invoice")
-        self._set_meta("invoice", invoice % 999999 + 1)
+        """Insert a sale (masked PAN, keyed PAN hash) and its sealed card data; give it the
+        open batch and that batch's next invoice number (1, 2, ... in each batch), which
+        its 0200 or 0220 carries in fields 60 and 62."""
+        batch = self._meta("batch")
+        invoice = int(db.execute("SELECT coalesce(max(invoice), 0) + 1 FROM sales WHERE "
+                                 "batch=?", (batch,)).fetchone()[0])
         fixed = {**fields, "60": f"{batch:06d}", "62": f"{invoice:06d}"}
         public = {k: v for k, v in fixed.items() if k not in ("2", "14", "35")}
         cur = db.execute(
             "INSERT INTO sales (local, kind, amount, currency, pan_masked, status, "
-            "batch, invoice, fields) VALUES (?,?,?,?,?,?,?,?,?)",
+            "batch, invoice, fields, pan_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (local.isoformat(timespec="seconds"), kind, amount, currency, card.masked,
-             status, batch, invoice, json.dumps(public)))
+             status, batch, invoice, json.dumps(public), self.vault.pan_hash(card.pan)))
         sale_id = int(cur.lastrowid or 0)
         secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
         db.execute("INSERT INTO card_data VALUES (?, ?)",
@@ -309,4 +344,5 @@ def record_from_row(row: sqlite3.Row) -> SaleRecord:
         status=row["status"], response_code=row["response_code"], approval=row["approval"],
         rrn=row["rrn"], stan=row["stan"], batch=row["batch"], invoice=row["invoice"],
         reason=row["reason"], receipt_printed=bool(row["receipt_printed"]),
+        voided=bool(row["voided"]), pan_hash=row["pan_hash"],
     )

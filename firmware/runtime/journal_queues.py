@@ -14,7 +14,8 @@ from datetime import datetime
 from firmware.core.card import CardData
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.risk import QueueStats, offline_code
-from firmware.runtime.journal_base import JournalBase, record_from_row
+from firmware.runtime.journal_base import record_from_row
+from firmware.runtime.journal_void import VOID_REASON, VoidStore
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,13 @@ class PendingReversal:
     f7: str | None
     tries: int
     written: bool = False  # a transmission was written: the next one is a 0401
+    orig_mti: str = "0200"  # the original's first transmission: 0200, or 0220 (a void)
+    orig_rrn: str = ""  # field 37 of the original's answer, when known (a void)
+
+    @property
+    def is_void(self) -> bool:
+        """A void the operator asked for (reason 17), not a reversal of an unknown outcome."""
+        return self.reason == VOID_REASON
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class PendingAdvice:
     written: bool = False  # a transmission was written: the next one is a 0221
 
 
-class QueueStore(JournalBase):
+class QueueStore(VoidStore):
     def record_offline(self, sale_id: int | None, *, approved: bool, reason: str,
                        fields: dict[str, str], card: CardData, kind: str, amount: int,
                        currency: str, local: datetime) -> SaleRecord:
@@ -107,14 +115,21 @@ class QueueStore(JournalBase):
             db.execute("UPDATE advices SET tries=tries+1, last_code=? WHERE id=?",
                        (code, adv_id))
 
-    def advice_done(self, adv_id: int, code: str) -> None:
-        """The host accepted (00) or refused (any final code) the advice: card data goes."""
+    def advice_done(self, adv_id: int, code: str, rrn: str = "") -> None:
+        """The host accepted (00) or refused (any final code) the advice: card data goes.
+        An accepted advice's field 37 is kept on the sale (a void or the batch upload names
+        it). An advice voided while its answer was on the way stays voided: its void (a
+        0400 reason 17 naming it) settles it with the host."""
         with self.tx() as db:
             state = "accepted" if code == "00" else "refused"
-            db.execute("UPDATE advices SET state=?, tries=tries+1, last_code=? WHERE id=?",
-                       (state, code, adv_id))
+            changed = db.execute("UPDATE advices SET state=?, tries=tries+1, last_code=? "
+                                 "WHERE id=? AND state='pending'", (state, code, adv_id))
+            if not changed.rowcount:
+                return
             sale_id = db.execute("SELECT sale_id FROM advices WHERE id=?",
                                  (adv_id,)).fetchone()[0]
+            if state == "accepted" and rrn:
+                db.execute("UPDATE sales SET rrn=? WHERE id=?", (rrn, sale_id))
             if state == "refused":
                 db.execute("UPDATE sales SET status=?, response_code=?, reason=? WHERE id=?",
                            (SaleStatus.OFFLINE_REFUSED, code, "REFUSED BY HOST", sale_id))
@@ -160,14 +175,18 @@ class QueueStore(JournalBase):
         return [record_from_row(r) for r in rows]
 
     def pending_reversals(self) -> list[PendingReversal]:
+        """Reversals and voids still to be acknowledged, oldest first. A void names its
+        original itself (orig_*); a reversal names the attempt it reverses."""
         rows = self.db.execute(
-            "SELECT r.*, a.stan AS orig_stan, a.f7 AS orig_f7 FROM reversals r "
-            "JOIN attempts a ON a.id = r.attempt_id WHERE r.state='pending' ORDER BY r.id"
+            "SELECT r.*, coalesce(r.orig_stan, a.stan) AS o_stan, "
+            "coalesce(r.orig_f7, a.f7) AS o_f7 FROM reversals r "
+            "LEFT JOIN attempts a ON a.id = r.attempt_id WHERE r.state='pending' ORDER BY r.id"
         ).fetchall()
         return [PendingReversal(id=r["id"], sale_id=r["sale_id"], reason=r["reason"],
-                                orig_stan=r["orig_stan"], orig_f7=r["orig_f7"],
+                                orig_stan=r["o_stan"] or "", orig_f7=r["o_f7"] or "",
                                 fields=self.sale_fields(r["sale_id"]), stan=r["stan"],
-                                f7=r["f7"], tries=r["tries"], written=bool(r["written"]))
+                                f7=r["f7"], tries=r["tries"], written=bool(r["written"]),
+                                orig_mti=r["orig_mti"], orig_rrn=r["orig_rrn"])
                 for r in rows]
 
     def reversal_written(self, rev_id: int) -> None:

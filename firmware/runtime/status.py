@@ -59,6 +59,7 @@ def journal_facts(journal_path: Path, key_path: Path) -> dict[str, Any]:
         try:
             facts["journal"]["integrity"] = db.execute("PRAGMA quick_check").fetchone()[0]
             facts.update(_queues(db))
+            facts["batch"] = _batch(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -94,6 +95,34 @@ def _queues(db: sqlite3.Connection) -> dict[str, Any]:
     return {"queue": queue, "refused_offline_sales": refused, "last_sale": last}
 
 
+def _batch(db: sqlite3.Connection) -> dict[str, Any]:
+    """The open batch's totals (what its 0500 would carry), a close in progress, the last
+    close. Counted as journal_batch.py counts them; empty for a journal without batches."""
+    try:
+        number = int(db.execute("SELECT value FROM meta WHERE key='batch'").fetchone()[0])
+        row = db.execute(
+            "SELECT coalesce(sum(s.kind='purchase'), 0), coalesce(sum(CASE WHEN "
+            "s.kind='purchase' THEN s.amount ELSE 0 END), 0), coalesce(sum(s.kind='refund'), "
+            "0), coalesce(sum(CASE WHEN s.kind='refund' THEN s.amount ELSE 0 END), 0) FROM "
+            "sales s LEFT JOIN advices a ON a.sale_id=s.id WHERE s.batch=? AND s.voided=0 AND "
+            "((s.status='APPROVED' AND s.kind IN ('purchase','refund')) OR "
+            "(s.status='OFFLINE_APPROVED' AND s.kind='purchase' AND a.state='accepted'))",
+            (number,)).fetchone()
+        voids = db.execute("SELECT count(*) FROM sales WHERE batch=? AND voided=1",
+                           (number,)).fetchone()[0]
+        closing = db.execute("SELECT batch, state FROM batch_closes WHERE state IN "
+                             "('closing','uploading','uploaded') ORDER BY batch").fetchone()
+        last = db.execute("SELECT batch, finished, last_code, balanced FROM batch_closes "
+                          "WHERE state='closed' ORDER BY batch DESC LIMIT 1").fetchone()
+    except (sqlite3.Error, TypeError, ValueError):
+        return {}
+    return {"open": number, "purchases": row[0], "purchase_amount": row[1], "refunds": row[2],
+            "refund_amount": row[3], "voids": voids,
+            "close_in_progress": {"batch": closing[0], "state": closing[1]} if closing else None,
+            "last_close": {"batch": last[0], "time": last[1], "code": last[2],
+                           "balanced": bool(last[3])} if last else None}
+
+
 def health(doc: dict[str, Any]) -> tuple[int, list[str]]:
     """The exit code and the reasons for it."""
     down, degraded = [], []
@@ -121,6 +150,10 @@ def health(doc: dict[str, Any]) -> tuple[int, list[str]]:
                         "see the log")
     if doc.get("refused_offline_sales"):
         degraded.append(f"{doc['refused_offline_sales']} offline sale(s) refused: unpaid")
+    closing = (doc.get("batch") or {}).get("close_in_progress")
+    if closing:
+        degraded.append(f"batch close of batch {closing['batch']} not finished "
+                        f"({closing['state']}): it resumes when the host answers")
     if doc.get("printer_fault"):
         degraded.append(f"printer: {doc['printer_fault']}")
     if doc.get("display_fault"):
@@ -164,6 +197,23 @@ def _power_lines(power: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _batch_lines(batch: dict[str, Any]) -> list[str]:
+    if not batch:
+        return []
+    lines = [f"open batch:     #{batch['open']}: {batch['purchases']} purchase(s) "
+             f"{batch['purchase_amount']}, {batch['refunds']} refund(s) "
+             f"{batch['refund_amount']} minor units, {batch['voids']} voided"]
+    closing = batch.get("close_in_progress")
+    if closing:
+        lines.append(f"batch close:    batch #{closing['batch']} in progress ({closing['state']})")
+    last = batch.get("last_close")
+    if last:
+        verdict = "in balance" if last["balanced"] else "OUT OF BALANCE - call the help desk"
+        lines.append(f"last close:     batch #{last['batch']} at {last['time']}, host "
+                     f"{last['code']}, {verdict}")
+    return lines
+
+
 def render(doc: dict[str, Any]) -> str:
     code, reasons = health(doc)
     word = {HEALTHY: "healthy", DEGRADED: "DEGRADED", DOWN: "DOWN"}[code]
@@ -194,6 +244,7 @@ def render(doc: dict[str, Any]) -> str:
     if last:
         lines.append(f"last sale:      #{last['id']} {last['time']} {last['outcome']} "
                      f"{last['amount']} {last['currency']} card {last['pan']}")
+    lines += _batch_lines(doc.get("batch") or {})
     journal = doc.get("journal", {})
     lines.append(f"journal:        {journal.get('integrity')} ({journal.get('path')})")
     key = doc.get("key", {})

@@ -10,6 +10,8 @@ another record does not open.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import stat
@@ -25,6 +27,7 @@ log = logging.getLogger("posterm.vault")
 KEY_BYTES = 32
 NONCE_BYTES = 12
 VERSION = b"\x01"
+PAN_HASH_LABEL = b"posterm pan hash v1"
 
 
 class Vault:
@@ -32,6 +35,9 @@ class Vault:
         if len(key) != KEY_BYTES:
             raise KeyStoreError(f"key must be {KEY_BYTES} bytes, got {len(key)}")
         self._aead = AESGCM(key)
+        # the duplicate guard's key: derived, never the card-data key itself, so a PAN hash
+        # reveals nothing about that key and differs from terminal to terminal
+        self._pan_key = hmac.new(key, PAN_HASH_LABEL, hashlib.sha256).digest()
         self.created = False  # True when this start made a new key file
 
     @classmethod
@@ -63,6 +69,11 @@ class Vault:
     def seal(self, record: str, plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return VERSION + nonce + self._aead.encrypt(nonce, plaintext, record.encode())
+
+    def pan_hash(self, pan: str) -> str:
+        """A keyed hash (HMAC-SHA256, hex) of a PAN: the same card gives the same value on
+        this terminal, and nothing that leads back to the PAN without the key file."""
+        return hmac.new(self._pan_key, pan.encode(), hashlib.sha256).hexdigest()
 
     def unseal(self, record: str, blob: bytes) -> bytes:
         if len(blob) < 1 + NONCE_BYTES + 16 or blob[:1] != VERSION:
