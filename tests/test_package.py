@@ -50,6 +50,8 @@ ROOT_PACKAGES = ("python3", "adduser", "systemd", "systemd-sysv")
 # ./posterm.deb`, that tests/test_package_systemd.py installs for `posterm update`.
 ROOT_RECOMMENDS = ("dpkg-repack",)
 ROOT_CACHE = ROOT / ".cache" / "debian-root"
+# one Debian root for both package test files: with parallel workers, one worker runs them
+pytestmark = pytest.mark.xdist_group("debian-root")
 BUMPED = "+test1"  # the upgrade's version suffix
 TOOL_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}

@@ -48,6 +48,9 @@ from tests.test_package import (
     build_deb,
 )
 
+# one Debian root for both package test files: with parallel workers, one worker runs them
+pytestmark = pytest.mark.xdist_group("debian-root")
+
 CONF = "/etc/posterm/posterm.toml"
 JOURNAL = "var/lib/posterm/journal.sqlite3"  # under the root: the host side of the journal
 DROPIN = "etc/systemd/system/posterm.service.d/test.conf"
