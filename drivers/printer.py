@@ -1,22 +1,28 @@
 """ESC/POS thermal receipt printer (58 mm, 32 columns in font A) via python-escpos 3.1.
 
-Connection by TCP (port 9100) or a serial line. python-escpos formats the
-text, styles and cut; the status exchange is done here, on the same
-connection, because escpos's own `query_status` neither drains stale bytes
-nor bounds the wait sensibly (a serial read of 16 bytes waits out the whole
-timeout every time).
+Connection by TCP (port 9100) or a serial line, opened here with the standard
+library and pyserial. python-escpos formats the text, styles and cut into a
+`Dummy` printer, which only collects bytes: the whole job is built first and
+then sent in one write (`sendall` on a socket with TCP_NODELAY; `write` and
+`flush` on a serial port). Writing each escpos command as it is made meant some
+sixty small writes per receipt, and on a socket without TCP_NODELAY each small
+write after the first waited for the printer's delayed ACK (about 40 ms a
+receipt).
 
-Status uses the real-time requests DLE EOT 1 (printer status: bit 3 offline),
-2 (offline cause: bit 2 cover open, bit 5 stopped by paper end) and 4 (roll
-paper sensor: bits 2-3 near end, bits 5-6 paper out); their answers always have
-bits 1 and 4 set and bits 0 and 7 clear. Before each request the input is
-drained of stale bytes (a late answer to an earlier request, a GS r answer), and
-each answer is waited for at most 2 s. A printer that cannot be reached or does
-not answer is reported as offline (`status()` never raises for it; the log says
-why, once per change), so `print_lines` then fails with "PRINTER OFFLINE", as it
-fails with "PAPER OUT" or "PRINTER COVER OPEN" without sending anything.
+The status exchange is done here, on the same connection, because escpos's own
+`query_status` neither drains stale bytes nor bounds the wait sensibly (a serial
+read of 16 bytes waits out the whole timeout every time). Status uses the
+real-time requests DLE EOT 1 (printer status: bit 3 offline), 2 (offline cause:
+bit 2 cover open, bit 5 stopped by paper end) and 4 (roll paper sensor: bits 2-3
+near end, bits 5-6 paper out); their answers always have bits 1 and 4 set and
+bits 0 and 7 clear. Before each request the input is drained of stale bytes (a
+late answer to an earlier request, a GS r answer), and each answer is waited for
+at most 2 s. A printer that cannot be reached or does not answer is reported as
+offline (`status()` never raises for it; the log says why, once per change), so
+`print_lines` then fails with "PRINTER OFFLINE", as it fails with "PAPER OUT" or
+"PRINTER COVER OPEN" without sending anything.
 
-After the cut the driver sends GS r 1, which the printer answers only when it
+The job ends with GS r 1 after the cut, which the printer answers only when it
 has processed everything before it (that answer has bit 4 clear). So
 `print_lines` returns only once the receipt is really out, and a fault in the
 middle of it is reported. Printers without GS r can be run with
@@ -27,15 +33,18 @@ its power-on character code table and modes. python-escpos does not know that:
 its MagicEncode remembers the table it last selected with ESC t and would send
 the next non-ASCII text ("€", "é") in that table without selecting it again. So
 after ESC @ the driver sets `magic.encoding` back to None, the "unknown" state a
-new printer object starts in (and a reconnect gets), in which escpos selects a
-table before the first text. That table is the only printer state escpos
-tracks; styles (`set`) are sent explicitly each time.
+new printer object starts in, in which escpos selects a table before the first
+text. That table is the only printer state escpos tracks; styles (`set`) are
+sent explicitly each time.
 
-Importing escpos has side effects, handled in `_load_escpos`: its capabilities
-cache goes to ESCPOS_CAPABILITIES_PICKLE_DIR, which must be set before the first
-import; 3.1 still calls `tempfile.mkdtemp()` on every import even when that
-variable is set (the default argument of `environ.get` is evaluated anyway),
-and it calls `logging.basicConfig()`.
+python-escpos is imported only when the first receipt is built (or when
+`warm_up()` is called), not by `open()` or `status()`: with PIL, qrcode and
+barcode it costs about 0.1 s and 14 MB, which a terminal need not pay before it
+is ready. Importing it has side effects, handled in `_load_escpos`: its
+capabilities cache goes to ESCPOS_CAPABILITIES_PICKLE_DIR, which must be set
+before the first import; 3.1 still calls `tempfile.mkdtemp()` on every import
+even when that variable is set (the default argument of `environ.get` is
+evaluated anyway), and it calls `logging.basicConfig()`.
 """
 
 from __future__ import annotations
@@ -103,13 +112,65 @@ def _load_escpos(cache_dir: str) -> ModuleType:
         return module
 
 
+class _Renderer:
+    """Builds whole print jobs with python-escpos into a `Dummy` printer."""
+
+    def __init__(self, cache_dir: str) -> None:
+        printers = _load_escpos(cache_dir)
+        try:
+            self._dummy: Any = printers.Dummy()  # loads the capabilities profile
+        except Exception as exc:  # a capabilities cache or profile escpos cannot read
+            raise PrinterError(f"printer: cannot set up python-escpos: {exc}") from exc
+
+    def job(self, lines: Sequence[str]) -> bytes:
+        """ESC @, the lines (BIG ones bold and double height, CUT a full cut), a cut."""
+        from escpos.exceptions import Error as EscposError
+
+        d = self._dummy
+        d.clear()
+        try:
+            d.hw("INIT")
+            d.magic.encoding = None  # escpos now sends ESC t before the next text
+            d.set(align="left", font="a", bold=False, underline=0, normal_textsize=True)
+            for i, line in enumerate(lines):
+                if line == CUT:  # two receipts in one job (a refund's two copies)
+                    d.cut()
+                    continue
+                big = line.startswith(BIG)
+                text = line[len(BIG):] if big else line
+                text = "".join(ch if ch >= " " else " " for ch in text)
+                if len(text) > COLUMNS:
+                    log.warning("printer: line %d has %d characters, wider than %d", i,
+                                len(text), COLUMNS)
+                if big:
+                    d.set(bold=True, double_height=True)
+                d.textln(text)
+                if big:
+                    d.set(bold=False, normal_textsize=True)
+            d.cut()
+            job: bytes = d.output
+        except (EscposError, ValueError, LookupError) as exc:
+            raise PrinterError(f"printer: cannot lay out the receipt: {exc}") from exc
+        finally:
+            d.clear()
+        return job
+
+
 class _Link:
-    """Byte access to the open socket or serial port, for status answers."""
+    """The open socket or serial port: whole writes, and byte reads for status answers."""
 
     def __init__(self, device: Any, timeout: float) -> None:
         self._device = device
         self._timeout = timeout
         self._is_socket = isinstance(device, socket.socket)
+
+    def write(self, data: bytes) -> None:
+        """All of `data` in one write; on a serial port, wait until it is transmitted."""
+        if self._is_socket:
+            self._device.sendall(data)
+        else:
+            self._device.write(data)
+            self._device.flush()
 
     def drain(self) -> None:
         if not self._is_socket:
@@ -152,6 +213,14 @@ class _Link:
                 self._device.timeout = self._timeout
         return int(data[0])
 
+    def close(self) -> None:
+        if self._is_socket:
+            try:
+                self._device.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already reset by the printer
+        self._device.close()
+
 
 class EscposPrinter:
     """`PrinterPort` for an ESC/POS printer on TCP ("network") or a serial line ("serial")."""
@@ -179,7 +248,7 @@ class EscposPrinter:
         self._confirm = confirm_print
         self._print_timeout = print_timeout
         self._status_timeout = min(timeout, STATUS_TIMEOUT)
-        self._printer: Any = None
+        self._renderer: _Renderer | None = None
         self._link: _Link | None = None
         self._printed_ack = False
         self._unreachable = ""  # why the last status request got no answer, logged once
@@ -197,24 +266,18 @@ class EscposPrinter:
         """Connect; a second call reconnects. Raises PrinterError naming the address."""
         with self._lock:
             self._drop()
-            printers = _load_escpos(self._cache_dir)
-            from escpos.exceptions import DeviceNotFoundError
-
-            try:
-                if self._backend == "network":
-                    p = printers.Network(host=self._host, port=self._port, timeout=self._timeout)
-                else:
-                    p = printers.Serial(devfile=self._device, baudrate=self._baudrate,
-                                        timeout=self._timeout)
-                p.open()
-            except DeviceNotFoundError as exc:
-                cause = exc.__context__ or exc
-                raise PrinterError(f"printer: cannot connect to {self.address}: {cause}") from exc
-            except (OSError, ValueError) as exc:
-                raise PrinterError(f"printer: cannot connect to {self.address}: {exc}") from exc
-            self._printer = p
-            self._link = _Link(p.device, self._timeout)
+            if self._backend == "network":
+                device: Any = self._connect_socket()
+            else:
+                device = self._open_serial()
+            self._link = _Link(device, self._timeout)
             log.info("printer: connected to %s", self.address)
+
+    def warm_up(self) -> None:
+        """Import python-escpos and load its profile now rather than at the first receipt
+        (about 0.1 s); meant for the printer's own thread once the terminal is ready."""
+        with self._lock:
+            self._job_renderer()
 
     def status(self) -> PrinterStatus:
         """The printer's state; one that cannot be reached or does not answer is offline."""
@@ -233,12 +296,13 @@ class EscposPrinter:
 
     def print_lines(self, lines: Sequence[str]) -> None:
         with self._lock:
+            job = self._job_renderer().job(lines)
             status = self.status()
             if not status.ready:
                 raise PrinterError(status.problem())
             if status.paper_near_end:  # a warning the print queue shows (PAPER LOW)
                 log.debug("printer: paper near end")
-            self._guard("printing", lambda: self._send_receipt(lines))
+            self._guard("printing", lambda: self._send_job(job, len(lines)))
             if self._confirm:
                 self._guard("print confirmation", lambda: self._await_printed(len(lines)))
 
@@ -248,34 +312,63 @@ class EscposPrinter:
 
     # -- internals --------------------------------------------------------------
 
-    def _guard(self, what: str, action: Callable[[], T]) -> T:
-        """Run `action` connected; library and OS errors become PrinterError."""
-        if self._printer is None:
-            self.open()
-        from escpos.exceptions import Error as EscposError
+    def _connect_socket(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
+        except (OSError, ValueError) as exc:
+            raise PrinterError(f"printer: cannot connect to {self.address}: {exc}") from exc
+        try:
+            # a job is one write, but the status requests are small ones: none of them may
+            # wait for the printer's delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            sock.close()
+            raise PrinterError(f"printer: cannot set up {self.address}: {exc}") from exc
+        return sock
 
+    def _open_serial(self) -> Any:
+        import serial  # pyserial
+
+        try:
+            # the settings python-escpos's Serial printer used: 8N1, DSR/DTR flow control
+            return serial.Serial(port=self._device, baudrate=self._baudrate,
+                                 bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+                                 stopbits=serial.STOPBITS_ONE, timeout=self._timeout,
+                                 xonxoff=False, dsrdtr=True)
+        except (OSError, ValueError) as exc:  # SerialException is an OSError
+            raise PrinterError(f"printer: cannot connect to {self.address}: {exc}") from exc
+
+    def _job_renderer(self) -> _Renderer:
+        if self._renderer is None:
+            self._renderer = _Renderer(self._cache_dir)
+        return self._renderer
+
+    def _guard(self, what: str, action: Callable[[], T]) -> T:
+        """Run `action` connected; OS errors become PrinterError."""
+        if self._link is None:
+            self.open()
         try:
             return action()
         except PrinterError:
             raise
-        except (OSError, EscposError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ConnectionError, TimeoutError, SerialException
             self._drop()  # reconnect on the next call
             raise PrinterError(f"printer: {what} on {self.address} failed: {exc}") from exc
 
     def _drop(self) -> None:
-        printer, self._printer, self._link = self._printer, None, None
-        if printer is not None:
+        link, self._link = self._link, None
+        if link is not None:
             try:
-                printer.close()
+                link.close()
             except Exception as exc:  # closing a dead connection: nothing left to do
                 log.debug("printer: close failed: %s", exc)
 
     def _request(self, n: int, drain: bool = True) -> int:
         """Send DLE EOT n and return its answer byte; stale input is drained first."""
-        assert self._printer is not None and self._link is not None
+        assert self._link is not None
         if drain:
             self._link.drain()
-        self._printer._raw(_DLE_EOT + bytes([n]))
+        self._link.write(_DLE_EOT + bytes([n]))
         wire.debug(">>> DLE EOT %d", n)
         answer = self._await_realtime_answer()
         wire.debug("<<< 0x%02X", answer)
@@ -308,40 +401,16 @@ class EscposPrinter:
             paper_near_end=paper & 0x0C == 0x0C,
         )
 
-    def _send_receipt(self, lines: Sequence[str]) -> None:
-        p = self._printer
-        assert p is not None
-        self._initialize()
-        p.set(align="left", font="a", bold=False, underline=0, normal_textsize=True)
-        for i, line in enumerate(lines):
-            if line == CUT:  # two receipts in one job (a refund's two copies)
-                p.cut()
-                continue
-            big = line.startswith(BIG)
-            text = line[len(BIG):] if big else line
-            text = "".join(ch if ch >= " " else " " for ch in text)
-            if len(text) > COLUMNS:
-                log.warning("printer: line %d has %d characters, wider than %d", i, len(text),
-                            COLUMNS)
-            if big:
-                p.set(bold=True, double_height=True)
-            p.textln(text)
-            if big:
-                p.set(bold=False, normal_textsize=True)
-        p.cut()
-        wire.debug(">>> receipt of %d lines, cut", len(lines))
+    def _send_job(self, job: bytes, line_count: int) -> None:
+        """The whole job, and GS r 1 after it, in one write."""
+        assert self._link is not None
         self._printed_ack = False
         if self._confirm:
-            assert self._link is not None
-            self._link.drain()
-            p._raw(_GS_R_PAPER)
-
-    def _initialize(self) -> None:
-        """ESC @, and tell escpos the code table is unknown again (see the module doc)."""
-        p = self._printer
-        assert p is not None
-        p.hw("INIT")
-        p.magic.encoding = None  # escpos now sends ESC t before the next text
+            self._link.drain()  # no stale GS r answer may pass for this job's
+            job += _GS_R_PAPER
+        self._link.write(job)
+        wire.debug(">>> receipt of %d lines, cut%s: %d bytes in one write", line_count,
+                   ", GS r 1" if self._confirm else "", len(job))
 
     def _await_printed(self, line_count: int) -> None:
         """Wait for the GS r answer; meanwhile make sure the printer is still working."""

@@ -57,6 +57,9 @@ class HostConfig:
     repeat_backoff_base: float = 5.0
     repeat_backoff_cap: float = 300.0
     echo_interval: float = 60.0
+    # reversals and advices the forwarder keeps outstanding at once (host-interface.md 1.1:
+    # pipelined store-and-forward); 1 sends them one at a time
+    advice_window: int = 16
 
 
 @dataclass(frozen=True)
@@ -524,6 +527,7 @@ def _host(h: Table) -> HostConfig:
         repeat_backoff_base=h.number("repeat_backoff_base", 5.0),
         repeat_backoff_cap=h.number("repeat_backoff_cap", 300.0),
         echo_interval=h.number("echo_interval", 60.0),
+        advice_window=h.integer("advice_window", 16),
     )
     h.finish()
     if host.repeat_backoff_cap < host.repeat_backoff_base:

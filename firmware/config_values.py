@@ -45,6 +45,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("host", "repeat_backoff_base"): (0.1, 600.0),
     ("host", "repeat_backoff_cap"): (1.0, 3600.0),  # and >= repeat_backoff_base
     ("host", "echo_interval"): (10.0, 3600.0),
+    ("host", "advice_window"): (1, 64),  # reversals and advices outstanding at once
     ("offline", "floor_limit"): (0, AMOUNT_MAX),  # and <= total_limit, <= max_amount
     ("offline", "total_limit"): (0, AMOUNT_MAX),
     ("offline", "max_count"): (0, 1000),

@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_parser("clear", help="clear all host faults (and forced out-of-balance answers)")
     ops.add_parser("down", help="take the host down (refuse and drop connections)")
     ops.add_parser("up", help="bring the host back")
+    latency = ops.add_parser("host-latency", help="set or show the host's network latency",
+                             description="Add a network round trip to every answer of the "
+                             "simulated host (all of it on the answer; answers keep their "
+                             "order), e.g. --seconds 0.1 for a 4G link; 0 removes it. Without "
+                             "--seconds: show it.")  # fmt: skip
+    latency.add_argument("--seconds", type=float, metavar="S",
+                         help="round trip in seconds, 0 to 60")
 
     pfault = ops.add_parser("printer-fault", help="inject printer faults")
     pfault.add_argument("--paper-out", action="store_true", help="paper runs out")
@@ -264,6 +271,9 @@ def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any], Show]:
         params = {"kind": args.kind, "count": args.count, "mti": args.mti,
                   "seconds": args.seconds, "code": args.code}  # fmt: skip
         return "host_fault", _given(params), lambda r: f"fault {args.kind} set"
+    if op == "host-latency":
+        return "host_latency", _given({"seconds": args.seconds}), lambda r: (
+            f"host latency {r['seconds']:g} s on every answer")
     if op == "printer-fault":
         params = {"paper_out": args.paper_out or None, "cover_open": args.cover_open or None,
                   "paper_near_end": args.near_end or None, "offline": args.offline or None,

@@ -142,6 +142,17 @@ class HwsimClient:
         """The display answers again; returns how many transfers it refused."""
         return int(self.request("display_clear")["refused"])
 
+    def i2c_stats(self, *, reset: bool = False) -> list[dict[str, int]]:
+        """I2C traffic per device (bus, addr, transactions, bytes, address_bytes,
+        conditions, nacks, bits) since the last reset; `reset` starts afresh after reading."""
+        return list(self.request("i2c_stats", reset=reset)["devices"])
+
+    def i2c_log(self, since: int = 0, *, clear: bool = False) -> dict[str, Any]:
+        """The I2C transfers after sequence number `since`: {"entries": [...], "next": n,
+        "dropped": k}; each entry has t (wall clock), bus, addr, kind, bytes and, for the
+        display, the rows it shows after the transfer."""
+        return self.request("i2c_log", since=since, clear=clear)
+
     def display_fault_state(self) -> dict[str, Any]:
         """{"active": bool, "refused": transfers refused since the fault was set}."""
         return self.request("display_fault_state")
@@ -168,6 +179,12 @@ class HwsimClient:
 
     def host_default(self, mti: str, code: str) -> None:
         self.request("host_default", mti=mti, code=code)
+
+    def host_latency(self, seconds: float | None = None) -> float:
+        """Set the network round trip the host adds to every answer (0: none), keeping
+        their order; with no argument only read it. Returns the latency now in force."""
+        params = {} if seconds is None else {"seconds": seconds}
+        return float(self.request("host_latency", **params)["seconds"])
 
     def host_out_of_balance(self, count: int = 1) -> int | None:
         """Answer the next `count` batch closes (0500) 95, out of balance, whatever the

@@ -251,15 +251,30 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         return sim.host
 
     def i2c_write(r: Request) -> Reply:
-        sim.i2c.device(arg(r, "bus", int, 1), arg(r, "addr", int)).write(arg_bytes(r, "data"))
+        sim.i2c.write(arg(r, "bus", int, 1), arg(r, "addr", int), arg_bytes(r, "data"))
         return {}
 
     def i2c_read(r: Request) -> Reply:
-        addr, n = arg(r, "addr", int), arg(r, "n", int)
-        device = sim.i2c.device(arg(r, "bus", int, 1), addr)
+        bus, addr, n = arg(r, "bus", int, 1), arg(r, "addr", int), arg(r, "n", int)
+        device = sim.i2c.device(bus, addr)
         if not 0 < n <= 32 or not hasattr(device, "read"):
             raise RequestError(f"i2c_read: cannot read {n} bytes from the device at 0x{addr:02x}")
-        return {"data": device.read(arg(r, "reg", int), n)}
+        return {"data": sim.i2c.read(bus, addr, arg(r, "reg", int), n)}
+
+    def i2c_stats(r: Request) -> Reply:
+        """I2C traffic per device since the last reset: transactions, bytes, bits."""
+        unknown = set(r) - {"op", "reset"}
+        if unknown:
+            raise RequestError(f"i2c_stats: unknown {', '.join(sorted(unknown))}; known: reset")
+        return {"devices": sim.i2c.stats(reset=arg(r, "reset", bool, False))}
+
+    def i2c_log(r: Request) -> Reply:
+        """The transfers logged after sequence number `since` (see hwsim.sim.I2cBus.log)."""
+        unknown = set(r) - {"op", "since", "clear"}
+        if unknown:
+            raise RequestError(f"i2c_log: unknown {', '.join(sorted(unknown))}; "
+                               "known: since, clear")
+        return sim.i2c.log(since=arg(r, "since", int, 0), clear=arg(r, "clear", bool, False))
 
     def gpio_setup(r: Request) -> Reply:
         sim.gpio.setup(
@@ -396,6 +411,17 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         host().set_default_answer(arg(r, "mti", str), arg(r, "code", str))
         return {}
 
+    def host_latency(r: Request) -> Reply:
+        """Set (`seconds`) or read the network round trip added to every answer."""
+        unknown = set(r) - {"op", "seconds"}
+        if unknown:
+            raise RequestError(f"host_latency: unknown {', '.join(sorted(unknown))}; "
+                               "known: seconds")
+        seconds = arg(r, "seconds", float, None)
+        if seconds is not None:
+            host().set_latency(seconds)
+        return {"seconds": host().latency}
+
     def host_out_of_balance(r: Request) -> Reply:
         """Force the next `count` 0500 answers to 95 (0: all until cleared); `clear` stops it.
         Answers {"pending": n, or null for all until cleared}."""
@@ -410,7 +436,7 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         return {"pending": host().out_of_balance_pending()}
 
     return {
-        "i2c_write": i2c_write, "i2c_read": i2c_read,
+        "i2c_write": i2c_write, "i2c_read": i2c_read, "i2c_stats": i2c_stats, "i2c_log": i2c_log,
         "gpio_setup": gpio_setup, "gpio_output": gpio_output, "gpio_input": gpio_input,
         "gpio_cleanup": gpio_cleanup, "gpio_set_input": gpio_set_input,
         "gpio_state": lambda r: sim.gpio.state(),
@@ -432,7 +458,7 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         "messages": lambda r: {"messages": host().messages()},
         "batches": lambda r: {"batches": host().batches()},
         "host_out_of_balance": host_out_of_balance,
-        "host_fault": host_fault, "host_default": host_default,
+        "host_fault": host_fault, "host_default": host_default, "host_latency": host_latency,
         "host_clear": lambda r: host().clear_faults(),
         "host_down": lambda r: host_updown(True),
         "host_up": lambda r: host_updown(False),

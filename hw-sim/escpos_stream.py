@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ CODE_TABLES = {
     51: "cp1257", 52: "cp1258",
 }
 _ASCII = "".join(map(chr, range(128)))
+_CONTROL = re.compile(rb"[\x00-\x1f]")  # ends a run of text
 
 
 @functools.cache
@@ -71,13 +73,14 @@ class EscPosDecoder:
 
     def feed(self, data: bytes) -> list[Command]:
         self._buf += data
-        out: list[Command] = []
-        while self._buf:
-            size = self._command_size(self._buf)
+        buf, pos, out = self._buf, 0, []
+        while pos < len(buf):
+            size = self._command_size(buf, pos)
             if size is None:
                 break  # wait for the rest of the command
-            raw, self._buf = bytes(self._buf[:size]), self._buf[size:]
-            out.append(self._command(raw))
+            out.append(self._command(bytes(buf[pos:pos + size])))
+            pos += size
+        del buf[:pos]
         return out
 
     def _command(self, raw: bytes) -> Command:
@@ -101,41 +104,47 @@ class EscPosDecoder:
                 log.warning("printer sim: unknown character code table %d (ESC t %d): "
                             "bytes 0x80-0xFF print as U+FFFD", self.codepage, self.codepage)
             return "".join(chr(b) if b < 0x80 else "\ufffd" for b in raw)
+        if raw.isascii():  # the same in every table
+            return raw.decode("ascii")
         return "".join(table[b] for b in raw)
 
     @staticmethod
-    def _command_size(buf: bytearray) -> int | None:
-        """Length of the command at the start of `buf`, None if it is not all there yet."""
-        first = buf[0]
+    def _command_size(buf: bytearray, pos: int = 0) -> int | None:
+        """Length of the command at `pos` in `buf`, None if it is not all there yet."""
+        first = buf[pos]
         if first >= 0x20:
-            end = next((i for i, b in enumerate(buf) if b < 0x20), len(buf))
-            return end
+            ctl = _CONTROL.search(buf, pos)
+            return (ctl.start() if ctl else len(buf)) - pos
         if first not in (ESC, GS, FS, DLE):
             return 1
-        if len(buf) < 2:
+        n = len(buf) - pos
+        if n < 2:
             return None
-        op, n = buf[1], len(buf)
+        op = buf[pos + 1]
         table = {ESC: _ESC_PARAMS, GS: _GS_PARAMS, FS: _FS_PARAMS, DLE: _DLE_PARAMS}[first]
         if op in table:
             size = 2 + table[op]
         elif first == ESC and op == ord("D"):  # tab stops, NUL-terminated
-            end = buf.find(0, 2)
-            size = end + 1 if end >= 0 else n + 1
+            end = buf.find(0, pos + 2)
+            size = end - pos + 1 if end >= 0 else n + 1
         elif first == ESC and op == ord("*"):  # bit image: m nL nH data
-            size = 5 if n < 5 else 5 + (buf[3] + 256 * buf[4]) * (1 if buf[2] < 2 else 3)
+            size = 5 if n < 5 else \
+                5 + (buf[pos + 3] + 256 * buf[pos + 4]) * (1 if buf[pos + 2] < 2 else 3)
         elif first == GS and op == ord("V"):  # cut: m, or m n for 65, 66, 97, 98, 103, 104
-            size = 3 if n < 3 else 3 + (buf[2] in (65, 66, 97, 98, 103, 104))
+            size = 3 if n < 3 else 3 + (buf[pos + 2] in (65, 66, 97, 98, 103, 104))
         elif first == GS and op == ord("k"):  # barcode: m data NUL, or m n data
             if n < 4:
                 return None
-            end = buf.find(0, 3)
-            size = (end + 1 if end >= 0 else n + 1) if buf[2] <= 6 else 4 + buf[3]
+            end = buf.find(0, pos + 3)
+            size = (end - pos + 1 if end >= 0 else n + 1) if buf[pos + 2] <= 6 \
+                else 4 + buf[pos + 3]
         elif first == GS and op == ord("v"):  # raster: 0 m xL xH yL yH data
-            size = 8 if n < 8 else 8 + (buf[4] + 256 * buf[5]) * (buf[6] + 256 * buf[7])
+            size = 8 if n < 8 else 8 + (buf[pos + 4] + 256 * buf[pos + 5]) \
+                * (buf[pos + 6] + 256 * buf[pos + 7])
         elif first == GS and op == ord("("):  # GS ( fn pL pH data
-            size = 5 if n < 5 else 5 + buf[3] + 256 * buf[4]
+            size = 5 if n < 5 else 5 + buf[pos + 3] + 256 * buf[pos + 4]
         elif first == GS and op == ord("8"):  # GS 8 L p1 p2 p3 p4 data
-            size = 7 if n < 7 else 7 + int.from_bytes(buf[3:7], "little")
+            size = 7 if n < 7 else 7 + int.from_bytes(buf[pos + 3:pos + 7], "little")
         else:
             log.warning("printer sim: unknown command 0x%02X 0x%02X, skipped", first, op)
             size = 2

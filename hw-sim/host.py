@@ -7,6 +7,11 @@ connections, garbage answers, refused connections, a host that is gone, batch
 closes forced out of balance. Each request is processed as it arrives, in
 arrival order; its answer is delivered by a task of its own, so a delayed answer
 never holds back the others on the same connection.
+
+A network latency (`latency`, seconds, settable at run time) models the round trip
+of a real network, a 4G one for instance: every answer leaves that long after it
+is ready (the whole round trip is put on the answer), and answers keep their order
+on the connection, as a network pipe does; the ledger is written at arrival.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class _Connection:
         self.lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        # the answer last put on the simulated network: the next one leaves after it
+        self.wire_tail: asyncio.Future[None] | None = None
 
     async def send(self, payload: bytes) -> bool:
         if self.closed:
@@ -79,6 +86,18 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+MAX_LATENCY = 60.0
+
+
+def check_latency(seconds: float) -> float:
+    """A network latency in seconds, from 0 to MAX_LATENCY; ValueError naming the bound."""
+    value = float(seconds)
+    if not 0.0 <= value <= MAX_LATENCY:  # also refuses NaN
+        raise ValueError(f"host latency must be from 0 to {MAX_LATENCY:g} seconds, "
+                         f"got {seconds!r}")
+    return value
+
+
 def server_tls_context(cert: str, key: str | None) -> ssl.SSLContext:
     """The host's TLS context: server side, TLS 1.2 at least, this certificate and key."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -91,9 +110,10 @@ class AcquirerHost:
     """An acquirer host for tests and the bench, with a ledger and fault injection."""
 
     def __init__(self, *, tls_cert: str | None = None, tls_key: str | None = None,
-                 rng_seed: int | None = None) -> None:
+                 rng_seed: int | None = None, latency: float = 0.0) -> None:
         if tls_key is not None and tls_cert is None:
             raise ValueError("tls_key given without tls_cert")
+        self._latency = check_latency(latency)
         self._ssl = server_tls_context(tls_cert, tls_key) if tls_cert else None
         self._books = Books(random.Random(rng_seed))
         self._faults = FaultPlan()
@@ -208,6 +228,16 @@ class AcquirerHost:
         return [{"kind": f.kind, "mti": f.mti, "remaining": 0 if f.unlimited else f.remaining,
                  **f.params} for f in self._faults.pending()]
 
+    @property
+    def latency(self) -> float:
+        """Seconds every answer spends on the simulated network (the whole round trip)."""
+        return self._latency
+
+    def set_latency(self, seconds: float) -> None:
+        """Set the network round trip added to every answer from now on (0: none)."""
+        self._latency = check_latency(seconds)
+        log.info("network latency: %g s on every answer", self._latency)
+
     def set_default_answer(self, mti: str, code: str | None) -> None:
         self._books.set_default_answer(mti, code)
         log.info("default answer for %s: %s", mti, code or "normal")
@@ -297,6 +327,30 @@ class AcquirerHost:
                        delay: float, garbage: bool) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
+        if self._latency > 0:
+            await self._through_network(conn, answer, record, garbage)
+        else:
+            await self._send_answer(conn, answer, record, garbage)
+
+    async def _through_network(self, conn: _Connection, answer: Message,
+                               record: dict[str, Any], garbage: bool) -> None:
+        """Send the answer `latency` seconds from now, and never before the answer put on
+        the network ahead of it on this connection (a pipe keeps the order)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._latency
+        ahead, sent = conn.wire_tail, loop.create_future()
+        conn.wire_tail = sent
+        try:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if ahead is not None and not ahead.done():
+                await asyncio.shield(ahead)
+            await self._send_answer(conn, answer, record, garbage)
+        finally:
+            if not sent.done():
+                sent.set_result(None)
+
+    async def _send_answer(self, conn: _Connection, answer: Message, record: dict[str, Any],
+                           garbage: bool) -> None:
         if garbage:
             if await conn.send(GARBAGE_PAYLOAD):
                 log.info(">>> undecodable frame instead of %s (malformed)", describe(answer))

@@ -19,6 +19,10 @@ frozen controller) answers nothing at all. `load_paper()` is a person putting
 in a fresh roll: paper out and near end both end, and a receipt cut short by the
 end of the old roll goes out with it (`torn_off()`).
 
+`received()` counts the chunks and bytes of print data as they came off the
+connection (one write of a driver on loopback arrives as one chunk), so a test or
+benchmark can see how a driver sends a receipt.
+
 `receipts()` lists what was cut off, `partial()` what is on the paper above
 the cutter, as Unicode text: each byte read in the character code table the
 printer had selected at the time (ESC t, back to table 0 on ESC @), so text
@@ -64,6 +68,7 @@ class PrinterSim:
         self._paper_near_end = False
         self._slow = 0.0
         self._discarded_lines = self._discarded_cuts = 0
+        self._received_chunks = self._received_bytes = 0  # print data, as it came in
         self._reset_modes()
         self._server: asyncio.Server | None = None
         self._queue: asyncio.Queue[tuple[asyncio.StreamWriter, bytes]] | None = None
@@ -99,21 +104,27 @@ class PrinterSim:
         self._writers.add(writer)
         carry = b""
         try:
-            while data := await reader.read(4096):
+            while data := await reader.read(65536):
                 data, carry = carry + data, b""
                 kept = bytearray()
                 i = 0
-                while i < len(data):
-                    if data[i] == DLE and data[i + 1:i + 2] in (b"\x04", b""):
-                        if i + 2 >= len(data):
-                            carry = data[i:]  # DLE or DLE EOT at the end: wait for more
-                            break
-                        self._answer_realtime(writer, data[i + 2])
-                        i += 3
+                while (dle := data.find(DLE, i)) >= 0:  # real-time requests are answered now
+                    if data[dle + 1:dle + 2] not in (b"\x04", b""):
+                        kept += data[i:dle + 1]  # DLE starting another command: print data
+                        i = dle + 1
                         continue
-                    kept.append(data[i])
-                    i += 1
+                    kept += data[i:dle]
+                    if dle + 2 >= len(data):
+                        carry = data[dle:]  # DLE or DLE EOT at the end: wait for more
+                        i = len(data)
+                        break
+                    self._answer_realtime(writer, data[dle + 2])
+                    i = dle + 3
+                kept += data[i:]
                 if kept and self._queue is not None:
+                    with self._lock:
+                        self._received_chunks += 1
+                        self._received_bytes += len(kept)
                     self._queue.put_nowait((writer, bytes(kept)))
         except ConnectionError as exc:
             log.info("printer sim: connection lost: %s", exc)
@@ -201,11 +212,14 @@ class PrinterSim:
         return self._columns[self._font_b] // (2 if self._double_width else 1)
 
     def _add_text(self, text: str) -> int:
-        printed = 0
-        for ch in text:
-            if len(self._line) >= self._width():
+        printed, width = 0, self._width()
+        while text:
+            room = width - len(self._line)
+            if room <= 0:
                 printed += self._print_line()  # the printer wraps a full line
-            self._line += ch
+                continue
+            self._line += text[:room]
+            text = text[room:]
         return printed
 
     def _print_line(self) -> int:
@@ -269,7 +283,16 @@ class PrinterSim:
                     "cover_open": self._cover_open, "offline": self._offline,
                     "mute": self._mute, "slow_seconds": self._slow,
                     "discarded_lines": self._discarded_lines,
-                    "discarded_cuts": self._discarded_cuts, "torn_off": len(self._torn)}
+                    "discarded_cuts": self._discarded_cuts, "torn_off": len(self._torn),
+                    "received_chunks": self._received_chunks,
+                    "received_bytes": self._received_bytes}
+
+    def received(self) -> tuple[int, int]:
+        """(chunks, bytes) of print data received so far, real-time requests left out: a
+        chunk is what one read of the connection brought, so a job a driver sent in one
+        write arrives as one chunk."""
+        with self._lock:
+            return self._received_chunks, self._received_bytes
 
     def discarded(self) -> tuple[int, int]:
         """(text lines, cuts) received while printing was stopped: never on paper."""

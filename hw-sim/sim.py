@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,10 +42,20 @@ GAUGE_ADDRESS = 0x36
 
 
 class I2cBus:
-    """The I2C devices by (bus, address); an empty address answers like a NACK."""
+    """The I2C devices by (bus, address); an empty address answers like a NACK.
+
+    `write` and `read` are the transfers the firmware's stand-in forwards; each is
+    counted per (bus, address) as the wire would carry it (`stats`), and the newest
+    `LOG` of them are kept with their time and, for a display, the text it shows
+    after the transfer (`log`), so a benchmark can see what each screen cost."""
+
+    LOG = 4096
 
     def __init__(self) -> None:
         self._devices: dict[tuple[int, int], Any] = {}
+        self._counts: dict[tuple[int, int], dict[str, int]] = {}
+        self._log: deque[dict[str, Any]] = deque(maxlen=self.LOG)
+        self._logged = 0  # transfers logged since the start (the log's sequence number)
 
     def attach(self, bus: int, addr: int, device: Any) -> None:
         self._devices[(bus, addr)] = device
@@ -53,6 +65,69 @@ class I2cBus:
         if found is None:
             raise ValueError(f"no I2C device at 0x{addr:02x} on bus {bus}")
         return found
+
+    def write(self, bus: int, addr: int, data: list[int]) -> None:
+        """One write transaction: START, address, the data bytes, STOP."""
+        try:
+            self.device(bus, addr).write(data)
+        except ValueError:  # a NACK: the address byte went out, nothing else
+            self._count(bus, addr, data=0, addresses=1, conditions=2, nack=True)
+            raise
+        self._count(bus, addr, data=len(data), addresses=1, conditions=2)
+        screen = getattr(self.device(bus, addr), "screen", None)
+        self._append(bus, addr, "write", len(data), screen() if screen else None)
+
+    def read(self, bus: int, addr: int, reg: int, n: int) -> list[int]:
+        """A register read as smbus2's read_i2c_block_data makes it: START, address,
+        the register, repeated START, address, n bytes, STOP."""
+        try:
+            data: list[int] = self.device(bus, addr).read(reg, n)
+        except ValueError:
+            self._count(bus, addr, data=0, addresses=1, conditions=2, nack=True)
+            raise
+        self._count(bus, addr, data=1 + n, addresses=2, conditions=3)
+        self._append(bus, addr, "read", 1 + n, None)
+        return data
+
+    def stats(self, reset: bool = False) -> list[dict[str, int]]:
+        """Per (bus, address): transactions, data bytes, address bytes, START/STOP
+        conditions, refused (NACKed) transactions, and the bits they took on the wire
+        (9 per byte with its ACK, 1 per condition). `reset` starts the counts afresh."""
+        out = [{"bus": bus, "addr": addr, **counts,
+                "bits": 9 * (counts["bytes"] + counts["address_bytes"]) + counts["conditions"]}
+               for (bus, addr), counts in sorted(self._counts.items())]
+        if reset:
+            self._counts.clear()
+        return out
+
+    def log(self, since: int = 0, clear: bool = False) -> dict[str, Any]:
+        """The transfers logged after sequence number `since` still held: each with its
+        wall-clock time `t`, bus, addr, kind, bytes and (displays) the rows after it.
+        `next` is the sequence number to ask from next time."""
+        first = self._logged - len(self._log)
+        entries = [e for e in self._log if e["seq"] > since]
+        if clear:
+            self._log.clear()
+        return {"entries": entries, "next": self._logged, "dropped": max(0, first - since)}
+
+    def _count(self, bus: int, addr: int, *, data: int, addresses: int, conditions: int,
+               nack: bool = False) -> None:
+        counts = self._counts.setdefault((bus, addr), {
+            "transactions": 0, "bytes": 0, "address_bytes": 0, "conditions": 0, "nacks": 0})
+        counts["transactions"] += 1
+        counts["bytes"] += data
+        counts["address_bytes"] += addresses
+        counts["conditions"] += conditions
+        counts["nacks"] += nack
+
+    def _append(self, bus: int, addr: int, kind: str, size: int,
+                rows: list[str] | None) -> None:
+        self._logged += 1
+        entry: dict[str, Any] = {"seq": self._logged, "t": time.time(), "bus": bus,
+                                 "addr": addr, "kind": kind, "bytes": size}
+        if rows is not None:
+            entry["rows"] = rows
+        self._log.append(entry)
 
 
 class Pcf8574Lcd:
@@ -74,6 +149,10 @@ class Pcf8574Lcd:
         self.fault.check()
         # A read returns the port pins, which follow the last byte written.
         return [self._port] * n
+
+    def screen(self) -> list[str]:
+        """The four rows on the glass (for the I2C log)."""
+        return self.lcd.rows()
 
 
 def parse_host_port(text: str) -> tuple[str, int]:

@@ -86,9 +86,21 @@ def _offline_then_upload(rig: Rig, rng: random.Random) -> None:
     _offline_sale(rig, rng)
     rig.hw.wait_display("APPROVED OFFLINE")
     deadline = time.monotonic() + 10
-    while "PRINTING..." in rig.hw.display() and time.monotonic() < deadline:
+    while any("PRINTING..." in r for r in rig.hw.display()) and time.monotonic() < deadline:
         time.sleep(0.05)  # shown and printed: the merchant has seen this sale
+    while not _shown_and_printed(rig) and time.monotonic() < deadline:
+        time.sleep(0.05)  # (the journal notes it once the glass and the paper have it)
     rig.hw.host_up()
+
+
+def _shown_and_printed(rig: Rig) -> bool:
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT result_shown, receipt_printed FROM sales ORDER BY id DESC "
+                         "LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return row is not None and bool(row[0]) and bool(row[1])
 
 
 def _press_a_key(rig: Rig, rng: random.Random) -> None:

@@ -31,9 +31,11 @@ class SimBus:
         self.sim = sim
         self.address = address
         self.written = 0
+        self.transfers = 0
         self.fail_after: int | None = None  # raise after forwarding this many more bytes
 
     def _forward(self, addr: int, data: list[int]) -> None:
+        self.transfers += 1
         if addr != self.address:
             raise OSError(121, "Remote I/O error")
         if self.fail_after is not None:
@@ -95,17 +97,57 @@ def test_show_initialises_the_display_if_needed() -> None:
     assert sim.rows() == ["HELLO".ljust(20), BLANK, BLANK, BLANK]
 
 
-def test_only_changed_rows_are_rewritten() -> None:
+def test_only_changed_characters_are_written_in_one_transfer() -> None:
     lcd, sim, bus = make()
     lcd.init()
     lcd.show(["A", "B", "C", "D"])
-    before = bus.written
+    before, transfers = bus.written, bus.transfers
     lcd.show(["A", "B", "changed", "D"])
-    assert bus.written - before == 4 * 21  # one address command + 20 characters, 4 bytes each
+    # one cursor move to row 2, then "changed" over "C      ": 7 characters, 4 bytes each
+    assert bus.written - before == 4 * (1 + 7)
+    assert bus.transfers - transfers == 1
     assert sim.rows()[2] == "changed".ljust(20)
     before = bus.written
     lcd.show(["A", "B", "changed", "D"])
     assert bus.written == before
+
+
+def test_a_run_of_changes_follows_the_address_counter_from_row_to_row() -> None:
+    lcd, sim, bus = make()
+    lcd.show(["", "", "", ""])
+    before, moves = bus.written, sim.instructions
+    # row 0 ends at DDRAM 0x13 and row 2 starts at 0x14; row 2 ends at 0x27, row 1 starts at
+    # 0x40: the controller's counter runs on, so a move to 0x13 serves row 0's X and row 2's
+    # first Y, and a move to 0x27 its last Y and row 1's Z
+    lcd.show(["X".rjust(20), "Z", "Y".ljust(19) + "Y", ""])
+    assert sim.rows() == ["X".rjust(20), "Z".ljust(20), "Y".ljust(19) + "Y", BLANK]
+    assert sim.instructions - moves == 2
+    assert bus.written - before == 4 * (2 + 4)
+
+
+def test_text_that_stays_is_stepped_over_with_a_cursor_move() -> None:
+    lcd, sim, bus = make()
+    lcd.show(["EUR 12.50", "SWIPE CARD", "", "CANCEL=STOP"])
+    before = bus.written
+    lcd.show(["EUR 12.50", "SWIPE CARDS", "", "CANCEL=STOP"])
+    assert bus.written - before == 4 * 2  # a move to row 1 column 10, one character
+    assert sim.rows()[1] == "SWIPE CARDS".ljust(20)
+
+
+def test_the_screens_of_a_sale_cost_what_changes() -> None:
+    lcd, sim, bus = make()
+    screens = [["EUR 12.50", "SWIPE CARD", "", "CANCEL=STOP"],
+               ["EUR 12.50", "AUTHORIZING", "PLEASE WAIT", ""],
+               ["APPROVED", "AUTH 123456", "PRINTING...", "EUR 12.50"],
+               ["APPROVED", "AUTH 123456", "", "EUR 12.50"]]
+    lcd.show(screens[0])
+    before, transfers = bus.written, bus.transfers
+    for screen in screens[1:]:
+        lcd.show(screen)
+        assert sim.rows() == [r.ljust(20) for r in screen]
+    assert bus.transfers - transfers == 3  # one I2C write a screen
+    # far less than rewriting the rows that changed (4 x 21 bytes each, 11 rows)
+    assert bus.written - before < 11 * 4 * 21 / 2
 
 
 def test_long_rows_are_cut_short_rows_padded_and_dashes_mapped() -> None:
@@ -215,6 +257,36 @@ def test_any_sequence_of_ascii_screens_reads_back(screens: list[list[str]]) -> N
     for screen in screens:
         lcd.show(screen)
         assert sim.rows() == [r[:20].ljust(20) for r in screen]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 19), _row), min_size=1,
+                max_size=12))
+def test_small_edits_of_a_screen_read_back(edits: list[tuple[int, int, str]]) -> None:
+    """Each screen is the one before with a piece of one row rewritten: the driver's cursor
+    moves and the counter's runs from row to row land every character where it belongs."""
+    lcd, sim, _ = make()
+    screen = ["POSTERM", "", "ENTER AMOUNT", "F1 MENU"]
+    lcd.show(screen)
+    for row, col, text in edits:
+        line = screen[row].ljust(20)
+        screen[row] = (line[:col] + text + line[col + len(text):])[:20]
+        lcd.show(screen)
+        assert sim.rows() == [r.ljust(20) for r in screen]
+
+
+def test_after_a_power_loss_every_character_is_written_again() -> None:
+    sim = Hd44780Sim()
+    expander = Pcf8574Lcd(sim)
+    lcd = Lcd2004(ExpanderBus(expander))
+    lcd.show(["SAME", "SAME", "SAME", "SAME"])
+    expander.fault.set(count=1, power_loss=True)
+    with pytest.raises(DisplayError):
+        lcd.show(["SAME", "SAME", "SAME", "NEW"])
+    chars = sim.characters
+    lcd.show(["SAME", "SAME", "SAME", "NEW"])
+    assert sim.rows() == ["SAME".ljust(20)] * 3 + ["NEW".ljust(20)]
+    assert sim.characters - chars == 80  # nothing is assumed to be on the glass
 
 
 def test_open_smbus_names_a_missing_device() -> None:
@@ -402,3 +474,105 @@ def test_keeper_survives_a_driver_bug() -> None:
         asyncio.run(scenario())
     finally:
         pool.shutdown()
+
+
+def test_keeper_submit_returns_at_once_and_writes_in_order() -> None:
+    """A screen handed to the keeper does not wait for the bus: the loop goes on (the request
+    leaves) while the display's thread writes, and the screens reach the glass in order."""
+    gate = threading.Event()
+    shown: list[tuple[str, ...]] = []
+
+    class Slow:
+        def show(self, rows: Any) -> None:
+            gate.wait(5)
+            shown.append(tuple(rows))
+
+        def close(self) -> None:
+            pass
+
+    pool = ThreadPoolExecutor(1)
+    keeper = DisplayKeeper(Slow(), pool)
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        first = keeper.submit(["AUTHORIZING"])
+        second = keeper.submit(["APPROVED"])
+        assert time.monotonic() - started < 0.05 and not first.done()
+        await asyncio.sleep(0.05)
+        assert not first.done() and shown == []  # still on the bus; nothing waited for it
+        gate.set()
+        assert await first and await second
+        assert await keeper.show(["IDLE"])
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.shutdown()
+    assert shown == [("AUTHORIZING",), ("APPROVED",), ("IDLE",)]
+
+
+def test_hwsim_counts_i2c_per_device_and_logs_what_the_display_shows() -> None:
+    from hwsim.gauge import Max17048Sim
+    from hwsim.sim import I2cBus
+
+    bus = I2cBus()
+    expander = Pcf8574Lcd(Hd44780Sim())
+    bus.attach(1, 0x27, expander)
+    bus.attach(1, 0x36, Max17048Sim())
+
+    class Forward:
+        def write_byte(self, i2c_addr: int, value: int, force: Any = None) -> None:
+            bus.write(1, i2c_addr, [value])
+
+        def i2c_rdwr(self, *msgs: Any) -> None:
+            for msg in msgs:
+                bus.write(1, msg.addr, list(bytes(msg)))
+
+    lcd = Lcd2004(Forward())
+    lcd.show(["HELLO"])
+    bus.stats(reset=True)
+    mark = bus.log()["next"]
+    lcd.show(["HELLO", "WORLD"])  # one move to row 1 and 5 characters: 24 bytes, one write
+    assert bus.read(1, 0x36, 0x04, 2)  # the gauge's SOC: register byte, then 2 bytes read
+    with pytest.raises(ValueError, match="0x48"):
+        bus.write(1, 0x48, [0])
+    stats = {d["addr"]: d for d in bus.stats()}
+    assert stats[0x27] == {"bus": 1, "addr": 0x27, "transactions": 1, "bytes": 24,
+                           "address_bytes": 1, "conditions": 2, "nacks": 0,
+                           "bits": 9 * 25 + 2}
+    assert stats[0x36]["transactions"] == 1 and stats[0x36]["bytes"] == 3
+    assert stats[0x36]["address_bytes"] == 2 and stats[0x36]["conditions"] == 3
+    assert stats[0x48]["nacks"] == 1 and stats[0x48]["bytes"] == 0
+    entries = bus.log(since=mark)["entries"]
+    assert [e["addr"] for e in entries] == [0x27, 0x36]
+    assert entries[0]["rows"][:2] == ["HELLO".ljust(20), "WORLD".ljust(20)]
+    assert bus.stats(reset=True) and bus.stats() == []
+
+
+def test_a_sale_writes_each_screen_in_one_i2c_transaction(rig: Any) -> None:
+    """Through the real processes: from the swipe to the result every screen is one I2C
+    write of only what changed, hwsim's counters say so, and the money is right."""
+    from tests.invariants import wait_and_check
+
+    rig.key_amount("1200")
+    time.sleep(0.1)  # the SWIPE CARD screen and anything after it are written
+    rig.hw.i2c_stats(reset=True)
+    mark = rig.hw.i2c_log(since=1 << 62)["next"]
+    rig.hw.swipe("4761739001010010")
+    rows = rig.hw.wait_display("APPROVED")
+    rig.hw.wait_display("EUR 12.00")
+    deadline = time.monotonic() + 10
+    while rig.hw.display()[2].strip():  # PRINTING... gives way when the receipt is out
+        assert time.monotonic() < deadline, rig.hw.display()
+        time.sleep(0.05)
+    screens = [e for e in rig.hw.i2c_log(since=mark)["entries"] if e["addr"] == 0x27]
+    shown = [[r.rstrip() for r in e["rows"]] for e in screens]
+    assert shown[0] == ["EUR 12.00", "AUTHORIZING", "PLEASE WAIT", ""]
+    assert shown[1][0] == "APPROVED" and shown[1][2:] == ["PRINTING...", "EUR 12.00"]
+    assert shown[-1] == [rows[0].rstrip(), rows[1].rstrip(), "", "EUR 12.00"]
+    lcd = next(d for d in rig.hw.i2c_stats() if d["addr"] == 0x27)
+    assert lcd["transactions"] == len(screens) == 3
+    # far from rewriting the 12 rows of three screens (84 bytes each)
+    assert lcd["bytes"] == sum(e["bytes"] for e in screens) < 12 * 84 * 3 // 4
+    assert lcd["bits"] == sum(9 * (e["bytes"] + 1) + 2 for e in screens)
+    wait_and_check(rig)

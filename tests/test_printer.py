@@ -98,6 +98,102 @@ def test_print_opens_the_connection_itself(served: SimThread, tmp_path: Path) ->
     p.close()
 
 
+def test_a_receipt_goes_out_in_one_write_with_no_delay(served: SimThread,
+                                                       tmp_path: Path) -> None:
+    """The whole job (both copies and the cut between them, the last cut, GS r) is one
+    write: the model receives it as one piece. Written command by command on a socket
+    without TCP_NODELAY it came in several, the later ones after a delayed ACK."""
+    p = driver(served.port, tmp_path)
+    p.open()
+    assert p._link is not None
+    sock = p._link._device
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    chunks, size = served.sim.received()
+    p.print_lines(RECEIPT + ["\f", "CUSTOMER COPY"])
+    assert served.sim.receipts() == [EXPECTED, "CUSTOMER COPY"]
+    after_chunks, after_size = served.sim.received()
+    assert after_chunks - chunks == 1
+    assert after_size - size > sum(map(len, RECEIPT))  # text, styles, feeds, cuts, GS r
+    assert served.sim.state()["received_chunks"] == after_chunks
+    p.close()
+
+
+def test_without_confirmation_the_job_still_goes_out_whole(served: SimThread,
+                                                           tmp_path: Path) -> None:
+    p = driver(served.port, tmp_path, confirm_print=False)
+    p.print_lines(["NO GS R", BIG + "BIG ONE"])
+    deadline = time.monotonic() + 5
+    while not served.sim.receipts() and time.monotonic() < deadline:
+        time.sleep(0.01)  # nothing to wait on but the paper itself
+    assert served.sim.receipts() == ["NO GS R\nBIG ONE"]
+    assert served.sim.receipt_lines()[0][1] == PrintedLine("BIG ONE", bold=True,
+                                                           double_height=True)
+    assert served.sim.received()[0] == 1
+    p.close()
+
+
+def test_a_stale_print_confirmation_does_not_confirm_the_next_job(tmp_path: Path) -> None:
+    """A GS r answer that overtook the status requests belongs to an earlier job: the
+    driver waits for the answer to the one it has just sent."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    answered = threading.Event()
+    jobs: list[bytes] = []
+
+    def printer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            asked = 0
+            while data := conn.recv(4096):
+                if data.startswith(b"\x10\x04"):
+                    asked += 1
+                    if asked == 3:
+                        conn.sendall(b"\x00")  # an old GS r answer, just before this one
+                    conn.sendall(b"\x12")
+                    continue
+                jobs.append(data)
+                time.sleep(0.3)  # printing
+                answered.set()
+                conn.sendall(b"\x00")
+
+    t = threading.Thread(target=printer, daemon=True)
+    t.start()
+    p = driver(port, tmp_path)
+    p.print_lines(["ONE"])
+    assert answered.is_set()  # it returned on the real answer, not on the stale one
+    assert len(jobs) == 1 and jobs[0].startswith(b"\x1b@") and jobs[0].endswith(b"\x1dr\x01")
+    p.close()
+    server.close()
+    t.join(2)
+
+
+def test_escpos_is_loaded_by_the_first_receipt_not_by_open_or_status(
+        served: SimThread, tmp_path: Path) -> None:
+    """python-escpos (with PIL, qrcode, barcode) is not needed to connect or ask the status,
+    so a terminal does not pay for it before it is ready."""
+    code = textwrap.dedent(f"""
+        import sys
+        from drivers.printer import EscposPrinter
+        heavy = ("escpos", "PIL", "qrcode", "barcode")
+        def loaded():
+            return sorted(m for m in heavy if m in sys.modules)
+        p = EscposPrinter("network", host="127.0.0.1", port={served.port},
+                          cache_dir={str(tmp_path / "c")!r})
+        p.open()
+        assert p.status().ready
+        assert loaded() == [], loaded()
+        p.warm_up()
+        assert loaded() == sorted(heavy), loaded()
+        p.print_lines(["LOADED LATE"])
+        p.close()
+    """)
+    env = {**os.environ}
+    env.pop("ESCPOS_CAPABILITIES_PICKLE_DIR", None)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60,
+                   cwd=Path(__file__).resolve().parent.parent)
+    assert served.sim.receipts() == ["LOADED LATE"]
+
+
 @pytest.mark.parametrize(
     ("fault", "message"),
     [("paper_out", "PAPER OUT"), ("cover_open", "PRINTER COVER OPEN"),

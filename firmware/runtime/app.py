@@ -2,9 +2,11 @@
 
 Drivers, the host link and timers put events on one queue; the loop takes them
 one at a time, calls `core.sale.step`, and executes the effects in order. A
-`Show` is awaited before the next effect, so the durable writes the runtime does
-before an event reaches the core (see authorizer.py) always precede what the
-display shows. Exceptions from a device never unwind this loop.
+`Show` is handed to the display's writer (display.py) and not waited for, so a
+progress screen never holds up the request it announces; screens still reach
+the glass in order, and never sooner than before: the durable writes the
+runtime does before an event reaches the core (see authorizer.py) always
+precede what the display shows. Exceptions from a device never unwind this loop.
 
 No exception leaves the terminal stuck: a sale attempt always ends in an event
 (authorizer.py); the long-lived tasks (card reader, keypad, forwarder, link
@@ -459,7 +461,7 @@ class App:
         assert self.state is not None
         if self._stopping and isinstance(event, (KeyPressed, CardSwiped, CardReadFailed)):
             return  # stopping: no new sale, no menu
-        phase = self.state.phase
+        was_active = self._sale_active()
         if isinstance(event, CardSwiped) and not event.pan_hash:
             # the duplicate guard compares keyed hashes, never PANs
             event = replace(event, pan_hash=self.journal.vault.pan_hash(event.card.pan))
@@ -483,8 +485,10 @@ class App:
                                     "recovers from it"))
             return
         await self.execute(effects)
-        if self.state.phase != phase:
-            self.forwarder.kick()  # a sale that ended lets the upload go on
+        if was_active and not self._sale_active():
+            # a sale that ended lets the upload go on; the journal tells the forwarder
+            # itself when the queues change, so other steps need not wake it
+            self.forwarder.kick()
         if isinstance(event, (LinkChanged, QueueChanged, PrintFinished, ConditionChanged)):
             self.notifier.status(self._status_line())
 
@@ -626,8 +630,7 @@ class App:
 
     async def _execute(self, effect: Effect) -> None:
         if isinstance(effect, Show):
-            await self._show(effect.rows)
-            self._shown()
+            self._submit_show(effect.rows)
         elif isinstance(effect, StartTimer):
             self._start_timer(effect)
         elif isinstance(effect, Authorize):
@@ -689,20 +692,33 @@ class App:
                      rec.invoice, rec.kind, rec.amount)
         self._queue_changed()
 
-    def _shown(self) -> None:
-        """The display now shows a sale's outcome: journal that the merchant was told,
-        and log it once, in words, with the journal fields an operator searches by."""
+    def _submit_show(self, rows: tuple[str, str, str, str]) -> None:
+        """Hand the screen to the display without waiting for the bus. When it shows a
+        sale's outcome for the first time, `_shown` runs once the write is done."""
+        done = self._display.submit(rows)
         st = self.state
         if st is None or st.result is None or st.phase not in (core.Phase.PRINTING,
                                                                 core.Phase.RESULT):
             return
-        rec = st.result
+        rec, cause = st.result, st.cause
         if rec is self._shown_record:
             return
         self._shown_record = rec
-        if rec.sale_id:
-            self.journal.mark_shown(rec.sale_id)
-        log_outcome(rec, self.cfg.core.currency_code, cause=st.cause)
+        done.add_done_callback(lambda _done: self._shown(rec, cause))
+
+    def _shown(self, rec: SaleRecord, cause: str) -> None:
+        """The display now shows a sale's outcome (or was given it, if it fails): journal
+        that the merchant was told, and log it once, in words, with the journal fields an
+        operator searches by."""
+        try:
+            if rec.sale_id:
+                self.journal.mark_shown(rec.sale_id)
+            log_outcome(rec, self.cfg.core.currency_code, cause=cause)
+        except Exception as exc:
+            if is_fatal(exc):  # stop through the one path that says OUT OF ORDER
+                self._fail(exc)
+                return
+            log.error("after showing sale %d: %s: %s", rec.sale_id, type(exc).__name__, exc)
 
     def _decide_offline(self, effect: DecideOffline) -> None:
         req = effect.request

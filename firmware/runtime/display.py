@@ -1,17 +1,25 @@
 """The display as the runtime sees it: the latest screen, kept on the glass whatever the bus does.
 
-`DisplayKeeper.show` remembers the screen the core wants and writes it in the
-display's own worker thread. While the display answers, `show` returns once the
-rows are written, so a screen never overtakes the durable writes before it
-(app.py). When a write fails (an I2C error: the module unplugged, a loose wire,
-a glitch) or does not finish within `stall` seconds, the keeper logs it once,
-goes on without the display and retries in the background with pauses that
-double from `base` to `cap` seconds (each drawn at random in the upper half of
-its ceiling). Meanwhile `show` only remembers the newest screen and returns at
-once, so keys, cards and the host's answers are handled as usual. When a retry
-succeeds the driver has initialised the controller afresh (after a bus error it
-always does: the module may have lost power) and written every row of the
-newest screen; one log line says the display works again.
+`DisplayKeeper.submit` hands a screen to the display and returns at once with a
+future that says when it is on the glass (True) or could not be written
+(False). Screens are written one after the other in the order they were
+submitted, by one writer task, each in the display's own worker thread, so the
+event loop never waits for the bus: a progress screen such as AUTHORIZING does
+not hold up the request it announces. `show` is `submit` awaited. What may be
+shown is decided before a screen is submitted: the runtime submits a result
+only once it is journaled (app.py), and journals that the merchant has seen it
+when the future says it is on the glass.
+
+When a write fails (an I2C error: the module unplugged, a loose wire, a glitch)
+or does not finish within `stall` seconds, the keeper logs it once, goes on
+without the display and retries in the background with pauses that double
+from `base` to `cap` seconds (each drawn at random in the upper half of its
+ceiling). Meanwhile screens are only remembered (the newest one) and their
+futures answer False at once, so keys, cards and the host's answers are handled
+as usual. When a retry succeeds the driver has initialised the controller
+afresh (after a bus error it always does: the module may have lost power) and
+written every character of the newest screen; one log line says the display
+works again.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
@@ -50,6 +59,8 @@ class DisplayKeeper:
         self._fault = ""  # why the display is not in use ("" while it works)
         self._retry: asyncio.Task[None] | None = None
         self._pending: asyncio.Future[object] | None = None  # a write still in its thread
+        self._queue: deque[tuple[Rows, asyncio.Future[bool]]] = deque()  # to write, in order
+        self._writer: asyncio.Task[None] | None = None
         self.failures = 0  # failed writes since the display last worked
 
     @property
@@ -57,24 +68,58 @@ class DisplayKeeper:
         """Why the display is not in use, for `posterm status` ("" while it works)."""
         return self._fault.removeprefix("display: ")
 
-    async def show(self, rows: Sequence[str]) -> bool:
-        """Show `rows` now if the display answers; else remember them for the retry.
-        True when they are on the glass."""
+    def submit(self, rows: Sequence[str]) -> asyncio.Future[bool]:
+        """Queue `rows` for the glass and return at once; the future answers True when they
+        are on it, False when the display is not in use (the retry draws the newest screen
+        when it is back)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._wanted = tuple(rows)
         if self._fault:
-            return False  # the retry draws the newest screen when the display is back
-        problem = await self._write(self._wanted)
-        if problem:
-            self._lost(problem)
-            return False
-        return True
+            done.set_result(False)
+            return done
+        self._queue.append((self._wanted, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain(),
+                                                                  name="display writer")
+        return done
+
+    async def show(self, rows: Sequence[str]) -> bool:
+        """Show `rows`, waiting until they are on the glass; False when the display is not in
+        use (they are remembered for the retry)."""
+        return await self.submit(rows)
 
     def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        for task in (self._retry, self._writer):
+            if task is not None:
+                task.cancel()
+        self._retry = self._writer = None
+        while self._queue:
+            _, done = self._queue.popleft()
+            if not done.done():
+                done.set_result(False)
 
     # -- internals --------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Write the queued screens in order; after a failure the rest answer False (the
+        retry draws the newest)."""
+        # Let the tasks started by the same effects take their first step before the bus:
+        # an Authorize journals and writes its 0200 before the AUTHORIZING screen goes out.
+        await asyncio.sleep(0)
+        while self._queue:
+            rows, done = self._queue[0]
+            ok = False
+            if not self._fault:
+                problem = await self._write(rows)
+                while problem == STALE:  # an older write that had stalled: now ours
+                    problem = await self._write(rows)
+                if problem:
+                    self._lost(problem)
+                else:
+                    ok = True
+            self._queue.popleft()
+            if not done.done():
+                done.set_result(ok)
 
     async def _write(self, rows: Rows) -> str:
         """Write `rows` in the display's thread: "" when done, STALE when only a write that

@@ -66,16 +66,16 @@ class Journal(QueueStore, BatchStore):
 
         Returns the attempt and the sale's fixed fields (batch and invoice set)."""
         with self.tx() as db:
-            if sale_id is None:
+            stan = self._take_stan()
+            if sale_id is None:  # the sale is new: it is inserted with its first STAN
                 sale_id, fixed = self._create_sale(
                     db, fields=fields, card=card, kind=kind, amount=amount, currency=currency,
-                    local=local, status=SaleStatus.AUTHORIZING)
+                    local=local, status=SaleStatus.AUTHORIZING, stan=stan)
             else:
                 fixed = self.sale_fields(sale_id)
-            stan = self._take_stan()
+                db.execute("UPDATE sales SET stan=? WHERE id=?", (stan, sale_id))
             cur = db.execute("INSERT INTO attempts (sale_id, stan, f7, state) "
                              "VALUES (?,?,?,'sending')", (sale_id, stan, f7))
-            db.execute("UPDATE sales SET stan=? WHERE id=?", (stan, sale_id))
             return Attempt(sale_id, int(cur.lastrowid or 0), stan, f7), fixed
 
     def attempt_not_sent(self, attempt: Attempt) -> None:
@@ -93,11 +93,12 @@ class Journal(QueueStore, BatchStore):
         with self.tx() as db:
             db.execute("UPDATE attempts SET state='answered', response_code=? WHERE id=?",
                        (code, attempt.attempt_id))
-            db.execute("UPDATE sales SET status=?, response_code=?, approval=?, rrn=?, stan=? "
-                       "WHERE id=?", (status, code, approval, rrn, attempt.stan,
-                                      attempt.sale_id))
+            row = db.execute("UPDATE sales SET status=?, response_code=?, approval=?, rrn=?, "
+                             "stan=? WHERE id=? RETURNING *",
+                             (status, code, approval, rrn, attempt.stan,
+                              attempt.sale_id)).fetchall()[0]
             db.execute("DELETE FROM card_data WHERE sale_id=?", (attempt.sale_id,))
-        return self.sale(attempt.sale_id)
+        return record_from_row(row)
 
     def attempt_unknown(self, attempt: Attempt, reason: str) -> SaleRecord:
         """The request went out but its outcome is unknown: record a pending reversal."""
@@ -113,8 +114,10 @@ class Journal(QueueStore, BatchStore):
         return self.sale(sale_id)
 
     def mark_shown(self, sale_id: int) -> None:
-        """The sale's outcome is on the display: the merchant has been told."""
-        with self.tx() as db:
+        """The sale's outcome is on the display: the merchant has been told. Not a write of
+        the order of durable writes (lost in a power cut, the restart only tells the
+        outcome again): committed without an fsync of its own (`tx`)."""
+        with self.tx(durable=False) as db:
             db.execute("UPDATE sales SET result_shown=1 WHERE id=?", (sale_id,))
 
     def was_shown(self, sale_id: int) -> bool:
@@ -170,8 +173,13 @@ class Journal(QueueStore, BatchStore):
     def print_done(self, job: str, sale_id: int | None, job_id: int | None = None) -> None:
         """A print came out: in one transaction, take it (and any queued print of the same
         paper) out of the queue and record it on the sale. `job` is the Print effect's
-        job: "sale", "copy", "recovery", "recovery-last" or "refused"."""
-        with self.tx() as db:
+        job: "sale", "copy", "recovery", "recovery-last" or "refused".
+
+        Committed without an fsync of its own (`tx`), except for a refused offline sale's
+        slip, whose record ends the announcements of the refusal: a receipt recorded as
+        printed and lost in a power cut is printed again as a copy at the restart, which
+        is what happens anyway when the power goes while it prints."""
+        with self.tx(durable=job == "refused") as db:
             if job_id is not None:
                 db.execute("DELETE FROM print_queue WHERE id=?", (job_id,))
             if sale_id is None:

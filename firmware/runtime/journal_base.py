@@ -135,6 +135,14 @@ TABLE_MIGRATIONS = (
 )
 
 
+# SQLite's page cache for the journal's connection, in KiB (PRAGMA cache_size). The
+# default (2 MiB) fills as the journal grows and stays allocated: the process grew by
+# megabytes over thousands of sales. What a sale touches (the last pages of a few tables,
+# their indexes, the meta row) fits in a fraction of this; older pages come back from the
+# kernel's file cache when a report or a recovery reads them.
+CACHE_KIB = 256
+
+
 class JournalBase:
     def __init__(self, path: Path, vault: Vault) -> None:
         self.path = path
@@ -145,7 +153,10 @@ class JournalBase:
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
+            self._durable = True  # the connection's synchronous mode: FULL (True) or NORMAL
+            self._cache: dict[str, int] = {}  # meta values and invoice counters (see _meta)
             self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.db.executescript(SCHEMA)
             self._migrate()
             with self.tx():
@@ -252,20 +263,61 @@ class JournalBase:
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction. Durable (the default): its COMMIT returns once the WAL is on
+        disk (synchronous=FULL), as every write of the order of durable writes needs.
+
+        `durable=False` is for facts whose loss in a power cut costs only a repeat: the
+        result was shown (a "LAST SALE" notice shown again), the receipt was printed (a
+        copy printed again). The commit is written to the WAL without an fsync of its
+        own (synchronous=NORMAL): it survives a crash of the process like any other, and
+        the next durable commit's fsync takes it to disk with itself (the WAL is one
+        file, synced whole). The mode is switched only when it changes, so a sale
+        costs one PRAGMA each way."""
+        if durable != self._durable:
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
         except BaseException:
+            self._cache.clear()  # values read or set inside are rolled back with it
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._cache.clear()
+            raise
 
     def _meta(self, key: str) -> int:
-        return int(self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+        """A counter of the meta table. This connection is the journal's only writer (the
+        state directory is locked for the life of the process), so values are kept in
+        memory once read; a rolled-back transaction drops them (`tx`)."""
+        value = self._cache.get(key)
+        if value is None:
+            value = int(self.db.execute("SELECT value FROM meta WHERE key=?",
+                                        (key,)).fetchone()[0])
+            self._cache[key] = value
+        return value
 
     def _set_meta(self, key: str, value: int) -> None:
         self.db.execute("UPDATE meta SET value=? WHERE key=?", (str(value), key))
+        if key == "batch":  # a new batch counts its invoices from its own sales
+            for old in [k for k in self._cache if k.startswith("invoice:")]:
+                del self._cache[old]
+        self._cache[key] = value
+
+    def _next_invoice(self, db: sqlite3.Connection, batch: int) -> int:
+        """The open batch's next invoice number (1, 2, ... in each batch), counted in
+        memory after the first look at the sales table."""
+        key = f"invoice:{batch}"
+        invoice = self._cache.get(key)
+        if invoice is None:
+            invoice = int(db.execute("SELECT coalesce(max(invoice), 0) + 1 FROM sales WHERE "
+                                     "batch=?", (batch,)).fetchone()[0])
+        self._cache[key] = invoice + 1
+        return invoice
 
     def _take_stan(self) -> str:
         stan = self._meta("next_stan")
@@ -281,20 +333,21 @@ class JournalBase:
 
     def _create_sale(self, db: sqlite3.Connection, *, fields: dict[str, str], card: CardData,
                      kind: str, amount: int, currency: str, local: datetime,
-                     status: str) -> tuple[int, dict[str, str]]:
-        """Insert a sale (masked PAN, keyed PAN hash) and its sealed card data; give it the
-        open batch and that batch's next invoice number (1, 2, ... in each batch), which
-        its 0200 or 0220 carries in fields 60 and 62."""
+                     status: str, stan: str = "") -> tuple[int, dict[str, str]]:
+        """Insert a sale (masked PAN, keyed PAN hash, the STAN of its first 0200 if it has
+        one) and its sealed card data; give it the open batch and that batch's next
+        invoice number (1, 2, ... in each batch), which its 0200 or 0220 carries in fields
+        60 and 62."""
         batch = self._meta("batch")
-        invoice = int(db.execute("SELECT coalesce(max(invoice), 0) + 1 FROM sales WHERE "
-                                 "batch=?", (batch,)).fetchone()[0])
+        invoice = self._next_invoice(db, batch)
         fixed = {**fields, "60": f"{batch:06d}", "62": f"{invoice:06d}"}
         public = {k: v for k, v in fixed.items() if k not in ("2", "14", "35")}
         cur = db.execute(
             "INSERT INTO sales (local, kind, amount, currency, pan_masked, status, "
-            "batch, invoice, fields, pan_hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "batch, invoice, fields, pan_hash, stan) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (local.isoformat(timespec="seconds"), kind, amount, currency, card.masked,
-             status, batch, invoice, json.dumps(public), self.vault.pan_hash(card.pan)))
+             status, batch, invoice, json.dumps(public), self.vault.pan_hash(card.pan),
+             stan))
         sale_id = int(cur.lastrowid or 0)
         secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
         db.execute("INSERT INTO card_data VALUES (?, ?)",

@@ -7,12 +7,15 @@ Opening a device that is not there raises a DeviceError with one clear message.
 from __future__ import annotations
 
 import logging
+import os
+import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from firmware.config import Config
-from firmware.errors import DeviceError, DisplayError
+from firmware.errors import DeviceError
 from firmware.ports import CardReaderPort, DisplayPort, KeypadPort, PinsPort, PrinterPort
 from firmware.runtime.power import GaugePort
 
@@ -109,13 +112,12 @@ def _display(cfg: Config) -> DisplayPort:
         bus = RemoteSMBus(opts["socket"], bus=opts["bus"])
     else:
         bus = open_smbus(opts["bus"])
-    lcd = Lcd2004(bus, address=opts["address"])
-    try:
-        lcd.init()
-    except DisplayError as exc:  # the display keeper retries it; sales need no display
-        log.error("display not answering at start: %s; the terminal starts without it and "
-                  "keeps trying", exc)
-    return lcd
+    # Not initialised here: the power-on sequence (about 60 ms of waits) runs in the
+    # display's own thread before the first screen (drivers/lcd.py initialises a
+    # controller it has not set up before writing to it), while the journal is read
+    # and the terminal gets ready. A display that does not answer is the display
+    # keeper's to report and retry (firmware/runtime/display.py); sales need none.
+    return Lcd2004(bus, address=opts["address"])
 
 
 def _pins(cfg: Config) -> PinsPort:
@@ -158,7 +160,7 @@ def _printer(cfg: Config) -> PrinterPort:
     from drivers.printer import EscposPrinter
 
     opts = cfg.printer.options
-    cache = str(Path(cfg.state_dir) / "escpos-cache")
+    cache = escpos_cache(Path(cfg.state_dir))
     if cfg.printer.backend == "network":
         printer = EscposPrinter("network", host=opts["host"], port=opts["port"], cache_dir=cache,
                                 confirm_print=opts["confirm_print"])
@@ -170,3 +172,41 @@ def _printer(cfg: Config) -> PrinterPort:
     except DeviceError as exc:
         log.warning("printer not ready at start: %s (receipts will be retried per sale)", exc)
     return printer
+
+
+# Where the package builds python-escpos's capabilities cache once, at install
+# (packaging/debian/postinst), for every state directory to start from.
+INSTALLED_ESCPOS_CACHE = "/var/cache/posterm/escpos"
+
+
+def escpos_cache(state_dir: Path) -> str:
+    """The printer library's cache folder, in the state directory (private, writable).
+
+    python-escpos keeps its printer capabilities as a pickle named after the Python
+    version; without one, its first import parses a YAML file (about 0.5 s here, far
+    more on a terminal's CPU). A state directory without the pickle gets a copy of a
+    ready one, from ESCPOS_CAPABILITIES_PICKLE_DIR when that is set (a development
+    checkout's .cache/escpos) or from the one the package built at install. The copy
+    keeps its time stamp, which escpos compares with its capabilities file's to decide
+    whether the pickle is current. Nothing to copy from, or a copy that fails, only
+    means escpos builds the pickle itself, once, as before."""
+    folder = state_dir / "escpos-cache"
+    name = f"{platform.python_version()}.capabilities.pickle"
+    if (folder / name).exists():
+        return str(folder)
+    sources = [os.environ.get("ESCPOS_CAPABILITIES_PICKLE_DIR", ""), INSTALLED_ESCPOS_CACHE]
+    for source in (Path(s) / name for s in sources if s):
+        if not source.is_file() or source.parent == folder:
+            continue
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            scratch = folder / f".{name}.{os.getpid()}"
+            shutil.copy2(source, scratch)
+            os.chmod(scratch, 0o600)
+            os.replace(scratch, folder / name)  # whole or not at all
+        except OSError as exc:
+            log.debug("printer cache: cannot copy %s: %s", source, exc)
+            continue
+        log.debug("printer cache: started from %s", source)
+        break
+    return str(folder)
