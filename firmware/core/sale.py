@@ -289,6 +289,11 @@ def _in_duplicate(state: State, event: Event, now: Now) -> Step:
     return state, []
 
 
+# the duplicate guard remembers at most this many approvals (the most recent): memory
+# stays bounded however busy the window gets (a counter rarely sells 200 in 10 minutes)
+RECENT_MAX = 200
+
+
 def _remember(state: State, rec: SaleRecord, pan_hash: str = "") -> State:
     """Keep an approved purchase for the duplicate guard (and forget the expired ones)."""
     key = rec.pan_hash or pan_hash
@@ -298,6 +303,7 @@ def _remember(state: State, rec: SaleRecord, pan_hash: str = "") -> State:
     window = timedelta(minutes=state.cfg.duplicate_minutes)
     kept = tuple(r for r in state.recent
                  if r.sale_id != rec.sale_id and rec.local - r.local <= window)
+    kept = kept[len(kept) - RECENT_MAX + 1:] if len(kept) >= RECENT_MAX else kept
     return replace(state, recent=(*kept, Recent(rec.sale_id, key, rec.amount, rec.local)))
 
 

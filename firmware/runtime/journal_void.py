@@ -32,6 +32,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from firmware.core.sale import RECENT_MAX
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.runtime.journal_base import JournalBase, record_from_row
 
@@ -77,9 +78,9 @@ class VoidStore(JournalBase):
         since = (now or datetime.now()) - timedelta(minutes=minutes)
         rows = self.db.execute(
             "SELECT * FROM sales WHERE kind='purchase' AND status IN (?,?) AND voided=0 AND "
-            "pan_hash!='' AND local>=? ORDER BY id",
-            (*VOIDABLE, since.isoformat(timespec="seconds"))).fetchall()
-        return [record_from_row(r) for r in rows]
+            "pan_hash!='' AND local>=? ORDER BY id DESC LIMIT ?",
+            (*VOIDABLE, since.isoformat(timespec="seconds"), RECENT_MAX)).fetchall()
+        return [record_from_row(r) for r in reversed(rows)]  # at most the core keeps
 
     # -- voids ---------------------------------------------------------------------------
     @staticmethod

@@ -21,7 +21,6 @@ import os
 import socket
 import sqlite3
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,8 @@ def version() -> str:
     """The installed version (POSTERM_VERSION overrides it: for the updater's tests)."""
     if os.environ.get("POSTERM_VERSION"):
         return os.environ["POSTERM_VERSION"]
+    from importlib import metadata  # only when asked: it costs about 4 MB of memory
+
     try:
         return metadata.version("posterm")
     except metadata.PackageNotFoundError:
