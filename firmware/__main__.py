@@ -203,18 +203,21 @@ async def _run(cfg: config_mod.Config) -> int:
     finally:
         lock.release()
     if app.restart_requested:
+        global _RESTART_REASON
+        _RESTART_REASON = app.restart_reason or "restart requested"
         return RESTART
     logging.getLogger("posterm").info("posterm stopped")
     return 0
 
 
-RESTART = -1  # _run's answer for the daily restart
+RESTART = -1  # _run's answer for a restart in place (the daily restart, mains back)
+_RESTART_REASON = "daily restart"
 
 
 def _restart() -> None:
     """Start again in this process (exec): all memory is new, the pid stays the one systemd
     supervises, and the new image signs on, recovers and reports READY as at any start."""
-    logging.getLogger("posterm").info("posterm restarting (daily restart)")
+    logging.getLogger("posterm").info("posterm restarting (%s)", _RESTART_REASON)
     logging.shutdown()
     sys.stderr.flush()
     os.execv(sys.executable, sys.orig_argv)

@@ -144,6 +144,7 @@ class App:
         self._pins_pool = ThreadPoolExecutor(1, thread_name_prefix="pins")
         self._side_prints = 0  # copies and reports waiting for the printer
         self.restart_requested = False  # the daily restart: stop, then start again (exec)
+        self.restart_reason = ""  # why, for the log: the daily restart, or mains back
         self.notifier = notifier or Notifier(environ={})
         self.power: PowerMonitor | None = None  # the battery gauge and the power-fail input
 
@@ -341,7 +342,9 @@ class App:
             if self._status_server is not None:
                 await self._status_server.stop()
         if self._fatal is None and self.power is not None:  # a stop for mains loss: shut down
-            self.restart_requested |= await self.power.finish(self._show)
+            if await self.power.finish(self._show):
+                self.restart_requested = True
+                self.restart_reason = "mains power came back while stopping"
         if self._fatal is not None:
             await self._out_of_order()
             if isinstance(self._fatal, sqlite3.Error):
@@ -526,6 +529,7 @@ class App:
 
     def _request_restart(self) -> None:
         self.restart_requested = True
+        self.restart_reason = "daily restart"
         if self._stop is not None:
             self._stop.set()
 
