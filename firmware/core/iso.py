@@ -9,6 +9,7 @@ big-endian length) lives here too because it is pure byte arithmetic.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,14 +103,19 @@ REVERSAL_FIELDS = ("2", "3", "4", "12", "13", "14", "22", "25", "41", "42", "49"
 def reversal(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str,
              stan: int, f7: str, reason: str) -> Fields:
     """A 0400 for an original request (section 4, 0400/0410); `f7` fixed at first send."""
-    doc: Fields = {"t": "0400"}
-    for key in REVERSAL_FIELDS:
-        if key in original:
-            doc[key] = original[key]
+    doc = _from_original("0400", original, REVERSAL_FIELDS, stan=stan, f7=f7)
+    doc["39"] = reason
+    doc["90"] = original_data(orig_mti, orig_stan, orig_f7)
+    return doc
+
+
+def _from_original(mti: str, original: Fields, keys: Iterable[str], *, stan: int,
+                   f7: str) -> Fields:
+    """A message about an earlier one: those of its fields in `keys`, new 7 and 11."""
+    doc: Fields = {"t": mti}
+    doc.update({key: original[key] for key in keys if key in original})
     doc["7"] = f7
     doc["11"] = stan_str(stan)
-    doc["39"] = reason
-    doc["90"] = f"{orig_mti}{orig_stan}{orig_f7}" + "0" * 22
     return doc
 
 
@@ -261,12 +267,7 @@ def batch_upload(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: st
     """A 0320 for one transaction the batch totals count: fields 3, 4, 12, 13, 41, 42,
     49, 60, 62 of the original (`original`: its stored fields; a PAN there is left out),
     the original answer's 37, 38 and 39, new 7 and 11, and 90 naming the original."""
-    doc: Fields = {"t": "0320"}
-    for key in UPLOAD_FIELDS:
-        if key in original:
-            doc[key] = original[key]
-    doc["7"] = f7
-    doc["11"] = stan_str(stan)
+    doc = _from_original("0320", original, UPLOAD_FIELDS, stan=stan, f7=f7)
     doc["37"] = rrn.ljust(12)[:12]
     doc["38"] = approval.ljust(6)[:6]
     doc["39"] = code
@@ -288,12 +289,7 @@ def void(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str, rrn: 
     or 0220), plus 37 of the original's answer when known; `f7` fixed at first send."""
     if orig_mti not in ("0200", "0220"):
         raise MessageError(f"a void names a 0200 or a 0220, not a {orig_mti}")
-    doc: Fields = {"t": "0400"}
-    for key in VOID_FIELDS:
-        if key in original:
-            doc[key] = original[key]
-    doc["7"] = f7
-    doc["11"] = stan_str(stan)
+    doc = _from_original("0400", original, VOID_FIELDS, stan=stan, f7=f7)
     if rrn:
         doc["37"] = rrn.ljust(12)[:12]
     doc["39"] = VOID_REASON
