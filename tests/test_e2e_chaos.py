@@ -497,7 +497,9 @@ def test_start_is_not_held_up_by_copies_for_a_silent_printer(tmp_path: pathlib.P
 
 
 def test_sigterm_while_the_host_is_busy_sends_no_new_request(tmp_path: pathlib.Path) -> None:
-    overrides = {"timeouts": {"busy_backoff": 3.0, "sale_budget": 30.0}}
+    # the retry waits uniform(0, 30 s): a draw short enough to retry before the screen is
+    # read (which made this test flaky with a 3 s ceiling) is now about 1 in 600
+    overrides = {"timeouts": {"busy_backoff": 30.0, "sale_budget": 60.0}}
     with Rig(tmp_path, overrides=overrides) as rig:
         rig.start()
         rig.hw.host_fault("busy", code="91")
