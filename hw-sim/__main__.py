@@ -1,6 +1,7 @@
 """The `hwsim` command: run the simulator, or control a running one.
 
     hwsim run --dir DIR [--tls] [--host-port N] [--external-host HOST:PORT] [--seed N]
+              [--web [HOST:]PORT]
     hwsim ctl --dir DIR OP ...      (swipe, press, display, receipts, fault, ...)
 
 `run` serves until SIGINT or SIGTERM and logs to stderr. `ctl` sends one
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not simulate the host: point the firmware at this one")
     run.add_argument("--seed", type=int, metavar="N",
                      help="seed the host's random choices (approval codes, references)")
+    run.add_argument("--web", metavar="[HOST:]PORT", nargs="?", const=str(8580),
+                     help="serve the simulated terminal as a web page (live display, keypad, "
+                     "card slot, receipts, faults) on PORT of HOST, 127.0.0.1 unless given; "
+                     "--web alone: 127.0.0.1:8580, 0: any free port")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
 
     ctl = commands.add_parser(
@@ -78,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_parser("display", help="show the 20x4 display")
     receipts = ops.add_parser("receipts", help="print the receipts printed so far")
     receipts.add_argument("--last", action="store_true", help="only the last receipt")
+    receipts.add_argument("--png", metavar="OUTDIR",
+                          help="draw each cut receipt as OUTDIR/receipt-N.png (N from 1; "
+                          "created if missing) instead of printing its text")
     ops.add_parser("ledger", help="the host's ledger of processed messages")
     ops.add_parser("messages", help="every message the host received")
     ops.add_parser("batches", help="the batch closes (0500) and uploads (0320) the host has "
@@ -204,8 +212,13 @@ def _run(args: argparse.Namespace) -> int:
     from hwsim.sim import Simulator
 
     async def serve() -> None:
+        web = None
+        if args.web is not None:
+            from hwsim.web import parse_web_address
+
+            web = parse_web_address(args.web)
         sim = Simulator(args.dir, tls=args.tls, host_port=args.host_port,
-                        external_host=args.external_host, seed=args.seed)  # fmt: skip
+                        external_host=args.external_host, seed=args.seed, web=web)  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -220,6 +233,10 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(serve())
     except (StartError, OSError, ValueError) as exc:
         log.error("hwsim cannot run: %s", exc)
+        return 1
+    except ModuleNotFoundError as exc:
+        log.error("hwsim cannot run: the web page needs the Python package %s, which is not "
+                  "installed (pip install 'posterm[web]', or ./run sets it up)", exc.name)
         return 1
     return 0
 
@@ -236,12 +253,17 @@ def _ctl(args: argparse.Namespace) -> int:
     except (HwsimError, ValueError) as exc:
         print(f"hwsim: {exc}", file=sys.stderr)
         return 1
+    text = ""
+    if not args.json or getattr(args, "png", None) is not None:  # --png writes even with --json
+        try:
+            text = show(reply)
+        except OSError as exc:  # receipts --png: OUTDIR cannot be written
+            print(f"hwsim: {exc}", file=sys.stderr)
+            return 1
     if args.json:
         print(json.dumps(reply, indent=2))
-    else:
-        text = show(reply)
-        if text:
-            print(text)
+    elif text:
+        print(text)
     return 0
 
 
@@ -265,6 +287,9 @@ def _request_for(args: argparse.Namespace) -> tuple[str, dict[str, Any], Show]:
         return "press", {"keys": args.keys}, lambda r: f"pressed ({r['listeners']} listener(s))"
     if op == "display":
         return "display", {}, lambda r: draw_display(r["rows"])
+    if op == "receipts" and args.png is not None:
+        return "receipts", {"styled": True}, lambda r: _write_receipt_pngs(
+            r, args.png, last=args.last)
     if op == "receipts":
         return "receipts", {}, lambda r: _show_receipts(r, last=args.last)
     if op == "fault":
@@ -364,6 +389,32 @@ def _show_receipts(reply: dict[str, Any], *, last: bool) -> str:
     if reply.get("partial"):
         parts.append(f"--- not cut yet ---\n{reply['partial']}")
     return "\n".join(parts) if parts else "no receipts printed"
+
+
+def _write_receipt_pngs(reply: dict[str, Any], outdir: str, *, last: bool) -> str:
+    """Draw each cut receipt of a styled `receipts` answer as OUTDIR/receipt-<n>.png (only
+    the last one, keeping its number, with `last`); say which files were written."""
+    import pathlib
+
+    from hwsim.receipt_image import receipt_png  # Pillow only when images are asked for
+
+    receipts: list[list[dict[str, Any]]] = reply["lines"]
+    numbered = list(enumerate(receipts, 1))[-1:] if last else list(enumerate(receipts, 1))
+    folder = pathlib.Path(outdir)
+    written = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, lines in numbered:
+            path = folder / f"receipt-{n}.png"
+            path.write_bytes(receipt_png(lines, cut=True))
+            written.append(f"wrote {path}")
+    except OSError as exc:
+        raise OSError(f"cannot write the receipt images to {outdir}: "
+                      f"{exc.strerror or exc}") from exc
+    if reply.get("partial_lines"):
+        written.append(f"not cut yet: {len(reply['partial_lines'])} line(s) above the cutter, "
+                       "no image")
+    return "\n".join(written) if written else "no receipts printed"
 
 
 def _show_reader(reply: dict[str, Any]) -> str:

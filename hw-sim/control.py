@@ -65,6 +65,9 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._path = ""
         self._writers: set[asyncio.StreamWriter] = set()
+        # called with the op after each request is carried out (hwsim's web page follows
+        # the simulator's state from it)
+        self.on_dispatch: Callable[[str], None] | None = None
 
     async def start(self, path: str) -> None:
         claim_socket_path(path)
@@ -132,6 +135,9 @@ class ControlServer:
         except Exception as exc:
             log.exception("%s failed", op)
             return _error(f"{op} failed: {type(exc).__name__}: {exc}")
+        finally:
+            if self.on_dispatch is not None:
+                self.on_dispatch(op)
         return {"ok": True, **(result or {})}
 
     async def _stream_keys(
@@ -377,6 +383,16 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
             raise RequestError(f"primary: action must be down, up or state, not {action!r}")
         return proxy.state()
 
+    def receipts(r: Request) -> Reply:
+        """The receipts cut so far and the text above the cutter; with `styled`, also each
+        line with its style (`lines`, `partial_lines`), as the receipt images are drawn."""
+        reply: Reply = {"receipts": sim.printer.receipts(), "partial": sim.printer.partial()}
+        if arg(r, "styled", bool, False):
+            reply["lines"] = [[line.as_dict() for line in receipt]
+                              for receipt in sim.printer.receipt_lines()]
+            reply["partial_lines"] = [line.as_dict() for line in sim.printer.partial_lines()]
+        return reply
+
     def printer_fault(r: Request) -> Reply:
         unknown = set(r) - set(PRINTER_FAULT_KEYS) - {"op"}
         if unknown:
@@ -448,8 +464,7 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         "display_fault_state": lambda r: {"active": sim.expander.fault.active,
                                           "refused": sim.expander.fault.refused},
         "display": lambda r: {"rows": sim.lcd.rows()},
-        "receipts": lambda r: {"receipts": sim.printer.receipts(),
-                               "partial": sim.printer.partial()},
+        "receipts": receipts,
         "printer_fault": printer_fault,
         "printer_clear": lambda r: sim.printer.clear_faults(),
         "printer_load_paper": lambda r: sim.printer.load_paper(),

@@ -24,11 +24,12 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .hostfaults import Fault, FaultPlan
 from .hostproto import GARBAGE_PAYLOAD, FrameError, Message, decode, describe, encode, frame
-from .hostproto import read_frame
+from .hostproto import read_frame, wire_view
 from .ledger import Books
 
 log = logging.getLogger("hwsim.host")
@@ -125,6 +126,20 @@ class AcquirerHost:
         self._down = False
         self._connections: set[_Connection] = set()
         self._serve_tasks: set[asyncio.Task[Any]] = set()
+        # called with each event on the wire (a frame in or out, a connection, a fault),
+        # card data already masked (hostproto.wire_view): hwsim's web page shows them
+        self.on_wire: Callable[[dict[str, Any]], None] | None = None
+
+    def _wire(self, direction: str, message: Message | None = None, **extra: Any) -> None:
+        if self.on_wire is None:
+            return
+        event: dict[str, Any] = {"t": time.time(), "dir": direction, **extra}
+        if message is not None:
+            event["fields"] = wire_view(message)
+        try:
+            self.on_wire(event)
+        except Exception:  # a watcher's bug must not break the host
+            log.exception("wire watcher failed")
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -229,6 +244,11 @@ class AcquirerHost:
                  **f.params} for f in self._faults.pending()]
 
     @property
+    def is_down(self) -> bool:
+        """Whether the host refuses and drops connections (`set_down`)."""
+        return self._down
+
+    @property
     def latency(self) -> float:
         """Seconds every answer spends on the simulated network (the whole round trip)."""
         return self._latency
@@ -255,6 +275,8 @@ class AcquirerHost:
         conn = _Connection(writer)
         if refuse or self._down:
             log.info("connection from %s reset%s", conn.peer, " (refuse fault)" if refuse else "")
+            self._wire("note", text="connection reset" + (" (refuse fault)" if refuse
+                                                          else " (host down)"))
             conn.close(reset=True)
             return
         task = asyncio.current_task()
@@ -262,22 +284,29 @@ class AcquirerHost:
         self._serve_tasks.add(task)
         self._connections.add(conn)
         log.info("connection from %s", conn.peer)
+        self._wire("note", text="connection opened")
+        why = "closed"
         try:
             while not conn.closed:
                 try:
                     payload = await read_frame(reader)
                 except FrameError as exc:
                     log.warning("closing connection from %s: %s", conn.peer, exc)
+                    why = f"closed by the host: {exc}"
                     break
                 except (ConnectionError, OSError, ssl.SSLError) as exc:
                     log.info("connection from %s lost: %s", conn.peer, exc)
+                    why = f"lost: {exc}"
                     break
                 if payload is None:
                     log.info("connection from %s closed by the terminal", conn.peer)
+                    why = "closed by the terminal"
                     break
                 if not self._on_frame(conn, payload):
+                    why = "closed by the host"
                     break
         finally:
+            self._wire("note", text=f"connection {why}")
             self._connections.discard(conn)
             self._serve_tasks.discard(task)
             conn.close()
@@ -291,25 +320,31 @@ class AcquirerHost:
                 request = None
             self._record(request, fault="blackhole")
             log.info("<<< %s discarded (blackhole)", describe(request) if request else "frame")
+            self._wire("in", request, bytes=len(payload), fault="blackhole")
             return True
         try:
             request = decode(payload)
         except FrameError as exc:
             log.warning("closing connection from %s: %s", conn.peer, exc)
+            self._wire("in", bytes=len(payload), error=str(exc))
             return False
         log.info("<<< %s", describe(request))
         fault = self._faults.take_message_fault(request["t"])
         record = self._record(request, fault=fault.kind if fault else None)
         kind = fault.kind if fault else None
+        self._wire("in", request, bytes=len(payload), fault=kind)
         if kind == "drop_before_read":
             log.info("connection from %s dropped before reading %s", conn.peer, request["t"])
             return False
         answer = self._decide(request, fault)
         if kind == "swallow":
             log.info("answer %s swallowed", describe(answer))
+            self._wire("note", text=f"answer {answer['t']} {answer.get('39', '')} swallowed")
             return True
         if kind == "drop_after_post":
             log.info("answer %s dropped with the connection", describe(answer))
+            self._wire("note", text=f"answer {answer['t']} {answer.get('39', '')} decided, "
+                       "connection dropped before it was sent")
             return False
         delay = fault.seconds if fault is not None and kind in ("delay", "late") else 0.0
         task = asyncio.create_task(self._deliver(conn, answer, record, delay, kind == "malformed"))
@@ -354,6 +389,8 @@ class AcquirerHost:
         if garbage:
             if await conn.send(GARBAGE_PAYLOAD):
                 log.info(">>> undecodable frame instead of %s (malformed)", describe(answer))
+                self._wire("out", bytes=len(GARBAGE_PAYLOAD), fault="malformed",
+                           text=f"undecodable frame instead of {answer['t']}")
             return
         try:
             payload = encode(answer)
@@ -364,6 +401,7 @@ class AcquirerHost:
         if await conn.send(payload):
             record["code"] = answer["39"]
             log.info(">>> %s", describe(answer))
+            self._wire("out", answer, bytes=len(payload))
 
     def _record(self, request: Message | None, fault: str | None) -> dict[str, Any]:
         request = request or {}

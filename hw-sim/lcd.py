@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class Hd44780Sim:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # called after each `feed` and power cycle (hwsim's web page redraws from it)
+        self.on_change: Callable[[], None] | None = None
         self._power_on()
 
     def power_cycle(self) -> None:
@@ -53,6 +55,11 @@ class Hd44780Sim:
         waiting for the initialisation (the text shown before is gone)."""
         with self._lock:
             self._power_on()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _power_on(self) -> None:
         # The PCF8574 powers up with every output high: E and RW high, so the
@@ -84,6 +91,7 @@ class Hd44780Sim:
                     self._latch(self._last)
                 self._last = value
                 self.backlight = bool(value & _BACKLIGHT)
+        self._changed()
 
     def _latch(self, pins: int) -> None:
         if pins & _RW:

@@ -66,6 +66,7 @@ class ModemSim:
                  boot_time: float = 0.5) -> None:  # fmt: skip
         self._gpio = gpio
         self._map = address_map or (lambda host, port: (host, port))
+        self.on_change: Callable[[], None] | None = None  # on a change of state (web page)
         self._master: int | None = None
         self._slave: int | None = None
         self._path = ""
@@ -183,6 +184,14 @@ class ModemSim:
 
     def _line_out(self, text: str) -> None:
         self._send(b"\r\n" + text.encode("ascii") + b"\r\n")
+        self._changed()  # every change of state the terminal can see comes with a line
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("modem: change watcher failed")
 
     # -- power --------------------------------------------------------------------
     def _on_pin(self, pin: int, level: int) -> None:
@@ -217,6 +226,7 @@ class ModemSim:
         self._restart_state()
         self.powered = on
         self._gpio.set_input(PIN_STATUS, int(on))
+        self._changed()
         if on:
             self.counters["power_cycles"] += 1
             self._schedule_boot()

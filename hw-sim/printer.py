@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hwsim.escpos_stream import DLE, Command, EscPosDecoder
@@ -51,6 +52,11 @@ class PrintedLine:
     bold: bool = False
     double_height: bool = False
     double_width: bool = False
+    font_b: bool = False  # the smaller font (9 x 17 dots instead of 12 x 24)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"text": self.text, "bold": self.bold, "double_height": self.double_height,
+                "double_width": self.double_width, "font_b": self.font_b}
 
 
 class PrinterSim:
@@ -74,6 +80,15 @@ class PrinterSim:
         self._queue: asyncio.Queue[tuple[asyncio.StreamWriter, bytes]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # called on the event loop when paper comes out or the state changes (hwsim's page)
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # a watcher's bug must not stop the printer
+                log.exception("printer sim: change watcher failed")
 
     # -- server -----------------------------------------------------------------
 
@@ -154,7 +169,9 @@ class PrinterSim:
                 with self._lock:
                     slow = self._slow
                 if lines and slow > 0:
+                    self._changed()  # each slow line as it comes out
                     await asyncio.sleep(slow * lines)
+            self._changed()
 
     # -- printing ---------------------------------------------------------------
 
@@ -228,7 +245,7 @@ class PrinterSim:
         if self._align and pad > 0:
             text = " " * (pad // 2 if self._align == 1 else pad) + text
         self._paper.append(
-            PrintedLine(text, self._bold, self._double_height, self._double_width))
+            PrintedLine(text, self._bold, self._double_height, self._double_width, self._font_b))
         return 1
 
     def _cut(self) -> None:
@@ -261,6 +278,7 @@ class PrinterSim:
                 self._slow = slow_seconds
             if paper_near_end is not None:
                 self._paper_near_end = paper_near_end
+        self._changed()
 
     def load_paper(self) -> None:
         """A fresh roll goes in: neither out nor near its end. What was printed on the
@@ -270,6 +288,7 @@ class PrinterSim:
                 self._torn.append(self._paper)
                 self._paper = []
             self._paper_out = self._paper_near_end = False
+        self._changed()
 
     def torn_off(self) -> list[str]:
         """The uncut ends of old rolls taken out by `load_paper`, oldest first."""
@@ -315,10 +334,20 @@ class PrinterSim:
         with self._lock:
             return _as_text(self._paper)
 
-    def receipt_lines(self) -> list[list[PrintedLine]]:
-        """Every receipt cut so far, line by line with styles."""
+    def receipt_lines(self, start: int = 0) -> list[list[PrintedLine]]:
+        """Every receipt cut so far (from number `start`, 0 the first), line by line with
+        styles."""
         with self._lock:
-            return [list(lines) for lines in self._receipts]
+            return [list(lines) for lines in self._receipts[start:]]
+
+    def partial_lines(self) -> list[PrintedLine]:
+        """What is printed above the cutter but not yet cut, line by line with styles."""
+        with self._lock:
+            return list(self._paper)
+
+    def receipt_count(self) -> int:
+        with self._lock:
+            return len(self._receipts)
 
 
 def realtime_status(n: int, *, paper_out: bool, cover_open: bool, offline: bool,

@@ -16,13 +16,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwsim.cardreader import CardReaderSim
 from hwsim.control import ControlServer, StartError, build_handlers, claim_socket_path
 from hwsim.fwconfig import TomlValue, render_config
 from hwsim.gauge import Max17048Sim
-from hwsim.gpio import GpioSim
+from hwsim.gpio import PIN_BUZZER, PIN_LED_ONLINE, GpioSim
 from hwsim.host import AcquirerHost
 from hwsim.keypad import KeypadSim
 from hwsim.lcd import BusFault, Hd44780Sim
@@ -30,6 +30,9 @@ from hwsim.modem import ModemSim
 from hwsim.primary import PrimaryProxy
 from hwsim.printer import PrinterSim
 from hwsim.testca import make_ca, make_server_cert
+
+if TYPE_CHECKING:
+    from hwsim.web import WebUI
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,7 @@ class Simulator:
         external_host: str | None = None,
         seed: int | None = None,
         config_overrides: Mapping[str, Mapping[str, TomlValue]] | None = None,
+        web: tuple[str, int] | None = None,
     ) -> None:
         self.dir = os.path.abspath(dirpath)
         self.tls = tls
@@ -196,6 +200,8 @@ class Simulator:
         self.primary: PrimaryProxy | None = None  # the firmware's primary path to the host
         self.host: AcquirerHost | None = None
         self.control: ControlServer | None = None
+        self.web_address = web  # (host, port) of the web page, None for none
+        self.web: WebUI | None = None
         self.info: dict[str, Any] = {}
         self._reader_open = False
         self._printer_started = False
@@ -253,6 +259,8 @@ class Simulator:
         }
         self.control = ControlServer(build_handlers(self), self.keypad)
         await self.control.start(self.socket_path)
+        if self.web_address is not None:
+            self.info["web"] = await self._start_web(*self.web_address)
         config = render_config(
             self.info, state_dir=os.path.join(self.dir, "state"), overrides=self.config_overrides
         )
@@ -260,13 +268,34 @@ class Simulator:
         _write_atomic(self.info_path, json.dumps(self.info, indent=2) + "\n")
         self._wrote_info = True
         log.info(
-            "hwsim ready in %s: card reader %s, printer port %d, host %s:%d%s",
+            "hwsim ready in %s: card reader %s, printer port %d, host %s:%d%s%s",
             self.dir, pty, printer_port, host, host_port, " (TLS)" if self.tls else "",
+            f", web page {self.info['web']}" if "web" in self.info else "",
         )  # fmt: skip
         return self.info
 
+    async def _start_web(self, host: str, port: int) -> str:
+        """Serve the web page, and have every model tell it what changes (module hwsim.web)."""
+        from hwsim.web import WebUI  # aiohttp is needed only for the page
+
+        self.web = web = WebUI(self, host, port)
+        url = await web.start()
+        self.lcd.on_change = lambda: web.changed("display")
+        self.printer.on_change = lambda: (web.changed("paper"), web.changed("status"))
+        self.gpio.on_output(lambda pin, level: web.changed(
+            "outputs" if pin in (PIN_BUZZER, PIN_LED_ONLINE) else "status"))
+        self.modem.on_change = lambda: web.changed("status")
+        if self.host is not None:
+            self.host.on_wire = web.wire_event
+        assert self.control is not None
+        self.control.on_dispatch = lambda op: None if op == "i2c_write" else web.changed("status")
+        return url
+
     async def stop(self) -> None:
         """Stop every part that started; safe to call more than once."""
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
         if self.control is not None:
             await self.control.stop()
             self.control = None

@@ -3,12 +3,15 @@
 Run it with `./run demo`. Everything runs on this machine: hwsim simulates the
 keypad, card reader, display, printer, GPIO and the acquirer host; posterm is the
 real firmware, talking to them through the same wires as on a terminal.
-Options: --amount 12.50, --pan 4761739001010010, --keep (leave both running).
+Options: --amount 12.50, --pan 4761739001010010, --keep (leave both running),
+--web [[HOST:]PORT] (serve the terminal as a web page, 127.0.0.1:8580 by default, and
+keep running until Ctrl-C: open the address it prints).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -35,22 +38,31 @@ def main() -> int:
     parser.add_argument("--pan", default="4761739001010010")
     parser.add_argument("--dir", default=str(ROOT / "run-state" / "demo"))
     parser.add_argument("--keep", action="store_true", help="leave hwsim and posterm running")
+    parser.add_argument("--web", nargs="?", const="8580", metavar="[HOST:]PORT",
+                        help="serve the simulated terminal as a web page (default "
+                        "127.0.0.1:8580) and run until Ctrl-C")
     args = parser.parse_args()
 
     base = pathlib.Path(args.dir)
     sim_dir, state_dir = base / "hwsim", base / "state"
     base.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    sim = subprocess.Popen([sys.executable, "-m", "hwsim", "run", "--dir", str(sim_dir)],
+    web = ["--web", args.web] if args.web else []
+    sim = subprocess.Popen([sys.executable, "-m", "hwsim", "run", "--dir", str(sim_dir), *web],
                            env=env, stderr=open(base / "hwsim.log", "w"))
     fw = None
     try:
         info_path = sim_dir / "hwsim.json"
         for _ in range(400):
-            if info_path.exists():
+            if info_path.exists() or sim.poll() is not None:
                 break
             time.sleep(0.05)
+        if not info_path.exists():
+            print("hwsim did not start:\n" + (base / "hwsim.log").read_text(), file=sys.stderr)
+            return 1
         info = json.loads(info_path.read_text())
+        if "web" in info:
+            print(f"\n   hwsim's web page: {info['web']}   (open it in a browser)\n")
         config = base / "posterm.toml"
         config.write_text(render_config(info, state_dir=str(state_dir)))
         print(f"hwsim running in {sim_dir}; firmware configuration {config}")
@@ -92,6 +104,13 @@ def main() -> int:
         print(f"\n== host ledger: stan {entry['stan']} amount {entry['amount']} "
               f"charged={entry['charged']} approval {entry['approval']}")
         print(f"\nlogs: {log_path}  {base / 'hwsim.log'}")
+        if "web" in info:
+            print(f"\nhwsim and posterm keep running: open {info['web']} to use the terminal "
+                  "(keys, cards, faults); Ctrl-C stops them.", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while sim.poll() is None and fw.poll() is None:
+                    time.sleep(0.5)
+            return 0
         if args.keep:
             print(f"left running; try: .venv/bin/hwsim ctl --dir {sim_dir} display")
             return 0

@@ -44,12 +44,13 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class Rig:
-    def __init__(self, tmp: pathlib.Path, *, tls: bool = False,
+    def __init__(self, tmp: pathlib.Path, *, tls: bool = False, web: bool = False,
                  overrides: dict[str, dict[str, Any]] | None = None) -> None:
         self.tmp = tmp
         self.sim_dir = tmp / "hwsim"
         self.state_dir = tmp / "state"
         self.tls = tls
+        self.web = web  # serve the web page on a free loopback port (self.web_url)
         self.overrides = {k: dict(v) for k, v in FAST.items()}
         for table, keys in (overrides or {}).items():
             self.overrides.setdefault(table, {}).update(keys)
@@ -66,6 +67,8 @@ class Rig:
         args = [sys.executable, "-m", "hwsim", "run", "--dir", str(self.sim_dir), "--seed", "7"]
         if self.tls:
             args.append("--tls")
+        if self.web:
+            args += ["--web", "127.0.0.1:0"]
         self.sim = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
                                     stderr=open(self.tmp / "hwsim.log", "ab"))
         info_path = self.sim_dir / "hwsim.json"
@@ -78,6 +81,11 @@ class Rig:
             time.sleep(0.05)
         self.info = json.loads(info_path.read_text())
         self._hw = HwsimClient.from_dir(str(self.sim_dir))
+
+    @property
+    def web_url(self) -> str:
+        """The web page's address (a Rig made with web=True)."""
+        return str(self.info["web"])
 
     def write_config(self, **extra: dict[str, Any]) -> pathlib.Path:
         overrides = {k: dict(v) for k, v in self.overrides.items()}

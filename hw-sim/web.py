@@ -1,0 +1,435 @@
+"""hwsim's web page: the simulated terminal in a browser, live.
+
+`WebUI` serves one page (hw-sim/webui/: plain HTML, CSS and JavaScript) and a
+WebSocket at /ws, with aiohttp on hwsim's own event loop. The page is a view of
+the simulator's models and a client of its control interface, nothing more:
+
+- the models tell the server when they change (`Simulator.changed`: the LCD
+  after each transfer, the printer when paper comes out, the GPIO outputs, the
+  host's wire events, every control request carried out); the server gathers
+  the changes of one turn of the loop, rebuilds what the page shows of each
+  changed part and sends it to every page only if it differs from what was sent
+  last. Nothing polls.
+- what a page asks for is a control request (`{"id": n, "op": ..., ...}`) run by
+  the same `ControlServer.dispatch` that serves `hwsim ctl`, limited to the ops
+  a person at the page uses (`PAGE_OPS`): keys, swipes, faults. The firmware's
+  own ops (I2C, GPIO) are not among them.
+- receipts are PNG images (`hwsim.receipt_image`), the same `hwsim ctl
+  receipts --png` writes.
+
+Security: it binds to loopback unless told otherwise, and then answers only
+requests addressed to a loopback name (a DNS-rebinding page cannot reach it);
+the WebSocket accepts only a page of its own origin (another site open in the
+same browser cannot press keys or inject faults); every answer carries a CSP
+that allows nothing but the page's own files. Card data never leaves the server
+unmasked: the display and receipts are what the firmware made of the card
+(masked), and the wire timeline is built by `hostproto.wire_view`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import pathlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from hwsim.cards import BAD_SWIPE_KINDS, TEST_CARDS
+from hwsim.control import StartError
+from hwsim.gpio import PIN_BUZZER, PIN_LED_ONLINE, PIN_POWER_FAIL
+from hwsim.hostfaults import FAULT_KINDS
+from hwsim.keypad import KEY_CODES
+
+if TYPE_CHECKING:
+    from hwsim.sim import Simulator
+
+log = logging.getLogger(__name__)
+
+PAGE_DIR = pathlib.Path(__file__).resolve().parent / "webui"
+STATIC_FILES = {"style.css": "text/css", "app.js": "text/javascript"}
+DEFAULT_PORT = 8580
+WIRE_KEPT = 500  # wire events kept for a page that connects later
+LEDGER_SHOWN = 200  # newest ledger entries sent to the page
+CLIENT_BACKLOG = 2000  # messages queued for one page before it is dropped as too slow
+TOPICS = ("display", "outputs", "status", "ledger", "paper", "wire")
+# The ops a person at the page may ask for; the firmware's own (I2C, GPIO) are not here.
+PAGE_OPS = frozenset({
+    "press", "swipe", "host_fault", "host_clear", "host_down", "host_up", "host_latency",
+    "host_out_of_balance", "primary", "printer_fault", "printer_clear", "printer_load_paper",
+    "battery", "power", "modem", "reader_unplug", "reader_plug", "display_fault",
+    "display_clear",
+})  # fmt: skip
+FAULT_ORDER = ("delay", "late", "swallow", "drop_after_post", "drop_before_read", "busy",
+               "malformed", "decline", "refuse", "blackhole")  # fmt: skip
+FAULT_CLASSES = ("0200", "0220", "0320", "0400", "0500", "0800", "*")
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+CSP = ("default-src 'self'; img-src 'self'; connect-src 'self'; style-src 'self'; "
+       "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'none'")  # fmt: skip
+
+Message = dict[str, Any]
+
+
+def parse_web_address(text: str) -> tuple[str, int]:
+    """`[HOST:]PORT` (HOST may be [v6]); HOST defaults to 127.0.0.1. A clear StartError
+    for anything else."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise StartError(f"--web must be [HOST:]PORT, e.g. 8580 or 127.0.0.1:8580, not {text!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebUI:
+    """The page's server, attached to a started `Simulator` (see the module docstring)."""
+
+    def __init__(self, sim: Simulator, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        self.sim = sim
+        self.host = host
+        self.port = port
+        self.loopback_only = is_loopback(host)
+        self._runner: web.AppRunner | None = None
+        self._clients: dict[web.WebSocketResponse, asyncio.Queue[str | None]] = {}
+        self._dirty: set[str] = set()
+        self._flush_pending = False
+        self._last: dict[str, str] = {}  # topic -> JSON last sent to every page
+        self._wire: deque[Message] = deque(maxlen=WIRE_KEPT)
+        self._wire_seq = 0
+        self._wire_sent = 0  # sequence number of the last wire event sent
+        self._receipts_sent = 0
+        self._pngs: dict[int, bytes] = {}  # receipt number -> its image (receipts never change)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Listen; returns the page's address."""
+        self._loop = asyncio.get_running_loop()
+        app = web.Application(middlewares=[self._guard])
+        app.add_routes([
+            web.get("/", self._index),
+            web.get("/static/{name}", self._static),
+            web.get("/receipts/partial.png", self._partial_png),
+            web.get("/receipts/{number:[0-9]+}.png", self._receipt_png),
+            web.get("/ws", self._websocket),
+        ])  # fmt: skip
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartError(f"cannot serve the web page on {self.host}:{self.port}: "
+                             f"{exc.strerror or exc} (choose another with --web PORT)") from None
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        if self.port == 0 and server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        if not self.loopback_only:
+            log.warning("web page on %s: reachable from the network; it lets anyone who "
+                        "reaches it press keys and inject faults", self.url)
+        log.info("web page %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        for ws, queue in list(self._clients.items()):
+            queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- what the models report ---------------------------------------------------
+
+    def changed(self, topic: str) -> None:
+        """Something the page shows changed; sent at the end of this turn of the loop."""
+        if not self._clients:
+            return  # nobody looks: the next page to connect gets everything afresh
+        self._dirty.add(topic)
+        if not self._flush_pending and self._loop is not None:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def wire_event(self, event: Message) -> None:
+        """An event on the host's wire (already masked by the host)."""
+        self._wire_seq += 1
+        self._wire.append({"seq": self._wire_seq, **event})
+        self.changed("wire")
+        self.changed("ledger")
+        self.changed("status")  # a fault may have been used up
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        dirty, self._dirty = self._dirty, set()
+        for topic in TOPICS:
+            if topic in dirty:
+                message = self._build(topic, initial=False)
+                if message is not None:
+                    self._broadcast(topic, message)
+
+    def _broadcast(self, topic: str, message: Message) -> None:
+        text = json.dumps(message, separators=(",", ":"))
+        if topic not in ("paper", "wire"):  # these carry only what is new
+            if self._last.get(topic) == text:
+                return
+            self._last[topic] = text
+        for ws, queue in list(self._clients.items()):
+            if queue.qsize() >= CLIENT_BACKLOG:
+                log.warning("web page client too slow (%d messages behind): dropped",
+                            queue.qsize())
+                del self._clients[ws]
+                queue.put_nowait(None)
+                continue
+            queue.put_nowait(text)
+
+    # -- what the page shows --------------------------------------------------------
+
+    def _build(self, topic: str, *, initial: bool) -> Message | None:
+        builders: dict[str, Callable[[bool], Message | None]] = {
+            "display": lambda _: self._display(), "outputs": lambda _: self._outputs(),
+            "status": lambda _: self._status(), "ledger": lambda _: self._ledger(),
+            "paper": self._paper, "wire": self._wire_events,
+        }  # fmt: skip
+        return builders[topic](initial)
+
+    def _hello(self) -> Message:
+        return {
+            "type": "hello", "simulator": True,
+            "cards": [{"pan": c.pan, "service_code": c.service_code, "meant_for": c.meant_for}
+                      for c in TEST_CARDS],
+            "bad_kinds": list(BAD_SWIPE_KINDS),
+            "fault_kinds": [k for k in FAULT_ORDER if k in FAULT_KINDS],
+            "fault_classes": list(FAULT_CLASSES),
+            "keys": list(KEY_CODES),
+            "external_host": self.sim.host is None,
+        }  # fmt: skip
+
+    def _display(self) -> Message:
+        lcd = self.sim.lcd
+        return {"type": "display", "rows": lcd.rows(), "backlight": lcd.backlight,
+                "on": lcd.display_on}
+
+    def _outputs(self) -> Message:
+        gpio = self.sim.gpio
+        return {"type": "outputs", "led": gpio.level(PIN_LED_ONLINE),
+                "buzzer": gpio.level(PIN_BUZZER)}
+
+    def _status(self) -> Message:
+        sim = self.sim
+        printer = sim.printer.state()
+        gauge = sim.gauge.state()
+        modem = sim.modem.state()
+        primary = sim.primary.state() if sim.primary is not None else {"mode": "up", "up": True}
+        host: Message = {"simulated": sim.host is not None}
+        if sim.host is not None:
+            host.update(down=sim.host.is_down, latency=sim.host.latency,
+                        faults=sim.host.faults(), out_of_balance=sim.host.out_of_balance_pending())
+        return {
+            "type": "status",
+            "printer": {k: printer[k] for k in ("paper_out", "paper_near_end", "cover_open",
+                                                "offline", "mute", "slow_seconds")},
+            "battery": {k: gauge[k] for k in ("percent", "voltage", "charging", "failing")},
+            "mains": bool(sim.gpio.level(PIN_POWER_FAIL)),
+            "modem": {k: modem[k] for k in ("powered", "booted", "sim_present", "registration",
+                                            "registration_word", "rssi", "net_open",
+                                            "link_open", "latency")},
+            "primary": {"mode": primary["mode"], "up": primary["up"]},
+            "reader": {"plugged": sim.card_reader.plugged},
+            "display_fault": {"active": sim.expander.fault.active},
+            "host": host,
+        }  # fmt: skip
+
+    def _ledger(self) -> Message:
+        if self.sim.host is None:
+            return {"type": "ledger", "entries": [], "charged_total": 0, "credited_total": 0}
+        entries = self.sim.host.ledger()
+        return {"type": "ledger", "entries": entries[-LEDGER_SHOWN:],
+                "charged_total": sum(e["amount"] for e in entries if e["charged"]),
+                "credited_total": sum(e["amount"] for e in entries if e["credited"])}
+
+    def _paper(self, initial: bool) -> Message:
+        printer = self.sim.printer
+        count = printer.receipt_count()
+        start = 0 if initial else min(self._receipts_sent, count)
+        new = printer.receipts()[start:]
+        if not initial:
+            self._receipts_sent = count
+        partial_lines = printer.partial_lines()
+        partial = None
+        if partial_lines:
+            version = hashlib.sha1(
+                json.dumps([line.as_dict() for line in partial_lines]).encode()).hexdigest()[:12]
+            partial = {"url": f"/receipts/partial.png?v={version}", "text": printer.partial()}
+        return {"type": "paper", "count": count, "partial": partial,
+                "receipts": [{"index": start + i + 1, "url": f"/receipts/{start + i + 1}.png",
+                              "text": text} for i, text in enumerate(new)]}
+
+    def _wire_events(self, initial: bool) -> Message | None:
+        events = [e for e in self._wire if initial or e["seq"] > self._wire_sent]
+        if not initial:
+            self._wire_sent = self._wire_seq
+            if not events:
+                return None
+        return {"type": "wire", "events": events}
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """Loopback names only (when bound to loopback), and strict headers on answers."""
+        if self.loopback_only and not is_loopback(_hostname(request.host)):
+            log.warning("web page: refused a request for host %r", request.host)
+            return web.Response(status=421, text="this simulator page answers only to "
+                                "localhost or 127.0.0.1\n")
+        response = await handler(request)
+        if not response.prepared:
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(PAGE_DIR / "index.html",
+                                headers={"Content-Type": "text/html; charset=utf-8"})
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in STATIC_FILES:
+            raise web.HTTPNotFound(text=f"no such file: {name}\n")
+        return web.FileResponse(PAGE_DIR / name,
+                                headers={"Content-Type": f"{STATIC_FILES[name]}; charset=utf-8"})
+
+    async def _receipt_png(self, request: web.Request) -> web.StreamResponse:
+        number = int(request.match_info["number"])
+        png = self._pngs.get(number)
+        if png is None:
+            receipts = self.sim.printer.receipt_lines()
+            if not 1 <= number <= len(receipts):
+                raise web.HTTPNotFound(text=f"no receipt {number}: {len(receipts)} printed\n")
+            png = await asyncio.to_thread(_render, receipts[number - 1], True)
+            self._pngs[number] = png
+        return web.Response(body=png, content_type="image/png")
+
+    async def _partial_png(self, request: web.Request) -> web.StreamResponse:
+        lines = self.sim.printer.partial_lines()
+        if not lines:
+            raise web.HTTPNotFound(text="nothing on the paper above the cutter\n")
+        png = await asyncio.to_thread(_render, lines, False)
+        return web.Response(body=png, content_type="image/png")
+
+    # -- the WebSocket --------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        if urlsplit(origin).netloc.lower() != request.host.lower():
+            log.warning("web page: refused a WebSocket from origin %r", origin)
+            return web.Response(status=403, text="WebSocket only from this simulator's own "
+                                "page (origin mismatch)\n")
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16)
+        await ws.prepare(request)
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        for message in [self._hello(), *(self._build(t, initial=True) for t in TOPICS)]:
+            if message is not None:
+                queue.put_nowait(json.dumps(message, separators=(",", ":")))
+        self._catch_up()
+        self._clients[ws] = queue
+        sender = asyncio.create_task(self._send_loop(ws, queue))
+        log.info("web page connected (%d open)", len(self._clients))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    queue.put_nowait(json.dumps(await self._answer(msg.data),
+                                                separators=(",", ":")))
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._clients.pop(ws, None)
+            queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sender
+            log.info("web page disconnected (%d open)", len(self._clients))
+        return ws
+
+    def _catch_up(self) -> None:
+        """A page that connects gets everything now: what was sent before no longer
+        needs comparing, and what comes next is new to every page. Changes not yet sent
+        to the pages already open go to them first."""
+        if self._flush_pending:
+            self._flush()
+        self._last = {t: json.dumps(m, separators=(",", ":")) for t in TOPICS
+                      if t not in ("paper", "wire") and (m := self._build(t, initial=True))}
+        self._receipts_sent = self.sim.printer.receipt_count()
+        self._wire_sent = self._wire_seq
+
+    async def _send_loop(self, ws: web.WebSocketResponse, queue: asyncio.Queue[str | None]
+                         ) -> None:
+        while (text := await queue.get()) is not None:
+            if ws.closed:
+                return
+            try:
+                await ws.send_str(text)
+            except ConnectionError:
+                return
+
+    async def _answer(self, data: str) -> Message:
+        """One request from the page: the control reply, with the request's id."""
+        try:
+            request = json.loads(data)
+        except ValueError:
+            return {"type": "reply", "id": None, "ok": False, "error": "not JSON"}
+        if not isinstance(request, dict):
+            return {"type": "reply", "id": None, "ok": False,
+                    "error": 'expected a JSON object like {"id": 1, "op": "press"}'}
+        ident = request.pop("id", None)
+        if not isinstance(ident, int | str | None):
+            ident = None
+        op = request.get("op")
+        if op not in PAGE_OPS:
+            return {"type": "reply", "id": ident, "ok": False,
+                    "error": f"op {op!r} is not available from the page; "
+                             f"available: {', '.join(sorted(PAGE_OPS))}"}
+        assert self.sim.control is not None
+        reply = await self.sim.control.dispatch(request)
+        return {"type": "reply", "id": ident, **reply}
+
+
+def _render(lines: Any, cut: bool) -> bytes:
+    from hwsim.receipt_image import receipt_png
+
+    return receipt_png(lines, cut=cut)
+
+
+def _hostname(host_header: str) -> str:
+    """The name in a Host header, without the port ("[::1]:80" -> "::1")."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rpartition(":")[0] if ":" in host_header else host_header
