@@ -475,6 +475,7 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         "host_out_of_balance": host_out_of_balance,
         "host_fault": host_fault, "host_default": host_default, "host_latency": host_latency,
         "host_clear": lambda r: host().clear_faults(),
+        "host_faults": lambda r: {"faults": host().faults()},
         "host_down": lambda r: host_updown(True),
         "host_up": lambda r: host_updown(False),
         "modem": modem, "modem_state": lambda r: sim.modem.state(), "primary": primary,
