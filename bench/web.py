@@ -50,13 +50,14 @@ def main() -> int:
         browser = launch(playwright, chromium)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(rig.web_url)
+        # the function form: the page's CSP allows no eval of a string expression
         page.wait_for_function(
-            "document.querySelector('#display')?.textContent.includes('ENTER AMOUNT')")
+            "() => document.querySelector('#display')?.textContent.includes('ENTER AMOUNT')")
         for n in range(args.clicks + len(CYCLE)):  # the first cycle warms up
             key = CYCLE[n % len(CYCLE)]
             before = page.evaluate("window.hwsimPage.latencies.length")
             page.click(f'[data-key="{key}"]')
-            page.wait_for_function(f"window.hwsimPage.latencies.length > {before}",
+            page.wait_for_function(f"() => window.hwsimPage.latencies.length > {before}",
                                    timeout=10_000)
             time.sleep(0.02)
         latencies = page.evaluate("window.hwsimPage.latencies")[len(CYCLE):]

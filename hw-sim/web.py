@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE_DIR = pathlib.Path(__file__).resolve().parent / "webui"
-STATIC_FILES = {"style.css": "text/css", "app.js": "text/javascript"}
+STATIC_FILES = {"style.css": "text/css", "app.js": "text/javascript",
+                "favicon.svg": "image/svg+xml"}
 DEFAULT_PORT = 8580
 WIRE_KEPT = 500  # wire events kept for a page that connects later
 LEDGER_SHOWN = 200  # newest ledger entries sent to the page
@@ -133,6 +134,7 @@ class WebUI:
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._static),
+            web.get("/favicon.ico", self._no_icon),
             web.get("/receipts/partial.png", self._partial_png),
             web.get("/receipts/{number:[0-9]+}.png", self._receipt_png),
             web.get("/ws", self._websocket),
@@ -254,7 +256,8 @@ class WebUI:
             "type": "status",
             "printer": {k: printer[k] for k in ("paper_out", "paper_near_end", "cover_open",
                                                 "offline", "mute", "slow_seconds")},
-            "battery": {k: gauge[k] for k in ("percent", "voltage", "charging", "failing")},
+            "battery": {k: gauge[k] for k in ("percent", "voltage", "rate", "charging",
+                                              "failing")},
             "mains": bool(sim.gpio.level(PIN_POWER_FAIL)),
             "modem": {k: modem[k] for k in ("powered", "booted", "sim_present", "registration",
                                             "registration_word", "rssi", "net_open",
@@ -327,6 +330,9 @@ class WebUI:
             raise web.HTTPNotFound(text=f"no such file: {name}\n")
         return web.FileResponse(PAGE_DIR / name,
                                 headers={"Content-Type": f"{STATIC_FILES[name]}; charset=utf-8"})
+
+    async def _no_icon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)  # the page names its icon; this is for other clients
 
     async def _receipt_png(self, request: web.Request) -> web.StreamResponse:
         number = int(request.match_info["number"])

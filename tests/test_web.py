@@ -204,7 +204,11 @@ def test_a_sale_driven_from_the_page(rig: Rig) -> None:
 
 
 def test_changes_are_pushed_and_nothing_is_sent_while_nothing_changes(rig: Rig) -> None:
-    rig.hw.wait_display("ENTER AMOUNT")
+    rig.wait_online()
+    deadline = time.monotonic() + 20
+    while not rig.hw.request("modem_state")["net_open"]:  # the 4G path comes up by itself
+        assert time.monotonic() < deadline, "the modem never opened its data session"
+        time.sleep(0.05)
 
     async def go() -> None:
         async with Page(rig.web_url) as page:
