@@ -235,6 +235,8 @@ def _run(args: argparse.Namespace) -> int:
         log.error("hwsim cannot run: %s", exc)
         return 1
     except ModuleNotFoundError as exc:
+        if args.web is None or exc.name not in ("aiohttp", "PIL"):
+            raise
         log.error("hwsim cannot run: the web page needs the Python package %s, which is not "
                   "installed (pip install 'posterm[web]', or ./run sets it up)", exc.name)
         return 1

@@ -31,6 +31,11 @@ class ReaderUnplugged(RuntimeError):
     """A swipe while the simulated reader is unplugged."""
 
 
+class ReaderPortFull(ValueError):
+    """The reader's port holds all it can: nothing reads it. The swipe is not (all) sent,
+    and the simulator goes on (a blocking write would stop it)."""
+
+
 class CardReaderSim:
     def __init__(self, link: str | None = None) -> None:
         self._link = link
@@ -63,6 +68,7 @@ class CardReaderSim:
             return self.path
         master, slave = os.openpty()
         try:
+            os.set_blocking(master, False)  # a full port must not stop the simulator
             tty.setraw(slave)
             pty = os.ttyname(slave)
             if self._link is not None:
@@ -98,7 +104,12 @@ class CardReaderSim:
             raise ReaderUnplugged("the card reader is unplugged")
         view = memoryview(data)
         while view:
-            written = os.write(self._master, view)
+            try:
+                written = os.write(self._master, view)
+            except BlockingIOError:
+                raise ReaderPortFull(
+                    f"the card reader's port is full, nothing reads it (is posterm running?): "
+                    f"{len(data) - len(view)} of {len(data)} bytes sent") from None
             view = view[written:]
 
     def swipe(

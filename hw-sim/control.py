@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwsim.cards import bad_swipe, swipe_line
 from hwsim.gpio import PIN_POWER_FAIL
+from hwsim.hostproto import mask_card_numbers
 from hwsim.keypad import KeypadSim
 
 if TYPE_CHECKING:
@@ -39,6 +41,9 @@ Reply = dict[str, Any]
 Handler = Callable[[Request], Reply | None | Awaitable[Reply | None]]
 
 MAX_LINE = 1 << 20
+# A swipe is at most about 120 bytes (tracks 1 and 2 with sentinels); this leaves room
+# for overlong and noisy reads and keeps one request from filling the reader's port.
+MAX_RAW_SWIPE = 512
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
@@ -98,7 +103,7 @@ class ControlServer:
                     break
                 if not line.strip():
                     continue
-                request, problem = _parse(line)
+                request, problem = parse_request(line)
                 if request is None:
                     await _send(writer, _error(problem))
                     continue
@@ -124,20 +129,26 @@ class ControlServer:
         handler = self._handlers.get(op)
         if handler is None:
             known = ", ".join(sorted([*self._handlers, "keypad_listen"]))
-            return _error(f"unknown op {op!r}; known ops: {known}")
+            return _error(f"unknown op {mask_card_numbers(op[:40])!r}; known ops: {known}")
         try:
             result = handler(request)
             if inspect.isawaitable(result):
                 result = await result
         except (ValueError, TypeError) as exc:
-            log.info("%s refused: %s", op, exc)
-            return _error(str(exc))
+            # an error may quote what it was given: a card number goes back masked
+            why = mask_card_numbers(str(exc))
+            log.info("%s refused: %s", op, why)
+            return _error(why)
         except Exception as exc:
-            log.exception("%s failed", op)
-            return _error(f"{op} failed: {type(exc).__name__}: {exc}")
+            why = mask_card_numbers(f"{type(exc).__name__}: {exc}")
+            log.error("%s failed: %s", op, why, exc_info=not _quotes_numbers(exc))
+            return _error(f"{op} failed: {why}")
         finally:
             if self.on_dispatch is not None:
-                self.on_dispatch(op)
+                try:
+                    self.on_dispatch(op)
+                except Exception:
+                    log.exception("control: dispatch watcher failed")
         return {"ok": True, **(result or {})}
 
     async def _stream_keys(
@@ -165,16 +176,26 @@ async def _until_eof(reader: asyncio.StreamReader) -> None:
             pass
 
 
-def _parse(line: bytes) -> tuple[Request | None, str]:
+def parse_request(line: bytes) -> tuple[Request | None, str]:
+    """One request (a JSON object), or None and what is wrong with it. JSON's strict
+    form only: NaN and Infinity are refused, as is nesting too deep to parse."""
     try:
-        request = json.loads(line.decode("utf-8"))
+        request = json.loads(line.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError:
         return None, "malformed request: not UTF-8"
     except json.JSONDecodeError as exc:
         return None, f"malformed request: not JSON ({exc.msg} at column {exc.colno})"
+    except ValueError as exc:
+        return None, f"malformed request: {exc}"
+    except RecursionError:
+        return None, "malformed request: nested too deeply"
     if not isinstance(request, dict):
         return None, 'malformed request: expected a JSON object like {"op": "info"}'
     return request, ""
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _error(message: str) -> Reply:
@@ -193,6 +214,11 @@ async def _send(writer: asyncio.StreamWriter, reply: Reply) -> None:
     data = json.dumps(reply, default=_jsonable, separators=(",", ":")) + "\n"
     writer.write(data.encode("utf-8"))
     await writer.drain()
+
+
+def _quotes_numbers(exc: BaseException) -> bool:
+    """Whether an exception's text holds a run of digits a traceback would show in clear."""
+    return mask_card_numbers(str(exc)) != str(exc)
 
 
 def claim_socket_path(path: str) -> None:
@@ -225,6 +251,8 @@ def arg(request: Request, name: str, kind: type, default: Any = _MISSING) -> Any
     value = request[name]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(f"{request.get('op')}: {name!r} must be a finite number")
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise RequestError(
             f"{request.get('op')}: {name!r} must be {kind.__name__}, not {value!r}"
@@ -302,8 +330,14 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
 
     def swipe(r: Request) -> Reply:
         if r.get("raw") is not None:
+            raw = r["raw"]
+            if not isinstance(raw, str):  # never quote it: it may be a track
+                raise RequestError(f"swipe: 'raw' must be str, not {type(raw).__name__}")
+            if len(raw) > MAX_RAW_SWIPE:
+                raise RequestError(f"swipe: raw reader output is {len(raw)} characters; a "
+                                   f"reader line is at most {MAX_RAW_SWIPE}")
             try:
-                data = arg(r, "raw", str).encode("latin-1")
+                data = raw.encode("latin-1")
             except UnicodeEncodeError:
                 raise RequestError("swipe: raw text must be Latin-1 (bytes 0..255)") from None
         elif r.get("bad") is not None:

@@ -13,6 +13,8 @@ means "until cleared".
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -75,8 +77,11 @@ def make_fault(kind: str, count: int, mti: str, params: dict[str, Any]) -> Fault
         if value is None:
             raise ValueError(f"fault {kind!r} needs {name}=")
         resolved[name] = value
-    if "seconds" in resolved and float(resolved["seconds"]) < 0:
-        raise ValueError(f"fault {kind!r}: seconds must not be negative")
+    if "seconds" in resolved:
+        seconds = resolved["seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                or not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"fault {kind!r}: seconds must be a number, 0 or more")
     if kind == "busy" and resolved["code"] not in ("91", "96"):
         raise ValueError(f"fault 'busy' takes code 91 or 96, got {resolved['code']!r}")
     if "code" in resolved and len(str(resolved["code"])) != 2:

@@ -134,27 +134,38 @@ def mask_pan(pan: str) -> str:
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
+
 # Fields a person may see on hwsim's wire timeline as they are; every other field is
 # shown only by its length, and field 2 masked. Card data (2, 14, 35, 36, 45, 52, 55)
 # is never in this list: a new field is hidden until someone decides it is safe.
 SHOWN_FIELDS: Final = frozenset({"3", "4", "7", "11", "12", "13", "22", "24", "25", "37",
                                  "38", "39", "41", "42", "49", "60", "62", "70", "90"})
-_PAN_LIKE = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_CARD_NUMBER_LIKE = re.compile(r"\d{13,}")
+
+
+def mask_card_numbers(text: str) -> str:
+    """`text` with every run of 13 or more digits masked like a card number (first 6
+    and last 4 kept): a PAN stays masked even run together with other digits."""
+    return _CARD_NUMBER_LIKE.sub(lambda m: mask_pan(m.group()), text)
 
 
 def wire_view(message: Message) -> dict[str, str]:
-    """The fields of a message as hwsim's page may show them: the MTI and SHOWN_FIELDS
-    as they are, field 2 masked (first 6, last 4), any other field as its length only.
-    A run of 13 to 19 digits inside a shown field is masked too, so a card number in a
-    field where none belongs still does not show."""
+    """The fields of a message as hwsim's page may show them: the MTI and SHOWN_FIELDS,
+    field 2 masked (first 6, last 4), any other field as its length only. In a shown
+    field every run of 13 or more digits is masked (`mask_card_numbers`), so a card
+    number in a field where none belongs still does not show; field 90, 42 digits by
+    design, is shown split into the original's MTI, STAN, field 7 and the rest when it
+    has that form, and masked like any other field when it has not."""
     view: dict[str, str] = {}
     for field, value in sorted(message.items(), key=lambda kv: _field_order(kv[0])):
         if field == "t":
             view["t"] = value
         elif field == "2":
             view["2"] = mask_pan(value)
+        elif field == "90" and original_of(value) is not None:
+            view["90"] = f"{value[:4]} {value[4:10]} {value[10:20]} {value[20:]}"
         elif field in SHOWN_FIELDS:
-            view[field] = _PAN_LIKE.sub(lambda m: mask_pan(m.group()), value)
+            view[field] = mask_card_numbers(value)
         else:
             view[field] = f"[{len(value)} characters hidden]"
     return view

@@ -59,7 +59,10 @@ class Hd44780Sim:
 
     def _changed(self) -> None:
         if self.on_change is not None:
-            self.on_change()
+            try:
+                self.on_change()
+            except Exception:  # a watcher's bug must not break the display
+                log.exception("hd44780: change watcher failed")
 
     def _power_on(self) -> None:
         # The PCF8574 powers up with every output high: E and RW high, so the
@@ -206,6 +209,14 @@ class BusFault:
         self._on = False
         self._left: int | None = None  # transfers still to refuse; None: until cleared
         self.refused = 0  # transfers refused since the fault was set
+        self.on_change: Callable[[], None] | None = None  # set, cleared, or ran out
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("display fault: change watcher failed")
 
     @property
     def active(self) -> bool:
@@ -220,6 +231,7 @@ class BusFault:
             self._on, self._left, self.refused = True, count or None, 0
         if power_loss:
             self._lcd.power_cycle()
+        self._changed()
         log.info("display at 0x%02x: I2C errors %s%s", self._address,
                  f"for {count} transfer(s)" if count else "until cleared",
                  ", module lost power" if power_loss else "")
@@ -228,12 +240,14 @@ class BusFault:
         """Answer again; the number of transfers refused while the fault was set."""
         with self._lock:
             refused, self._on, self._left = self.refused, False, None
+        self._changed()
         log.info("display at 0x%02x answers again (%d transfer(s) refused)",
                  self._address, refused)
         return refused
 
     def check(self) -> None:
         """Raise I2cNack if this transfer is to fail."""
+        ended = False
         with self._lock:
             if not self._on:
                 return
@@ -241,5 +255,7 @@ class BusFault:
             if self._left is not None:
                 self._left -= 1
                 if self._left <= 0:
-                    self._on, self._left = False, None
+                    self._on, self._left, ended = False, None, True
+        if ended:
+            self._changed()
         raise I2cNack(f"Remote I/O error: no ACK from 0x{self._address:02x}")

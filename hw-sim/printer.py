@@ -293,7 +293,7 @@ class PrinterSim:
     def torn_off(self) -> list[str]:
         """The uncut ends of old rolls taken out by `load_paper`, oldest first."""
         with self._lock:
-            return [_as_text(lines) for lines in self._torn]
+            return [receipt_text(lines) for lines in self._torn]
 
     def state(self) -> dict[str, object]:
         """The faults set, and what was thrown away while printing was stopped."""
@@ -327,12 +327,12 @@ class PrinterSim:
     def receipts(self) -> list[str]:
         """Every receipt cut so far, oldest first."""
         with self._lock:
-            return [_as_text(lines) for lines in self._receipts]
+            return [receipt_text(lines) for lines in self._receipts]
 
     def partial(self) -> str:
         """What is printed above the cutter but not yet cut."""
         with self._lock:
-            return _as_text(self._paper)
+            return receipt_text(self._paper)
 
     def receipt_lines(self, start: int = 0) -> list[list[PrintedLine]]:
         """Every receipt cut so far (from number `start`, 0 the first), line by line with
@@ -366,5 +366,8 @@ def realtime_status(n: int, *, paper_out: bool, cover_open: bool, offline: bool,
     return None
 
 
-def _as_text(lines: list[PrintedLine]) -> str:
+def receipt_text(lines: list[PrintedLine]) -> str:
+    """Printed lines as plain text, one line each, trailing blanks dropped."""
     return "\n".join(line.text.rstrip() for line in lines).rstrip()
+
+

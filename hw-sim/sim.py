@@ -285,6 +285,7 @@ class Simulator:
         self.gpio.on_output(lambda pin, level: web.changed(
             "outputs" if pin in (PIN_BUZZER, PIN_LED_ONLINE) else "status"))
         self.modem.on_change = lambda: web.changed("status")
+        self.expander.fault.on_change = lambda: web.changed("status")
         if self.host is not None:
             self.host.on_wire = web.wire_event
         assert self.control is not None

@@ -35,18 +35,21 @@ import ipaddress
 import json
 import logging
 import pathlib
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from hwsim.cards import BAD_SWIPE_KINDS, TEST_CARDS
-from hwsim.control import StartError
+from hwsim.control import StartError, parse_request
 from hwsim.gpio import PIN_BUZZER, PIN_LED_ONLINE, PIN_POWER_FAIL
 from hwsim.hostfaults import FAULT_KINDS
+from hwsim.hostproto import mask_card_numbers
 from hwsim.keypad import KEY_CODES
+from hwsim.printer import receipt_text
 
 if TYPE_CHECKING:
     from hwsim.sim import Simulator
@@ -59,7 +62,9 @@ STATIC_FILES = {"style.css": "text/css", "app.js": "text/javascript",
 DEFAULT_PORT = 8580
 WIRE_KEPT = 500  # wire events kept for a page that connects later
 LEDGER_SHOWN = 200  # newest ledger entries sent to the page
-CLIENT_BACKLOG = 2000  # messages queued for one page before it is dropped as too slow
+RECEIPTS_SHOWN = 50  # newest receipts on the roll of a page that connects
+CLIENT_BACKLOG = 8 << 20  # bytes queued for one page before it is closed as too slow
+MAX_REQUEST = 1 << 16  # bytes of one request from the page
 TOPICS = ("display", "outputs", "status", "ledger", "paper", "wire")
 # The ops a person at the page may ask for; the firmware's own (I2C, GPIO) are not here.
 PAGE_OPS = frozenset({
@@ -100,6 +105,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class Client:
+    """One open page: its WebSocket, what waits to be sent to it, and what it was sent
+    last of each part (so each page gets each change once, whenever it connected)."""
+
+    def __init__(self, ws: web.WebSocketResponse, receipts: int, wire: int) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queued = 0  # bytes in the queue
+        self.last: dict[str, str] = {}  # topic -> JSON last sent (whole-state topics)
+        self.receipts = receipts  # receipts it has, counted from the first
+        self.wire = wire  # sequence number of the last wire event it has
+        self.closed = False
+
+    def put(self, text: str) -> bool:
+        """Queue `text`; False (and the page closed) when it is too far behind."""
+        if self.closed:
+            return False
+        if self.queued + len(text) > CLIENT_BACKLOG:
+            log.warning("web page too slow (%d bytes waiting for it): closed; it reconnects "
+                        "and starts afresh", self.queued)
+            self.close()
+            return False
+        self.queued += len(text)
+        self.queue.put_nowait(text)
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+            asyncio.ensure_future(self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER,
+                                                message=b"too slow"))
+
+
 class WebUI:
     """The page's server, attached to a started `Simulator` (see the module docstring)."""
 
@@ -109,21 +148,36 @@ class WebUI:
         self.port = port
         self.loopback_only = is_loopback(host)
         self._runner: web.AppRunner | None = None
-        self._clients: dict[web.WebSocketResponse, asyncio.Queue[str | None]] = {}
+        self._clients: set[Client] = set()
         self._dirty: set[str] = set()
         self._flush_pending = False
-        self._last: dict[str, str] = {}  # topic -> JSON last sent to every page
         self._wire: deque[Message] = deque(maxlen=WIRE_KEPT)
         self._wire_seq = 0
-        self._wire_sent = 0  # sequence number of the last wire event sent
-        self._receipts_sent = 0
         self._pngs: dict[int, bytes] = {}  # receipt number -> its image (receipts never change)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):  # every address: this machine's own is one
+            host = "127.0.0.1" if host != "::" else "::1"
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/"
+
+    def host_allowed(self, name: str) -> bool:
+        """Whether a request for host `name` is answered. On loopback: loopback names only.
+        On another address: IP addresses, localhost and this machine's own names, never
+        another name (a page of another site, its name rebound to this address, must not
+        reach it)."""
+        if self.loopback_only:
+            return is_loopback(name)
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        own = {"localhost", socket.gethostname().lower(), socket.getfqdn().lower()}
+        return name.lower() in own
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -159,10 +213,11 @@ class WebUI:
         return self.url
 
     async def stop(self) -> None:
-        for ws, queue in list(self._clients.items()):
-            queue.put_nowait(None)
+        for client in list(self._clients):
+            client.closed = True
+            client.queue.put_nowait(None)
             with contextlib.suppress(Exception):
-                await ws.close()
+                await client.ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -190,35 +245,44 @@ class WebUI:
         self._flush_pending = False
         dirty, self._dirty = self._dirty, set()
         for topic in TOPICS:
-            if topic in dirty:
-                message = self._build(topic, initial=False)
-                if message is not None:
-                    self._broadcast(topic, message)
-
-    def _broadcast(self, topic: str, message: Message) -> None:
-        text = json.dumps(message, separators=(",", ":"))
-        if topic not in ("paper", "wire"):  # these carry only what is new
-            if self._last.get(topic) == text:
-                return
-            self._last[topic] = text
-        for ws, queue in list(self._clients.items()):
-            if queue.qsize() >= CLIENT_BACKLOG:
-                log.warning("web page client too slow (%d messages behind): dropped",
-                            queue.qsize())
-                del self._clients[ws]
-                queue.put_nowait(None)
+            if topic not in dirty:
                 continue
-            queue.put_nowait(text)
+            if topic in ("paper", "wire"):  # what is new to each page
+                for client in list(self._clients):
+                    self._send_news(client, topic)
+                continue
+            text = _json(self._build(topic))
+            for client in list(self._clients):
+                if client.last.get(topic) != text:
+                    client.last[topic] = text
+                    client.put(text)
+
+    def _send_news(self, client: Client, topic: str) -> None:
+        if topic == "paper":
+            message = self._paper(client)
+            text = _json(message)
+            if message["receipts"] or client.last.get("paper-state") != _json(
+                    {"count": message["count"], "partial": message["partial"]}):
+                client.last["paper-state"] = _json({"count": message["count"],
+                                                    "partial": message["partial"]})
+                client.put(text)
+        else:
+            events = [e for e in self._wire if e["seq"] > client.wire]
+            client.wire = self._wire_seq
+            if events:
+                client.put(_json({"type": "wire", "events": events}))
 
     # -- what the page shows --------------------------------------------------------
 
-    def _build(self, topic: str, *, initial: bool) -> Message | None:
-        builders: dict[str, Callable[[bool], Message | None]] = {
-            "display": lambda _: self._display(), "outputs": lambda _: self._outputs(),
-            "status": lambda _: self._status(), "ledger": lambda _: self._ledger(),
-            "paper": self._paper, "wire": self._wire_events,
-        }  # fmt: skip
-        return builders[topic](initial)
+    def _build(self, topic: str) -> Message:
+        """The whole state of a part the page shows (display, outputs, status, ledger)."""
+        if topic == "display":
+            return self._display()
+        if topic == "outputs":
+            return self._outputs()
+        if topic == "status":
+            return self._status()
+        return self._ledger()
 
     def _hello(self) -> Message:
         return {
@@ -276,30 +340,24 @@ class WebUI:
                 "charged_total": sum(e["amount"] for e in entries if e["charged"]),
                 "credited_total": sum(e["amount"] for e in entries if e["credited"])}
 
-    def _paper(self, initial: bool) -> Message:
+    def _paper(self, client: Client) -> Message:
+        """The receipts `client` does not have yet (the newest RECEIPTS_SHOWN at most) and
+        what is above the cutter."""
         printer = self.sim.printer
         count = printer.receipt_count()
-        start = 0 if initial else min(self._receipts_sent, count)
-        new = printer.receipts()[start:]
-        if not initial:
-            self._receipts_sent = count
+        start = max(client.receipts, count - RECEIPTS_SHOWN)
+        new = printer.receipt_lines(start)
+        client.receipts = start + len(new)
         partial_lines = printer.partial_lines()
         partial = None
         if partial_lines:
             version = hashlib.sha1(
-                json.dumps([line.as_dict() for line in partial_lines]).encode()).hexdigest()[:12]
-            partial = {"url": f"/receipts/partial.png?v={version}", "text": printer.partial()}
+                _json([line.as_dict() for line in partial_lines]).encode()).hexdigest()[:12]
+            partial = {"url": f"/receipts/partial.png?v={version}",
+                       "text": receipt_text(partial_lines)}
         return {"type": "paper", "count": count, "partial": partial,
                 "receipts": [{"index": start + i + 1, "url": f"/receipts/{start + i + 1}.png",
-                              "text": text} for i, text in enumerate(new)]}
-
-    def _wire_events(self, initial: bool) -> Message | None:
-        events = [e for e in self._wire if initial or e["seq"] > self._wire_sent]
-        if not initial:
-            self._wire_sent = self._wire_seq
-            if not events:
-                return None
-        return {"type": "wire", "events": events}
+                              "text": receipt_text(lines)} for i, lines in enumerate(new)]}
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -307,11 +365,13 @@ class WebUI:
     async def _guard(self, request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                      ) -> web.StreamResponse:
-        """Loopback names only (when bound to loopback), and strict headers on answers."""
-        if self.loopback_only and not is_loopback(_hostname(request.host)):
+        """Only names that cannot be rebound to it (see `host_allowed`), and strict headers
+        on answers."""
+        if not self.host_allowed(_hostname(request.host)):
             log.warning("web page: refused a request for host %r", request.host)
             return web.Response(status=421, text="this simulator page answers only to "
-                                "localhost or 127.0.0.1\n")
+                                + ("localhost or 127.0.0.1" if self.loopback_only else
+                                   "an IP address, localhost or this machine's name") + "\n")
         response = await handler(request)
         if not response.prepared:
             response.headers["Content-Security-Policy"] = CSP
@@ -338,10 +398,11 @@ class WebUI:
         number = int(request.match_info["number"])
         png = self._pngs.get(number)
         if png is None:
-            receipts = self.sim.printer.receipt_lines()
-            if not 1 <= number <= len(receipts):
-                raise web.HTTPNotFound(text=f"no receipt {number}: {len(receipts)} printed\n")
-            png = await asyncio.to_thread(_render, receipts[number - 1], True)
+            count = self.sim.printer.receipt_count()
+            if not 1 <= number <= count:
+                raise web.HTTPNotFound(text=f"no receipt {number}: {count} printed\n")
+            lines = self.sim.printer.receipt_lines(number - 1)[0]
+            png = await asyncio.to_thread(_render, lines, True)
             self._pngs[number] = png
         return web.Response(body=png, content_type="image/png")
 
@@ -360,72 +421,68 @@ class WebUI:
             log.warning("web page: refused a WebSocket from origin %r", origin)
             return web.Response(status=403, text="WebSocket only from this simulator's own "
                                 "page (origin mismatch)\n")
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 16)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_REQUEST)
         await ws.prepare(request)
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        for message in [self._hello(), *(self._build(t, initial=True) for t in TOPICS)]:
-            if message is not None:
-                queue.put_nowait(json.dumps(message, separators=(",", ":")))
-        self._catch_up()
-        self._clients[ws] = queue
-        sender = asyncio.create_task(self._send_loop(ws, queue))
+        if self._flush_pending:
+            self._flush()  # the pages already open get what changed before this one came
+        client = Client(ws, receipts=0, wire=0)
+        client.put(_json(self._hello()))
+        for topic in TOPICS:
+            if topic in ("paper", "wire"):
+                self._send_news(client, topic)
+            else:
+                client.last[topic] = _json(self._build(topic))
+                client.put(client.last[topic])
+        self._clients.add(client)
+        sender = asyncio.create_task(self._send_loop(client))
         log.info("web page connected (%d open)", len(self._clients))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    queue.put_nowait(json.dumps(await self._answer(msg.data),
-                                                separators=(",", ":")))
+                    if not client.put(_json(await self._answer(msg.data))):
+                        break  # too far behind: closed, it reconnects
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
-            self._clients.pop(ws, None)
-            queue.put_nowait(None)
+            self._clients.discard(client)
+            client.closed = True
+            client.queue.put_nowait(None)
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await sender
             log.info("web page disconnected (%d open)", len(self._clients))
         return ws
 
-    def _catch_up(self) -> None:
-        """A page that connects gets everything now: what was sent before no longer
-        needs comparing, and what comes next is new to every page. Changes not yet sent
-        to the pages already open go to them first."""
-        if self._flush_pending:
-            self._flush()
-        self._last = {t: json.dumps(m, separators=(",", ":")) for t in TOPICS
-                      if t not in ("paper", "wire") and (m := self._build(t, initial=True))}
-        self._receipts_sent = self.sim.printer.receipt_count()
-        self._wire_sent = self._wire_seq
-
-    async def _send_loop(self, ws: web.WebSocketResponse, queue: asyncio.Queue[str | None]
-                         ) -> None:
-        while (text := await queue.get()) is not None:
-            if ws.closed:
+    async def _send_loop(self, client: Client) -> None:
+        while (text := await client.queue.get()) is not None:
+            client.queued -= len(text)
+            if client.ws.closed:
                 return
             try:
-                await ws.send_str(text)
+                await client.ws.send_str(text)
             except ConnectionError:
                 return
 
     async def _answer(self, data: str) -> Message:
         """One request from the page: the control reply, with the request's id."""
-        try:
-            request = json.loads(data)
-        except ValueError:
-            return {"type": "reply", "id": None, "ok": False, "error": "not JSON"}
-        if not isinstance(request, dict):
-            return {"type": "reply", "id": None, "ok": False,
-                    "error": 'expected a JSON object like {"id": 1, "op": "press"}'}
+        request, problem = parse_request(data.encode("utf-8", "surrogatepass"))
+        if request is None:
+            return {"type": "reply", "id": None, "ok": False, "error": problem}
         ident = request.pop("id", None)
-        if not isinstance(ident, int | str | None):
+        if not isinstance(ident, int | str) or isinstance(ident, bool):
             ident = None
         op = request.get("op")
-        if op not in PAGE_OPS:
+        if not isinstance(op, str) or op not in PAGE_OPS:
+            shown = mask_card_numbers(repr(op))[:40]
             return {"type": "reply", "id": ident, "ok": False,
-                    "error": f"op {op!r} is not available from the page; "
+                    "error": f"op {shown} is not available from the page; "
                              f"available: {', '.join(sorted(PAGE_OPS))}"}
         assert self.sim.control is not None
-        reply = await self.sim.control.dispatch(request)
+        reply = await self.sim.control.dispatch(request)  # errors come back masked
         return {"type": "reply", "id": ident, **reply}
+
+
+def _json(message: object) -> str:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
 def _render(lines: Any, cut: bool) -> bytes:

@@ -9,6 +9,7 @@ in test_web_browser.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pathlib
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hwsim.client import HwsimError
 from hwsim.control import StartError
 from hwsim.hostproto import wire_view
 from hwsim.receipt_image import receipt_png
@@ -141,7 +143,18 @@ def test_other_sites_can_neither_reach_the_page_nor_open_its_websocket(rig: Rig)
             async with s.get(f"http://localhost:{port}/") as r:
                 assert r.status == 200
     run(go())
-    rig.hw.wait_display("ENTER AMOUNT")  # nothing was pressed from outside
+
+
+def test_bound_to_every_address_it_still_refuses_names_that_could_be_rebound() -> None:
+    from hwsim.web import WebUI
+
+    ui = WebUI(sim=None, host="0.0.0.0", port=8580)  # type: ignore[arg-type]
+    assert ui.url == "http://127.0.0.1:8580/"
+    assert ui.host_allowed("192.168.1.20") and ui.host_allowed("::1")
+    assert ui.host_allowed("localhost") and ui.host_allowed(socket.gethostname())
+    assert not ui.host_allowed("evil.example") and not ui.host_allowed("127.0.0.1.nip.io")
+    loop = WebUI(sim=None, host="127.0.0.1", port=8580)  # type: ignore[arg-type]
+    assert loop.host_allowed("localhost") and not loop.host_allowed("192.168.1.20")
 
 
 def test_the_page_may_ask_only_for_what_a_person_at_the_terminal_does(rig: Rig) -> None:
@@ -237,9 +250,11 @@ def test_changes_are_pushed_and_nothing_is_sent_while_nothing_changes(rig: Rig) 
 def test_a_timeout_injected_from_the_page_shows_and_is_reversed(rig: Rig) -> None:
     async def go() -> None:
         async with Page(rig.web_url) as page:
+            start = len(page.frames)
             assert (await page.send("host_fault", kind="swallow", count=1, mti="0200"))["ok"]
             status = await page.wait(lambda f: f["type"] == "status"
-                                     and f["host"]["faults"])
+                                     and f["host"]["faults"], start=start)
+            with_fault = page.frames.index(status)
             assert status["host"]["faults"][0]["kind"] == "swallow"
             await page.send("press", keys=list("500") + ["OK"])
             await page.wait_display("SWIPE CARD")
@@ -251,7 +266,9 @@ def test_a_timeout_injected_from_the_page_shows_and_is_reversed(rig: Rig) -> Non
             assert notes
             await page.wait(lambda f: f["type"] == "ledger" and f["entries"]
                             and f["entries"][-1]["reversed"], timeout=30)
-            await page.wait(lambda f: f["type"] == "status" and not f["host"]["faults"])
+            await page.wait(lambda f: f["type"] == "status" and not f["host"]["faults"],
+                            start=with_fault + 1)
+            assert rig.hw.request("host_faults")["faults"] == []
     run(go())
     entries = rig.hw.ledger()
     assert entries and not any(e["charged"] for e in entries)
@@ -289,6 +306,189 @@ def test_no_card_data_leaves_the_server_unmasked(rig: Rig) -> None:
     assert "TESTER/PAGE" not in sent and "=2909" not in sent and "^2909" not in sent
 
 
+def test_errors_never_echo_a_card_number_or_a_track(rig: Rig) -> None:
+    """Every refusal quoting what it was given, from the page and from the control
+    socket, and hwsim's log: a card number comes back masked, a track never."""
+    pan = luhn_pan("45399999")
+    track = f";{pan}=29091010000000?"
+    bad_requests = [
+        ("swipe", {"pan": int(pan)}), ("swipe", {"raw": [track]}), ("swipe", {"bad": track}),
+        ("host_fault", {"kind": "busy", "code": pan}), ("host_fault", {"kind": track}),
+        ("host_fault", {"kind": "delay", "seconds": pan}), ("modem", {pan: 1}),
+        ("printer_fault", {track: True}), ("primary", {"action": track}),
+        ("power", {"state": pan}), ("battery", {"percent": track}), (pan, {}),
+    ]
+
+    async def go() -> list[str]:
+        async with Page(rig.web_url) as page:
+            replies = [await page.send(op, **params) for op, params in bad_requests]
+        return [json.dumps(r) for r in replies]
+
+    from_page = run(go())
+    from_socket = []
+    for op, params in bad_requests:
+        with pytest.raises(HwsimError) as err:
+            rig.hw.request(op, **params)
+        from_socket.append(str(err.value))
+    for text in from_page + from_socket + [(rig.tmp / "hwsim.log").read_text()]:
+        assert pan not in text and "=2909101" not in text, text[-400:]
+    assert any(pan[:6] + "******" + pan[-4:] in t for t in from_page)
+
+
+def test_numbers_json_does_not_allow_are_refused_everywhere(rig: Rig) -> None:
+    async def go() -> None:
+        async with Page(rig.web_url) as page:
+            for text in ('{"id": 1, "op": "printer_fault", "slow_seconds": NaN}',
+                         '{"id": 2, "op": "host_fault", "kind": "delay", "seconds": Infinity}',
+                         '{"id": 3, "op": "battery", "rate": -Infinity}',
+                         '{"id": 4, "op": ' + "[" * 10_000 + "]" * 10_000 + "}"):
+                await page.ws.send_str(text)
+            await page.ws.send_str(json.dumps({"id": 5, "op": ["press"]}))
+            await page.wait(lambda f: f["type"] == "reply" and f["id"] == 5)
+            errors = [f["error"] for f in page.frames if f["type"] == "reply"]
+            assert len(errors) == 5 and all(errors), errors
+            assert sum("is not a number JSON allows" in e for e in errors) == 3, errors
+            assert "nested too deeply" in errors[3] and "not available" in errors[4]
+            # the page is still served, and its state is valid JSON for a browser
+            assert (await page.send("press", keys=["1"]))["ok"]
+            await page.wait_display("EUR 0.01")
+            assert all("NaN" not in raw and "Infinity" not in raw for raw in page.raw
+                       if '"type":"reply"' not in raw)
+    run(go())
+    for request in ('{"op": "printer_fault", "slow_seconds": NaN}',
+                    '{"op": "host_fault", "kind": "late", "seconds": 1e999}'):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(str(rig.sim_dir / "control.sock"))
+        sock.sendall(request.encode() + b"\n")
+        answer = json.loads(sock.makefile().readline())
+        sock.close()
+        assert answer["ok"] is False and ("JSON allows" in answer["error"]
+                                          or "finite" in answer["error"]
+                                          or "0 or more" in answer["error"]), answer
+    state = rig.hw.request("printer_state")
+    assert state["slow_seconds"] == 0.0
+
+
+def test_a_page_that_reads_nothing_is_closed_and_costs_hwsim_nothing(rig: Rig) -> None:
+    assert rig.sim is not None
+    rss_before = _rss_kb(rig.sim.pid)
+    long_op = "x" * 200  # each refusal lists the ops: some 400 bytes a reply
+
+    # a client that never reads (a small receive buffer it never empties): its socket
+    # fills, then hwsim's queue for it
+    host, port = rig.web_url[len("http://"):].rstrip("/").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n\r\n"
+                  ).encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(1)
+    assert b" 101 " in answer.split(b"\r\n")[0]
+    request = _masked_frame(json.dumps({"op": long_op}).encode())
+    sock.settimeout(5)
+    with contextlib.suppress(OSError):  # the server closes it: a reset or a timeout
+        for _ in range(40_000):
+            sock.sendall(request)
+    deadline = time.monotonic() + 20
+    while "web page too slow" not in (rig.tmp / "hwsim.log").read_text():
+        assert time.monotonic() < deadline, "the page that read nothing was never closed"
+        time.sleep(0.1)
+    sock.close()
+    assert _rss_kb(rig.sim.pid) - rss_before < 60_000  # bounded by the 8 MB backlog
+    started = time.monotonic()
+    rig.hw.display()  # hwsim still answers at once
+    assert time.monotonic() - started < 1.0
+    rig.sale("300")
+    rig.hw.wait_display("APPROVED")
+
+
+def test_a_card_port_nobody_reads_refuses_swipes_and_hwsim_goes_on(tmp_path: pathlib.Path
+                                                                   ) -> None:
+    """Without the firmware nothing reads the reader's port: swipes fill it, and then
+    are refused with a reason instead of stopping the simulator. A line longer than any
+    reader sends is refused outright."""
+    with Rig(tmp_path, web=True) as rig:
+        rig.start_sim()
+        with pytest.raises(HwsimError, match="reader line is at most 512"):
+            rig.hw.swipe(raw="0" * 600)
+        with pytest.raises(HwsimError, match="port is full, nothing reads it"):
+            for _ in range(1000):
+                rig.hw.swipe(bad="overlong")
+        started = time.monotonic()
+        assert len(rig.hw.display()) == 4
+        assert time.monotonic() - started < 1.0
+
+
+def test_a_display_fault_that_runs_out_shows_as_ended(tmp_path: pathlib.Path) -> None:
+    with Rig(tmp_path, web=True) as rig:
+        rig.start_sim()  # no firmware: the only transfers are the test's
+
+        async def go() -> None:
+            async with Page(rig.web_url) as page:
+                await page.send("display_fault", count=1)
+                await page.wait(lambda f: f["type"] == "status"
+                                and f["display_fault"]["active"])
+                start = len(page.frames)
+                with pytest.raises(HwsimError):
+                    rig.hw.request("i2c_write", bus=1, addr=0x27, data=[0x08])
+                await page.wait(lambda f: f["type"] == "status"
+                                and not f["display_fault"]["active"], start=start)
+        run(go())
+
+
+def test_pages_opened_at_different_times_see_the_same_terminal(rig: Rig) -> None:
+    async def go() -> None:
+        async with Page(rig.web_url) as first:
+            rig.sale("110")
+            rig.hw.wait_display("APPROVED")
+            rig.wait_receipts(1)
+            rig.hw.press("OK")
+            async with Page(rig.web_url) as second:
+                rig.sale("220")
+                rig.hw.wait_display("APPROVED")
+                rig.wait_receipts(2)
+                for page in (first, second):
+                    await page.wait(lambda f: f["type"] == "paper" and f["count"] == 2)
+                await asyncio.sleep(0.5)
+                rows = rig.hw.display()
+                for page in (first, second):
+                    got = [r["index"] for f in page.frames if f["type"] == "paper"
+                           for r in f["receipts"]]
+                    assert got == [1, 2]  # each receipt once
+                    assert page.latest("display")["rows"] == rows
+                    assert page.latest("ledger")["charged_total"] == 330
+                    seqs = [e["seq"] for f in page.frames if f["type"] == "wire"
+                            for e in f["events"]]
+                    assert seqs == sorted(set(seqs)) and seqs[-1] - seqs[0] + 1 >= len(seqs)
+                assert first.latest("status") == second.latest("status")
+                wire_first = {e["seq"] for f in first.frames if f["type"] == "wire"
+                              for e in f["events"]}
+                wire_second = {e["seq"] for f in second.frames if f["type"] == "wire"
+                               for e in f["events"]}
+                assert wire_second <= wire_first and max(wire_second) == max(wire_first)
+    run(go())
+
+
+def _masked_frame(data: bytes) -> bytes:
+    """One WebSocket text frame as a client sends it (masked; the mask is fixed here)."""
+    mask = b"\x01\x02\x03\x04"
+    size = len(data)
+    head = bytes([0x81, 0x80 | size]) if size < 126 else \
+        bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def _rss_kb(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def test_wire_view_masks_every_kind_of_card_data() -> None:
     pan = "4761739001010010"
     message = {"t": "0200", "2": pan, "3": "000000", "4": "000000001250", "14": "3012",
@@ -302,6 +502,15 @@ def test_wire_view_masks_every_kind_of_card_data() -> None:
     for field in ("14", "35", "45", "52", "55", "63"):
         assert view[field] == f"[{len(message[field])} characters hidden]"
     assert view["3"] == "000000" and view["4"] == "000000001250" and view["t"] == "0200"
+    # a card number run together with other digits is masked all the same
+    joined = wire_view({"t": "0200", "62": pan + "3012", "60": "000001"})
+    assert pan not in json.dumps(joined) and joined["62"].startswith("476173")
+    assert joined["60"] == "000001"
+    # field 90 names an original: shown split; anything else in it is masked
+    original = "0200" + "000123" + "1124031135" + "0" * 22
+    assert wire_view({"t": "0400", "90": original})["90"] == \
+        "0200 000123 1124031135 " + "0" * 22
+    assert pan not in json.dumps(wire_view({"t": "0400", "90": pan + "0" * 26}))
 
 
 def test_web_address_parsing() -> None:
