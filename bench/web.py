@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.browser import find_chromium, launch  # noqa: E402
+from tests.browser import find_chromium, launch, open_terminal_page  # noqa: E402
 from tests.rig import Rig  # noqa: E402
 
 # keys that each change the screen: digits then CLEARs back to an empty amount
@@ -48,11 +48,7 @@ def main() -> int:
         rig.start()
         rig.wait_online()
         browser = launch(playwright, chromium)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(rig.web_url)
-        # the function form: the page's CSP allows no eval of a string expression
-        page.wait_for_function(
-            "() => document.querySelector('#display')?.textContent.includes('ENTER AMOUNT')")
+        page = open_terminal_page(browser, rig.web_url)
         for n in range(args.clicks + len(CYCLE)):  # the first cycle warms up
             key = CYCLE[n % len(CYCLE)]
             before = page.evaluate("window.hwsimPage.latencies.length")

@@ -20,6 +20,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
+from hwsim.watch import notify
+
 log = logging.getLogger(__name__)
 
 COLS = 20
@@ -58,11 +60,7 @@ class Hd44780Sim:
         self._changed()
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:  # a watcher's bug must not break the display
-                log.exception("hd44780: change watcher failed")
+        notify(self.on_change, "hd44780")
 
     def _power_on(self) -> None:
         # The PCF8574 powers up with every output high: E and RW high, so the
@@ -212,11 +210,7 @@ class BusFault:
         self.on_change: Callable[[], None] | None = None  # set, cleared, or ran out
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("display fault: change watcher failed")
+        notify(self.on_change, "display fault")
 
     @property
     def active(self) -> bool:

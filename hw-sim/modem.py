@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hwsim.gpio import GpioSim
+from hwsim.watch import notify
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,7 @@ class ModemSim:
         self._changed()  # every change of state the terminal can see comes with a line
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("modem: change watcher failed")
+        notify(self.on_change, "modem")
 
     # -- power --------------------------------------------------------------------
     def _on_pin(self, pin: int, level: int) -> None:

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hwsim.escpos_stream import DLE, Command, EscPosDecoder
+from hwsim.watch import notify
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,7 @@ class PrinterSim:
         self.on_change: Callable[[], None] | None = None
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:  # a watcher's bug must not stop the printer
-                log.exception("printer sim: change watcher failed")
+        notify(self.on_change, "printer sim")
 
     # -- server -----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import find_chromium, launch  # noqa: E402
+from tests.browser import find_chromium, launch, open_terminal_page  # noqa: E402
 from tests.rig import Rig, _env  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
@@ -39,10 +39,8 @@ def main() -> int:
         rig.start()
         rig.wait_online()
         browser = launch(playwright, chromium)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(rig.web_url)
+        page = open_terminal_page(browser, rig.web_url)
         display = page.locator("#display")
-        expect(display).to_contain_text("ENTER AMOUNT")
         for key in ("1", "2", "5", "0", "OK"):
             page.click(f'[data-key="{key}"]')
         expect(display).to_contain_text("SWIPE CARD")

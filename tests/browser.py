@@ -38,3 +38,13 @@ def launch(playwright: Any, executable: str) -> Any:
     """A headless Chromium (Playwright gives it a new empty profile of its own)."""
     return playwright.chromium.launch(executable_path=executable, headless=True,
                                       args=CHROMIUM_ARGS)
+
+
+def open_terminal_page(browser: Any, url: str) -> Any:
+    """hwsim's web page at `url` in a new 1400 x 900 page, once it shows the idle screen."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    # the function form: the page's CSP allows no eval of a string expression
+    page.wait_for_function(
+        "() => document.querySelector('#display')?.textContent.includes('ENTER AMOUNT')")
+    return page
