@@ -463,7 +463,9 @@ def test_garbage_without_cr_then_pause_then_swipe_on_the_port(
 
 
 def test_unplugged_mid_swipe_is_one_bad_read_then_one_fault(tmp_path: Path) -> None:
-    sim = CardReaderSim()
+    # through a link, as a USB reader's by-id path: unplugged, it is gone. The pty's own
+    # path is not, for long: another test's pty may take its number and "plug it back".
+    sim = CardReaderSim(link=str(tmp_path / "ttyCARD"))
     reader = MagstripeReader(sim.open(), retry_base=0.05, retry_cap=0.1)
     reader.open()
 
