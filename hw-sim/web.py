@@ -260,12 +260,10 @@ class WebUI:
     def _send_news(self, client: Client, topic: str) -> None:
         if topic == "paper":
             message = self._paper(client)
-            text = _json(message)
-            if message["receipts"] or client.last.get("paper-state") != _json(
-                    {"count": message["count"], "partial": message["partial"]}):
-                client.last["paper-state"] = _json({"count": message["count"],
-                                                    "partial": message["partial"]})
-                client.put(text)
+            state = _json({"count": message["count"], "partial": message["partial"]})
+            if message["receipts"] or client.last.get("paper") != state:
+                client.last["paper"] = state  # what it has besides the receipts
+                client.put(_json(message))
         else:
             events = [e for e in self._wire if e["seq"] > client.wire]
             client.wire = self._wire_seq
