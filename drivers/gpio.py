@@ -9,6 +9,7 @@ numbering. `NoPins` is for terminals without GPIO. Library errors become
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from firmware.errors import GpioError
@@ -32,6 +33,7 @@ class GpioModule(Protocol):
     HIGH: Any
     LOW: Any
     PUD_UP: Any
+    BOTH: Any
 
     def setmode(self, mode: Any) -> None: ...
 
@@ -44,6 +46,11 @@ class GpioModule(Protocol):
     def input(self, channel: int) -> Any: ...
 
     def cleanup(self, *args: Any) -> None: ...
+
+    def add_event_detect(self, channel: int, edge: Any, callback: Any = None,
+                         bouncetime: Any = None) -> None: ...
+
+    def remove_event_detect(self, channel: int) -> None: ...
 
 
 def load_rpi_gpio() -> GpioModule:
@@ -78,6 +85,7 @@ class Pins:
         self._buzzer = buzzer_pin
         self._power_fail = power_fail_pin
         self._closed = False
+        self._watched = False  # edge detection on the power-fail input
         try:
             gpio.setwarnings(False)
             gpio.setmode(gpio.BCM)
@@ -112,11 +120,29 @@ class Pins:
         pin = self._power_fail
         return bool(self._call(f"read pin {pin} (power-fail)", self._gpio.input, pin))
 
+    def watch_power(self, changed: Callable[[], None]) -> None:
+        """Call `changed()` (in the GPIO library's own thread) at every edge of the
+        power-fail input, so that mains is read when it changes instead of polled.
+        GpioError when the library cannot detect edges on the pin."""
+        self._check_open()
+        pin = self._power_fail
+        if self._watched:  # a watcher started again: the new callback replaces the old
+            self._call(f"stop watching pin {pin}", self._gpio.remove_event_detect, pin)
+            self._watched = False
+        self._call(f"watch pin {pin} (power-fail) for edges", self._gpio.add_event_detect,
+                   pin, self._gpio.BOTH, callback=lambda _channel: changed())
+        self._watched = True
+
     def close(self) -> None:
         """Switch the outputs off and release this driver's pins (only these)."""
         if self._closed:
             return
         self._closed = True
+        if self._watched:
+            try:
+                self._gpio.remove_event_detect(self._power_fail)
+            except _GPIO_ERRORS as exc:
+                log.debug("gpio: edge detection on pin %d: %s", self._power_fail, exc)
         for pin in (self._led, self._buzzer):
             try:
                 self._gpio.output(pin, self._gpio.LOW)
@@ -154,6 +180,9 @@ class NoPins:
 
     def power_ok(self) -> bool:
         return True
+
+    def watch_power(self, changed: Callable[[], None]) -> None:
+        pass  # mains never changes: nothing to tell
 
     def close(self) -> None:
         pass

@@ -1,9 +1,9 @@
 """Magnetic stripe card reader on a serial port (pyserial).
 
-A reader thread owns the port: it reads with a short timeout, cuts the byte
-stream into lines at CR (or LF), parses each line and hands the resulting event
-to the event loop with `call_soon_threadsafe`. `run` delivers those events to
-`emit` until it is cancelled, then stops the thread.
+The port's file descriptor is watched by the event loop (`add_reader`): no
+thread, no polling. When the reader sends bytes, `run` reads what the kernel
+holds without blocking, cuts the byte stream into lines at CR (or LF), parses
+each line and hands the resulting event to `emit`, until it is cancelled.
 
 Bytes the reader never ends with a line end are given up once the line has been
 quiet for `inter_byte_timeout` seconds (see `LineFramer`): every input ends in a
@@ -15,7 +15,7 @@ A reader that is not there, or goes away (a USB-serial reader unplugged: the
 port reads EIO or hangs up, its path disappears; any SerialException or OSError)
 starts an outage: one ERROR log line naming the path and the error, one
 `ConditionChanged("card_reader", "CARD READER FAULT")`, and a swipe the fault cut
-short becomes one bad read. The thread then tries to reopen the path after pauses
+short becomes one bad read. `run` then tries to reopen the path after pauses
 that double from `retry_base` up to `retry_cap` seconds, each drawn at random in
 its upper half (so a fleet does not retry in step, yet never hammers the port),
 and when the port opens again logs that the reader is back, emits
@@ -23,8 +23,9 @@ and when the port opens again logs that the reader is back, emits
 start (`open(required=False)`) begins in that state. `run` itself never fails for
 a device problem, so its supervisor never restarts it for one.
 
-Idle, the thread wakes once per `read_timeout` (a read that found nothing);
-during an outage only once per reopen attempt. Track data never reaches a log:
+Idle, the reader never wakes the process: only bytes from the reader do, and
+the framer's timer runs only while part of a line is held; during an outage it
+wakes once per reopen attempt. Track data never reaches a log:
 the wire logger shows the line length and the masked account number of a good
 swipe only.
 """
@@ -37,7 +38,6 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +56,6 @@ wire = logging.getLogger("posterm.wire.card_reader")
 
 DEVICE = "card_reader"
 FAULT_TEXT = "CARD READER FAULT"  # the idle screen's line while the reader is away
-READ_TIMEOUT = 0.1  # seconds a read may block, which bounds how long stopping takes
 # Pauses between attempts to reopen a lost port: the ceiling doubles from RETRY_BASE to
 # RETRY_CAP; each pause is drawn in the upper half of its ceiling. A reader plugged back
 # in is found again within RETRY_CAP seconds.
@@ -64,7 +63,8 @@ RETRY_BASE = 0.5
 RETRY_CAP = 8.0
 # Seconds of silence after which bytes without a line end are given up as a bad read.
 # A swipe is one burst (~0.1 s, ~1 ms between bytes); a person cannot swipe again this
-# fast. The framer's, not pyserial's inter_byte_timeout. Noticed within one READ_TIMEOUT.
+# fast. The framer's, not pyserial's inter_byte_timeout: a timer runs only while a line is
+# held.
 INTER_BYTE_TIMEOUT = 0.3
 _LINE_END = re.compile(rb"[\r\n]")
 # pyserial's wording when a port is readable but gives nothing: the device went away.
@@ -106,7 +106,7 @@ class LineFramer:
     even if the noise before it never ended.
 
     Only `expire` judges a pause: `feed` never splits a line by the time between
-    two reads, because the reading thread may have been held up while the bytes
+    two reads, because the reader may have been held up while the bytes
     of one swipe queued in the kernel. A read that found nothing proves the line
     was quiet since the last read that found something.
 
@@ -129,6 +129,11 @@ class LineFramer:
     @property
     def inter_byte_timeout(self) -> float:
         return self._timeout
+
+    @property
+    def quiet_deadline(self) -> float:
+        """When a held part of a line is given up if nothing more arrives (monotonic)."""
+        return self._last + self._timeout
 
     @property
     def pending(self) -> bool:
@@ -188,15 +193,6 @@ def events_from_read(framer: LineFramer, data: bytes, now: float) -> list[Event]
     return [event_for(item) for item in items]
 
 
-@dataclass(frozen=True)
-class _ThreadFailed:
-    error: BaseException
-
-
-_Item = Event | _ThreadFailed
-_Post = Callable[[_Item], None]
-
-
 class MagstripeReader:
     """`CardReaderPort` for a serial magnetic stripe reader in ASCII mode."""
 
@@ -207,7 +203,6 @@ class MagstripeReader:
         *,
         retry_base: float = RETRY_BASE,
         retry_cap: float = RETRY_CAP,
-        read_timeout: float = READ_TIMEOUT,
         inter_byte_timeout: float = INTER_BYTE_TIMEOUT,
         rng: random.Random | None = None,
     ) -> None:
@@ -220,12 +215,9 @@ class MagstripeReader:
         self._baudrate = baudrate
         self._retry_base = retry_base
         self._retry_cap = retry_cap
-        self._read_timeout = read_timeout
         self._inter_byte_timeout = inter_byte_timeout
         self._rng = rng or random.Random()
         self._serial: serial.SerialBase | None = None
-        self._stop: threading.Event | None = None
-        self._thread: threading.Thread | None = None
         self._fault = ""  # the outage's message, logged once; "" while the reader works
         self._announced = False  # the core was told CARD READER FAULT and not yet told it ended
 
@@ -254,89 +246,82 @@ class MagstripeReader:
 
     async def run(self, emit: Emit) -> None:
         """Emit CardSwiped / CardReadFailed / ConditionChanged until cancelled."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
-        stop = threading.Event()
-
-        def post(item: _Item) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                stop.set()
-
-        thread = threading.Thread(
-            target=self._pump_guarded, args=(post, stop), name="card-reader", daemon=True
-        )
-        self._stop, self._thread = stop, thread
-        thread.start()
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, _ThreadFailed):
-                    raise RuntimeError("card reader thread stopped unexpectedly") from item.error
-                emit(item)
-        finally:
-            self._stop_thread()
-
-    def close(self) -> None:
-        self._stop_thread()
-        self._close_port()
-
-    # -- the reader thread ---------------------------------------------------
-
-    def _pump_guarded(self, post: _Post, stop: threading.Event) -> None:
-        try:
-            self._pump(post, stop)
-        except Exception as exc:  # hand a programming error to run(), never lose it
-            log.error("card reader thread failed: %s", type(exc).__name__)
-            post(_ThreadFailed(exc))
-
-    def _pump(self, post: _Post, stop: threading.Event) -> None:
         framer = LineFramer(inter_byte_timeout=self._inter_byte_timeout)
         attempt = 0  # reopen attempts that failed in a row
-        while not stop.is_set():
+        while True:
             port = self._serial
             if port is None:
                 try:
                     port = self._serial = self._open_port()
                 except CardReaderError as exc:
-                    self._outage(f"{exc}; retrying", post)
-                    stop.wait(self._pause(attempt))
+                    self._outage(f"{exc}; retrying", emit)
+                    await asyncio.sleep(self._pause(attempt))
                     attempt += 1
                     continue
                 attempt = 0
-                self._back(post)
+                self._back(emit)
             elif self._fault or self._announced:  # opened by open(): the outage is over
-                self._back(post)
+                self._back(emit)
             try:
-                data = port.read(getattr(port, "in_waiting", 0) or 1)
+                await self._read(port, framer, emit)
             except (serial.SerialException, OSError) as exc:
                 for item in framer.flush():  # a swipe cut short by the fault: one bad read
-                    post(event_for(item))
+                    emit(event_for(item))
                 self._outage(f"card reader: lost {self._port}: {_read_failure(exc)}; "
-                             "reopening it", post)
+                             "reopening it", emit)
                 self._close_port()
-                stop.wait(self._pause(0))
+                await asyncio.sleep(self._pause(0))
                 attempt = 1
-                continue
-            for event in events_from_read(framer, data, time.monotonic()):
-                post(event)
 
-    def _outage(self, message: str, post: _Post | None = None) -> None:
+    def close(self) -> None:
+        self._close_port()
+
+    async def _read(self, port: serial.SerialBase, framer: LineFramer, emit: Emit) -> None:
+        """Read the open port until it fails (raises SerialException or OSError).
+
+        The port's descriptor is watched by the event loop: the process sleeps until
+        the reader sends something. The only timer is the framer's, and only while part
+        of a line is held: a line quiet for `inter_byte_timeout` is given up."""
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        fd = port.fileno()
+        loop.add_reader(fd, readable.set)
+        try:
+            while True:
+                if framer.pending:
+                    left = framer.quiet_deadline - time.monotonic()
+                    try:
+                        await asyncio.wait_for(readable.wait(), max(0.0, left))
+                    except TimeoutError:
+                        for event in events_from_read(framer, b"", time.monotonic()):
+                            emit(event)
+                        continue
+                else:
+                    await readable.wait()
+                readable.clear()
+                # non-blocking (timeout 0): what the kernel holds now; a readable port
+                # that gives nothing has hung up, and pyserial raises for it
+                data = port.read(port.in_waiting or 1)
+                for event in events_from_read(framer, data, time.monotonic()):
+                    emit(event)
+        finally:
+            loop.remove_reader(fd)
+
+    def _outage(self, message: str, emit: Emit | None = None) -> None:
         """The reader is away: log it and tell the core, each once per outage."""
         if not self._fault:
             log.error("%s", message)
             self._fault = message
-        if post is not None and not self._announced:
-            post(ConditionChanged(DEVICE, FAULT_TEXT))
+        if emit is not None and not self._announced:
+            emit(ConditionChanged(DEVICE, FAULT_TEXT))
             self._announced = True
 
-    def _back(self, post: _Post) -> None:
+    def _back(self, emit: Emit) -> None:
         if self._fault:
             log.warning("card reader: %s works again", self._port)
             self._fault = ""
         if self._announced:
-            post(ConditionChanged(DEVICE, ""))
+            emit(ConditionChanged(DEVICE, ""))
             self._announced = False
 
     def _pause(self, attempt: int) -> float:
@@ -346,10 +331,9 @@ class MagstripeReader:
 
     def _open_port(self) -> serial.SerialBase:
         try:
-            port = serial.serial_for_url(
-                self._port, baudrate=self._baudrate, timeout=self._read_timeout
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
+            port = serial.serial_for_url(self._port, baudrate=self._baudrate, timeout=0)
+            port.fileno()  # a port the event loop can watch (a tty, a pty)
+        except (serial.SerialException, OSError, ValueError, AttributeError) as exc:
             raise CardReaderError(
                 f"card reader: cannot open {self._port}: {_reason(exc)}"
             ) from exc
@@ -364,20 +348,12 @@ class MagstripeReader:
             except (serial.SerialException, OSError) as exc:
                 log.debug("card reader: closing %s: %s", self._port, _reason(exc))
 
-    def _stop_thread(self) -> None:
-        stop, thread = self._stop, self._thread
-        if stop is not None:
-            stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self._read_timeout + 1.0)
-        self._stop = self._thread = None
-
 
 def event_for(item: Framed) -> Event:
     """The event for one framed item; a bad read also logs its one line. Never raises."""
     try:
         return _event_for(item)
-    except Exception as exc:  # a parser bug must not kill the reader thread
+    except Exception as exc:  # a parser bug must not stop the reader
         log.error("bad card read: %s (the line could not be decoded: %s)",
                   CARD_NOT_READ, type(exc).__name__)
         return CardReadFailed(CARD_NOT_READ, f"the line could not be decoded: {type(exc).__name__}")

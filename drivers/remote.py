@@ -26,6 +26,7 @@ from typing import Any
 from evdev import InputEvent
 
 from firmware.errors import KeypadError
+from firmware.runtime.threads import set_os_name as _os_thread_name
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,90 @@ class RemoteGPIO:
     PUD_OFF = 20
     PUD_DOWN = 21
     PUD_UP = 22
+    RISING = 31
+    FALLING = 32
+    BOTH = 33
 
     _PULLS = {PUD_OFF: "off", PUD_DOWN: "down", PUD_UP: "up"}
 
     def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
         self._channel = _Channel(socket_path, timeout)
         self._mode: str | None = None
+        self._socket_path, self._timeout = socket_path, timeout
+        self._edges: dict[int, socket.socket] = {}  # pin -> its edge stream
+
+    def add_event_detect(self, channel: int, edge: int, callback: Any = None,
+                         bouncetime: int | None = None) -> None:
+        """RPi.GPIO's edge detection: `callback(channel)` in a thread of its own at each
+        edge of `edge` (RISING, FALLING or BOTH). The thread sleeps in `recv` on hwsim's
+        edge stream, as RPi.GPIO's sleeps in `epoll` on the pin: nothing polls."""
+        if edge not in (self.RISING, self.FALLING, self.BOTH):
+            raise ValueError("The edge must be set to RISING, FALLING or BOTH")
+        if channel in self._edges:
+            raise RuntimeError("Conflicting edge detection already enabled for this GPIO "
+                               "channel")  # fmt: skip
+        if self._mode is None:
+            raise RuntimeError("Please set pin numbering mode using GPIO.setmode(GPIO.BOARD) "
+                               "or GPIO.setmode(GPIO.BCM)")  # fmt: skip
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self._timeout)
+        try:
+            sock.connect(self._socket_path)
+            request = {"op": "gpio_listen", "pin": channel, "mode": self._mode}
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = sock.recv(1)  # byte by byte: edges may follow the answer at once
+                if not chunk:
+                    raise ConnectionResetError(errno.ECONNRESET, "connection closed")
+                answer += chunk
+            reply = json.loads(answer)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise RuntimeError(f"Failed to add edge detection: hwsim at {self._socket_path}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            sock.close()
+            raise RuntimeError(f"Failed to add edge detection: {reply}")
+        sock.settimeout(None)  # from now on the thread sleeps until an edge comes
+        self._edges[channel] = sock
+        rising = {self.RISING: 1, self.FALLING: 0}.get(edge)
+        threading.Thread(target=self._edge_thread, args=(channel, sock, rising, callback),
+                         name=f"hwsim-gpio-{channel}", daemon=True).start()
+
+    def remove_event_detect(self, channel: int) -> None:
+        sock = self._edges.pop(channel, None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _edge_thread(self, channel: int, sock: socket.socket, level: int | None,
+                     callback: Any) -> None:
+        _os_thread_name(f"hwsim-gpio{channel}")
+        buffer = b""
+        while True:
+            try:
+                chunk = sock.recv(4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if self._edges.get(channel) is sock:
+                    log.warning("gpio: hwsim's edge stream for pin %d ended", channel)
+                    self._edges.pop(channel, None)
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, _, buffer = buffer.partition(b"\n")
+                try:
+                    _pin, new = json.loads(line)["edge"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if callback is not None and (level is None or new == level):
+                    try:
+                        callback(channel)
+                    except Exception:  # as RPi.GPIO: a callback's error stays in its thread
+                        log.exception("gpio: edge callback for pin %d failed", channel)
 
     def setmode(self, mode: int) -> None:
         if mode not in (self.BCM, self.BOARD):
@@ -203,6 +282,8 @@ class RemoteGPIO:
         return int(self._call("gpio_input", pin=channel)["level"])
 
     def cleanup(self, channel: int | Iterable[int] | None = None) -> None:
+        for pin in list(self._edges) if channel is None else _pins(channel):
+            self.remove_event_detect(pin)
         if channel is not None:
             for pin in _pins(channel):
                 self._call("gpio_cleanup", pin=pin)

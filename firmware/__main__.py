@@ -161,7 +161,11 @@ async def _run(cfg: config_mod.Config) -> int:
     from firmware.runtime.sdnotify import Notifier
     from firmware.runtime.vault import Vault
     from firmware.runtime.wiring import open_devices
+    from firmware.runtime import threads
 
+    # asyncio.to_thread's workers (status, PIN checks, the modem's setup), named for the kernel
+    asyncio.get_running_loop().set_default_executor(threads.pool("worker", 4))
+    threads.set_os_name("posterm")  # the event loop's thread: what ps and top show
     state_dir = Path(cfg.state_dir)
     lock = statedir.prepare(state_dir)  # private, writable, and ours alone
     try:

@@ -78,4 +78,8 @@ class PinsPort(Protocol):
 
     def power_ok(self) -> bool: ...
 
+    def watch_power(self, changed: Callable[[], None]) -> None:
+        """Call `changed()`, from any thread, when the power-fail input changes; raises
+        DeviceError where edges cannot be detected (the caller then polls)."""
+
     def close(self) -> None: ...

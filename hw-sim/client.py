@@ -204,6 +204,10 @@ class HwsimClient:
 
     # Pins and the rest
 
+    def control_stats(self) -> dict[str, int]:
+        """Requests the control socket has served since hwsim started, by op."""
+        return dict(self.request("control_stats")["served"])
+
     def gpio_state(self) -> dict[str, Any]:
         return self.request("gpio_state")
 

@@ -6,7 +6,10 @@ frames, parses and dispatches to a table of handlers; `build_handlers` makes
 that table for a `Simulator`, each op a thin call into one of its parts. One op
 is special: after answering `keypad_listen`, the connection becomes a one-way
 stream of `{"event": [sec, usec, type, code, value]}` lines from the keypad
-model, until the client goes away.
+model, until the client goes away. `gpio_listen` (with `pin` and `mode`) is the
+same for an input pin's edges: `{"edge": [pin, level]}` lines, what RPi.GPIO's
+edge detection reports, so the firmware waits for mains power to change instead
+of reading the pin over and over.
 
 A malformed request gets an error answer and the connection stays usable; a
 failing handler is logged; a client that disconnects disturbs no one else.
@@ -15,6 +18,7 @@ failing handler is logged; a client that disconnects disturbs no one else.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import json
@@ -26,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hwsim.cards import bad_swipe, swipe_line
-from hwsim.gpio import PIN_POWER_FAIL
+from hwsim.gpio import PIN_POWER_FAIL, GpioSim
 from hwsim.hostproto import mask_card_numbers
 from hwsim.keypad import KeypadSim
 
@@ -64,15 +68,20 @@ def check_socket_path(path: str) -> None:
 
 
 class ControlServer:
-    def __init__(self, handlers: Mapping[str, Handler], keypad: KeypadSim) -> None:
+    def __init__(self, handlers: Mapping[str, Handler], keypad: KeypadSim,
+                 gpio: GpioSim | None = None) -> None:
         self._handlers = dict(handlers)
         self._keypad = keypad
+        self._gpio = gpio
         self._server: asyncio.Server | None = None
         self._path = ""
         self._writers: set[asyncio.StreamWriter] = set()
         # called with the op after each request is carried out (hwsim's web page follows
         # the simulator's state from it)
         self.on_dispatch: Callable[[str], None] | None = None
+        # requests served, by op: each is a round trip that wakes the asking thread, which
+        # on hardware is an I2C transfer or a GPIO call (bench/idle.py tells them apart)
+        self.served: collections.Counter[str] = collections.Counter()
 
     async def start(self, path: str) -> None:
         claim_socket_path(path)
@@ -110,6 +119,9 @@ class ControlServer:
                 if request.get("op") == "keypad_listen":
                     await self._stream_keys(reader, writer)
                     break
+                if request.get("op") == "gpio_listen":
+                    await self._stream_edges(request, reader, writer)
+                    break
                 await _send(writer, await self.dispatch(request))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; nothing to tell it
@@ -127,8 +139,9 @@ class ControlServer:
         if not isinstance(op, str) or not op:
             return _error('a request needs an "op" string')
         handler = self._handlers.get(op)
+        self.served[op if handler is not None else "(unknown)"] += 1
         if handler is None:
-            known = ", ".join(sorted([*self._handlers, "keypad_listen"]))
+            known = ", ".join(sorted([*self._handlers, "keypad_listen", "gpio_listen"]))
             return _error(f"unknown op {mask_card_numbers(op[:40])!r}; known ops: {known}")
         try:
             result = handler(request)
@@ -155,19 +168,48 @@ class ControlServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         queue = self._keypad.listen()
-        gone = asyncio.ensure_future(_until_eof(reader))
         try:
-            await _send(writer, {"ok": True})
-            while True:
-                get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
-                    get.cancel()
-                    return
-                await _send(writer, {"event": get.result()})
+            await _stream(reader, writer, queue, lambda event: {"event": event})
         finally:
             self._keypad.unlisten(queue)
-            gone.cancel()
+
+    async def _stream_edges(self, request: Request, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        """An input pin's edges, as `{"edge": [pin, level]}` with the pin as asked for."""
+        if self._gpio is None:
+            await _send(writer, _error("this simulator has no GPIO"))
+            return
+        try:
+            pin, mode = request.get("pin"), request.get("mode", "BCM")
+            bcm = self._gpio.to_bcm(pin, mode)  # type: ignore[arg-type]
+        except ValueError as exc:
+            await _send(writer, _error(str(exc)))
+            return
+        queue = self._gpio.listen_edges()
+        try:
+            await _stream(reader, writer, queue, lambda edge: {"edge": [pin, edge[1]]},
+                          keep=lambda edge: edge[0] == bcm)
+        finally:
+            self._gpio.unlisten_edges(queue)
+
+
+async def _stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  queue: asyncio.Queue[Any], line: Callable[[Any], Reply],
+                  keep: Callable[[Any], bool] = lambda _item: True) -> None:
+    """Answer ok, then send `line(item)` for each item of `queue` until the client goes."""
+    gone = asyncio.ensure_future(_until_eof(reader))
+    try:
+        await _send(writer, {"ok": True})
+        while True:
+            get = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+                return
+            if keep(get.result()):
+                await _send(writer, line(get.result()))
+    finally:
+        gone.cancel()
 
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:
@@ -490,6 +532,7 @@ def build_handlers(sim: Simulator) -> dict[str, Handler]:
         "gpio_setup": gpio_setup, "gpio_output": gpio_output, "gpio_input": gpio_input,
         "gpio_cleanup": gpio_cleanup, "gpio_set_input": gpio_set_input,
         "gpio_state": lambda r: sim.gpio.state(),
+        "control_stats": lambda r: {"served": dict(sim.control.served)},
         "battery": battery, "power": power,
         "swipe": swipe, "press": press,
         "reader_unplug": reader_unplug, "reader_plug": reader_plug,

@@ -10,6 +10,8 @@ power key, for example).
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import time
 from collections import deque
@@ -52,6 +54,7 @@ class GpioSim:
         self._driven: dict[int, int] = {PIN_POWER_FAIL: 1}  # levels set from outside
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LENGTH)
         self._observers: list[OutputObserver] = []
+        self._edge_listeners: set[asyncio.Queue[tuple[int, int]]] = set()
 
     @staticmethod
     def to_bcm(pin: int, mode: str = "BCM") -> int:
@@ -108,8 +111,22 @@ class GpioSim:
     def set_input(self, pin: int, level: int) -> None:
         """Drive an input pin from outside (a test, the UPS board)."""
         bcm = self.to_bcm(pin)
+        before = self.level(bcm)
         self._driven[bcm] = _level(level)
         log.info("input %d driven %s", bcm, "high" if self._driven[bcm] else "low")
+        after = self.level(bcm)
+        if after != before:  # an edge: what RPi.GPIO's edge detection reports
+            for queue in self._edge_listeners:
+                queue.put_nowait((bcm, after))
+
+    def listen_edges(self) -> asyncio.Queue[tuple[int, int]]:
+        """A new listener's queue of input edges (BCM pin, new level); `unlisten_edges` it."""
+        queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        self._edge_listeners.add(queue)
+        return queue
+
+    def unlisten_edges(self, queue: asyncio.Queue[tuple[int, int]]) -> None:
+        self._edge_listeners.discard(queue)
 
     def level(self, pin: int) -> int:
         state = self._pins.get(pin)

@@ -257,7 +257,7 @@ class Simulator:
             "config": self.config_path,
             "pid": os.getpid(),
         }
-        self.control = ControlServer(build_handlers(self), self.keypad)
+        self.control = ControlServer(build_handlers(self), self.keypad, self.gpio)
         await self.control.start(self.socket_path)
         if self.web_address is not None:
             self.info["web"] = await self._start_web(*self.web_address)

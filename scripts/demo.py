@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,33 @@ def step(title: str, hw: HwsimClient) -> None:
     print(draw_display(hw.display()))
 
 
+PIDS = "demo.pids"  # hwsim's and posterm's process ids while a demo runs (--keep, --web)
+
+
+def fresh_world(base: pathlib.Path, sim_dir: pathlib.Path, state_dir: pathlib.Path) -> None:
+    """Every demo starts a new world: the firmware's journal and the host's ledger are
+    both new, so that they always agree (hwsim's host keeps no ledger between runs; a
+    journal kept from the last demo would hold sales this host never saw, and its
+    duplicate guard would ask about the same card and amount). A demo left running
+    (--keep, or --web in another terminal) is stopped first."""
+    pids = base / PIDS
+    if pids.exists():
+        for text in pids.read_text().split():
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(text)
+                cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+                if str(base).encode() in cmdline:  # still ours, not a reused number
+                    os.kill(pid, signal.SIGTERM)
+                    print(f"stopped the demo left running (process {pid})")
+                    for _ in range(100):
+                        if not pathlib.Path(f"/proc/{pid}").exists():
+                            break
+                        time.sleep(0.1)
+        pids.unlink(missing_ok=True)
+    for old in (sim_dir, state_dir):
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--amount", default="12.50")
@@ -46,11 +74,13 @@ def main() -> int:
     base = pathlib.Path(args.dir)
     sim_dir, state_dir = base / "hwsim", base / "state"
     base.mkdir(parents=True, exist_ok=True)
+    fresh_world(base, sim_dir, state_dir)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     web = ["--web", args.web] if args.web else []
     sim = subprocess.Popen([sys.executable, "-m", "hwsim", "run", "--dir", str(sim_dir), *web],
                            env=env, stderr=open(base / "hwsim.log", "w"))
     fw = None
+    pids = base / PIDS
     try:
         info_path = sim_dir / "hwsim.json"
         for _ in range(400):
@@ -69,6 +99,7 @@ def main() -> int:
         log_path = base / "posterm.log"
         fw = subprocess.Popen([sys.executable, "-m", "firmware", "--config", str(config)],
                               env=env, stderr=open(log_path, "w"))
+        pids.write_text(f"{sim.pid} {fw.pid}\n")
         hw = HwsimClient.from_dir(str(sim_dir))
         for _ in range(400):
             if "posterm ready" in log_path.read_text():
@@ -121,6 +152,7 @@ def main() -> int:
                 if proc is not None and proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=10)
+            pids.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Each stream is a few segments (good swipes from the hardware description's test
 cards, mutated swipes, bursts of swipes in one chunk, long runs without a line
 end, binary and escape sequences), each cut into random chunks, with small or
-large pauses between them. `_Wire` plays the reader thread with a made-up clock:
-a read that finds nothing every READ_TIMEOUT while the line is quiet, a read per
-chunk otherwise, through the same `events_from_read` the thread uses.
+large pauses between them. `_Wire` plays the driver with a made-up clock: while
+part of a line is held, the framer's timer fires at its quiet deadline (a read
+that finds nothing), a read per chunk otherwise, through the same
+`events_from_read` the driver uses.
 
 Whatever the stream: nothing raises, the number of events is bounded, every
 event is a `CardSwiped` whose track 2 was really sent or a `CardReadFailed`
@@ -33,7 +34,6 @@ import pytest
 
 from drivers.magstripe import (
     INTER_BYTE_TIMEOUT,
-    READ_TIMEOUT,
     LineFramer,
     MagstripeReader,
     events_from_read,
@@ -55,7 +55,7 @@ SEED = 7813  # fixed: the same streams on every run
 BLOCKS = 8
 STREAMS_PER_BLOCK = 400
 T = INTER_BYTE_TIMEOUT
-QUIET = T + READ_TIMEOUT  # a pause the reader thread is sure to notice
+QUIET = T + 0.02  # a pause the framer's timer is sure to notice (its latency: 20 ms)
 REASONS = {
     CARD_NOT_READ,
     INCOMPLETE_SWIPE,
@@ -169,10 +169,10 @@ class _Wire:
         self.reads = 0
 
     def pause(self, seconds: float) -> None:
-        """The line is quiet: each read finds nothing after READ_TIMEOUT."""
+        """The line is quiet: the framer's timer fires at its deadline while it holds bytes."""
         end = self.now + seconds
-        while self.now + READ_TIMEOUT <= end:
-            self.now += READ_TIMEOUT
+        while self.framer.pending and self.framer.quiet_deadline <= end:
+            self.now = max(self.now, self.framer.quiet_deadline)
             self.events += events_from_read(self.framer, b"", self.now)
         self.now = end
 

@@ -234,7 +234,10 @@ class CloseFinished:
 
 @dataclass(frozen=True)
 class CloseDue:
-    """The configured daily close time has come: start a scheduled close if idle."""
+    """Start a close if idle, nobody asking: the configured daily close time has come,
+    or (`resumed`) a close that a crash or a lost host cut short is to be finished."""
+
+    resumed: bool = False
 
 Event = (
     KeyPressed

@@ -38,7 +38,7 @@ from firmware.core.effects import (
     Beep, CheckPin, CloseBatch, Effect, FindForVoid, Log, Print, PrintTotals, Void,
 )
 from firmware.core.events import (
-    CloseFinished, CloseProgress, Event, KeyPressed, PinChecked, PrintFinished, VoidCandidate,
+    CloseDue, CloseFinished, CloseProgress, Event, KeyPressed, PinChecked, PrintFinished, VoidCandidate,
     VoidRecorded,
 )
 from firmware.core.receipt import void_receipt
@@ -92,15 +92,16 @@ def start(state: State, now: Now) -> Step:
     return st, [*eff, PrintTotals(kind)]
 
 
-def close_due(state: State) -> Step:
-    """The daily close time has come and the terminal is idle: close, no PIN asked."""
-    return _closing(state, scheduled=True)
+def close_due(state: State, event: CloseDue) -> Step:
+    """The daily close time has come, or a close cut short is to be finished, and the
+    terminal is idle: close, no PIN asked."""
+    return _closing(state, origin="resumed" if event.resumed else "daily")
 
 
-def _closing(state: State, *, scheduled: bool) -> Step:
+def _closing(state: State, *, origin: str) -> Step:
     st, eff = go(state, Phase.CLOSING, None, message="STARTING", function="close",
-                 scheduled=scheduled, close=None, digits="", pin="")
-    return st, [*eff, CloseBatch(scheduled=scheduled)]
+                 close_origin=origin, close=None, digits="", pin="")
+    return st, [*eff, CloseBatch(scheduled=origin == "daily")]
 
 
 # -- phases ----------------------------------------------------------------
@@ -211,7 +212,7 @@ def _in_close_confirm(state: State, event: Event, now: Now) -> Step:
     if not isinstance(event, KeyPressed):
         return state, []
     if event.key == "OK":
-        return _closing(state, scheduled=False)
+        return _closing(state, origin="")
     if event.key in ("CANCEL", "CLEAR"):
         return _menu(state, "BATCH NOT CLOSED")
     return state, []
@@ -237,15 +238,29 @@ def _in_closed(state: State, event: Event, now: Now) -> Step:
 
 
 def closed_to_idle(state: State) -> Step:
-    """Leave the close's result; a close that did not end in balance stays on the idle
-    screen as a notice (a scheduled close may have run with nobody watching)."""
+    """Leave the close's result. What the idle screen keeps as a notice: a close that
+    did not end in balance, and any close nobody asked for at the keypad (the daily
+    close, or one the terminal finished after a restart), which may have run with
+    nobody watching. A close that ended replaces the notice of an earlier close: a
+    BATCH NOT CLOSED never outlives the close that succeeded after it."""
     done = state.close
-    notice = ""
-    if done is not None and not done.ok:
-        notice = f"BATCH NOT CLOSED\n{(done.message or 'TRY AGAIN LATER')[:20]}"
-    elif done is not None and not done.balanced:
-        notice = f"BATCH {done.batch} CLOSED\nOUT OF BALANCE"
-    return to_idle(state, notice or state.notice)
+    notice = state.notice if not is_close_notice(state.notice) else ""
+    if done is not None and (not done.ok or not done.balanced):
+        notice = close_notice(done)  # before any other notice: the batch needs attention
+    elif done is not None and state.close_origin in ("daily", "resumed") and not notice:
+        notice = close_notice(done)  # a restart's notice about the last sale goes first
+    return to_idle(state, notice)
+
+
+def close_notice(done: CloseFinished) -> str:
+    """The two idle-screen lines that tell how a close ended."""
+    if not done.ok:
+        return f"BATCH NOT CLOSED\n{(done.message or 'TRY AGAIN LATER')[:20]}"
+    return f"BATCH {done.batch} CLOSED\n" + ("IN BALANCE" if done.balanced else "OUT OF BALANCE")
+
+
+def is_close_notice(notice: str) -> bool:
+    return notice.startswith(("BATCH NOT CLOSED\n", "BATCH ")) and " CLOSED\n" in notice
 
 
 def timer(state: State) -> Step | None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from firmware.core.iso import BatchTotals
 from firmware.core.model import CoreConfig, SaleRecord, SaleStatus
 from firmware.core.risk import QueueStats
-from firmware.core.texts import money, outcome, two_cols
+from firmware.core.texts import customer_not_moved, kind_word, money, not_moved, outcome, two_cols
 
 WIDTH = 32
 BOLD = "\x00B"
@@ -80,11 +80,13 @@ def verdict_lines(rec: SaleRecord) -> list[str]:
             lines.append(two_cols("RRN", rec.rrn, WIDTH))
         return lines
     if rec.status == SaleStatus.NOT_COMPLETED:
-        return [BOLD + "NOT COMPLETED", "NO RESPONSE - NOT CHARGED", "SALE REVERSED"]
+        return [BOLD + "NOT COMPLETED", f"NO RESPONSE - {not_moved(rec.kind)}",
+                f"{kind_word(rec.kind)} REVERSED"]
     if rec.status == SaleStatus.OFFLINE_REFUSED:
         return [BOLD + "REFUSED BY HOST", two_cols("OFFLINE CODE", rec.approval, WIDTH),
                 two_cols("RESPONSE", rec.response_code, WIDTH), "SALE NOT PAID"]
-    return [BOLD + "NOT COMPLETED", rec.reason or "HOST UNAVAILABLE", "CUSTOMER NOT CHARGED"]
+    return [BOLD + "NOT COMPLETED", rec.reason or "HOST UNAVAILABLE",
+            customer_not_moved(rec.kind).upper()]
 
 
 def refused_slip(cfg: CoreConfig, rec: SaleRecord) -> list[str]:

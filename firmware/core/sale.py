@@ -69,6 +69,7 @@ from firmware.core.events import (
 )
 from firmware.core.risk import offline_decision
 from firmware.core.model import CoreConfig, SaleRecord, SaleRequest, SaleStatus
+from firmware.core.texts import RESTART_NOTICES
 from firmware.core.receipt import refused_slip, sale_receipt
 from firmware.core.state import (
     Now, Phase, Recent, Sale, State, Step, blocking, go, refresh, to_idle,
@@ -187,11 +188,11 @@ def _in_idle(state: State, event: Event, now: Now) -> Step:
         if event.key in ("CANCEL", "CLEAR") and state.alert:
             return to_idle(replace(state, alert=""))
         return state, []
-    if isinstance(event, CardSwiped) and not state.notice.startswith("LAST SALE"):
+    if isinstance(event, CardSwiped) and not state.notice.startswith(RESTART_NOTICES):
         st = replace(state, notice="ENTER AMOUNT FIRST")  # never over a recovery notice
         return st, [screens.show(st)]
     if isinstance(event, CloseDue):  # only here: in any other phase it waits for later
-        return merchant.close_due(state)
+        return merchant.close_due(state, event)
     return state, []
 
 

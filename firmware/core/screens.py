@@ -153,7 +153,7 @@ def _merchant_rows(state: State) -> tuple[str, str, str, str] | None:
         return ("CLOSE BATCH?", "SENDS THE TOTALS", "TO THE BANK", "OK=CLOSE CANCEL=NO")
     if phase == Phase.CLOSING:
         return ("CLOSING BATCH", state.message, "PLEASE WAIT",
-                "DAILY CLOSE" if state.scheduled else "")
+                {"daily": "DAILY CLOSE", "resumed": "RESUMED CLOSE"}.get(state.close_origin, ""))
     done = state.close
     if phase == Phase.CLOSED and done is not None:
         if not done.ok:

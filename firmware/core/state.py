@@ -102,7 +102,9 @@ class State:
     pin: str = field(default="", repr=False)  # digits keyed in the PIN phase, never shown
     candidate: SaleRecord | None = None  # the transaction a void is about
     close: CloseFinished | None = None  # how the batch close ended (CLOSED phase)
-    scheduled: bool = False  # the close in progress was started by the daily schedule
+    # who started the close in progress: "" the operator, "daily" the daily close time,
+    # "resumed" the terminal itself, finishing a close that a crash or the host cut short
+    close_origin: str = ""
     recent: tuple[Recent, ...] = ()  # approved purchases for the duplicate guard
 
 
@@ -127,7 +129,7 @@ def go(state: State, phase: Phase, timeout: float | None = None, *, jitter: bool
 def to_idle(state: State, notice: str = "") -> Step:
     return go(state, Phase.IDLE, None, digits="", sale=None, message="", notice=notice,
               result=None, cause="", function="", pin="", candidate=None, close=None,
-              scheduled=False, menu_page=0)
+              close_origin="", menu_page=0)
 
 
 def refresh(state: State, message: str) -> Step:

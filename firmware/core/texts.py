@@ -77,3 +77,24 @@ def two_cols(left: str, right: str, width: int) -> str:
     if space < 1:
         return (left + " " + right)[:width]
     return left + " " * space + right
+
+
+# -- a transaction's own words: a refund is credited, not charged -------------------------
+def kind_word(kind: str) -> str:
+    """SALE or REFUND: what the screens, slips and restart notices call the transaction."""
+    return "REFUND" if kind == "refund" else "SALE"
+
+
+def not_moved(kind: str) -> str:
+    """NOT CHARGED for a sale, NOT CREDITED for a refund: no money moved."""
+    return "NOT CREDITED" if kind == "refund" else "NOT CHARGED"
+
+
+def customer_not_moved(kind: str) -> str:
+    """The same for a log line or a slip: "customer not charged" / "customer not credited"."""
+    return f"customer {not_moved(kind).lower()}"
+
+
+# the first words of every notice a restart leaves on the idle screen about the last
+# transaction: a card swiped over one of them does not replace it with ENTER AMOUNT FIRST
+RESTART_NOTICES = ("LAST SALE", "LAST REFUND")

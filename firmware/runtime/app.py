@@ -38,7 +38,7 @@ from typing import Any
 
 from firmware.config import Config
 from firmware.core import sale as core
-from firmware.core import iso
+from firmware.core import iso, merchant
 from firmware.core.effects import (
     Authorize, Beep, CheckPin, CloseBatch, CloseSale, DecideOffline, Effect, FindForVoid, Log,
     Print, PrintReport, PrintTotals, Show, StartTimer, Void,
@@ -51,8 +51,10 @@ from firmware.core.events import (
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.receipt import offline_report, reprint, sale_receipt, x_report
+from firmware.core.texts import customer_not_moved, kind_word, money, not_moved
+from firmware.runtime.journal_base import IN_HAND
 from firmware.errors import DeviceError, HostError, PostermError
-from firmware.runtime import failpoints
+from firmware.runtime import failpoints, threads
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
 from firmware.runtime import batch as batch_close
@@ -136,17 +138,19 @@ class App:
         self.spooler = PrintSpooler(devices.printer, journal, self.emit,
                                     Settings.from_options(cfg.printer.options),
                                     on_error=self._background_error)
-        self._display_pool = ThreadPoolExecutor(1, thread_name_prefix="display")
+        self._display_pool = threads.pool("display")
         # the newest screen, kept on the glass: a display that fails is retried in the
         # background while the sale goes on (display.py)
         self._display = DisplayKeeper(devices.display, self._display_pool,
                                       on_change=self._display_changed)
-        self._pins_pool = ThreadPoolExecutor(1, thread_name_prefix="pins")
+        self._pins_pool = threads.pool("pins")
         self._side_prints = 0  # copies and reports waiting for the printer
         self.restart_requested = False  # the daily restart: stop, then start again (exec)
         self.restart_reason = ""  # why, for the log: the daily restart, or mains back
         self.notifier = notifier or Notifier(environ={})
         self.power: PowerMonitor | None = None  # the battery gauge and the power-fail input
+        self.daily: DailyRestart | None = None  # the daily restart (started by run)
+        self._in_hand: tuple[str, int] | None = None  # the sale noted as in hand
 
     # -- plumbing ---------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -275,7 +279,8 @@ class App:
         """Run until `stop`; then finish a sale in flight (unless `stop_now`) and return."""
         self._stop = stop
         self.notifier.status("recovering: resolving the journal")
-        notice = await self.recover()
+        notice = await self.recover() or self._in_hand_notice() or self._close_notice()
+        self.journal.in_hand("", 0)
         last = self.journal.last_sale()
         recent = self.journal.recent_approvals(self.cfg.core.duplicate_minutes)
         state, effects = core.initial(self.cfg.core, last=last, notice=notice, recent=recent)
@@ -301,7 +306,7 @@ class App:
         self._spawn(self._led(True), "led")
         self._spawn(self._connect_at_start(), "first connection")
         self._spawn(self._print_recovery_copies(), "recovery copies")
-        daily = DailyRestart(
+        self.daily = daily = DailyRestart(
             self.cfg.maintenance, idle=lambda: self.state is not None and
             self.state.phase == core.Phase.IDLE, emit=self.emit,
             last_day=lambda: self.journal.note(maintenance.NOTE),
@@ -375,13 +380,20 @@ class App:
         return self.state is not None and self.state.phase in (
             core.Phase.AUTHORIZING, core.Phase.BUSY_WAIT, core.Phase.PRINTING)
 
+    def _result_pending(self) -> bool:
+        """A sale in flight, or its result still on the glass for its normal time."""
+        return self._in_flight() or (self.state is not None and
+                                     self.state.phase == core.Phase.RESULT)
+
     async def _drain(self, stop_now: asyncio.Event) -> None:
         """SIGTERM: take no new sale; let a sale in flight end (its attempt always ends
-        within the connect and response timeouts), unless told to stop at once."""
+        within the connect and response timeouts) and its result be read (the result
+        screen for its normal time, the receipt out), unless told to stop at once. A
+        result the stop cut short is told again at the next start (LAST SALE ...)."""
         if self.state is not None and self.state.phase == core.Phase.BUSY_WAIT:
             await self._handle(KeyPressed("CANCEL"))  # nothing outstanding: close it now
         self._stopping = True  # from here on no key or card reaches the core
-        if self._in_flight():
+        if self._result_pending():
             self.notifier.stopping("stopping: finishing the sale in progress")
             log.info("stopping: finishing the sale in progress first")
             budget = min(60.0, self.cfg.host.connect_timeout +
@@ -389,7 +401,7 @@ class App:
             quick = asyncio.create_task(stop_now.wait())
             timer = asyncio.create_task(asyncio.sleep(budget))
             try:
-                while self._in_flight():
+                while self._result_pending():
                     item = await self._next(quick if not timer.done() else timer)
                     if item is None:
                         log.warning("stopping with a sale in flight: the journal has it and "
@@ -399,6 +411,11 @@ class App:
             finally:
                 quick.cancel()
                 timer.cancel()
+            st = self.state
+            if st is not None and st.result is not None and st.result.sale_id and \
+                    st.phase in (core.Phase.PRINTING, core.Phase.RESULT):
+                # the stop cut the result short: the next start tells it again
+                self.journal.mark_shown(st.result.sale_id, shown=False)
         self.notifier.stopping("stopping")
         await self._show(("POSTERM", "STOPPING", "PLEASE WAIT", ""))
 
@@ -488,12 +505,35 @@ class App:
                                     "recovers from it"))
             return
         await self.execute(effects)
+        self._note_in_hand()
+        if self.state.phase == core.Phase.IDLE:  # tasks waiting for an idle moment look now
+            self.schedule.kick()
+            if self.daily is not None:
+                self.daily.kick()
         if was_active and not self._sale_active():
             # a sale that ended lets the upload go on; the journal tells the forwarder
             # itself when the queues change, so other steps need not wake it
             self.forwarder.kick()
         if isinstance(event, (LinkChanged, QueueChanged, PrintFinished, ConditionChanged)):
             self.notifier.status(self._status_line())
+
+    def _note_in_hand(self) -> None:
+        """Keep the journal's note of a sale whose amount is confirmed but which is not
+        yet in the journal (see Journal.in_hand): set when the card is asked for, cleared
+        when the sale ends without reaching the journal (its first write clears it)."""
+        sale = self.state.sale if self.state is not None else None
+        if sale is not None and sale.sale_id is not None:
+            self._in_hand = None  # journaled: the sale's own first write deleted the note
+            return
+        waiting = sale is not None and self.state is not None and \
+            self.state.phase in (core.Phase.WAIT_CARD, core.Phase.DUPLICATE,
+                                 core.Phase.AUTHORIZING, core.Phase.BUSY_WAIT)
+        if waiting and sale is not None and self._in_hand != (sale.kind, sale.amount):
+            self.journal.in_hand(sale.kind, sale.amount)
+            self._in_hand = (sale.kind, sale.amount)
+        elif sale is None and self._in_hand is not None:
+            self.journal.in_hand("", 0)  # ended (cancelled, timed out, or journaled)
+            self._in_hand = None
 
     async def _print_recovery_copies(self) -> None:
         last = self.state.last.sale_id if self.state and self.state.last else 0
@@ -514,12 +554,16 @@ class App:
         async def power_ok() -> bool:
             return bool(await self._in(self._pins_pool, self.devices.pins.power_ok))
 
+        async def watch_edges(changed: Callable[[], None]) -> None:
+            await self._in(self._pins_pool, self.devices.pins.watch_power, changed)
+
         def stop() -> None:
             if self._stop is not None:
                 self._stop.set()
 
         self.power = PowerMonitor(
             self.cfg.battery, self.cfg.power, gauge=gauge, power_ok=power_ok if watch else None,
+            watch=watch_edges if watch else None,
             emit=self.emit, checkpoint=self.journal.checkpoint, request_stop=stop,
             changed=lambda: self.notifier.status(self._status_line()))
         if gauge is not None:
@@ -554,10 +598,12 @@ class App:
         rec = self.journal.recover()
         notice = ""
         for r in rec.reversed:
-            log.warning("recovery: sale %d was sent without a recorded answer: reversal "
-                        "pending, customer not charged", r.sale_id)
+            log.warning("recovery: %s %d was sent without a recorded answer: reversal "
+                        "pending, %s", kind_word(r.kind).lower(), r.sale_id,
+                        customer_not_moved(r.kind))
         for r in rec.closed:
-            log.warning("recovery: sale %d never completed; nothing was charged", r.sale_id)
+            log.warning("recovery: %s %d never completed; %s", kind_word(r.kind).lower(),
+                        r.sale_id, customer_not_moved(r.kind))
         # copies are printed after READY, in the background: a silent printer and many
         # unprinted receipts never hold the start-up (nor the watchdog) up. At most the
         # RECOVERY_COPIES most recent per start, so that a new sale's receipt never waits
@@ -578,6 +624,33 @@ class App:
                         notice.replace("\n", " / "), last.sale_id)
         return notice
 
+    def _in_hand_notice(self) -> str:
+        """A sale keyed in whose card was being read or sent when the terminal stopped,
+        before anything of it was journaled: nothing was sent and nobody was charged, and
+        the merchant is told so (LAST SALE NOT DONE / NOT CHARGED)."""
+        kind, _, amount = self.journal.note(IN_HAND).partition(" ")
+        if not kind or not amount.isdigit():
+            return ""
+        log.warning("recovery: a %s of %s was stopped before it was recorded: nothing was "
+                    "sent, %s", kind_word(kind).lower(),
+                    money(int(amount), self.cfg.core.currency_code),
+                    customer_not_moved(kind))
+        return f"LAST {kind_word(kind)} NOT DONE\n{not_moved(kind)}"
+
+    def _close_notice(self) -> str:
+        """A close the terminal finished before a restart whose Z report never came out
+        (it stopped between the close and the report): its result may never have been on
+        the display, so the idle screen says it (BATCH n CLOSED / IN BALANCE) while the
+        report prints. A notice about the last sale goes first."""
+        unprinted = self.journal.unprinted_z()
+        if not unprinted:
+            return ""
+        close = unprinted[-1]
+        log.warning("recovery: batch %d was closed before the restart; its Z report prints "
+                    "now", close.batch)
+        return merchant.close_notice(CloseFinished(True, close.batch,
+                                                   balanced=close.balanced is not False))
+
     def _recovery_notice(self, last: SaleRecord, copy: bool, changed: set[int]) -> str:
         """The two lines the idle screen shows after a restart about the last sale: only
         when the restart changed it, prints its copy, or its result was never shown. The
@@ -588,15 +661,16 @@ class App:
             self.journal.reversal_pending_for(last.sale_id)
         if not unseen and not pending:
             return ""
+        what = f"LAST {kind_word(last.kind)}"  # a refund is credited, not charged
         if last.status == SaleStatus.NOT_COMPLETED:
-            return "LAST SALE REVERSED\nNOT CHARGED"
+            return f"{what} REVERSED\n{not_moved(last.kind)}"
         if last.status in (SaleStatus.FAILED, SaleStatus.AUTHORIZING):
-            return "LAST SALE NOT DONE\nNOT CHARGED"
+            return f"{what} NOT DONE\n{not_moved(last.kind)}"
         verdict = {SaleStatus.APPROVED: "APPROVED", SaleStatus.OFFLINE_APPROVED: "APPROVED",
                    SaleStatus.DECLINED: "DECLINED"}.get(last.status, "")
         if not verdict:
             return ""
-        return f"LAST SALE {verdict}\n" + ("PRINTING COPY" if copy else "RECEIPT PRINTED")
+        return f"{what} {verdict}\n" + ("PRINTING COPY" if copy else "RECEIPT PRINTED")
 
     # -- effects ------------------------------------------------------------------
     async def execute(self, effects: list[Effect]) -> None:

@@ -50,7 +50,7 @@ from firmware.runtime import failpoints
 from firmware.runtime.hostlink import HostLink, Pending
 from firmware.runtime.journal import Journal
 from firmware.runtime.journal_batch import BatchClose, UploadItem
-from firmware.runtime.supervisor import is_fatal
+from firmware.runtime.supervisor import Wake, is_fatal, seconds_until
 
 log = logging.getLogger("posterm.batch")
 UPLOAD_TRIES = 3  # transmissions of one 0320/0321 in one close before it gives up
@@ -308,17 +308,26 @@ class CloseSchedule:
     """Once a day at `close_time` (local), when the terminal is idle, ask the core for a
     close (CloseDue); it ignores the ask unless idle, so ask again every `retry` seconds
     until a close has been done that day. A close cut short (crash, lost host after an
-    upload) is asked for at once, at start-up and then every `retry` seconds."""
+    upload) is asked for at once, at start-up and then every `retry` seconds.
+
+    It sleeps until the close time, the retry, or a `kick` (the app kicks it when the
+    terminal goes idle and when a close ends), and at most `poll` seconds, so that a
+    clock set forward is noticed within a minute: it never polls."""
 
     def __init__(self, close_time: str, *, idle: Callable[[], bool],
                  emit: Callable[[Event], None], in_progress: Callable[[], bool],
                  running: Callable[[], bool], last_day: Callable[[], str],
-                 retry: float = 60.0, poll: float = 1.0,
+                 retry: float = 60.0, poll: float = 60.0,
                  clock: Callable[[], datetime] = datetime.now) -> None:
         self.at = parse_close_time(close_time)
         self.idle, self.emit, self.in_progress, self.running = idle, emit, in_progress, running
         self.last_day, self.retry, self.poll, self.clock = last_day, retry, poll, clock
         self._asked = -1e9
+        self._wake = Wake()
+
+    def kick(self) -> None:
+        """Look again now: the terminal went idle, or a close ended."""
+        self._wake.kick()
 
     def due(self) -> date | None:
         """The day whose scheduled close is due now, or None."""
@@ -339,10 +348,17 @@ class CloseSchedule:
     async def run(self) -> None:
         while True:
             resume = self.in_progress()
-            if (resume or self.due() is not None) and not self.running() and self.idle() \
-                    and time.monotonic() - self._asked >= self.retry:
-                self._asked = time.monotonic()
-                log.info("%s: asking for a batch close", "a batch close was cut short"
-                         if resume else "the daily close time has come")
-                self.emit(CloseDue())
-            await asyncio.sleep(self.poll)
+            wait = self.poll
+            if resume or self.due() is not None:
+                since = time.monotonic() - self._asked
+                if since < self.retry:
+                    wait = min(wait, self.retry - since)
+                elif not self.running() and self.idle():
+                    self._asked = time.monotonic()
+                    log.info("%s: asking for a batch close", "a batch close was cut short"
+                             if resume else "the daily close time has come")
+                    self.emit(CloseDue(resumed=bool(resume)))
+                    wait = min(wait, self.retry)
+            elif self.at is not None:
+                wait = min(wait, seconds_until(self.clock(), self.at))
+            await self._wake.nap(wait)

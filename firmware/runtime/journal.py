@@ -113,12 +113,13 @@ class Journal(QueueStore, BatchStore):
             self._forget_card(db, sale_id)
         return self.sale(sale_id)
 
-    def mark_shown(self, sale_id: int) -> None:
-        """The sale's outcome is on the display: the merchant has been told. Not a write of
-        the order of durable writes (lost in a power cut, the restart only tells the
-        outcome again): committed without an fsync of its own (`tx`)."""
+    def mark_shown(self, sale_id: int, shown: bool = True) -> None:
+        """The sale's outcome is on the display: the merchant has been told (`shown`
+        False: a stop took it off the glass too soon, the next start tells it again).
+        Not a write of the order of durable writes (lost in a power cut, the restart only
+        tells the outcome again): committed without an fsync of its own (`tx`)."""
         with self.tx(durable=False) as db:
-            db.execute("UPDATE sales SET result_shown=1 WHERE id=?", (sale_id,))
+            db.execute("UPDATE sales SET result_shown=? WHERE id=?", (int(shown), sale_id))
 
     def was_shown(self, sale_id: int) -> bool:
         row = self.db.execute("SELECT result_shown FROM sales WHERE id=?", (sale_id,)).fetchone()

@@ -141,6 +141,7 @@ TABLE_MIGRATIONS = (
 # their indexes, the meta row) fits in a fraction of this; older pages come back from the
 # kernel's file cache when a report or a recovery reads them.
 CACHE_KIB = 256
+IN_HAND = "sale_in_hand"  # note: a sale keyed in and not yet journaled ("kind amount")
 
 
 class JournalBase:
@@ -254,9 +255,20 @@ class JournalBase:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (f"note:{key}",)).fetchone()
         return str(row[0]) if row else ""
 
-    def set_note(self, key: str, value: str) -> None:
-        with self.tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"note:{key}", value))
+    def set_note(self, key: str, value: str, *, durable: bool = True) -> None:
+        """Keep a note ("" deletes it); `durable=False`: no fsync of its own (`tx`)."""
+        with self.tx(durable=durable) as db:
+            if value:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"note:{key}", value))
+            else:
+                db.execute("DELETE FROM meta WHERE key=?", (f"note:{key}",))
+
+    def in_hand(self, kind: str, amount: int) -> None:
+        """A sale's amount is confirmed and the terminal waits for the card: a cheap note
+        (no fsync, no card data) that the first write of the sale itself deletes, so that a
+        terminal stopped in between can say LAST SALE NOT DONE at its next start. Called
+        with amount 0 when the sale ends before it reached the journal."""
+        self.set_note(IN_HAND, f"{kind} {amount}" if amount else "", durable=False)
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (a clean stop leaves one file behind)."""
@@ -349,6 +361,8 @@ class JournalBase:
              status, batch, invoice, json.dumps(public), self.vault.pan_hash(card.pan),
              stan))
         sale_id = int(cur.lastrowid or 0)
+        # the sale is in the journal now: the note of a sale in hand has served (in_hand)
+        db.execute("DELETE FROM meta WHERE key=?", (f"note:{IN_HAND}",))
         secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
         db.execute("INSERT INTO card_data VALUES (?, ?)",
                    (sale_id, self.vault.seal(f"sale:{sale_id}", secret)))

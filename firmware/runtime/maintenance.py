@@ -19,9 +19,11 @@ from datetime import date, datetime, timedelta
 
 from firmware.config import Maintenance
 from firmware.core.events import Event, MaintenanceNotice
+from firmware.runtime.supervisor import Wake, seconds_until
 
 log = logging.getLogger("posterm.maintenance")
 NOTE = "last_daily_restart"
+LONGEST_NAP = 60.0  # seconds: the most the task sleeps without looking at the clock
 
 
 def window_day(now: datetime, window: tuple[int, int]) -> date | None:
@@ -49,6 +51,7 @@ class DailyRestart:
         self.cfg = cfg
         self.idle, self.emit, self.last_day, self.remember = idle, emit, last_day, remember
         self.restart, self.status, self.clock = restart, status, clock
+        self._wake = Wake()
 
     def due(self) -> date | None:
         if self.cfg.window is None:
@@ -58,21 +61,30 @@ class DailyRestart:
             return None
         return day
 
+    def kick(self) -> None:
+        """Look again now: the terminal went idle."""
+        self._wake.kick()
+
     async def run(self) -> None:
-        """Runs until the restart (then waits to be cancelled); never returns on its own."""
+        """Runs until the restart (then waits to be cancelled); never returns on its own.
+        It sleeps until the window opens or the terminal goes idle (a `kick`), and at
+        most `LONGEST_NAP` seconds, so a clock set forward is noticed: it never polls."""
         if self.cfg.window is None:
             await asyncio.Event().wait()
-        poll = min(30.0, max(0.5, self.cfg.notice / 4))
+        start = divmod(self.cfg.window[0], 60)
         while True:
-            await asyncio.sleep(poll)
-            if self.due() is None or not self.idle():
+            if self.due() is None:
+                await self._wake.nap(min(LONGEST_NAP, seconds_until(self.clock(), start)))
+                continue
+            if not self.idle():
+                await self._wake.nap(LONGEST_NAP)
                 continue
             log.info("daily restart in %g s (announced on the display)", self.cfg.notice)
             self.status(f"daily restart in {self.cfg.notice:g} s")
             self.emit(MaintenanceNotice(notice_text(self.cfg.notice)))
             await asyncio.sleep(self.cfg.notice)
             while (day := self.due()) is not None and not self.idle():
-                await asyncio.sleep(0.5)  # a sale or the menu: put it off until idle
+                await self._wake.nap(LONGEST_NAP)  # a sale or the menu: until idle
             self.emit(MaintenanceNotice(""))
             if day is None:
                 log.warning("daily restart skipped today: the terminal was never idle in "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from firmware.core.model import SaleRecord, SaleStatus
-from firmware.core.texts import money, outcome
+from firmware.core.texts import customer_not_moved, money, not_moved, outcome
 
 log = logging.getLogger("posterm.sale")
 
@@ -27,12 +27,12 @@ def describe(rec: SaleRecord, currency: str, cause: str = "") -> tuple[str, str,
         out = outcome(rec.response_code)
         why = f" ({out.reason.lower()})" if out.reason else ""
         return ("DECLINED", f"declined by the bank, code {rec.response_code}{why}, {amount}, "
-                "not charged", logging.INFO)
+                f"{not_moved(rec.kind).lower()}", logging.INFO)
     if rec.status == SaleStatus.NOT_COMPLETED:
         return ("NOT_COMPLETED", f"no answer from the bank, {amount}: reversal recorded, "
-                "customer not charged", logging.WARNING)
+                f"{customer_not_moved(rec.kind)}", logging.WARNING)
     why = ", ".join(x.lower() for x in (cause, rec.reason) if x) or "not completed"
-    return "NOT_CHARGED", f"not completed ({why}), {amount}, customer not charged", \
+    return "NOT_CHARGED", f"not completed ({why}), {amount}, {customer_not_moved(rec.kind)}", \
         logging.WARNING
 
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from firmware.config import ModemConfig
 from firmware.core.backoff import full_jitter
 from firmware.core.events import ConditionChanged, Event, PathChanged
+from firmware.runtime.supervisor import Wake
 
 log = logging.getLogger("posterm.paths")
 
@@ -95,6 +96,7 @@ class Paths:
         self.in_use = ""  # the path of the current connection ("" when none)
         self.switches = 0
         self.last_failover = 0.0
+        self.changed = Wake()  # kicked when the primary fails or the modem takes over
 
     @property
     def has_modem(self) -> bool:
@@ -132,6 +134,7 @@ class Paths:
             self.in_use = path
             if path == MODEM:
                 self.last_failover = self.clock()
+            self.changed.kick()
             self.report()
         if path == PRIMARY:
             self.primary_failed_at = None
@@ -148,6 +151,7 @@ class Paths:
             self.primary_failed_at = self.clock()
             log.warning("primary path down%s: the 4G modem takes over", f" ({why})" if why
                         else "")
+            self.changed.kick()
         self.healthy_since = None
 
     def probed(self, ok: bool) -> None:
@@ -239,7 +243,8 @@ class PrimaryProbe:
     async def run(self) -> None:
         while True:
             if self.paths.primary_failed_at is None or self.paths.in_use == PRIMARY:
-                await asyncio.sleep(self.interval)
+                # nothing to probe: asleep until the primary fails (at most a minute)
+                await self.paths.changed.nap(60.0)
                 continue
             await self.once()
             if self.paths.failback_due():

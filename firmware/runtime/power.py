@@ -13,9 +13,13 @@ Theory of operation. Two supervised tasks share this monitor:
   answer, or answers nonsense, is logged once and shown as BATTERY GAUGE FAULT,
   which does not block sales (a broken gauge must not close the shop); it is
   read again every interval and the fault clears when it answers.
-- The mains task polls the power-fail input (low = mains lost) every
-  `POLL_SECONDS` in the pins' thread; `DEBOUNCE` equal readings in a row make
-  a change. Mains lost: a warning, `ConditionChanged("power", "MAINS POWER
+- The mains task reads the power-fail input (low = mains lost) when it
+  changes: the GPIO library's edge detection wakes it (`watch`), and only then
+  is the pin read, `POLL_SECONDS` apart, until `DEBOUNCE` equal readings in a
+  row make a change (or the level goes back). Idle, it sleeps: it also reads
+  the pin every `RECHECK_SECONDS` in case an edge was missed, and wakes when
+  the grace runs out. Where edges cannot be detected, it reads the pin every
+  `POLL_SECONDS` and says so once in the log. Mains lost: a warning, `ConditionChanged("power", "MAINS POWER
   LOST", blocks_sales=True)`, the journal's WAL is folded into the database
   (a clean file if the battery runs out), and the grace timer starts. Mains
   back within `[power] grace`: the timer is cancelled and the condition
@@ -38,16 +42,17 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from firmware.config import BatteryConfig, PowerConfig
 from firmware.core.events import BatteryRead, ConditionChanged, Event
+from firmware.runtime import threads
 from firmware.errors import DeviceError, PostermError
 
 log = logging.getLogger("posterm.power")
 
-POLL_SECONDS = 0.2  # the power-fail input
+POLL_SECONDS = 0.2  # the power-fail input, while it changes (or without edge detection)
+RECHECK_SECONDS = 60.0  # the input read anyway, in case an edge was missed
 DEBOUNCE = 2  # equal readings in a row before mains counts as lost or back
 HYSTERESIS = 3  # percent above low_percent before a low battery is no longer low
 SHUTDOWN_TIMEOUT = 60.0  # seconds the shutdown command may take
@@ -76,11 +81,12 @@ class GaugePort(Protocol):
 class PowerMonitor:
     def __init__(self, battery: BatteryConfig, power: PowerConfig, *,
                  gauge: GaugePort | None, power_ok: Callable[[], Awaitable[bool]] | None,
+                 watch: Callable[[Callable[[], None]], Awaitable[object]] | None = None,
                  emit: Callable[[Event], None], checkpoint: Callable[[], None],
                  request_stop: Callable[[], None], changed: Callable[[], object],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.battery_cfg, self.power_cfg = battery, power
-        self.gauge, self.power_ok = gauge, power_ok
+        self.gauge, self.power_ok, self.watch = gauge, power_ok, watch
         self.emit, self.checkpoint, self.request_stop = emit, checkpoint, request_stop
         self.changed, self.clock = changed, clock
         self.reading: GaugeReadingLike | None = None
@@ -90,7 +96,7 @@ class PowerMonitor:
         self.lost_at: float | None = None
         self.shutdown_requested = False
         self._pin_error = ""
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="gauge")
+        self._pool = threads.pool("gauge")
 
     # -- the battery gauge ----------------------------------------------------------
     async def run_gauge(self) -> None:
@@ -153,8 +159,11 @@ class PowerMonitor:
     # -- the power-fail input -------------------------------------------------------
     async def run_mains(self) -> None:
         assert self.power_ok is not None
+        changed = asyncio.Event()
+        watching = await self._watch_edges(changed)
         streak = 0
         while True:
+            changed.clear()  # before the read: an edge during it wakes the wait below
             level = await self._read_pin()
             if level is None or level == self.mains:
                 streak = 0
@@ -166,10 +175,40 @@ class PowerMonitor:
                         self._mains_back()
                     else:
                         self._mains_lost()
-            if (not self.mains and not self.shutdown_requested and self.lost_at is not None
-                    and self.clock() - self.lost_at >= self.power_cfg.grace):
-                self._grace_over()
-            await asyncio.sleep(POLL_SECONDS)
+            grace_left = None
+            if not self.mains and not self.shutdown_requested and self.lost_at is not None:
+                grace_left = self.lost_at + self.power_cfg.grace - self.clock()
+                if grace_left <= 0:
+                    self._grace_over()
+                    grace_left = None
+            if not watching or streak or self._pin_error:
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            wait = RECHECK_SECONDS if grace_left is None else min(RECHECK_SECONDS, grace_left)
+            try:  # asleep until the pin changes, the grace runs out, or the recheck
+                await asyncio.wait_for(changed.wait(), max(0.0, wait))
+            except TimeoutError:
+                pass
+
+    async def _watch_edges(self, changed: asyncio.Event) -> bool:
+        """Ask for the input's edges; False (and one log line) when they cannot be had."""
+        if self.watch is None:
+            return False
+        loop = asyncio.get_running_loop()
+
+        def edge() -> None:  # the GPIO library's thread
+            try:
+                loop.call_soon_threadsafe(changed.set)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
+
+        try:
+            await self.watch(edge)
+        except DeviceError as exc:
+            log.info("power-fail input: no edge detection (%s); reading it every %g s",
+                     exc, POLL_SECONDS)
+            return False
+        return True
 
     async def _read_pin(self) -> bool | None:
         assert self.power_ok is not None

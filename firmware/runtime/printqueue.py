@@ -47,7 +47,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,6 +54,7 @@ from typing import Any
 from firmware.core.events import ConditionChanged, Event
 from firmware.core.receipt import BOLD, WIDTH
 from firmware.core.texts import two_cols
+from firmware.runtime import threads
 from firmware.errors import DeviceError
 from firmware.ports import PrinterPort
 from firmware.runtime import failpoints
@@ -136,7 +136,7 @@ class PrintSpooler:
         self._on_error = on_error
         self._clock, self._now = clock, now
         # one thread: a printer that hangs holds up only the printer, never the display
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="printer")
+        self._pool = threads.pool("printer")
         self._condition = ""
         self._stuck: asyncio.Task[PrintResult] | None = None  # a print past job_timeout
         self._wake: asyncio.Event | None = None

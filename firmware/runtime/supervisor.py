@@ -16,6 +16,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
 from typing import Any
 
 from firmware.core.backoff import full_jitter
@@ -58,3 +59,31 @@ async def supervise(name: str, factory: Callable[[], Coroutine[Any, Any, object]
             await asyncio.sleep(delay)
             continue
         await asyncio.sleep(base)
+
+
+class Wake:
+    """A task's alarm clock: it sleeps until a deadline or until someone `kick`s it
+    (the terminal went idle, a close ended), so a task that waits for a condition
+    wakes when the condition may have changed instead of polling for it."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def kick(self) -> None:
+        self._event.set()
+
+    async def nap(self, seconds: float) -> None:
+        """Sleep up to `seconds`; return sooner if kicked since the last nap ended."""
+        try:
+            await asyncio.wait_for(self._event.wait(), max(0.0, seconds))
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+
+def seconds_until(now: datetime, at: tuple[int, int]) -> float:
+    """Seconds from `now` to the next local time `at` (hour, minute), at least 0."""
+    target = now.replace(hour=at[0], minute=at[1], second=0, microsecond=0)
+    if target <= now:
+        target += timedelta(days=1)
+    return (target - now).total_seconds()
