@@ -144,7 +144,7 @@ def _close_with_upload(rig: Rig, rng: random.Random) -> None:
 Scenario = Callable[[Rig, random.Random], None]
 # point -> (scenario, host down at start, what the idle screen must say after the restart)
 MATRIX: dict[str, tuple[Scenario, bool, str | None]] = {
-    "before_record_sending": (_online_sale, False, None),
+    "before_record_sending": (_online_sale, False, NOT_DONE),  # nothing journaled, told
     "after_record_sending": (_online_sale, False, REVERSED),
     "after_send": (_online_sale, False, REVERSED),
     "after_answer": (_online_sale, False, REVERSED),
