@@ -163,7 +163,7 @@ class LineFramer:
 
     def expire(self, now: float) -> list[Framed]:
         """A read found nothing at `now`: give up a line that has been quiet long enough."""
-        if not self.pending or now - self._last < self._timeout:
+        if not self.pending or now < self.quiet_deadline:
             return []
         return self._give_up(self._timeout)
 
