@@ -39,7 +39,6 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import serial
@@ -301,7 +300,7 @@ class MagstripeReader:
                 readable.clear()
                 # non-blocking (timeout 0): what the kernel holds now; a readable port
                 # that gives nothing has hung up, and pyserial raises for it
-                data = port.read(port.in_waiting or 1)
+                data = port.read(getattr(port, "in_waiting", 0) or 1)
                 for event in events_from_read(framer, data, time.monotonic()):
                     emit(event)
         finally:

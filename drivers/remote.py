@@ -26,7 +26,7 @@ from typing import Any
 from evdev import InputEvent
 
 from firmware.errors import KeypadError
-from firmware.runtime.threads import set_os_name as _os_thread_name
+from drivers.osthread import set_os_name as _os_thread_name
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from firmware.core.effects import (
     Beep, CheckPin, CloseBatch, Effect, FindForVoid, Log, Print, PrintTotals, Void,
 )
 from firmware.core.events import (
-    CloseDue, CloseFinished, CloseProgress, Event, KeyPressed, PinChecked, PrintFinished, VoidCandidate,
-    VoidRecorded,
+    CloseDue, CloseFinished, CloseProgress, Event, KeyPressed, PinChecked, PrintFinished,
+    VoidCandidate, VoidRecorded,
 )
 from firmware.core.receipt import void_receipt
 from firmware.core.state import Now, Phase, State, Step, blocking, go, refresh, to_idle

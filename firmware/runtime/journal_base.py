@@ -156,6 +156,7 @@ class JournalBase:
             self.db.execute("PRAGMA synchronous=FULL")
             self._durable = True  # the connection's synchronous mode: FULL (True) or NORMAL
             self._cache: dict[str, int] = {}  # meta values and invoice counters (see _meta)
+            self._in_hand_noted = True  # a sale-in-hand note may be in the journal (in_hand)
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.db.executescript(SCHEMA)
@@ -269,6 +270,7 @@ class JournalBase:
         terminal stopped in between can say LAST SALE NOT DONE at its next start. Called
         with amount 0 when the sale ends before it reached the journal."""
         self.set_note(IN_HAND, f"{kind} {amount}" if amount else "", durable=False)
+        self._in_hand_noted = bool(amount)
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (a clean stop leaves one file behind)."""
@@ -361,8 +363,9 @@ class JournalBase:
              status, batch, invoice, json.dumps(public), self.vault.pan_hash(card.pan),
              stan))
         sale_id = int(cur.lastrowid or 0)
-        # the sale is in the journal now: the note of a sale in hand has served (in_hand)
-        db.execute("DELETE FROM meta WHERE key=?", (f"note:{IN_HAND}",))
+        if self._in_hand_noted:  # the sale is in the journal: the note has served (in_hand)
+            db.execute("DELETE FROM meta WHERE key=?", (f"note:{IN_HAND}",))
+            self._in_hand_noted = False
         secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
         db.execute("INSERT INTO card_data VALUES (?, ?)",
                    (sale_id, self.vault.seal(f"sale:{sale_id}", secret)))

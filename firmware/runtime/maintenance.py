@@ -69,9 +69,11 @@ class DailyRestart:
         """Runs until the restart (then waits to be cancelled); never returns on its own.
         It sleeps until the window opens or the terminal goes idle (a `kick`), and at
         most `LONGEST_NAP` seconds, so a clock set forward is noticed: it never polls."""
-        if self.cfg.window is None:
+        window = self.cfg.window
+        if window is None:
             await asyncio.Event().wait()
-        start = divmod(self.cfg.window[0], 60)
+            return
+        start = divmod(window[0], 60)
         while True:
             if self.due() is None:
                 await self._wake.nap(min(LONGEST_NAP, seconds_until(self.clock(), start)))

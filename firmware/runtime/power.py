@@ -19,8 +19,9 @@ Theory of operation. Two supervised tasks share this monitor:
   row make a change (or the level goes back). Idle, it sleeps: it also reads
   the pin every `RECHECK_SECONDS` in case an edge was missed, and wakes when
   the grace runs out. Where edges cannot be detected, it reads the pin every
-  `POLL_SECONDS` and says so once in the log. Mains lost: a warning, `ConditionChanged("power", "MAINS POWER
-  LOST", blocks_sales=True)`, the journal's WAL is folded into the database
+  `POLL_SECONDS` and says so once in the log. Mains lost: a warning,
+  `ConditionChanged("power", "MAINS POWER LOST", blocks_sales=True)`, the
+  journal's WAL is folded into the database
   (a clean file if the battery runs out), and the grace timer starts. Mains
   back within `[power] grace`: the timer is cancelled and the condition
   cleared. Grace over: the monitor asks the app to stop the way SIGTERM does
