@@ -50,7 +50,21 @@ def _key_map() -> dict[int, str]:
 KEY_MAP: dict[int, str] = _key_map()
 
 
-def key_for(event: evdev.InputEvent) -> str | None:
+class InputEventLike(Protocol):
+    """What a key source yields: `evdev.InputEvent`, or anything with its three fields
+    (hwsim's stand-in yields its own, so that evdev stays in this module)."""
+
+    @property
+    def type(self) -> int: ...
+
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def value(self) -> int: ...
+
+
+def key_for(event: InputEventLike) -> str | None:
     """The logical key of a key-down event, or None for anything that does not count."""
     if event.type != ecodes.EV_KEY or event.value != KEY_DOWN:
         return None
@@ -63,7 +77,7 @@ class KeyEventSource(Protocol):
     def open(self) -> None:
         """Open the device. Raises KeypadError with a clear message."""
 
-    def events(self) -> AsyncIterator[evdev.InputEvent]: ...
+    def events(self) -> AsyncIterator[InputEventLike]: ...
 
     def close(self) -> None: ...
 

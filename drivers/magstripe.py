@@ -45,7 +45,6 @@ import serial
 
 from drivers.tracks import CARD_NOT_READ, MAX_LINE, overlong, parse_swipe, unterminated
 from firmware.core.card import CardData
-from firmware.core.backoff import ceiling
 from firmware.core.events import CardReadFailed, CardSwiped, ConditionChanged, Event
 from firmware.errors import CardReaderError
 from firmware.ports import Emit
@@ -325,7 +324,7 @@ class MagstripeReader:
 
     def _pause(self, attempt: int) -> float:
         """Seconds before reopen attempt `attempt` + 1: in the upper half of the ceiling."""
-        top = ceiling(attempt, self._retry_base, self._retry_cap)
+        top = min(self._retry_cap, self._retry_base * 2.0 ** min(attempt, 32))
         return top / 2 + self._rng.random() * top / 2
 
     def _open_port(self) -> serial.SerialBase:

@@ -8,7 +8,7 @@ over hwsim's control socket (JSON lines); all device behaviour lives in hwsim.
 The blocking stand-ins keep one socket each and reconnect after hwsim restarts.
 A connection problem or a device that does not answer raises OSError, as a real
 bus would. The key source turns hwsim's event stream back into
-`evdev.InputEvent` values.
+events with the fields of `evdev.InputEvent`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
-
-from evdev import InputEvent
 
 from firmware.errors import KeypadError
 from drivers.osthread import set_os_name as _os_thread_name
@@ -311,6 +310,18 @@ def _pins(channel: int | Iterable[int]) -> list[int]:
     return [channel] if isinstance(channel, int) else list(channel)
 
 
+@dataclass(frozen=True)
+class KeyEvent:
+    """One input event as hwsim streams it: the fields of `evdev.InputEvent` that the
+    keypad driver reads (evdev itself is imported only by drivers/keypad.py)."""
+
+    sec: int
+    usec: int
+    type: int
+    code: int
+    value: int
+
+
 class RemoteKeySource:
     """A keypad event source (`open`, `events`, `close`) fed by hwsim's keypad model."""
 
@@ -347,7 +358,7 @@ class RemoteKeySource:
         self._sock = sock
         log.info("keypad: listening to hwsim at %s", self.socket_path)
 
-    async def events(self) -> AsyncIterator[InputEvent]:
+    async def events(self) -> AsyncIterator[KeyEvent]:
         """The key events as they come; KeypadError if hwsim goes away (not after close())."""
         if self._sock is None:
             raise KeypadError("keypad: events() before open()")
@@ -368,7 +379,7 @@ class RemoteKeySource:
             except (ValueError, KeyError, TypeError):
                 log.warning("keypad: ignored a line from hwsim that is not an event")
                 continue
-            yield InputEvent(sec, usec, type_, code, value)
+            yield KeyEvent(int(sec), int(usec), int(type_), int(code), int(value))
 
     def close(self) -> None:
         if self._writer is not None:

@@ -33,8 +33,8 @@ from firmware.core.link import LinkPolicy
 from firmware.core.model import CoreConfig
 from firmware.core.risk import OfflineRules
 from firmware.errors import ConfigError
-from firmware.runtime.operator import FUNCTIONS as PIN_FUNCTIONS
-from firmware.runtime.operator import parse_pin_hash
+from firmware.pinhash import FUNCTIONS as PIN_FUNCTIONS
+from firmware.pinhash import parse_pin_hash
 
 # The limits stay importable from here (they live in firmware.config_values).
 __all__ = ["ADDRESS_LINES", "AMOUNT_MAX", "BACKENDS", "BAUDRATES", "BLOCKED_BINS_MAX",

@@ -18,7 +18,6 @@ import pytest
 from firmware.config import parse
 from firmware.core.effects import CheckPin
 from firmware.errors import ConfigError
-from firmware.runtime import operator
 from firmware.runtime.journal import Journal
 from firmware.runtime.operator import OperatorGuard, hash_pin, parse_pin_hash, verify_pin
 from firmware.runtime.vault import Vault
@@ -248,4 +247,6 @@ def test_pin_hash_needs_no_configuration(tmp_path: pathlib.Path) -> None:
 def test_operator_functions_list_matches_the_core() -> None:
     from firmware.core.model import CoreConfig
 
-    assert set(operator.FUNCTIONS) == set(CoreConfig.__dataclass_fields__["protect"].default)
+    from firmware import pinhash
+
+    assert set(pinhash.FUNCTIONS) == set(CoreConfig.__dataclass_fields__["protect"].default)

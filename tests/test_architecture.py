@@ -1,0 +1,98 @@
+"""docs/architecture.md matches the tree, and the import rules it states hold.
+
+- Every module under firmware/, drivers/ and hw-sim/ is named in the document
+  (a new module means a new line there).
+- Who may import whom, read from each module's own import statements (ast):
+  core imports only core; firmware/ outside runtime never imports the runtime;
+  drivers import only the core's vocabulary, the ports, the errors and other
+  drivers; hwsim never imports the runtime nor the drivers.
+- A hardware library is imported only by its own driver.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOC = (ROOT / "docs" / "architecture.md").read_text()
+HARDWARE = {  # library -> the only driver modules that may import it
+    "evdev": {"drivers/keypad.py"},
+    "serial": {"drivers/magstripe.py", "drivers/modem.py", "drivers/printer.py"},
+    "smbus2": {"drivers/lcd.py", "drivers/gauge.py"},
+    "RPi": {"drivers/gpio.py"},
+    "escpos": {"drivers/printer.py"},
+}
+DRIVER_MAY = ("firmware.core.events", "firmware.core.card", "firmware.ports", "firmware.errors",
+              "drivers")
+
+
+def _modules(folder: str) -> list[pathlib.Path]:
+    return sorted(p for p in (ROOT / folder).rglob("*.py")
+                  if p.name != "__init__.py" and "webui" not in p.parts)
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every module name the file imports (absolute), at any depth of the file."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def _rel(path: pathlib.Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _under(name: str, *prefixes: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@pytest.mark.parametrize("folder", ["firmware", "drivers", "hw-sim"])
+def test_every_module_is_in_the_architecture_document(folder: str) -> None:
+    missing = [_rel(p) for p in _modules(folder) if f"`{p.name}`" not in DOC]
+    assert missing == [], f"docs/architecture.md does not name: {missing}"
+
+
+def test_the_core_imports_only_the_core() -> None:
+    bad = {_rel(p): sorted(n for n in _imports(p) if _under(n, "firmware", "drivers", "hwsim")
+                           and not _under(n, "firmware.core"))
+           for p in _modules("firmware/core")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_nothing_outside_the_runtime_imports_the_runtime() -> None:
+    outside = [p for p in _modules("firmware") if "runtime" not in p.parts
+               and p.name != "__main__.py"]  # the command line starts the runtime
+    outside += _modules("drivers") + _modules("hw-sim")
+    bad = {_rel(p): sorted(n for n in _imports(p) if _under(n, "firmware.runtime"))
+           for p in outside}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_drivers_import_only_the_core_vocabulary_ports_and_errors() -> None:
+    bad = {_rel(p): sorted(n for n in _imports(p) if _under(n, "firmware", "drivers", "hwsim")
+                           and not _under(n, *DRIVER_MAY))
+           for p in _modules("drivers")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_hwsim_imports_neither_the_runtime_nor_the_drivers() -> None:
+    bad = {_rel(p): sorted(n for n in _imports(p) if _under(n, "firmware.runtime", "drivers"))
+           for p in _modules("hw-sim")}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_a_hardware_library_is_imported_only_by_its_driver() -> None:
+    everything = _modules("firmware") + _modules("drivers") + _modules("hw-sim")
+    bad = {}
+    for path in everything:
+        for lib, allowed in HARDWARE.items():
+            if any(_under(n, lib) for n in _imports(path)) and _rel(path) not in allowed:
+                bad.setdefault(_rel(path), []).append(lib)
+    assert bad == {}
