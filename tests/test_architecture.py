@@ -96,3 +96,15 @@ def test_a_hardware_library_is_imported_only_by_its_driver() -> None:
             if any(_under(n, lib) for n in _imports(path)) and _rel(path) not in allowed:
                 bad.setdefault(_rel(path), []).append(lib)
     assert bad == {}
+
+
+def test_every_effect_the_core_can_ask_for_has_a_runner() -> None:
+    """One table (firmware/runtime/app.py `_effect_table`) runs the effects: each type in
+    the core's Effect union has its entry, so a new effect cannot be forgotten."""
+    import typing
+
+    from firmware.core.effects import Effect
+    from firmware.runtime.app import App
+
+    table = App._effect_table(App.__new__(App))
+    assert set(typing.get_args(Effect)) == set(table)

@@ -38,7 +38,7 @@ from typing import Any
 
 from firmware.config import Config
 from firmware.core import sale as core
-from firmware.core import iso, merchant
+from firmware.core import iso
 from firmware.core.effects import (
     Authorize, Beep, CheckPin, CloseBatch, CloseSale, DecideOffline, Effect, FindForVoid, Log,
     Print, PrintReport, PrintTotals, Show, StartTimer, Void,
@@ -49,10 +49,8 @@ from firmware.core.events import (
     PinChecked, SaleClosed, TimerFired, VoidCandidate, VoidRecorded, CloseFinished,
 )
 from firmware.core.link import UP
-from firmware.core.model import SaleRecord, SaleStatus
+from firmware.core.model import SaleRecord
 from firmware.core.receipt import offline_report, reprint, sale_receipt, x_report
-from firmware.core.texts import customer_not_moved, kind_word, money, not_moved
-from firmware.runtime.journal_base import IN_HAND
 from firmware.errors import DeviceError, HostError, PostermError
 from firmware.runtime import failpoints, threads
 from firmware.runtime.authorizer import Authorizer
@@ -68,10 +66,10 @@ from firmware.runtime.outcomes import log_outcome
 from firmware.runtime.printqueue import PrintSpooler, Settings
 from firmware.runtime.power import PowerMonitor
 from firmware.runtime.paths import (
-    MODEM, PRIMARY, ModemKeeper, Paths, PrimaryProbe, modem_facts,
+    MODEM, PRIMARY, Failover, ModemKeeper, Paths, PrimaryProbe, modem_facts,
 )
 from firmware.runtime.linkmonitor import LinkMonitor
-from firmware.runtime import maintenance, status
+from firmware.runtime import maintenance, recovery, status
 from firmware.runtime.maintenance import DailyRestart
 from firmware.runtime.sdnotify import Notifier
 from firmware.runtime.status import StatusServer
@@ -79,8 +77,9 @@ from firmware.runtime.supervisor import is_fatal, supervise
 from firmware.runtime.wiring import Devices
 
 log = logging.getLogger("posterm")
-RECOVERY_COPIES = 3  # copies printed after one start, most recent first
 _TICK: Any = object()  # a watchdog tick on the event queue (never reaches the core)
+Runner = Callable[[Any], object]  # runs an effect (spawning a task for background work)
+Fallback = Callable[[Any], Event]  # the event that ends the effect's flow if running it fails
 
 
 class App:
@@ -98,6 +97,8 @@ class App:
             echo=self._echo, idle_seconds=lambda: time.monotonic() - self.link.last_traffic,
             echo_interval=cfg.host.echo_interval, connected=lambda: self.link.connected)
         self.link.listeners.append(self.monitor.report)
+        self.failover = Failover(self.paths, self.link, busy=self._in_flight) \
+            if self.paths is not None else None
         self.forwarder = Forwarder(
             journal, self.link, cfg.host, sale_active=self._sale_active,
             link_usable=lambda: self.monitor.state != "DOWN", on_result=self.monitor.report,
@@ -149,6 +150,7 @@ class App:
         self.restart_reason = ""  # why, for the log: the daily restart, or mains back
         self.notifier = notifier or Notifier(environ={})
         self.power: PowerMonitor | None = None  # the battery gauge and the power-fail input
+        self._effects = self._effect_table()
         self.daily: DailyRestart | None = None  # the daily restart (started by run)
         self._in_hand: tuple[str, int] | None = None  # the sale noted as in hand
 
@@ -223,35 +225,9 @@ class App:
                                           else self.cfg.host.echo_interval)
         self.emit(event)
 
-    async def _failback(self) -> bool:
-        """Back to the primary path, when nothing is outstanding on the modem connection
-        and no sale is in flight (a request is never moved between paths)."""
-        if self.paths is None or self.link.outstanding or self._in_flight():
-            return False
-        self.paths.primary_failed_at = None
-        await self.link.close()
-        try:
-            await self.link.ensure_connected()
-        except HostError as exc:
-            log.warning("failback to the primary path: %s", exc)
-        return True
-
-    async def _fail_over(self) -> None:
-        """The link went DOWN on the primary path: the next connection tries the modem first;
-        an idle connection is closed now so that the probe reconnects over 4G."""
-        if self.paths is None or self.link.path != PRIMARY:
-            return
-        self.paths.primary_down("the link went down")
-        if not self.link.outstanding and not self._in_flight():
-            await self.link.close()
-            try:  # over the modem now, rather than at the next probe
-                await self.link.ensure_connected()
-            except HostError as exc:
-                log.warning("failover to the 4G modem: %s", exc)
-
     def _link_changed(self, state: str) -> None:
-        if state == "DOWN" and self.paths is not None and self.paths.modem_ready:
-            self._spawn(self._fail_over(), "failover")
+        if state == "DOWN" and self.failover is not None and self.failover.paths.modem_ready:
+            self._spawn(self.failover.fail_over(), "failover")
         self.emit(LinkChanged(state, untrusted=self.monitor.health.untrusted))
         self._spawn(self._led(state == UP), "led")
         if state == UP:
@@ -279,8 +255,9 @@ class App:
         """Run until `stop`; then finish a sale in flight (unless `stop_now`) and return."""
         self._stop = stop
         self.notifier.status("recovering: resolving the journal")
-        notice = await self.recover() or self._in_hand_notice() or self._close_notice()
-        self.journal.in_hand("", 0)
+        done = recovery.recover(self.journal, self.cfg.core.currency_code)
+        self._recovery_copies = done.copies
+        notice = done.notice
         last = self.journal.last_sale()
         recent = self.journal.recent_approvals(self.cfg.core.duplicate_minutes)
         state, effects = core.initial(self.cfg.core, last=last, notice=notice, recent=recent)
@@ -292,12 +269,12 @@ class App:
         self._supervised(self.spooler.run, "printer watch")
         self._supervised(self.forwarder.run, "forwarder")
         self._supervised(self.monitor.run, "link monitor")
-        if self.paths is not None and self.paths.modem is not None:
+        if self.paths is not None and self.paths.modem is not None and self.failover is not None:
             keeper = ModemKeeper(self.paths, self.paths.modem, self.cfg.modem, emit=self.emit)
             probe = PrimaryProbe(
-                self.paths, self.cfg.host.host, self.cfg.host.port, self.link._ssl,
-                (self.cfg.host.server_name or self.cfg.host.host) if self.link._ssl else None,
-                self.cfg.host.connect_timeout, failback=self._failback,
+                self.paths, self.cfg.host.host, self.cfg.host.port, self.link.ssl_context,
+                self.link.server_name,
+                self.cfg.host.connect_timeout, failback=self.failover.failback,
                 interval=min(10.0, max(1.0, self.cfg.modem.failback_after / 4)))
             self._supervised(keeper.run, "modem")
             self._supervised(probe.run, "primary probe")
@@ -454,28 +431,12 @@ class App:
         return doc
 
     def _status_line(self) -> str:
-        """What the terminal is doing, in words, for `systemctl status`."""
-        stats = self.journal.queue_stats()
-        link = {"UP": "bank online", "DEGRADED": "bank slow to answer",
-                "DOWN": "OFFLINE"}.get(self.monitor.state, self.monitor.state)
-        if self.monitor.health.untrusted:
-            link = "OFFLINE: host not trusted"
-        parts = [f"ready, {link}"]
-        if stats.count:
-            parts.append(f"{stats.count} offline sale(s) queued")
-        if stats.reversals:
-            parts.append(f"{stats.reversals} reversal(s) pending")
-        if stats.refused:
-            parts.append(f"{stats.refused} refused offline sale(s) unpaid")
-        if self.spooler.condition:
-            parts.append(f"printer: {self.spooler.condition}")
-        waiting = len(self.journal.queued_prints())
-        if waiting:
-            parts.append(f"{waiting} receipt(s) waiting for the printer")
-        if self._display.fault:
-            parts.append(f"display fault ({self._display.fault})")
-        parts += self.power.status_parts() if self.power is not None else []
-        return "; ".join(parts)
+        """What the terminal is doing, in words, for `systemctl status` (status.py)."""
+        return status.status_line(
+            link=self.monitor.state, untrusted=self.monitor.health.untrusted,
+            queues=self.journal.queue_stats(), printer=self.spooler.condition,
+            waiting_prints=len(self.journal.queued_prints()), display=self._display.fault,
+            power=self.power.status_parts() if self.power is not None else [])
 
     async def _handle(self, event: Event) -> None:
         assert self.state is not None
@@ -592,86 +553,6 @@ class App:
         except Exception as exc:  # the display is a courtesy here; the log has the cause
             log.debug("display while stopping: %s", exc)
 
-    async def recover(self) -> str:
-        """Resolve what the journal shows as unfinished, before any new sale, and say
-        what happened to the last sale if the merchant may not have seen it."""
-        rec = self.journal.recover()
-        notice = ""
-        for r in rec.reversed:
-            log.warning("recovery: %s %d was sent without a recorded answer: reversal "
-                        "pending, %s", kind_word(r.kind).lower(), r.sale_id,
-                        customer_not_moved(r.kind))
-        for r in rec.closed:
-            log.warning("recovery: %s %d never completed; %s", kind_word(r.kind).lower(),
-                        r.sale_id, customer_not_moved(r.kind))
-        # copies are printed after READY, in the background: a silent printer and many
-        # unprinted receipts never hold the start-up (nor the watchdog) up. At most the
-        # RECOVERY_COPIES most recent per start, so that a new sale's receipt never waits
-        # behind a long backlog (older ones follow at later starts, or from the menu)
-        self._recovery_copies = rec.unprinted[-RECOVERY_COPIES:]
-        if len(rec.unprinted) > RECOVERY_COPIES:
-            log.warning("recovery: %d receipts were never printed; the %d most recent are "
-                        "printed now, the rest at the next starts", len(rec.unprinted),
-                        RECOVERY_COPIES)
-        copies = {r.sale_id: None for r in self._recovery_copies}
-        last = self.journal.last_sale()
-        if last is not None:
-            notice = self._recovery_notice(last, last.sale_id in copies,
-                                           changed={r.sale_id for r in rec.reversed}
-                                           | {r.sale_id for r in rec.closed})
-        if notice and last is not None:
-            log.warning("recovery: the display tells the operator: %s (sale %d)",
-                        notice.replace("\n", " / "), last.sale_id)
-        return notice
-
-    def _in_hand_notice(self) -> str:
-        """A sale keyed in whose card was being read or sent when the terminal stopped,
-        before anything of it was journaled: nothing was sent and nobody was charged, and
-        the merchant is told so (LAST SALE NOT DONE / NOT CHARGED)."""
-        kind, _, amount = self.journal.note(IN_HAND).partition(" ")
-        if not kind or not amount.isdigit():
-            return ""
-        log.warning("recovery: a %s of %s was stopped before it was recorded: nothing was "
-                    "sent, %s", kind_word(kind).lower(),
-                    money(int(amount), self.cfg.core.currency_code),
-                    customer_not_moved(kind))
-        return f"LAST {kind_word(kind)} NOT DONE\n{not_moved(kind)}"
-
-    def _close_notice(self) -> str:
-        """A close the terminal finished before a restart whose Z report never came out
-        (it stopped between the close and the report): its result may never have been on
-        the display, so the idle screen says it (BATCH n CLOSED / IN BALANCE) while the
-        report prints. A notice about the last sale goes first."""
-        unprinted = self.journal.unprinted_z()
-        if not unprinted:
-            return ""
-        close = unprinted[-1]
-        log.warning("recovery: batch %d was closed before the restart; its Z report prints "
-                    "now", close.batch)
-        return merchant.close_notice(CloseFinished(True, close.batch,
-                                                   balanced=close.balanced is not False))
-
-    def _recovery_notice(self, last: SaleRecord, copy: bool, changed: set[int]) -> str:
-        """The two lines the idle screen shows after a restart about the last sale: only
-        when the restart changed it, prints its copy, or its result was never shown. The
-        copy is printed after READY: "PRINTING COPY" becomes COPY PRINTED (or REPRINT FROM
-        MENU) when the printer has answered."""
-        unseen = last.sale_id in changed or copy or not self.journal.was_shown(last.sale_id)
-        pending = last.status == SaleStatus.NOT_COMPLETED and \
-            self.journal.reversal_pending_for(last.sale_id)
-        if not unseen and not pending:
-            return ""
-        what = f"LAST {kind_word(last.kind)}"  # a refund is credited, not charged
-        if last.status == SaleStatus.NOT_COMPLETED:
-            return f"{what} REVERSED\n{not_moved(last.kind)}"
-        if last.status in (SaleStatus.FAILED, SaleStatus.AUTHORIZING):
-            return f"{what} NOT DONE\n{not_moved(last.kind)}"
-        verdict = {SaleStatus.APPROVED: "APPROVED", SaleStatus.OFFLINE_APPROVED: "APPROVED",
-                   SaleStatus.DECLINED: "DECLINED"}.get(last.status, "")
-        if not verdict:
-            return ""
-        return f"{what} {verdict}\n" + ("PRINTING COPY" if copy else "RECEIPT PRINTED")
-
     # -- effects ------------------------------------------------------------------
     async def execute(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -685,59 +566,61 @@ class App:
                           type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
                 self._effect_failed(effect)
 
+    def _effect_table(self) -> dict[type[Any], tuple[Runner, Fallback | None]]:
+        """Effect type -> (how it runs, the event that still ends its flow if running it
+        fails unexpectedly). Every effect the core can ask for is here (a test checks);
+        an effect that runs in the background is spawned, and its task answers itself."""
+        spawn = self._spawn
+        return {
+            Show: (lambda e: self._submit_show(e.rows), None),
+            StartTimer: (self._start_timer, None),
+            Authorize: (lambda e: spawn(self._authorize(e), "authorize"), None),
+            Print: (lambda e: spawn(self._print(e), "print"),
+                    lambda e: PrintFinished(False, "PRINTER FAULT", job=e.job)),
+            CloseSale: (self._close_sale, lambda e: SaleClosed(self.journal.sale(e.sale_id))),
+            DecideOffline: (self._decide_offline, self._offline_failed),
+            PrintReport: (lambda e: spawn(self._print_report(), "report"), None),
+            Log: (lambda e: log.log(logging.getLevelName(e.level.upper()), "%s", e.text), None),
+            Beep: (lambda e: spawn(self._beep(), "beep"), None),
+            CheckPin: (lambda e: spawn(self._check_pin(e), "pin check"),
+                       lambda e: PinChecked(False, e.function, "PIN CHECK FAILED")),
+            FindForVoid: (self._find_for_void, lambda e: VoidCandidate(None, "CANNOT BE VOIDED")),
+            Void: (lambda e: self._void(e.sale_id), lambda e: VoidCandidate(None,
+                                                                           "CANNOT BE VOIDED")),
+            CloseBatch: (lambda e: spawn(self.closer.run(e.scheduled), "batch close"),
+                         lambda e: CloseFinished(False, self.journal.open_batch(),
+                                                 message="TERMINAL ERROR")),
+            PrintTotals: (lambda e: spawn(self._print_totals(e.kind), "totals"),
+                          lambda e: PrintFinished(False, "PRINTER FAULT", job="x-report"
+                                                  if e.kind == "X" else "z-report")),
+        }
+
     def _effect_failed(self, effect: Effect) -> None:
-        """An effect failed unexpectedly: make sure the sale it belongs to still ends."""
-        if isinstance(effect, DecideOffline):
-            if effect.sale_id is None:
-                self.emit(AttemptFailed(None, "TERMINAL ERROR"))
-            else:
-                self.emit(SaleClosed(self.journal.close_sale(effect.sale_id, "TERMINAL ERROR")))
-        elif isinstance(effect, CloseSale):
-            self.emit(SaleClosed(self.journal.sale(effect.sale_id)))
-        elif isinstance(effect, CheckPin):
-            self.emit(PinChecked(False, effect.function, "PIN CHECK FAILED"))
-        elif isinstance(effect, (FindForVoid, Void)):
-            self.emit(VoidCandidate(None, "CANNOT BE VOIDED"))
-        elif isinstance(effect, Print):
-            self.emit(PrintFinished(False, "PRINTER FAULT", job=effect.job))
-        elif isinstance(effect, CloseBatch):
-            self.emit(CloseFinished(False, self.journal.open_batch(), message="TERMINAL ERROR"))
-        elif isinstance(effect, PrintTotals):
-            self.emit(PrintFinished(False, "PRINTER FAULT",
-                                    job="x-report" if effect.kind == "X" else "z-report"))
+        """An effect failed unexpectedly: make sure the flow it belongs to still ends."""
+        fallback = self._effects.get(type(effect), (None, None))[1]
+        if fallback is not None:
+            self.emit(fallback(effect))
 
     async def _execute(self, effect: Effect) -> None:
-        if isinstance(effect, Show):
-            self._submit_show(effect.rows)
-        elif isinstance(effect, StartTimer):
-            self._start_timer(effect)
-        elif isinstance(effect, Authorize):
-            self._spawn(self._authorize(effect), "authorize")
-        elif isinstance(effect, Print):
-            self._spawn(self._print(effect), "print")
-        elif isinstance(effect, CloseSale):
-            record = self.journal.close_sale(effect.sale_id, effect.reason)
-            failpoints.hit("after_sale_closed")
-            self.emit(SaleClosed(record))
-        elif isinstance(effect, DecideOffline):
-            self._decide_offline(effect)
-        elif isinstance(effect, PrintReport):
-            self._spawn(self._print_report(), "report")
-        elif isinstance(effect, Log):
-            log.log(logging.getLevelName(effect.level.upper()), "%s", effect.text)
-        elif isinstance(effect, Beep):
-            self._spawn(self._beep(), "beep")
-        elif isinstance(effect, CheckPin):
-            self._spawn(self._check_pin(effect), "pin check")
-        elif isinstance(effect, FindForVoid):
-            rec, problem = self.journal.void_candidate(effect.invoice)
-            self.emit(VoidCandidate(None if problem else rec, problem))
-        elif isinstance(effect, Void):
-            self._void(effect.sale_id)
-        elif isinstance(effect, CloseBatch):
-            self._spawn(self.closer.run(effect.scheduled), "batch close")
-        elif isinstance(effect, PrintTotals):
-            self._spawn(self._print_totals(effect.kind), "totals")
+        entry = self._effects.get(type(effect))
+        if entry is None:  # never silence: a core asking for what the runtime cannot do
+            log.error("internal error: no runner for the effect %s", type(effect).__name__)
+            return
+        entry[0](effect)
+
+    def _close_sale(self, effect: CloseSale) -> None:
+        record = self.journal.close_sale(effect.sale_id, effect.reason)
+        failpoints.hit("after_sale_closed")
+        self.emit(SaleClosed(record))
+
+    def _find_for_void(self, effect: FindForVoid) -> None:
+        rec, problem = self.journal.void_candidate(effect.invoice)
+        self.emit(VoidCandidate(None if problem else rec, problem))
+
+    def _offline_failed(self, effect: DecideOffline) -> Event:
+        if effect.sale_id is None:
+            return AttemptFailed(None, "TERMINAL ERROR")
+        return SaleClosed(self.journal.close_sale(effect.sale_id, "TERMINAL ERROR"))
 
     async def _check_pin(self, effect: CheckPin) -> None:
         """The PIN is checked in a worker thread; every path answers PinChecked."""

@@ -266,7 +266,7 @@ class Forwarder:
                 if not written:
                     pending = await self.link.send(doc)  # connects, waits for a check
                 else:
-                    pending = self.link._write(doc)
+                    pending = self.link.write_batch(doc)
             except MessageError as exc:
                 unsendable(n, exc)
                 continue

@@ -257,6 +257,22 @@ class HostLink:
         await self.flushed()
         return pending
 
+    def write_batch(self, doc: Fields) -> Pending:
+        """Write one more request of a batch at once, after `send` connected for its first:
+        no connecting, no waiting (the forwarder's pipelined queue). Raises
+        HostUnreachableError when the connection is closed."""
+        return self._write(doc)
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context the link verifies the host with (None: plain TCP)."""
+        return self._ssl
+
+    @property
+    def server_name(self) -> str | None:
+        """The name checked in the host's certificate (None without TLS)."""
+        return (self.cfg.server_name or self.cfg.host) if self._ssl else None
+
     async def flushed(self) -> None:
         """Until what was written has left the terminal. Over TCP the kernel has it once
         written; over the modem it is in this process until the module confirmed it

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from firmware.config import ModemConfig
 from firmware.core.backoff import full_jitter
 from firmware.core.events import ConditionChanged, Event, PathChanged
+from firmware.errors import HostError
 from firmware.runtime.supervisor import Wake
 
 log = logging.getLogger("posterm.paths")
@@ -211,6 +212,56 @@ def modem_facts(paths: Paths) -> dict[str, Any]:
         if status is not None and hasattr(status, key):
             facts[key] = getattr(status, key)
     return facts
+
+
+class LinkLike(Protocol):
+    """The part of the host link (hostlink.py) that failover moves between paths."""
+
+    @property
+    def outstanding(self) -> int: ...
+
+    @property
+    def path(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+    async def ensure_connected(self) -> None: ...
+
+
+class Failover:
+    """Moving the host link between the paths: to the modem when the link goes DOWN on
+    the primary, back to the primary once it has been healthy (PrimaryProbe). Only an
+    idle connection moves: a request is never moved between paths, and a sale in flight
+    (`busy`) finishes where it started."""
+
+    def __init__(self, paths: Paths, link: LinkLike, *, busy: Callable[[], bool]) -> None:
+        self.paths, self.link, self.busy = paths, link, busy
+
+    async def failback(self) -> bool:
+        """Back to the primary path, when nothing is outstanding on the modem connection
+        and no sale is in flight."""
+        if self.link.outstanding or self.busy():
+            return False
+        self.paths.primary_failed_at = None
+        await self.link.close()
+        try:
+            await self.link.ensure_connected()
+        except HostError as exc:
+            log.warning("failback to the primary path: %s", exc)
+        return True
+
+    async def fail_over(self) -> None:
+        """The link went DOWN on the primary path: the next connection tries the modem
+        first; an idle connection is closed now so that the probe reconnects over 4G."""
+        if self.link.path != PRIMARY:
+            return
+        self.paths.primary_down("the link went down")
+        if not self.link.outstanding and not self.busy():
+            await self.link.close()
+            try:  # over the modem now, rather than at the next probe
+                await self.link.ensure_connected()
+            except HostError as exc:
+                log.warning("failover to the 4G modem: %s", exc)
 
 
 class PrimaryProbe:

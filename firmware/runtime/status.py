@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from firmware.core.risk import QueueStats
+
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 SOCKET_NAME = "status.sock"
 
@@ -122,6 +124,26 @@ def _batch(db: sqlite3.Connection) -> dict[str, Any]:
             "close_in_progress": {"batch": closing[0], "state": closing[1]} if closing else None,
             "last_close": {"batch": last[0], "time": last[1], "code": last[2],
                            "balanced": bool(last[3])} if last else None}
+
+
+def status_line(*, link: str, untrusted: bool, queues: QueueStats, printer: str,
+                waiting_prints: int, display: str, power: list[str]) -> str:
+    """What the running terminal is doing, in words, for systemd's STATUS line."""
+    words = {"UP": "bank online", "DEGRADED": "bank slow to answer", "DOWN": "OFFLINE"}
+    parts = ["ready, " + ("OFFLINE: host not trusted" if untrusted else words.get(link, link))]
+    if queues.count:
+        parts.append(f"{queues.count} offline sale(s) queued")
+    if queues.reversals:
+        parts.append(f"{queues.reversals} reversal(s) pending")
+    if queues.refused:
+        parts.append(f"{queues.refused} refused offline sale(s) unpaid")
+    if printer:
+        parts.append(f"printer: {printer}")
+    if waiting_prints:
+        parts.append(f"{waiting_prints} receipt(s) waiting for the printer")
+    if display:
+        parts.append(f"display fault ({display})")
+    return "; ".join(parts + power)
 
 
 def health(doc: dict[str, Any]) -> tuple[int, list[str]]:
