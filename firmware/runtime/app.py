@@ -50,7 +50,6 @@ from firmware.core.events import (
 )
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord
-from firmware.core.receipt import offline_report, reprint, sale_receipt, x_report
 from firmware.errors import DeviceError, HostError, PostermError
 from firmware.runtime import failpoints, threads
 from firmware.runtime.authorizer import Authorizer
@@ -63,6 +62,7 @@ from firmware.runtime.journal import Journal
 from firmware.runtime.journal_batch import BatchClose
 from firmware.runtime.operator import OperatorGuard
 from firmware.runtime.outcomes import log_outcome
+from firmware.runtime.printing import Prints
 from firmware.runtime.printqueue import PrintSpooler, Settings
 from firmware.runtime.power import PowerMonitor
 from firmware.runtime.paths import (
@@ -115,7 +115,8 @@ class App:
         self.closer = CloseEngine(
             journal, self.link, cfg.host, cfg.core, emit=self.emit,
             flush=lambda: self.forwarder.flush(due_only=False), kick=self.forwarder.kick,
-            print_z=self._print_z, on_result=self.monitor.report, on_closed=self._batch_closed)
+            print_z=lambda batch, lines: self.prints.z_report(batch, lines),
+            on_result=self.monitor.report, on_closed=self._batch_closed)
         self.schedule = CloseSchedule(
             cfg.operator.close_time, idle=lambda: self.state is not None and
             self.state.phase == core.Phase.IDLE, emit=self.emit,
@@ -145,7 +146,9 @@ class App:
         self._display = DisplayKeeper(devices.display, self._display_pool,
                                       on_change=self._display_changed)
         self._pins_pool = threads.pool("pins")
-        self._side_prints = 0  # copies and reports waiting for the printer
+        # what is printed, and how its end is told to the core (printing.py)
+        self.prints = Prints(cfg.core, journal, self.spooler, self.emit,
+                             link_state=lambda: self.monitor.state)
         self.restart_requested = False  # the daily restart: stop, then start again (exec)
         self.restart_reason = ""  # why, for the log: the daily restart, or mains back
         self.notifier = notifier or Notifier(environ={})
@@ -282,7 +285,9 @@ class App:
         self._queue_changed()
         self._spawn(self._led(True), "led")
         self._spawn(self._connect_at_start(), "first connection")
-        self._spawn(self._print_recovery_copies(), "recovery copies")
+        self._spawn(self.prints.recovery_copies(
+            self._recovery_copies, self.state.last.sale_id if self.state.last else 0),
+            "recovery copies")
         self.daily = daily = DailyRestart(
             self.cfg.maintenance, idle=lambda: self.state is not None and
             self.state.phase == core.Phase.IDLE, emit=self.emit,
@@ -496,13 +501,6 @@ class App:
             self.journal.in_hand("", 0)  # ended (cancelled, timed out, or journaled)
             self._in_hand = None
 
-    async def _print_recovery_copies(self) -> None:
-        last = self.state.last.sale_id if self.state and self.state.last else 0
-        for rec in self._recovery_copies:
-            lines = tuple(sale_receipt(self.cfg.core, rec, copy=True))
-            job = "recovery-last" if rec.sale_id == last else "recovery"
-            await self._print(Print(lines, rec.sale_id, job=job))
-
     def _start_power(self) -> None:
         """The battery gauge and the power-fail input (power.py), when there are any."""
         gauge = getattr(self.devices, "gauge", None)
@@ -575,11 +573,11 @@ class App:
             Show: (lambda e: self._submit_show(e.rows), None),
             StartTimer: (self._start_timer, None),
             Authorize: (lambda e: spawn(self._authorize(e), "authorize"), None),
-            Print: (lambda e: spawn(self._print(e), "print"),
+            Print: (lambda e: spawn(self.prints.print(e), "print"),
                     lambda e: PrintFinished(False, "PRINTER FAULT", job=e.job)),
             CloseSale: (self._close_sale, lambda e: SaleClosed(self.journal.sale(e.sale_id))),
             DecideOffline: (self._decide_offline, self._offline_failed),
-            PrintReport: (lambda e: spawn(self._print_report(), "report"), None),
+            PrintReport: (lambda e: spawn(self.prints.offline_report(), "report"), None),
             Log: (lambda e: log.log(logging.getLevelName(e.level.upper()), "%s", e.text), None),
             Beep: (lambda e: spawn(self._beep(), "beep"), None),
             CheckPin: (lambda e: spawn(self._check_pin(e), "pin check"),
@@ -590,7 +588,7 @@ class App:
             CloseBatch: (lambda e: spawn(self.closer.run(e.scheduled), "batch close"),
                          lambda e: CloseFinished(False, self.journal.open_batch(),
                                                  message="TERMINAL ERROR")),
-            PrintTotals: (lambda e: spawn(self._print_totals(e.kind), "totals"),
+            PrintTotals: (lambda e: spawn(self.prints.totals(e.kind), "totals"),
                           lambda e: PrintFinished(False, "PRINTER FAULT", job="x-report"
                                                   if e.kind == "X" else "z-report")),
         }
@@ -709,47 +707,11 @@ class App:
         failpoints.hit("after_offline_recorded")
         self._queue_changed()
 
-    # -- the batch: X and Z reports, the close's Z report --------------------------------
-    async def _print_totals(self, kind: str) -> None:
-        """X: the open batch's totals (nothing closed). Z: the last Z report again."""
-        if kind == "X":
-            lines = x_report(self.cfg.core, self.journal.batch_summary(self.journal.open_batch()),
-                             printed_at=datetime.now().replace(microsecond=0))
-            await self._print(Print(tuple(lines), None, job="x-report"))
-            return
-        last = self.journal.last_close()
-        if last is None or not last.report:
-            self.emit(PrintFinished(False, "NO CLOSED BATCH", job="z-report"))
-            return
-        await self._print(Print(tuple(reprint(last.report)), None, job="z-report"))
-
-    async def _print_z(self, batch: int, lines: tuple[str, ...]) -> bool:
-        """The Z report of a batch just closed (or one a crash kept from printing); answers
-        PrintFinished(job="z-report") like any print, and says whether it came out."""
-        try:
-            result = await self.spooler.print("z-report", lines, None)
-        except Exception as exc:
-            if is_fatal(exc):
-                raise
-            log.error("printer: Z report of batch %d: %s: %s", batch, type(exc).__name__, exc)
-            self.emit(PrintFinished(False, "PRINTER FAULT", job="z-report"))
-            return False
-        self.emit(PrintFinished(result.ok, result.message, job="z-report"))
-        return result.ok
-
     def _batch_closed(self, close: BatchClose) -> None:
         """A close ended the batch: the daily close is done for the day it ended on."""
         day = self.schedule.done_today(close.finished or datetime.now())
         if day:
             self.journal.set_note(batch_close.NOTE, day)
-
-    async def _print_report(self) -> None:
-        lines = offline_report(self.cfg.core, link=self.monitor.state,
-                               stats=self.journal.queue_stats(),
-                               queued=self.journal.queued_sales(),
-                               refused=self.journal.refused_advices(),
-                               printed_at=datetime.now())
-        await self._print(Print(tuple(lines), None, job="report"))
 
     async def _show(self, rows: tuple[str, str, str, str]) -> None:
         """Show the rows; a display that fails never holds up the sale (display.py)."""
@@ -773,41 +735,6 @@ class App:
     @staticmethod
     async def _in(pool: ThreadPoolExecutor, fn: Callable[..., object], *args: object) -> object:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-    async def _print(self, effect: Print) -> None:
-        """Print in the printer's thread; always answer with PrintFinished for the job.
-        A copy or a report asked for while two are already waiting is refused at once
-        (PRINTER BUSY): a silent printer cannot pile up jobs."""
-        side = effect.job in ("copy", "report")
-        if side and self._side_prints >= 2:
-            self.emit(PrintFinished(False, "PRINTER BUSY", job=effect.job))
-            return
-        self._side_prints += side
-        try:
-            await self._print_job(effect)
-        finally:
-            self._side_prints -= side
-
-    async def _print_job(self, effect: Print) -> None:
-        """Through the spooler (printqueue.py): it answers at once when the printer is
-        known to be stopped, and within its job timeout otherwise; a receipt that could
-        not print waits in the print queue and the sale goes on. The spooler journals
-        what printed (sale printed, refusal announced) in the transaction that takes it
-        out of the queue."""
-        try:
-            result = await self.spooler.print(effect.job, effect.lines, effect.sale_id)
-        except Exception as exc:  # a bug must not leave the sale at PRINTING
-            if is_fatal(exc):
-                raise
-            log.error("printer: internal error: %s: %s", type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
-            self.emit(PrintFinished(False, "PRINTER FAULT", job=effect.job))
-            return
-        if effect.job.startswith("recovery") and effect.sale_id is not None:
-            log.warning("recovery: sale %d: its receipt was not printed: copy %s",
-                        effect.sale_id, "printed" if result.ok else
-                        "queued until the printer is ready" if result.queued else "not printed")
-        self.emit(PrintFinished(result.ok, result.message, job=effect.job))
 
     async def _beep(self) -> None:
         try:
