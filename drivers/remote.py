@@ -321,6 +321,10 @@ class KeyEvent:
     code: int
     value: int
 
+    def timestamp(self) -> float:
+        """Seconds since the epoch, as `evdev.InputEvent.timestamp()`."""
+        return self.sec + self.usec / 1_000_000
+
 
 class RemoteKeySource:
     """A keypad event source (`open`, `events`, `close`) fed by hwsim's keypad model."""

@@ -544,10 +544,12 @@ class App:
             log.info("no host connection at start: %s", exc)
 
     async def _out_of_order(self) -> None:
+        """The last screen. Written in the display's own thread, so that it comes after a
+        screen whose write was already under way (it used to race it, and lose)."""
         try:
-            await asyncio.wait_for(asyncio.to_thread(
-                self.devices.display.show, ("OUT OF ORDER", "TERMINAL FAULT",
-                                            "SEE THE LOG", "")), 2.0)
+            await asyncio.wait_for(self._in(
+                self._display_pool, self.devices.display.show,
+                ("OUT OF ORDER", "TERMINAL FAULT", "SEE THE LOG", "")), 5.0)
         except Exception as exc:  # the display is a courtesy here; the log has the cause
             log.debug("display while stopping: %s", exc)
 
