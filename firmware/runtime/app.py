@@ -155,7 +155,7 @@ class App:
         self.power: PowerMonitor | None = None  # the battery gauge and the power-fail input
         self._effects = self._effect_table()
         self.daily: DailyRestart | None = None  # the daily restart (started by run)
-        self._in_hand: tuple[str, int] | None = None  # the sale noted as in hand
+        self.in_hand = recovery.InHand(journal)  # the note of a sale not yet journaled
 
     # -- plumbing ---------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -471,7 +471,7 @@ class App:
                                     "recovers from it"))
             return
         await self.execute(effects)
-        self._note_in_hand()
+        self.in_hand.update(self.state)
         if self.state.phase == core.Phase.IDLE:  # tasks waiting for an idle moment look now
             self.schedule.kick()
             if self.daily is not None:
@@ -482,24 +482,6 @@ class App:
             self.forwarder.kick()
         if isinstance(event, (LinkChanged, QueueChanged, PrintFinished, ConditionChanged)):
             self.notifier.status(self._status_line())
-
-    def _note_in_hand(self) -> None:
-        """Keep the journal's note of a sale whose amount is confirmed but which is not
-        yet in the journal (see Journal.in_hand): set when the card is asked for, cleared
-        when the sale ends without reaching the journal (its first write clears it)."""
-        sale = self.state.sale if self.state is not None else None
-        if sale is not None and sale.sale_id is not None:
-            self._in_hand = None  # journaled: the sale's own first write deleted the note
-            return
-        waiting = sale is not None and self.state is not None and \
-            self.state.phase in (core.Phase.WAIT_CARD, core.Phase.DUPLICATE,
-                                 core.Phase.AUTHORIZING, core.Phase.BUSY_WAIT)
-        if waiting and sale is not None and self._in_hand != (sale.kind, sale.amount):
-            self.journal.in_hand(sale.kind, sale.amount)
-            self._in_hand = (sale.kind, sale.amount)
-        elif sale is None and self._in_hand is not None:
-            self.journal.in_hand("", 0)  # ended (cancelled, timed out, or journaled)
-            self._in_hand = None
 
     def _start_power(self) -> None:
         """The battery gauge and the power-fail input (power.py), when there are any."""

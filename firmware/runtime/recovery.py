@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from firmware.core import merchant
 from firmware.core.events import CloseFinished
 from firmware.core.model import SaleRecord, SaleStatus
+from firmware.core.state import Phase, State
 from firmware.core.texts import customer_not_moved, kind_word, money, not_moved
 from firmware.runtime.journal import Journal
 from firmware.runtime.journal_base import IN_HAND
@@ -38,6 +39,31 @@ RECOVERY_COPIES = 3  # copies printed after one start, most recent first
 class Recovered:
     notice: str  # the idle screen's two lines ("" for none)
     copies: list[SaleRecord] = field(default_factory=list)  # receipts to print as copies
+
+
+class InHand:
+    """Keeps the journal's note of a sale whose amount is confirmed but which is not yet
+    in the journal (Journal.in_hand), from the core's state after each event: set when
+    the card is asked for, cleared when the sale ends without reaching the journal (the
+    sale's own first write clears it otherwise). One write per change, none per event."""
+
+    WAITING = (Phase.WAIT_CARD, Phase.DUPLICATE, Phase.AUTHORIZING, Phase.BUSY_WAIT)
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.noted: tuple[str, int] | None = None  # the sale noted as in hand
+
+    def update(self, state: State) -> None:
+        sale = state.sale
+        if sale is not None and sale.sale_id is not None:
+            self.noted = None  # journaled: the sale's own first write deleted the note
+        elif sale is not None and state.phase in self.WAITING:
+            if self.noted != (sale.kind, sale.amount):
+                self.journal.in_hand(sale.kind, sale.amount)
+                self.noted = (sale.kind, sale.amount)
+        elif sale is None and self.noted is not None:
+            self.journal.in_hand("", 0)  # ended (cancelled, timed out) before the journal
+            self.noted = None
 
 
 def recover(journal: Journal, currency_code: str) -> Recovered:
