@@ -105,6 +105,9 @@ def test_every_effect_the_core_can_ask_for_has_a_runner() -> None:
 
     from firmware.core.effects import Effect
     from firmware.runtime.app import App
+    from firmware.runtime.decisions import Decisions
 
-    table = App._effect_table(App.__new__(App))
+    app = App.__new__(App)  # the table only, no devices: its parts as bare objects
+    app.decisions = Decisions.__new__(Decisions)
+    table = App._effect_table(app)
     assert set(typing.get_args(Effect)) == set(table)

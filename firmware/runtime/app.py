@@ -44,9 +44,9 @@ from firmware.core.effects import (
     Print, PrintReport, PrintTotals, Show, StartTimer, Void,
 )
 from firmware.core.events import (
-    AdviceRefused, AttemptFailed, CardReadFailed, CardSwiped, ConditionChanged, Event,
-    KeyPressed, LinkChanged, OfflineDecided, PathChanged, PrintFinished, QueueChanged,
-    PinChecked, SaleClosed, TimerFired, VoidCandidate, VoidRecorded, CloseFinished,
+    AdviceRefused, CardReadFailed, CardSwiped, ConditionChanged, Event,
+    KeyPressed, LinkChanged, PathChanged, PrintFinished, QueueChanged,
+    PinChecked, SaleClosed, TimerFired, VoidCandidate, CloseFinished,
 )
 from firmware.core.link import UP
 from firmware.core.model import SaleRecord
@@ -54,6 +54,7 @@ from firmware.errors import DeviceError, HostError, PostermError
 from firmware.runtime import failpoints, threads
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
+from firmware.runtime.decisions import Decisions
 from firmware.runtime import batch as batch_close
 from firmware.runtime.display import DisplayKeeper
 from firmware.runtime.forwarder import Forwarder
@@ -153,6 +154,9 @@ class App:
         self.restart_reason = ""  # why, for the log: the daily restart, or mains back
         self.notifier = notifier or Notifier(environ={})
         self.power: PowerMonitor | None = None  # the battery gauge and the power-fail input
+        # the journal writes the core asks for directly (decisions.py)
+        self.decisions = Decisions(journal, self.ident, emit=self.emit,
+                                   queue_changed=self._queue_changed, kick=self.forwarder.kick)
         self._effects = self._effect_table()
         self.daily: DailyRestart | None = None  # the daily restart (started by run)
         self.in_hand = recovery.InHand(journal)  # the note of a sale not yet journaled
@@ -559,15 +563,17 @@ class App:
             Authorize: (lambda e: spawn(self._authorize(e), "authorize"), None),
             Print: (lambda e: spawn(self.prints.print(e), "print"),
                     lambda e: PrintFinished(False, "PRINTER FAULT", job=e.job)),
-            CloseSale: (self._close_sale, lambda e: SaleClosed(self.journal.sale(e.sale_id))),
-            DecideOffline: (self._decide_offline, self._offline_failed),
+            CloseSale: (self.decisions.close_sale,
+                        lambda e: SaleClosed(self.journal.sale(e.sale_id))),
+            DecideOffline: (self.decisions.decide_offline, self.decisions.offline_failed),
             PrintReport: (lambda e: spawn(self.prints.offline_report(), "report"), None),
             Log: (lambda e: log.log(logging.getLevelName(e.level.upper()), "%s", e.text), None),
             Beep: (lambda e: spawn(self._beep(), "beep"), None),
             CheckPin: (lambda e: spawn(self._check_pin(e), "pin check"),
                        lambda e: PinChecked(False, e.function, "PIN CHECK FAILED")),
-            FindForVoid: (self._find_for_void, lambda e: VoidCandidate(None, "CANNOT BE VOIDED")),
-            Void: (lambda e: self._void(e.sale_id), lambda e: VoidCandidate(None,
+            FindForVoid: (self.decisions.find_for_void,
+                          lambda e: VoidCandidate(None, "CANNOT BE VOIDED")),
+            Void: (lambda e: self.decisions.void(e.sale_id), lambda e: VoidCandidate(None,
                                                                            "CANNOT BE VOIDED")),
             CloseBatch: (lambda e: spawn(self.closer.run(e.scheduled), "batch close"),
                          lambda e: CloseFinished(False, self.journal.open_batch(),
@@ -590,20 +596,6 @@ class App:
             return
         entry[0](effect)
 
-    def _close_sale(self, effect: CloseSale) -> None:
-        record = self.journal.close_sale(effect.sale_id, effect.reason)
-        failpoints.hit("after_sale_closed")
-        self.emit(SaleClosed(record))
-
-    def _find_for_void(self, effect: FindForVoid) -> None:
-        rec, problem = self.journal.void_candidate(effect.invoice)
-        self.emit(VoidCandidate(None if problem else rec, problem))
-
-    def _offline_failed(self, effect: DecideOffline) -> Event:
-        if effect.sale_id is None:
-            return AttemptFailed(None, "TERMINAL ERROR")
-        return SaleClosed(self.journal.close_sale(effect.sale_id, "TERMINAL ERROR"))
-
     async def _check_pin(self, effect: CheckPin) -> None:
         """The PIN is checked in a worker thread; every path answers PinChecked."""
         try:
@@ -615,25 +607,6 @@ class App:
                       type(exc).__name__)
             answer = PinChecked(False, effect.function, "PIN CHECK FAILED")
         self.emit(answer)
-
-    def _void(self, sale_id: int) -> None:
-        """Journal the void first (one transaction), then tell the core, then the forwarder."""
-        result = self.journal.record_void(sale_id)
-        if result.record is None:
-            log.warning("void of sale %d refused: %s", sale_id, result.problem)
-            self.emit(VoidCandidate(None, result.problem))
-            return
-        rec = result.record
-        self.emit(VoidRecorded(rec, result.sent_to_host))
-        if result.sent_to_host:
-            log.info("sale %d (batch %d invoice %d, %s %d) voided: 0400 reason 17 queued",
-                     rec.sale_id, rec.batch, rec.invoice, rec.kind, rec.amount)
-            self.forwarder.kick()
-        else:
-            log.info("sale %d (batch %d invoice %d, %s %d) voided: approved offline and never "
-                     "sent, its advice is taken off the queue", rec.sale_id, rec.batch,
-                     rec.invoice, rec.kind, rec.amount)
-        self._queue_changed()
 
     def _submit_show(self, rows: tuple[str, str, str, str]) -> None:
         """Hand the screen to the display without waiting for the bus. When it shows a
@@ -662,34 +635,6 @@ class App:
                 self._fail(exc)
                 return
             log.error("after showing sale %d: %s: %s", rec.sale_id, type(exc).__name__, exc)
-
-    def _decide_offline(self, effect: DecideOffline) -> None:
-        req = effect.request
-        code = iso.REFUND if req.kind == "refund" else iso.PURCHASE
-        fields = iso.sale_fields(self.ident, card=req.card, amount=req.amount,
-                                 processing_code=code, local=req.local, batch=0, invoice=0)
-        record = self.journal.record_offline(
-            effect.sale_id, approved=effect.approved, reason=effect.reason, fields=fields,
-            card=req.card, kind=req.kind, amount=req.amount, currency=self.ident.currency,
-            local=req.local)
-        # journaled: from here on this record is the outcome, whatever fails next
-        self.emit(OfflineDecided(record))
-        try:
-            self._offline_recorded(effect, record)
-        except Exception as exc:
-            if is_fatal(exc):
-                raise
-            log.error("after the offline decision of sale %d: %s: %s", record.sale_id,
-                      type(exc).__name__, exc)
-
-    def _offline_recorded(self, effect: DecideOffline, record: SaleRecord) -> None:
-        if effect.approved:
-            log.info("sale %d approved offline (%s), code %s", record.sale_id, effect.reason,
-                     record.approval)
-        else:
-            log.warning("sale %d not approved offline: %s", record.sale_id, effect.reason)
-        failpoints.hit("after_offline_recorded")
-        self._queue_changed()
 
     def _batch_closed(self, close: BatchClose) -> None:
         """A close ended the batch: the daily close is done for the day it ended on."""
