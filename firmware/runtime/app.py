@@ -62,7 +62,7 @@ from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.journal_batch import BatchClose
 from firmware.runtime.operator import OperatorGuard
-from firmware.runtime.outcomes import log_outcome
+from firmware.runtime.outcomes import Announcer
 from firmware.runtime.printing import Prints
 from firmware.runtime.printqueue import PrintSpooler, Settings
 from firmware.runtime.power import PowerMonitor
@@ -131,7 +131,6 @@ class App:
         self._fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._announced: set[int] = set()  # refused offline sales told to the core
-        self._shown_record: SaleRecord | None = None  # the last outcome shown and logged
         self._stopping = False
         self._status_server: StatusServer | None = None
         self._recovery_copies: list[SaleRecord] = []
@@ -157,6 +156,9 @@ class App:
         # the journal writes the core asks for directly (decisions.py)
         self.decisions = Decisions(journal, self.ident, emit=self.emit,
                                    queue_changed=self._queue_changed, kick=self.forwarder.kick)
+        # screens to the display; a sale's outcome, once shown, journaled and logged
+        self.announcer = Announcer(self._display, journal, cfg.core.currency_code,
+                                   on_fatal=self._fail)
         self._effects = self._effect_table()
         self.daily: DailyRestart | None = None  # the daily restart (started by run)
         self.in_hand = recovery.InHand(journal)  # the note of a sale not yet journaled
@@ -558,7 +560,7 @@ class App:
         an effect that runs in the background is spawned, and its task answers itself."""
         spawn = self._spawn
         return {
-            Show: (lambda e: self._submit_show(e.rows), None),
+            Show: (lambda e: self.announcer.show(e.rows, self.state), None),
             StartTimer: (self._start_timer, None),
             Authorize: (lambda e: spawn(self._authorize(e), "authorize"), None),
             Print: (lambda e: spawn(self.prints.print(e), "print"),
@@ -607,34 +609,6 @@ class App:
                       type(exc).__name__)
             answer = PinChecked(False, effect.function, "PIN CHECK FAILED")
         self.emit(answer)
-
-    def _submit_show(self, rows: tuple[str, str, str, str]) -> None:
-        """Hand the screen to the display without waiting for the bus. When it shows a
-        sale's outcome for the first time, `_shown` runs once the write is done."""
-        done = self._display.submit(rows)
-        st = self.state
-        if st is None or st.result is None or st.phase not in (core.Phase.PRINTING,
-                                                                core.Phase.RESULT):
-            return
-        rec, cause = st.result, st.cause
-        if rec is self._shown_record:
-            return
-        self._shown_record = rec
-        done.add_done_callback(lambda _done: self._shown(rec, cause))
-
-    def _shown(self, rec: SaleRecord, cause: str) -> None:
-        """The display now shows a sale's outcome (or was given it, if it fails): journal
-        that the merchant was told, and log it once, in words, with the journal fields an
-        operator searches by."""
-        try:
-            if rec.sale_id:
-                self.journal.mark_shown(rec.sale_id)
-            log_outcome(rec, self.cfg.core.currency_code, cause=cause)
-        except Exception as exc:
-            if is_fatal(exc):  # stop through the one path that says OUT OF ORDER
-                self._fail(exc)
-                return
-            log.error("after showing sale %d: %s: %s", rec.sale_id, type(exc).__name__, exc)
 
     def _batch_closed(self, close: BatchClose) -> None:
         """A close ended the batch: the daily close is done for the day it ended on."""
