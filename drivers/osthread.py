@@ -7,7 +7,6 @@ see "python" unless the thread tells the kernel its name with prctl(2).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -21,7 +20,9 @@ def set_os_name(name: str) -> None:
     global _libc
     try:
         if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # the process's own symbols, libc's among them: no library search (find_library
+            # would start ldconfig, a process at every start)
+            _libc = ctypes.CDLL(None, use_errno=True)
         _libc.prctl(PR_SET_NAME, name.encode("ascii", "replace")[:15], 0, 0, 0)
     except (OSError, AttributeError) as exc:  # not Linux: the name is a courtesy
         log.debug("thread name %r not set: %s", name, exc)
