@@ -47,7 +47,7 @@ __all__ = ["ADDRESS_LINES", "AMOUNT_MAX", "BACKENDS", "BAUDRATES", "BLOCKED_BINS
 class HostConfig:
     host: str
     port: int
-    tls: bool = False
+    tls: bool = True
     ca_file: str = ""
     server_name: str = ""
     client_cert: str = ""
