@@ -186,26 +186,15 @@ class RemoteGPIO:
         if self._mode is None:
             raise RuntimeError("Please set pin numbering mode using GPIO.setmode(GPIO.BOARD) "
                                "or GPIO.setmode(GPIO.BCM)")  # fmt: skip
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self._timeout)
+        request = {"op": "gpio_listen", "pin": channel, "mode": self._mode}
         try:
-            sock.connect(self._socket_path)
-            request = {"op": "gpio_listen", "pin": channel, "mode": self._mode}
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = sock.recv(1)  # byte by byte: edges may follow the answer at once
-                if not chunk:
-                    raise ConnectionResetError(errno.ECONNRESET, "connection closed")
-                answer += chunk
-            reply = json.loads(answer)
+            sock, reply = _subscribe(self._socket_path, self._timeout, request)
         except (OSError, ValueError) as exc:
-            sock.close()
             raise RuntimeError(f"Failed to add edge detection: hwsim at {self._socket_path}: "
                                f"{getattr(exc, 'strerror', None) or exc}") from None
-        if not isinstance(reply, dict) or not reply.get("ok"):
+        if not reply.get("ok"):
             sock.close()
-            raise RuntimeError(f"Failed to add edge detection: {reply}")
+            raise RuntimeError(f"Failed to add edge detection: {reply.get('error')}")
         sock.settimeout(None)  # from now on the thread sleeps until an edge comes
         self._edges[channel] = sock
         rising = {self.RISING: 1, self.FALLING: 0}.get(edge)
@@ -306,6 +295,32 @@ class RemoteGPIO:
         return reply
 
 
+def _subscribe(socket_path: str, timeout: float,
+               request: dict[str, Any]) -> tuple[socket.socket, dict[str, Any]]:
+    """Open one of hwsim's streams (keypad_listen, gpio_listen): send the request and read
+    its one-line answer byte by byte, since the stream's lines may follow it at once. The
+    connected socket and the answer; OSError, or ValueError for an answer that is not a
+    JSON object (the socket is closed then)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(socket_path)
+        sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = sock.recv(1)
+            if not chunk:
+                raise ConnectionResetError(errno.ECONNRESET, "connection closed")
+            answer += chunk
+        reply = json.loads(answer)
+        if not isinstance(reply, dict):
+            raise ValueError("its answer is not a JSON object")
+    except (OSError, ValueError):
+        sock.close()
+        raise
+    return sock, reply
+
+
 def _pins(channel: int | Iterable[int]) -> list[int]:
     return [channel] if isinstance(channel, int) else list(channel)
 
@@ -338,23 +353,14 @@ class RemoteKeySource:
     def open(self) -> None:
         """Subscribe to the key events; KeypadError if hwsim is not there."""
         self.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
-            sock.connect(self.socket_path)
-            sock.sendall(b'{"op":"keypad_listen"}\n')
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = sock.recv(1)  # byte by byte: events may follow the answer at once
-                if not chunk:
-                    raise ConnectionResetError(errno.ECONNRESET, "connection closed")
-                answer += chunk
+            sock, reply = _subscribe(self.socket_path, self.timeout, {"op": "keypad_listen"})
         except OSError as exc:
-            sock.close()
             raise KeypadError(
                 f"keypad: hwsim not reachable at {self.socket_path}: {exc.strerror or exc}"
             ) from None
-        reply = json.loads(answer)
+        except ValueError as exc:  # garbage instead of an answer: said, never a traceback
+            raise KeypadError(f"keypad: hwsim at {self.socket_path}: {exc}") from None
         if not reply.get("ok"):
             sock.close()
             raise KeypadError(f"keypad: hwsim refused to stream keys: {reply.get('error')}")

@@ -23,27 +23,12 @@ import time
 from firmware.runtime.operator import hash_pin
 from tests.invariants import check_batches, wait_and_check
 from tests.rig import Rig
+from tests.test_e2e_batch import _approved_sale as _approved
+from tests.test_e2e_batch import _close_from_menu
 from tests.test_e2e_refund_void import PIN, function
 
 PAN = "4761739001010010"
 OPEN = {"operator": {"protect": []}}
-
-
-def _approved(rig: Rig, digits: str) -> None:
-    rig.sale(digits, PAN)
-    rig.hw.wait_display("APPROVED")
-    rig.wait_idle()
-
-
-def _close_from_menu(rig: Rig) -> None:
-    rig.wait_idle()
-    rig.hw.press("F1")
-    rig.hw.wait_display("1 LAST")
-    rig.hw.press("F1")
-    rig.hw.wait_display("8 CLOSE")
-    rig.hw.press("8")
-    rig.hw.wait_display("CLOSE BATCH?")
-    rig.hw.press("OK")
 
 
 def _screens_until(rig: Rig, text: str, timeout: float = 20.0) -> list[list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -211,3 +212,32 @@ def test_close_while_running_ends_run_without_a_fault() -> None:
 
     assert asyncio.run(scenario()) == [KeyPressed("4")]
     assert source.opens == 1 and not source.is_open
+
+
+def test_a_key_stream_answered_with_garbage_is_a_clear_keypad_error(tmp_path: pathlib.Path) -> None:
+    """hwsim's stand-in: an answer to keypad_listen that is not JSON is a KeypadError that
+    says so, never a traceback (drivers/remote.py `_subscribe`)."""
+    import socket
+    import threading
+
+    from drivers.remote import RemoteKeySource
+    from firmware.errors import KeypadError
+
+    path = str(tmp_path / "control.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"\x00\xffnot json\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    source = RemoteKeySource(path, timeout=2.0)
+    try:
+        with pytest.raises(KeypadError, match="not a JSON|Expecting|decode|JSON"):
+            source.open()
+    finally:
+        server.close()
