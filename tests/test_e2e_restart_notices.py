@@ -128,21 +128,27 @@ def test_a_close_that_succeeds_replaces_the_notice_of_one_that_failed(
         _close_from_menu(rig)
         rig.hw.wait_display("BATCH 1 CLOSED", timeout=30)
         rig.hw.press("OK")
-        rows = rig.wait_idle()
+        rig.wait_idle()
         time.sleep(0.3)
         rows = rig.hw.display()
         assert not any("NOT CLOSED" in r for r in rows), rows
 
 
+def _approved_then_sigterm(rig: Rig, digits: str) -> float:
+    """A sale approved, then SIGTERM as soon as APPROVED is on the glass; when it showed."""
+    rig.start()
+    rig.sale(digits, PAN)
+    rig.hw.wait_display("APPROVED")
+    shown = time.monotonic()
+    assert rig.fw is not None
+    rig.fw.send_signal(signal.SIGTERM)
+    return shown
+
+
 def test_sigterm_right_after_an_approval_lets_the_result_be_read(
         tmp_path: pathlib.Path) -> None:
     with Rig(tmp_path, overrides={"timeouts": {"result": 3.0}}) as rig:
-        rig.start()
-        rig.sale("2100", PAN)
-        rig.hw.wait_display("APPROVED")
-        shown = time.monotonic()
-        assert rig.fw is not None
-        rig.fw.send_signal(signal.SIGTERM)
+        shown = _approved_then_sigterm(rig, "2100")
         _screens_until(rig, "STOPPING", timeout=20)
         on_glass = time.monotonic() - shown
         assert on_glass >= 2.5, f"APPROVED was on the glass {on_glass:.2f} s only"
@@ -156,13 +162,10 @@ def test_sigterm_right_after_an_approval_lets_the_result_be_read(
 def test_a_stop_that_cuts_the_result_short_is_told_at_the_next_start(
         tmp_path: pathlib.Path) -> None:
     with Rig(tmp_path, overrides={"timeouts": {"result": 10.0}}) as rig:
-        rig.start()
-        rig.sale("2200", PAN)
-        rig.hw.wait_display("APPROVED")
+        _approved_then_sigterm(rig, "2200")
         rig.wait_receipts(1)
-        assert rig.fw is not None
-        rig.fw.send_signal(signal.SIGTERM)
         time.sleep(0.3)
+        assert rig.fw is not None
         rig.fw.send_signal(signal.SIGTERM)  # stop now: the result goes before its time
         assert rig.wait_fw_exit(timeout=20) == 0, rig.log()
         rig.start_fw()
