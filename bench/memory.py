@@ -117,7 +117,7 @@ class SqlCount:
 async def run_sales(cfg_path: pathlib.Path, sales: int,
                     report: Callable[[str], None]) -> dict[str, float]:
     from firmware import config as config_mod
-    from firmware.core import sale as core
+    from firmware.core import machine as core
     from firmware.core.card import CardData
     from firmware.core.events import CardSwiped, KeyPressed
     from firmware.runtime.app import App

@@ -6,7 +6,7 @@ from firmware.core.events import (
     BatteryRead, CardSwiped, ConditionChanged, KeyPressed, LinkChanged, PathChanged,
 )
 from firmware.core.effects import Authorize, Beep, Show
-from firmware.core.sale import Phase, initial
+from firmware.core.machine import Phase, initial
 
 from tests.test_core_sale import CARD, CFG, keys, run, shown
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from firmware.core.model import SaleRecord, SaleStatus
-from firmware.core.sale import RECENT_MAX, initial
+from firmware.core.machine import RECENT_MAX, initial
 
 from tests.test_core_sale import CFG, T0
 

@@ -21,7 +21,7 @@ from firmware.core.events import (
 )
 from firmware.core.model import SaleStatus
 from firmware.core.risk import QueueStats
-from firmware.core.sale import Phase, initial
+from firmware.core.machine import Phase, initial
 from tests.test_core_sale import CARD, CFG, T0, keys, record, run, shown, to_card_wait
 
 

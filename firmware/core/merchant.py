@@ -1,5 +1,6 @@
 """The merchant's operator functions: supervisor PIN, refund entry, void, X/Z reports and the
-batch close. Pure, like the rest of the core; `sale.step` routes the phases here.
+batch close. Pure, like the rest of the core: its phases and their rows in the transition table
+(`ROWS`, assembled in `machine.py`), and the jobs it prints (`PRINT_JOBS`).
 
 Theory of operation
 -------------------
@@ -34,15 +35,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from firmware.core import sale
 from firmware.core.effects import (
     Beep, CheckPin, CloseBatch, Effect, FindForVoid, Log, Print, PrintTotals, Void,
 )
 from firmware.core.events import (
     CloseDue, CloseFinished, CloseProgress, Event, KeyPressed, PinChecked, PrintFinished,
-    VoidCandidate, VoidRecorded,
+    TimerFired, VoidCandidate, VoidRecorded,
+)
+from firmware.core.moves import (
+    Handler, PrintHandler, blocking, go, key_digit, print_elsewhere, refresh, to_idle,
 )
 from firmware.core.receipt import void_receipt
-from firmware.core.state import Now, Phase, State, Step, blocking, go, refresh, to_idle
+from firmware.core.state import CloseFlow, MenuFlow, Now, Phase, PinFlow, State, Step, VoidFlow
 
 # the menu's digit for each operator function
 FUNCTIONS = {"5": "refund", "6": "void", "7": "x_report", "8": "close", "9": "z_report"}
@@ -55,8 +60,8 @@ INVOICE_MAX = 6  # digits of field 62
 
 def _menu(state: State, message: str = "") -> Step:
     """Back to the merchant's page of the menu, the function over."""
-    return go(state, Phase.MENU, state.cfg.amount_timeout, message=message, menu_page=1,
-              function="", pin="", candidate=None, digits="")
+    return go(state, Phase.MENU, state.cfg.amount_timeout, message=message,
+              flow=MenuFlow(page=1))
 
 
 def open_function(state: State, key: str, now: Now) -> Step:
@@ -66,175 +71,221 @@ def open_function(state: State, key: str, now: Now) -> Step:
         st, eff = _menu(state, blocking(state))
         return st, [Log("warning", f"no refund: {blocking(state)}"), Beep(), *eff]
     if GUARD[fn] not in state.cfg.protect:
-        return start(replace(state, function=fn), now)
+        return start(state, fn, now)
     if not state.cfg.pin_set:
         st, eff = _menu(state, "NO PIN CONFIGURED")
         return st, [Log("warning", f"{fn} refused: it needs the supervisor PIN and none is "
                                    "configured ([operator] pin_hash)"), Beep(), *eff]
-    return go(state, Phase.PIN, state.cfg.amount_timeout, function=fn, pin="", message="")
+    return go(state, Phase.PIN, state.cfg.amount_timeout, flow=PinFlow(fn), message="")
 
 
-def start(state: State, now: Now) -> Step:
-    """The function in `state.function`, its PIN checked (or not needed)."""
-    fn = state.function
+def start(state: State, fn: str, now: Now) -> Step:
+    """An operator function, its PIN checked (or not needed)."""
     if fn == "refund":
         if blocking(state):  # a condition may have come up while the PIN was checked
             return _menu(state, blocking(state))
-        return go(state, Phase.AMOUNT, state.cfg.amount_timeout, digits="", message="",
-                  notice="", pin="")
+        return sale.begin(state, "refund")
     if fn == "void":
-        return go(state, Phase.VOID_PICK, state.cfg.amount_timeout, digits="", message="",
-                  pin="")
+        return go(state, Phase.VOID_PICK, state.cfg.amount_timeout, flow=VoidFlow(),
+                  message="")
     if fn == "close":
-        return go(state, Phase.CLOSE_CONFIRM, state.cfg.amount_timeout, message="", pin="")
+        return go(state, Phase.CLOSE_CONFIRM, state.cfg.amount_timeout, flow=CloseFlow(),
+                  message="")
     kind = "X" if fn == "x_report" else "Z"
     st, eff = _menu(state, "PRINTING X REPORT" if kind == "X" else "PRINTING LAST Z")
     return st, [*eff, PrintTotals(kind)]
 
 
-def close_due(state: State, event: CloseDue) -> Step:
+def close_due(state: State, event: Event, now: Now) -> Step:
     """The daily close time has come, or a close cut short is to be finished, and the
     terminal is idle: close, no PIN asked."""
+    assert isinstance(event, CloseDue)
     return _closing(state, origin="resumed" if event.resumed else "daily")
 
 
 def _closing(state: State, *, origin: str) -> Step:
-    st, eff = go(state, Phase.CLOSING, None, message="STARTING", function="close",
-                 close_origin=origin, close=None, digits="", pin="")
+    st, eff = go(state, Phase.CLOSING, None, message="STARTING", flow=CloseFlow(origin))
     return st, [*eff, CloseBatch(scheduled=origin == "daily")]
 
 
-# -- phases ----------------------------------------------------------------
+def _to_idle(state: State, event: Event, now: Now) -> Step:
+    return to_idle(state)
 
-def _in_pin(state: State, event: Event, now: Now) -> Step:
-    if not isinstance(event, KeyPressed):
-        return state, []
-    key, timeout = event.key, state.cfg.amount_timeout
+
+def _to_menu(state: State, event: Event, now: Now) -> Step:
+    """CANCEL while a lookup is asked: nothing has changed yet (a late answer finds the
+    menu and is ignored there)."""
+    assert isinstance(event, KeyPressed)
+    if event.key == "CANCEL":
+        return _menu(state)
+    return state, [Log("debug", f"key {event.key} ignored in {state.phase.value}")]
+
+
+# -- the supervisor PIN ------------------------------------------------------
+
+def _pin_flow(state: State) -> PinFlow:
+    assert isinstance(state.flow, PinFlow), f"{state.phase.value} without a PIN flow"
+    return state.flow
+
+
+def _pin_key(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, KeyPressed)
+    flow, key, timeout = _pin_flow(state), event.key, state.cfg.amount_timeout
     if key == "CANCEL":
         return _menu(state)
-    if key == "CLEAR":
-        return go(state, Phase.PIN, timeout, pin=state.pin[:-1], message="")
-    if key.isdigit():
-        if len(state.pin) >= PIN_MAX:
-            return go(state, Phase.PIN, timeout, message=f"AT MOST {PIN_MAX} DIGITS")
-        return go(state, Phase.PIN, timeout, pin=state.pin + key, message="")
+    if key.isdigit() or key == "CLEAR":
+        keyed = key_digit(flow.pin, key, most=PIN_MAX)
+        return go(state, Phase.PIN, timeout, flow=replace(flow, pin=keyed.digits),
+                  message=keyed.refused)
     if key == "OK":
-        if len(state.pin) < PIN_MIN:
+        if len(flow.pin) < PIN_MIN:
             return go(state, Phase.PIN, timeout, message=f"PIN IS {PIN_MIN}-{PIN_MAX} DIGITS")
-        pin = state.pin
-        st, eff = go(state, Phase.PIN_CHECK, None, pin="", message="")
-        return st, [*eff, CheckPin(pin, GUARD[state.function])]
-    return state, []
+        st, eff = go(state, Phase.PIN_CHECK, None, flow=replace(flow, pin=""), message="")
+        return st, [*eff, CheckPin(flow.pin, GUARD[flow.function])]
+    return state, [Log("debug", f"key {key} ignored in PIN")]
 
 
-def _in_pin_check(state: State, event: Event, now: Now) -> Step:
-    if isinstance(event, PinChecked) and event.function == GUARD.get(state.function):
-        if event.ok:
-            return start(state, now)
-        st, eff = _menu(state, event.message or "WRONG PIN")
-        return st, [Beep(), *eff]
-    if isinstance(event, KeyPressed) and event.key == "CANCEL":
-        return _menu(state)  # a late answer finds the menu and is ignored there
-    return state, []
+def _pin_checked(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, PinChecked)
+    fn = _pin_flow(state).function
+    if event.function != GUARD[fn]:
+        return state, [Log("debug", f"PIN answer for {event.function} ignored: {fn} asked")]
+    if event.ok:
+        return start(state, fn, now)
+    st, eff = _menu(state, event.message or "WRONG PIN")
+    return st, [Beep(), *eff]
 
 
-def _in_void_pick(state: State, event: Event, now: Now) -> Step:
-    if not isinstance(event, KeyPressed):
-        return state, []
-    key, timeout = event.key, state.cfg.amount_timeout
+# -- void ------------------------------------------------------------------
+
+def _void_flow(state: State) -> VoidFlow:
+    assert isinstance(state.flow, VoidFlow), f"{state.phase.value} without a void flow"
+    return state.flow
+
+
+def _void_pick_key(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, KeyPressed)
+    flow, key, timeout = _void_flow(state), event.key, state.cfg.amount_timeout
     if key == "CANCEL":
         return _menu(state)
-    if key == "CLEAR":
-        return go(state, Phase.VOID_PICK, timeout, digits=state.digits[:-1], message="")
-    if key.isdigit():
-        digits = (state.digits + key).lstrip("0")
-        if len(digits) > INVOICE_MAX:
-            return go(state, Phase.VOID_PICK, timeout, message=f"AT MOST {INVOICE_MAX} DIGITS")
-        return go(state, Phase.VOID_PICK, timeout, digits=digits, message="")
+    if key.isdigit() or key == "CLEAR":
+        keyed = key_digit(flow.digits, key, most=INVOICE_MAX, strip_zeros=True)
+        return go(state, Phase.VOID_PICK, timeout, flow=replace(flow, digits=keyed.digits),
+                  message=keyed.refused)
     if key == "OK":
-        invoice = int(state.digits) if state.digits else None
+        invoice = int(flow.digits) if flow.digits else None
         st, eff = go(state, Phase.VOID_FIND, None, message="")
         return st, [*eff, FindForVoid(invoice)]
-    return state, []
+    return state, [Log("debug", f"key {key} ignored in VOID_PICK")]
 
 
-def _in_void_find(state: State, event: Event, now: Now) -> Step:
-    if isinstance(event, VoidCandidate):
-        rec = event.record
-        problem = event.problem or ("ALREADY VOIDED" if rec is not None and rec.voided
-                                    else "NOT FOUND" if rec is None else "")
-        if problem:  # another invoice number may be keyed at once
-            st, eff = go(state, Phase.VOID_PICK, state.cfg.amount_timeout, digits="",
-                         message=problem[:20])
-            return st, [Beep(), *eff]
-        return go(state, Phase.VOID_CONFIRM, state.cfg.amount_timeout, candidate=rec,
-                  message="")
-    if isinstance(event, KeyPressed) and event.key == "CANCEL":
-        return _menu(state)
-    return state, []
+def _void_candidate(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, VoidCandidate)
+    rec = event.record
+    problem = event.problem or ("ALREADY VOIDED" if rec is not None and rec.voided
+                                else "NOT FOUND" if rec is None else "")
+    if problem:  # another invoice number may be keyed at once
+        st, eff = go(state, Phase.VOID_PICK, state.cfg.amount_timeout,
+                     flow=replace(_void_flow(state), digits=""), message=problem[:20])
+        return st, [Beep(), *eff]
+    return go(state, Phase.VOID_CONFIRM, state.cfg.amount_timeout,
+              flow=replace(_void_flow(state), candidate=rec), message="")
 
 
-def _in_void_confirm(state: State, event: Event, now: Now) -> Step:
-    rec = state.candidate
-    if not isinstance(event, KeyPressed) or rec is None:
-        return state, []
+def _void_confirm_key(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, KeyPressed)
+    rec = _void_flow(state).candidate
+    assert rec is not None
     if event.key == "OK":
         st, eff = go(state, Phase.VOIDING, None, message="")
         return st, [*eff, Void(rec.sale_id)]
     if event.key in ("CANCEL", "CLEAR"):
         return _menu(state, "NOT VOIDED")
-    return state, []
+    return state, [Log("debug", f"key {event.key} ignored in VOID_CONFIRM")]
 
 
-def _in_voiding(state: State, event: Event, now: Now) -> Step:
-    if isinstance(event, VoidRecorded):
-        rec = event.record
-        st, eff = go(state, Phase.VOIDED, None, candidate=rec, message="")
-        lines = tuple(void_receipt(state.cfg, rec, event.sent_to_host, voided_at=now.local))
-        return st, [*eff, Print(lines, None, job="void")]
-    if isinstance(event, VoidCandidate) and event.record is None:
-        st, eff = _menu(state, (event.problem or "NOT VOIDED")[:20])
-        return st, [Beep(), *eff]
-    if isinstance(event, KeyPressed) and event.key == "CANCEL" and \
-            state.message != "PLEASE WAIT":
-        return refresh(state, "PLEASE WAIT")
-    return state, []
+def _void_recorded(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, VoidRecorded)
+    rec = event.record
+    st, eff = go(state, Phase.VOIDED, None, flow=replace(_void_flow(state), candidate=rec),
+                 message="")
+    lines = tuple(void_receipt(state.cfg, rec, event.sent_to_host, voided_at=now.local))
+    return st, [*eff, Print(lines, None, job="void")]
 
 
-def _in_voided(state: State, event: Event, now: Now) -> Step:
-    if isinstance(event, KeyPressed) and event.key in ("OK", "CANCEL", "CLEAR") and \
-            state.message:  # the receipt has been printed (or failed)
+def _void_refused(state: State, event: Event, now: Now) -> Step:
+    """The journal would not void it after all (VoidCandidate with the problem)."""
+    assert isinstance(event, VoidCandidate)
+    if event.record is not None:
+        return state, [Log("debug", "void candidate ignored in VOIDING")]
+    st, eff = _menu(state, (event.problem or "NOT VOIDED")[:20])
+    return st, [Beep(), *eff]
+
+
+def _voiding_key(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, KeyPressed)
+    if event.key == "CANCEL" and state.message != "PLEASE WAIT":
+        return refresh(state, "PLEASE WAIT")  # VOIDING ends only with the journal's answer
+    return state, [Log("debug", f"key {event.key} ignored in VOIDING")]
+
+
+def _voided_key(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, KeyPressed)
+    if event.key in ("OK", "CANCEL", "CLEAR") and state.message:  # receipt printed (or not)
         return to_idle(state)
-    return state, []
+    return state, [Log("debug", f"key {event.key} ignored in VOIDED")]
 
 
-def _in_close_confirm(state: State, event: Event, now: Now) -> Step:
-    if not isinstance(event, KeyPressed):
-        return state, []
+def _void_printed(state: State, event: PrintFinished) -> Step:
+    if state.phase != Phase.VOIDED or state.message:
+        return print_elsewhere(state, event)
+    fault = event.message or "PRINTER FAULT"
+    st, eff = go(state, Phase.VOIDED, state.cfg.result_timeout,
+                 message="VOID PRINTED" if event.ok else fault)
+    if not event.ok:
+        return st, [Log("error", f"void receipt not printed: {fault}"), Beep(), *eff]
+    return st, eff
+
+
+# -- batch close -------------------------------------------------------------
+
+def _close_flow(state: State) -> CloseFlow:
+    assert isinstance(state.flow, CloseFlow), f"{state.phase.value} without a close flow"
+    return state.flow
+
+
+def _close_confirm_key(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, KeyPressed)
     if event.key == "OK":
         return _closing(state, origin="")
     if event.key in ("CANCEL", "CLEAR"):
         return _menu(state, "BATCH NOT CLOSED")
-    return state, []
+    return state, [Log("debug", f"key {event.key} ignored in CLOSE_CONFIRM")]
 
 
-def _in_closing(state: State, event: Event, now: Now) -> Step:
-    if isinstance(event, CloseProgress):
-        return refresh(state, event.text[:20])
-    if isinstance(event, CloseFinished):
-        effects: list[Effect] = []
-        if not event.ok or not event.balanced:
-            effects.append(Beep())
-        st, eff = go(state, Phase.CLOSED, state.cfg.result_timeout, close=event,
-                     message="PRINTING REPORT" if event.ok else "")
-        return st, [*effects, *eff]
-    return state, []  # no cancel, no sale: the close runs to its end
+def _close_progress(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, CloseProgress)
+    return refresh(state, event.text[:20])
 
 
-def _in_closed(state: State, event: Event, now: Now) -> Step:
-    if isinstance(event, KeyPressed) and event.key in ("OK", "CANCEL", "CLEAR"):
+def _close_finished(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, CloseFinished)
+    effects: list[Effect] = [] if event.ok and event.balanced else [Beep()]
+    st, eff = go(state, Phase.CLOSED, state.cfg.result_timeout,
+                 flow=replace(_close_flow(state), done=event),
+                 message="PRINTING REPORT" if event.ok else "")
+    return st, [*effects, *eff]
+
+
+def _closed_key(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, KeyPressed)
+    if event.key in ("OK", "CANCEL", "CLEAR"):
         return closed_to_idle(state)
-    return state, []
+    return state, [Log("debug", f"key {event.key} ignored in CLOSED")]
+
+
+def _closed_timer(state: State, event: Event, now: Now) -> Step:
+    return closed_to_idle(state)
 
 
 def closed_to_idle(state: State) -> Step:
@@ -243,11 +294,12 @@ def closed_to_idle(state: State) -> Step:
     close, or one the terminal finished after a restart), which may have run with
     nobody watching. A close that ended replaces the notice of an earlier close: a
     BATCH NOT CLOSED never outlives the close that succeeded after it."""
-    done = state.close
+    flow = _close_flow(state)
+    done = flow.done
     notice = state.notice if not is_close_notice(state.notice) else ""
     if done is not None and (not done.ok or not done.balanced):
         notice = close_notice(done)  # before any other notice: the batch needs attention
-    elif done is not None and state.close_origin in ("daily", "resumed") and not notice:
+    elif done is not None and flow.origin in ("daily", "resumed") and not notice:
         notice = close_notice(done)  # a restart's notice about the last sale goes first
     return to_idle(state, notice)
 
@@ -263,43 +315,42 @@ def is_close_notice(notice: str) -> bool:
     return notice.startswith(("BATCH NOT CLOSED\n", "BATCH ")) and " CLOSED\n" in notice
 
 
-def timer(state: State) -> Step | None:
-    """The phase timer of an operator phase fired; None for the phases that have none."""
-    if state.phase in (Phase.PIN, Phase.VOID_PICK, Phase.VOID_CONFIRM, Phase.CLOSE_CONFIRM):
-        return to_idle(state)
-    if state.phase == Phase.VOIDED:
-        return to_idle(state)
-    if state.phase == Phase.CLOSED:
-        return closed_to_idle(state)
-    return None
-
-
-def side_print(state: State, event: PrintFinished) -> Step | None:
-    """The end of a print of the merchant's functions; None when it is not one."""
+def _report_printed(state: State, event: PrintFinished) -> Step:
+    """An X or Z report has printed: said in the menu, or on the close's result."""
     fault = event.message or "PRINTER FAULT"
-    if event.job == "void" and state.phase == Phase.VOIDED and not state.message:
-        st, eff = go(state, Phase.VOIDED, state.cfg.result_timeout,
-                     message="VOID PRINTED" if event.ok else fault)
-        if not event.ok:
-            return st, [Log("error", f"void receipt not printed: {fault}"), Beep(), *eff]
-        return st, eff
-    if event.job in ("x-report", "z-report") and state.phase == Phase.MENU:
+    if state.phase == Phase.MENU:
         name = "X REPORT" if event.job == "x-report" else "Z REPORT"
         return refresh(state, f"{name} PRINTED" if event.ok else fault)
     if event.job == "z-report" and state.phase == Phase.CLOSED:
         return refresh(state, "REPORT PRINTED" if event.ok else fault)
-    return None
+    return print_elsewhere(state, event)
 
 
-HANDLERS = {
-    Phase.PIN: _in_pin,
-    Phase.PIN_CHECK: _in_pin_check,
-    Phase.VOID_PICK: _in_void_pick,
-    Phase.VOID_FIND: _in_void_find,
-    Phase.VOID_CONFIRM: _in_void_confirm,
-    Phase.VOIDING: _in_voiding,
-    Phase.VOIDED: _in_voided,
-    Phase.CLOSE_CONFIRM: _in_close_confirm,
-    Phase.CLOSING: _in_closing,
-    Phase.CLOSED: _in_closed,
+ROWS: dict[tuple[Phase, type[Event]], Handler] = {
+    (Phase.PIN, KeyPressed): _pin_key,
+    (Phase.PIN, TimerFired): _to_idle,
+    (Phase.PIN_CHECK, PinChecked): _pin_checked,
+    (Phase.PIN_CHECK, KeyPressed): _to_menu,
+    (Phase.VOID_PICK, KeyPressed): _void_pick_key,
+    (Phase.VOID_PICK, TimerFired): _to_idle,
+    (Phase.VOID_FIND, VoidCandidate): _void_candidate,
+    (Phase.VOID_FIND, KeyPressed): _to_menu,
+    (Phase.VOID_CONFIRM, KeyPressed): _void_confirm_key,
+    (Phase.VOID_CONFIRM, TimerFired): _to_idle,
+    (Phase.VOIDING, VoidRecorded): _void_recorded,
+    (Phase.VOIDING, VoidCandidate): _void_refused,
+    (Phase.VOIDING, KeyPressed): _voiding_key,
+    (Phase.VOIDED, KeyPressed): _voided_key,
+    (Phase.VOIDED, TimerFired): _to_idle,
+    (Phase.CLOSE_CONFIRM, KeyPressed): _close_confirm_key,
+    (Phase.CLOSE_CONFIRM, TimerFired): _to_idle,
+    (Phase.CLOSING, CloseProgress): _close_progress,
+    (Phase.CLOSING, CloseFinished): _close_finished,
+    (Phase.CLOSED, KeyPressed): _closed_key,
+    (Phase.CLOSED, TimerFired): _closed_timer,
+}
+
+# the merchant's prints: what the end of each does, by job
+PRINT_JOBS: dict[str, PrintHandler] = {
+    "void": _void_printed, "x-report": _report_printed, "z-report": _report_printed,
 }

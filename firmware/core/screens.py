@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from firmware.core.effects import Show
 from firmware.core.model import SaleRecord, SaleStatus
+from firmware.core.state import CloseFlow, MenuFlow, Phase, PinFlow, SaleFlow, State, VoidFlow
 from firmware.core.texts import money, outcome, two_cols
-
-if TYPE_CHECKING:
-    from firmware.core.state import State
 
 W = 20
 
@@ -73,8 +70,6 @@ def _idle_lines(state: State) -> list[str]:
 
 
 def show(state: State) -> Show:
-    from firmware.core.state import Phase
-
     cur = state.cfg.currency_code
     phase = state.phase
     if phase == Phase.IDLE:
@@ -87,9 +82,10 @@ def show(state: State) -> Show:
                              _bottom(state, "ENTER AMOUNT")))
         return Show(rows(_header(state, "POSTERM"), said[0], "ENTER AMOUNT",
                          _bottom(state, "F1 MENU")))
-    if phase == Phase.AMOUNT:
-        amount = int(state.digits) if state.digits else 0
-        title = "REFUND" if state.function == "refund" else "SALE"
+    flow = state.flow
+    if phase == Phase.AMOUNT and isinstance(flow, SaleFlow):
+        amount = int(flow.digits) if flow.digits else 0
+        title = "REFUND" if flow.kind == "refund" else "SALE"
         return Show(rows(title, money(amount, cur).rjust(W), state.message,
                          "OK=CONFIRM"))
     amount_row = money(state.sale.amount, cur) if state.sale else ""
@@ -108,14 +104,15 @@ def show(state: State) -> Show:
                          "CANCEL=STOP"))
     if phase in (Phase.PRINTING, Phase.RESULT) and state.result is not None:
         return Show(rows(*_result_rows(state, state.result)))
-    if phase == Phase.MENU and state.menu_page == 1:
+    menu = flow if isinstance(flow, MenuFlow) else MenuFlow()
+    if phase == Phase.MENU and menu.page == 1:
         return Show(rows(_header(state, "MERCHANT"), "5 REFUND  6 VOID", "7 X REPORT 8 CLOSE",
                          state.message or "9 LAST Z CANCEL=EXIT"))
     if phase == Phase.MENU:
         return Show(rows(_header(state, "MENU"), "1 LAST    2 REPRINT", "3 STATUS  4 REPORT",
                          state.message or "F1 MORE  CANCEL=EXIT"))
     if phase == Phase.STATUS:
-        return Show(rows(*_status_rows(state)))
+        return Show(rows(*_status_rows(state, menu)))
     merchant = _merchant_rows(state)
     if merchant is not None:
         return Show(rows(*merchant))
@@ -124,21 +121,20 @@ def show(state: State) -> Show:
 
 def _merchant_rows(state: State) -> tuple[str, str, str, str] | None:
     """The screens of the merchant's functions (merchant.py): PIN, void, batch close."""
-    from firmware.core.state import Phase
-
-    phase, cur = state.phase, state.cfg.currency_code
-    if phase == Phase.PIN:  # the digits never: one star each
-        return ("SUPERVISOR PIN", "*" * len(state.pin), state.message,
+    phase, cur, flow = state.phase, state.cfg.currency_code, state.flow
+    if phase == Phase.PIN and isinstance(flow, PinFlow):  # the digits never: one star each
+        return ("SUPERVISOR PIN", "*" * len(flow.pin), state.message,
                 "OK=ENTER CANCEL=STOP")
     if phase == Phase.PIN_CHECK:
         return ("SUPERVISOR PIN", "CHECKING PIN", "PLEASE WAIT", "")
+    void = flow if isinstance(flow, VoidFlow) else VoidFlow()
     if phase == Phase.VOID_PICK:
-        return ("VOID", f"INVOICE NO: {state.digits}", state.message,
+        return ("VOID", f"INVOICE NO: {void.digits}", state.message,
                 "OK=LAST CANCEL=STOP")
     if phase == Phase.VOID_FIND:
-        which = f"INVOICE {state.digits}" if state.digits else "LAST TRANSACTION"
+        which = f"INVOICE {void.digits}" if void.digits else "LAST TRANSACTION"
         return ("VOID", which, "LOOKING UP...", "")
-    rec = state.candidate
+    rec = void.candidate
     if phase == Phase.VOID_CONFIRM and rec is not None:
         return (two_cols(f"VOID #{rec.invoice}?", rec.local.strftime("%H:%M"), W),
                 _labelled(_kind_word(rec), money(rec.amount, cur)), _card_words(rec),
@@ -151,10 +147,11 @@ def _merchant_rows(state: State) -> tuple[str, str, str, str] | None:
                 state.message or "PRINTING...", f"INVOICE #{rec.invoice}")
     if phase == Phase.CLOSE_CONFIRM:
         return ("CLOSE BATCH?", "SENDS THE TOTALS", "TO THE BANK", "OK=CLOSE CANCEL=NO")
+    close = flow if isinstance(flow, CloseFlow) else CloseFlow()
     if phase == Phase.CLOSING:
         return ("CLOSING BATCH", state.message, "PLEASE WAIT",
-                {"daily": "DAILY CLOSE", "resumed": "RESUMED CLOSE"}.get(state.close_origin, ""))
-    done = state.close
+                {"daily": "DAILY CLOSE", "resumed": "RESUMED CLOSE"}.get(close.origin, ""))
+    done = close.done
     if phase == Phase.CLOSED and done is not None:
         if not done.ok:
             return ("CLOSE NOT DONE", done.message or "", "TRY AGAIN LATER", "")
@@ -181,8 +178,6 @@ def _card_words(rec: SaleRecord) -> str:
 
 
 def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
-    from firmware.core.state import Phase
-
     printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
     if rec.status == SaleStatus.FAILED:
         # why it could not go online, then why the offline rules refused it
@@ -194,15 +189,15 @@ def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
     return top, second, printing, money(rec.amount, state.cfg.currency_code)
 
 
-def _status_rows(state: State) -> tuple[str, str, str, str]:
-    if state.page == 1:
+def _status_rows(state: State, menu: MenuFlow) -> tuple[str, str, str, str]:
+    if menu.status_page == 1:
         return _device_rows(state)
     q = state.queue
     link = "NOT TRUSTED" if state.untrusted else LINK_WORDS.get(state.link, state.link)
     if q.refused:
         last = f"REFUSED {q.refused} UNPAID"
     elif q.oldest is not None:
-        last = f"OLDEST {age_words(now_hint(state), q.oldest)} AGO"
+        last = f"OLDEST {age_words(menu.seen, q.oldest)} AGO"
     else:
         last = "NOTHING TO SEND"
     return (f"BANK {link}", f"UNSENT SALES {q.count}",
@@ -230,11 +225,6 @@ def age_words(now: datetime, then: datetime) -> str:
     if minutes < 48 * 60:
         return f"{minutes // 60} H"
     return f"{minutes // (24 * 60)} DAYS"
-
-
-def now_hint(state: State) -> datetime:
-    """The time of the last event the core saw (screens read no clock)."""
-    return state.seen
 
 
 def result_lines(rec: SaleRecord) -> tuple[str, str]:

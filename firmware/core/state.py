@@ -1,18 +1,21 @@
-"""The state of the terminal's state machine, and the moves every phase handler shares.
+"""The data of the terminal's state machine: its phases and its state, nothing that moves.
 
-`sale.py` (the sale flow: amount, card, authorization, result, the menu) and
-`merchant.py` (the operator functions: supervisor PIN, refund entry, void, reports,
-batch close) both build on these; `sale.step` is the one entry point.
+The state is two parts: what the terminal knows whatever it is doing (the link, the
+queue of unsent sales, standing conditions, the last sale, the idle screen's notice...),
+and `flow`, one record for the flow in progress — a sale or refund (`SaleFlow`), the
+menu (`MenuFlow`), the supervisor PIN (`PinFlow`), a void (`VoidFlow`), a batch close
+(`CloseFlow`) — or None at rest. Going idle drops the flow: one field, whatever flow
+it was. The moves (`go`, `to_idle`, `refresh`) are in `moves.py`, the transition table
+in `machine.py`.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from firmware.core import screens
-from firmware.core.effects import Effect, StartTimer
+from firmware.core.effects import Effect
 from firmware.core.events import CloseFinished
 from firmware.core.model import CoreConfig, SaleRecord, SaleRequest
 from firmware.core.risk import QueueStats
@@ -71,23 +74,64 @@ class Recent:
 
 
 @dataclass(frozen=True)
+class SaleFlow:
+    """A sale or a refund, from its amount being keyed to its result."""
+
+    kind: str = "purchase"  # or "refund"
+    digits: str = ""  # the amount being keyed (AMOUNT)
+    sale: Sale | None = None  # the amount confirmed: the card asked for, then sent
+    result: SaleRecord | None = None  # how it ended (PRINTING, RESULT)
+    cause: str = ""  # why it could not go online (shown with an offline refusal)
+
+
+@dataclass(frozen=True)
+class MenuFlow:
+    """The menu and the status screens it opens."""
+
+    page: int = 0  # the MENU's page: 0 the sale's, 1 the merchant's
+    status_page: int = 0  # the STATUS screen's page
+    seen: datetime = datetime(2000, 1, 1)  # local time when the STATUS screen was opened
+
+
+@dataclass(frozen=True)
+class PinFlow:
+    """The supervisor PIN asked before an operator function."""
+
+    function: str  # "refund", "void", "close", "x_report", "z_report"
+    pin: str = field(default="", repr=False)  # digits keyed, never shown
+
+
+@dataclass(frozen=True)
+class VoidFlow:
+    digits: str = ""  # the invoice number being keyed (VOID_PICK)
+    candidate: SaleRecord | None = None  # the transaction the void is about
+
+
+@dataclass(frozen=True)
+class CloseFlow:
+    # who started it: "" the operator, "daily" the daily close time, "resumed" the
+    # terminal itself, finishing a close that a crash or the host cut short
+    origin: str = ""
+    done: CloseFinished | None = None  # how it ended (CLOSED phase)
+
+
+Flow = SaleFlow | MenuFlow | PinFlow | VoidFlow | CloseFlow
+
+
+@dataclass(frozen=True)
 class State:
     cfg: CoreConfig
     phase: Phase = Phase.IDLE
-    digits: str = ""
-    sale: Sale | None = None
     token: int = 0
-    notice: str = ""  # one line shown in IDLE (last sale outcome after recovery)
+    flow: Flow | None = None  # the flow in progress; None at rest
     message: str = ""  # one line of feedback in the current phase
-    last: SaleRecord | None = None
-    result: SaleRecord | None = None
-    link: str = "UP"
-    untrusted: bool = False  # the link is down because the host's TLS identity was refused
-    cause: str = ""  # why the sale could not go online (shown with an offline refusal)
+    notice: str = ""  # one line shown in IDLE (last sale outcome after recovery)
     alert: str = ""  # two lines kept on the idle screen until cleared (a refused offline sale)
     banner: str = ""  # planned maintenance, announced on the idle screen (the daily restart)
+    last: SaleRecord | None = None
+    link: str = "UP"
+    untrusted: bool = False  # the link is down because the host's TLS identity was refused
     queue: QueueStats = QueueStats()
-    seen: datetime = datetime(2000, 1, 1)  # local time when the STATUS screen was opened
     # standing conditions of devices and power: (source, text, blocks new sales), by source
     conditions: tuple[tuple[str, str, bool], ...] = ()
     battery: int | None = None  # percent of charge, None without a gauge
@@ -95,43 +139,25 @@ class State:
     path: str = ""  # "ETH" or "4G" when a modem is configured, "" otherwise
     bars: int = 0  # the modem's signal, 0..4
     path_detail: str = ""  # one status line about the modem (registration, signal)
-    page: int = 0  # the STATUS screen's page
-    menu_page: int = 0  # the MENU's page: 0 the sale's, 1 the merchant's
-    # the operator function in progress: "refund", "void", "close", "x_report", "z_report"
-    function: str = ""
-    pin: str = field(default="", repr=False)  # digits keyed in the PIN phase, never shown
-    candidate: SaleRecord | None = None  # the transaction a void is about
-    close: CloseFinished | None = None  # how the batch close ended (CLOSED phase)
-    # who started the close in progress: "" the operator, "daily" the daily close time,
-    # "resumed" the terminal itself, finishing a close that a crash or the host cut short
-    close_origin: str = ""
     recent: tuple[Recent, ...] = ()  # approved purchases for the duplicate guard
 
+    # the flow's records, read as one (None when another flow, or none, is in progress)
+    @property
+    def sale_flow(self) -> SaleFlow | None:
+        return self.flow if isinstance(self.flow, SaleFlow) else None
 
-def blocking(state: State) -> str:
-    """The text of the first condition that stops new sales, or ""."""
-    return next((text for _src, text, blocks in state.conditions if blocks), "")
+    @property
+    def sale(self) -> Sale | None:
+        """The sale in progress, once its amount is confirmed."""
+        return self.flow.sale if isinstance(self.flow, SaleFlow) else None
+
+    @property
+    def result(self) -> SaleRecord | None:
+        return self.flow.result if isinstance(self.flow, SaleFlow) else None
+
+    @property
+    def cause(self) -> str:
+        return self.flow.cause if isinstance(self.flow, SaleFlow) else ""
 
 
 Step = tuple[State, list[Effect]]
-
-
-def go(state: State, phase: Phase, timeout: float | None = None, *, jitter: bool = False,
-       **changes: object) -> Step:
-    """Enter a phase: new timer token, show its screen, start its timer."""
-    st = replace(state, phase=phase, token=state.token + 1, **changes)  # type: ignore[arg-type]
-    effects: list[Effect] = [screens.show(st)]
-    if timeout is not None:
-        effects.append(StartTimer(timeout, st.token, jitter=jitter))
-    return st, effects
-
-
-def to_idle(state: State, notice: str = "") -> Step:
-    return go(state, Phase.IDLE, None, digits="", sale=None, message="", notice=notice,
-              result=None, cause="", function="", pin="", candidate=None, close=None,
-              close_origin="", menu_page=0)
-
-
-def refresh(state: State, message: str) -> Step:
-    st = replace(state, message=message)
-    return st, [screens.show(st)]

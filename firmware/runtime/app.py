@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import Config
-from firmware.core import sale as core
+from firmware.core import machine as core
 from firmware.core import iso
 from firmware.core.effects import (
     Authorize, Beep, CheckPin, CloseBatch, CloseSale, DecideOffline, Effect, FindForVoid, Log,
