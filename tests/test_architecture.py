@@ -99,15 +99,18 @@ def test_a_hardware_library_is_imported_only_by_its_driver() -> None:
 
 
 def test_every_effect_the_core_can_ask_for_has_a_runner() -> None:
-    """One table (firmware/runtime/app.py `_effect_table`) runs the effects: each type in
+    """One table (firmware/runtime/runners.py `table`) runs the effects: each type in
     the core's Effect union has its entry, so a new effect cannot be forgotten."""
     import typing
 
     from firmware.core.effects import Effect
-    from firmware.runtime.app import App
+    from firmware.runtime import runners
+    from firmware.runtime.current import Current
     from firmware.runtime.decisions import Decisions
+    from firmware.runtime.graph import Parts
 
-    app = App.__new__(App)  # the table only, no devices: its parts as bare objects
-    app.decisions = Decisions.__new__(Decisions)
-    table = App._effect_table(app)
+    parts = Parts.__new__(Parts)  # the table only, no devices: its parts as bare objects
+    parts.decisions = Decisions.__new__(Decisions)
+    table = runners.table(parts, Current(), None, spawn=print,  # type: ignore[arg-type]
+                          answer=print, start_timer=print)
     assert set(typing.get_args(Effect)) == set(table)

@@ -88,6 +88,16 @@ class DisplayKeeper:
         use (they are remembered for the retry)."""
         return await self.submit(rows)
 
+    async def last_words(self, rows: Sequence[str], timeout: float = 5.0) -> None:
+        """The last screen before the terminal stops (OUT OF ORDER). Written in the
+        display's own thread, so that it comes after a screen whose write was already
+        under way (it used to race it, and lose); a courtesy: the log has the cause."""
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+                self._pool, self._display.show, tuple(rows)), timeout)
+        except Exception as exc:
+            log.debug("display while stopping: %s", exc)
+
     def close(self) -> None:
         for task in (self._retry, self._writer):
             if task is not None:

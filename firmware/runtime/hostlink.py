@@ -291,6 +291,27 @@ class HostLink:
         await self.ensure_connected()
         return await self._write(doc, check=False).wait(timeout)
 
+    async def echo(self) -> None:
+        """An echo test (0800, 301) on the connection, or a HostError that says why not."""
+        doc = iso.network(self.ident, code="301", stan=int(self.allocate_stan()),
+                          utc=datetime.now(timezone.utc))
+        answer = await self.exchange(doc, self.cfg.response_timeout)
+        if answer.get("39") != "00":
+            raise HostError(f"echo test answered {answer.get('39')}")
+
+    async def probe(self) -> None:
+        """While the link is down (linkmonitor.py): sign on again, or, if still connected,
+        echo; either way the outcome reaches the listeners."""
+        if not self.connected:
+            await self.ensure_connected()
+            return
+        try:
+            await self.echo()
+        except HostError as exc:
+            self._notify(False, f"probe: {exc}")
+            return
+        self._notify(True, "")
+
     async def _exchange(self, doc: Fields, timeout: float) -> Fields:
         """The sign-on exchange: its failure is reported once, by _connect."""
         return await self._write(doc, notify=False, check=False).wait(timeout)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from firmware.core.events import PinChecked
+from firmware.runtime.supervisor import is_fatal
 from firmware.pinhash import PIN_RE, PIN_WHAT, PinHash, hash_pin, parse_pin_hash, verify_pin
 
 # the stored form lives in firmware/pinhash.py; these names are also answered here
@@ -77,6 +78,17 @@ class OperatorGuard:
 
     def _locked_message(self, seconds: float) -> str:
         return f"LOCKED FOR {max(1, math.ceil(seconds / 60))} MIN"
+
+    async def answer(self, pin: str, function: str) -> PinChecked:
+        """`check`, and an answer on every path: a check that fails unexpectedly refuses
+        (a journal failure still stops the terminal)."""
+        try:
+            return await self.check(pin, function)
+        except Exception as exc:
+            if is_fatal(exc):
+                raise
+            log.error("supervisor PIN check for %s failed: %s", function, type(exc).__name__)
+            return PinChecked(False, function, "PIN CHECK FAILED")
 
     async def check(self, pin: str, function: str) -> PinChecked:
         async with self._lock:

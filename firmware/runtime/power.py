@@ -42,13 +42,14 @@ import logging
 import sqlite3
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from firmware.config import BatteryConfig, PowerConfig
+from firmware.config import BatteryConfig, Config, PowerConfig
 from firmware.core.events import BatteryRead, ConditionChanged, Event
 from firmware.runtime import threads
 from firmware.errors import DeviceError, PostermError
+from firmware.runtime.signals import Signals
 
 log = logging.getLogger("posterm.power")
 
@@ -98,6 +99,15 @@ class PowerMonitor:
         self.shutdown_requested = False
         self._pin_error = ""
         self._pool = threads.pool("gauge")
+
+    def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, object]]]:
+        """The supervised tasks to run, by name: the gauge's and the power-fail input's."""
+        tasks: dict[str, Callable[[], Coroutine[Any, Any, object]]] = {}
+        if self.gauge is not None:
+            tasks["battery gauge"] = self.run_gauge
+        if self.power_ok is not None:
+            tasks["power-fail input"] = self.run_mains
+        return tasks
 
     # -- the battery gauge ----------------------------------------------------------
     async def run_gauge(self) -> None:
@@ -265,7 +275,7 @@ class PowerMonitor:
             log.warning("journal checkpoint on mains loss: %s", exc)
 
     # -- after the app has stopped --------------------------------------------------
-    async def finish(self, show: Callable[[tuple[str, str, str, str]], Awaitable[None]]
+    async def finish(self, show: Callable[[tuple[str, str, str, str]], Awaitable[object]]
                      ) -> bool:
         """After a stop this monitor asked for: run the shutdown command. True when
         posterm should start again instead (mains came back while it was stopping).
@@ -326,6 +336,24 @@ class PowerMonitor:
         elif self.gauge_error:
             parts.append("battery gauge fault")
         return parts
+
+
+def monitor_for(cfg: Config, gauge: GaugePort | None, signals: Signals, *,
+                emit: Callable[[Event], None], checkpoint: Callable[[], None],
+                request_stop: Callable[[], None],
+                changed: Callable[[], object]) -> PowerMonitor | None:
+    """The power monitor the configuration asks for: the battery gauge when there is one,
+    the power-fail input when [power] is enabled and there are pins; None for neither.
+    Its tasks (`tasks`) are started by the loop."""
+    watch = cfg.power.enabled and cfg.gpio.backend != "none"
+    if cfg.power.enabled and not watch:
+        log.info("power-fail input not watched: [gpio] backend is none")
+    if gauge is None and not watch:
+        return None
+    return PowerMonitor(cfg.battery, cfg.power, gauge=gauge,
+                        power_ok=signals.power_ok if watch else None,
+                        watch=signals.watch_power if watch else None, emit=emit,
+                        checkpoint=checkpoint, request_stop=request_stop, changed=changed)
 
 
 def run_command(command: tuple[str, ...]) -> str:

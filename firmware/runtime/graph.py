@@ -1,0 +1,206 @@
+"""The terminal's object graph: every long-lived part, built once from the configuration,
+the opened devices (wiring.py) and the journal, and connected to each other here.
+
+App (app.py) keeps the loop and nothing else: it hands this module the four things the
+parts need from the loop (emit an event, spawn a task, stop on a fatal error, report a
+background error) and the core's current state (current.py), which the parts ask
+questions of (is the terminal idle? is a sale in flight?) instead of calling back into
+the loop. `Parts.tasks` names the supervised tasks the loop starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from firmware.config import Config
+from firmware.core.events import AdviceRefused, Event, LinkChanged, PathChanged, QueueChanged
+from firmware.core.link import UP
+from firmware.errors import HostError
+from firmware.runtime import batch as batch_close
+from firmware.runtime import maintenance, recovery, threads
+from firmware.runtime.authorizer import Authorizer
+from firmware.runtime.batch import CloseEngine, CloseSchedule
+from firmware.runtime.current import Current
+from firmware.runtime.decisions import Decisions
+from firmware.runtime.display import DisplayKeeper
+from firmware.runtime.forwarder import Forwarder
+from firmware.runtime.hostlink import HostLink
+from firmware.runtime.journal import Journal
+from firmware.runtime.journal_batch import BatchClose
+from firmware.runtime.linkmonitor import LinkMonitor
+from firmware.runtime.maintenance import DailyRestart
+from firmware.runtime.operator import OperatorGuard
+from firmware.runtime.outcomes import Announcer
+from firmware.runtime.paths import MODEM, Failover, ModemKeeper, Paths, PrimaryProbe
+from firmware.runtime.power import PowerMonitor, monitor_for
+from firmware.runtime.printing import Prints
+from firmware.runtime.printqueue import PrintSpooler, Settings
+from firmware.runtime.sdnotify import Notifier
+from firmware.runtime.signals import Signals
+from firmware.runtime.wiring import Devices
+
+log = logging.getLogger("posterm")
+Spawn = Callable[[Coroutine[Any, Any, object], str], None]
+TaskFactory = Callable[[], Coroutine[Any, Any, object]]
+
+
+class Parts:
+    """Every part of the running terminal but the loop."""
+
+    def __init__(self, cfg: Config, devices: Devices, journal: Journal, notifier: Notifier,
+                 current: Current, *, emit: Callable[[Event], None], spawn: Spawn,
+                 fail: Callable[[BaseException], None],
+                 background_error: Callable[[BaseException], None],
+                 request_stop: Callable[[], None], request_restart: Callable[[], None],
+                 status_changed: Callable[[], None]) -> None:
+        self.cfg, self.devices, self.journal, self.notifier = cfg, devices, journal, notifier
+        self.current, self.emit, self.spawn = current, emit, spawn
+        ident = cfg.core.identity
+        self.signals = Signals(devices.pins)
+        modem = getattr(devices, "modem", None)
+        self.paths = Paths(cfg.modem, modem, emit=self._path_event) if modem else None
+        self.link = HostLink(cfg.host, ident, journal.allocate_stan,
+                             on_connected=self._on_connected, paths=self.paths)
+        self.monitor = LinkMonitor(
+            cfg.link, ident.terminal_id, self.link.probe, self._link_changed,
+            echo=self.link.echo, idle_seconds=lambda: time.monotonic() - self.link.last_traffic,
+            echo_interval=cfg.host.echo_interval, connected=lambda: self.link.connected)
+        self.link.listeners.append(self.monitor.report)
+        self.failover = Failover(self.paths, self.link, busy=current.in_flight) \
+            if self.paths is not None else None
+        self.forwarder = Forwarder(
+            journal, self.link, cfg.host, sale_active=current.sale_active,
+            link_usable=lambda: self.monitor.state != "DOWN", on_result=self.monitor.report,
+            on_queue_change=self.queue_changed, on_error=background_error)
+        self.authorizer = Authorizer(journal, self.link, ident, cfg.host.response_timeout,
+                                     before_request=self.forwarder.flush,
+                                     reversal_recorded=self.forwarder.kick,
+                                     on_result=self.monitor.report)
+        self.operator = OperatorGuard(cfg.operator.pin_hash,
+                                      attempts=cfg.operator.lockout_attempts,
+                                      lockout_minutes=cfg.operator.lockout_minutes,
+                                      journal=journal)
+        # one thread each: a printer that hangs can hold up only the printer, never the
+        # display or the pins (the default pool would fill with waiting prints). The
+        # printer's thread belongs to the spooler, with the durable print queue
+        self.spooler = PrintSpooler(devices.printer, journal, emit,
+                                    Settings.from_options(cfg.printer.options),
+                                    on_error=background_error)
+        # the newest screen, kept on the glass: a display that fails is retried in the
+        # background while the sale goes on (display.py)
+        self.display = DisplayKeeper(devices.display, threads.pool("display"),
+                                     on_change=status_changed)
+        # what is printed, and how its end is told to the core (printing.py)
+        self.prints = Prints(cfg.core, journal, self.spooler, emit,
+                             link_state=lambda: self.monitor.state)
+        # the batch close (batch.py): started by CloseBatch, resumed from the journal
+        self.closer = CloseEngine(
+            journal, self.link, cfg.host, cfg.core, emit=emit,
+            flush=lambda: self.forwarder.flush(due_only=False), kick=self.forwarder.kick,
+            print_z=self.prints.z_report, on_result=self.monitor.report,
+            on_closed=self._batch_closed)
+        self.schedule = CloseSchedule(
+            cfg.operator.close_time, idle=current.idle, emit=emit,
+            in_progress=lambda: journal.close_in_progress() is not None,
+            running=lambda: self.closer.running,
+            last_day=lambda: journal.note(batch_close.NOTE))
+        # the journal writes the core asks for directly (decisions.py)
+        self.decisions = Decisions(journal, ident, emit=emit,
+                                   queue_changed=self.queue_changed, kick=self.forwarder.kick)
+        # screens to the display; a sale's outcome, once shown, journaled and logged
+        self.announcer = Announcer(self.display, journal, cfg.core.currency_code,
+                                   on_fatal=fail)
+        self.in_hand = recovery.InHand(journal)  # the note of a sale not yet journaled
+        self.daily = DailyRestart(
+            cfg.maintenance, idle=current.idle, emit=emit,
+            last_day=lambda: journal.note(maintenance.NOTE),
+            remember=lambda day: journal.set_note(maintenance.NOTE, day),
+            restart=request_restart, status=notifier.status)
+        self.power: PowerMonitor | None = monitor_for(
+            cfg, getattr(devices, "gauge", None), self.signals, emit=emit,
+            checkpoint=journal.checkpoint, request_stop=request_stop, changed=status_changed)
+        self._announced: set[int] = set()  # refused offline sales told to the core
+
+    def tasks(self) -> dict[str, TaskFactory]:
+        """The supervised tasks of a running terminal, by name (supervisor.py restarts
+        each with backoff)."""
+        reader, keypad = self.devices.card_reader, self.devices.keypad
+        tasks: dict[str, TaskFactory] = {
+            "card reader": lambda: reader.run(self.emit),
+            "keypad": lambda: keypad.run(self.emit),
+            "printer watch": self.spooler.run,
+            "forwarder": self.forwarder.run,
+            "link monitor": self.monitor.run,
+        }
+        paths, failover = self.paths, self.failover
+        if paths is not None and paths.modem is not None and failover is not None:
+            host = self.cfg.host
+            tasks["modem"] = ModemKeeper(paths, paths.modem, self.cfg.modem, emit=self.emit).run
+            tasks["primary probe"] = PrimaryProbe(
+                paths, host.host, host.port, self.link.ssl_context, self.link.server_name,
+                host.connect_timeout, failback=failover.failback,
+                interval=min(10.0, max(1.0, self.cfg.modem.failback_after / 4))).run
+        tasks["daily restart"] = self.daily.run
+        tasks["batch close schedule"] = self.schedule.run
+        if self.power is not None:
+            tasks.update(self.power.tasks())
+        return tasks
+
+    async def connect_at_start(self) -> None:
+        """Connect and sign on now, so an unreachable host shows before the first sale."""
+        try:
+            await self.link.ensure_connected()
+        except HostError as exc:
+            log.info("no host connection at start: %s", exc)
+
+    async def close(self) -> None:
+        """At the end of a run, its tasks cancelled: the display let go, the queues'
+        requests ended, the link and the modem's data session closed."""
+        self.display.close()
+        await self.forwarder.stop()  # before the link closes and fails their requests
+        await self.link.close()
+        if self.paths is not None and self.paths.modem is not None:
+            try:  # the data session is closed politely; a silent modem is not waited for
+                await asyncio.wait_for(self.paths.modem.close(), 3.0)
+            except Exception as exc:
+                log.debug("closing the modem: %s", exc)
+
+    def queue_changed(self) -> None:
+        """The journal's queues changed: the core hears their figures, and each offline
+        sale the host refused, once per run (its slip printed, that is journaled)."""
+        self.emit(QueueChanged(self.journal.queue_stats()))
+        for _adv_id, record in self.journal.unannounced_refusals():
+            if record.sale_id not in self._announced:
+                self._announced.add(record.sale_id)
+                self.emit(AdviceRefused(record))
+
+    async def _on_connected(self) -> None:
+        await self.forwarder.flush(due_only=False)
+
+    def _path_event(self, event: Event) -> None:
+        """The paths' news: idle echoes on the modem path follow its own, longer interval."""
+        if isinstance(event, PathChanged):
+            self.monitor.echo_interval = (self.cfg.modem.echo_interval if event.path == MODEM
+                                          else self.cfg.host.echo_interval)
+        self.emit(event)
+
+    def _link_changed(self, state: str) -> None:
+        """The link monitor's verdict: fail over to the modem when the link is down, tell
+        the core, light the LED, and let the queues go once it is up."""
+        if state == "DOWN" and self.failover is not None and self.failover.paths.modem_ready:
+            self.spawn(self.failover.fail_over(), "failover")
+        self.emit(LinkChanged(state, untrusted=self.monitor.health.untrusted))
+        self.spawn(self.signals.led(state == UP), "led")
+        if state == UP:
+            self.forwarder.kick()
+
+    def _batch_closed(self, close: BatchClose) -> None:
+        """A close ended the batch: the daily close is done for the day it ended on."""
+        day = self.schedule.done_today(close.finished or datetime.now())
+        if day:
+            self.journal.set_note(batch_close.NOTE, day)
