@@ -114,3 +114,22 @@ def test_every_effect_the_core_can_ask_for_has_a_runner() -> None:
     table = runners.table(parts, Current(), None, spawn=print,  # type: ignore[arg-type]
                           answer=print, start_timer=print)
     assert set(typing.get_args(Effect)) == set(table)
+
+
+# runtime modules that still read the machine's clocks themselves (each takes a clock
+# argument defaulting to the real one, or is outside the loop: the updater, the status
+# command); every other module gets its time from clock.py's Clock
+READS_TIME_ITSELF = {"clock.py", "update.py", "status.py", "journal_void.py", "paths.py",
+                     "printqueue.py", "power.py", "maintenance.py", "operator.py",
+                     "supervisor.py", "batch.py", "forwarder.py"}
+
+
+def test_runtime_parts_take_the_clock_they_are_given() -> None:
+    """`time.monotonic()`, `time.time()` and `datetime.now()` are called only in clock.py
+    and in modules listed above (where they are defaults of a clock argument)."""
+    import re
+
+    calls = re.compile(r"\btime\.(monotonic|time)\(\)|\bdatetime\.now\(")
+    bad = sorted(p.name for p in (ROOT / "firmware" / "runtime").glob("*.py")
+                 if p.name not in READS_TIME_ITSELF and calls.search(p.read_text()))
+    assert bad == [], f"read the clock themselves: {bad}"

@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Coroutine
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from firmware.config import Config
@@ -33,6 +31,7 @@ from firmware.core.events import (
 )
 from firmware.errors import PostermError
 from firmware.runtime import failpoints, recovery, runners
+from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.current import Current
 from firmware.runtime.graph import Parts
 from firmware.runtime.journal import Journal
@@ -48,8 +47,8 @@ PEOPLE = (KeyPressed, CardSwiped, CardReadFailed)  # a person's input: none whil
 
 class App:
     def __init__(self, cfg: Config, devices: Devices, journal: Journal,
-                 notifier: Notifier | None = None) -> None:
-        self.cfg, self.journal = cfg, journal
+                 notifier: Notifier | None = None, clock: Clock = SYSTEM) -> None:
+        self.cfg, self.journal, self.clock = cfg, journal, clock
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.current = Current()
         self.notifier = notifier or Notifier(environ={})
@@ -58,7 +57,7 @@ class App:
                            background_error=self._background_error,
                            request_stop=self._request_stop,
                            request_restart=self._request_restart,
-                           status_changed=self._status_changed)
+                           status_changed=self._status_changed, clock=clock)
         self.monitor = self.parts.monitor
         self.live = LiveStatus(self.parts, self.current)
         self._tasks: set[asyncio.Task[object]] = set()
@@ -115,9 +114,9 @@ class App:
         if self.current.state is not None:  # after start-up: systemd's STATUS says it too
             self.notifier.status(self.live.line())
 
-    @staticmethod
-    def now() -> core.Now:
-        return core.Now(mono=time.monotonic(), local=datetime.now().replace(microsecond=0))
+    def now(self) -> core.Now:
+        return core.Now(mono=self.clock.monotonic(),
+                        local=self.clock.local().replace(microsecond=0))
 
     # -- main loop ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event, stop_now: asyncio.Event | None = None) -> None:
@@ -131,7 +130,8 @@ class App:
         self.current.state = state
         await self.execute(effects)
         for name, factory in p.tasks().items():
-            self._spawn(supervise(name, factory, on_fatal=self._fail), name)
+            self._spawn(supervise(name, factory, on_fatal=self._fail,
+                                  clock=self.clock.monotonic), name)
         if p.paths is not None and p.paths.modem is not None:
             p.paths.report()
         p.queue_changed()

@@ -18,7 +18,6 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from firmware.core import iso
 from firmware.core.events import (
@@ -28,6 +27,7 @@ from firmware.core.model import SaleRecord, SaleRequest
 from firmware.core.texts import is_busy
 from firmware.errors import HostError, HostNotTrustedError, HostUnreachableError, ProtocolError
 from firmware.runtime import failpoints
+from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Attempt, Journal
 
@@ -49,8 +49,9 @@ class Authorizer:
     def __init__(self, journal: Journal, link: HostLink, ident: iso.Identity,
                  response_timeout: float, before_request: Callable[[], object],
                  reversal_recorded: Callable[[], None],
-                 on_result: Callable[[bool, str], None] = lambda ok, why: None) -> None:
-        self.journal, self.link, self.ident = journal, link, ident
+                 on_result: Callable[[bool, str], None] = lambda ok, why: None,
+                 clock: Clock = SYSTEM) -> None:
+        self.journal, self.link, self.ident, self.clock = journal, link, ident, clock
         self.response_timeout = response_timeout
         self.before_request = before_request
         self.reversal_recorded = reversal_recorded
@@ -104,7 +105,7 @@ class Authorizer:
                        progress: _Progress) -> Event:
         progress.sale_id = sale_id
         failpoints.hit("before_record_sending")
-        utc = datetime.now(timezone.utc)
+        utc = self.clock.utc()
         code = iso.REFUND if request.kind == "refund" else iso.PURCHASE
         base = iso.sale_fields(self.ident, card=request.card, amount=request.amount,
                                processing_code=code, local=request.local, batch=0, invoice=0)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from typing import Any
 
 from firmware.config import Config
@@ -25,6 +23,7 @@ from firmware.runtime import batch as batch_close
 from firmware.runtime import maintenance, recovery, threads
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
+from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.current import Current
 from firmware.runtime.decisions import Decisions
 from firmware.runtime.display import DisplayKeeper
@@ -57,18 +56,20 @@ class Parts:
                  fail: Callable[[BaseException], None],
                  background_error: Callable[[BaseException], None],
                  request_stop: Callable[[], None], request_restart: Callable[[], None],
-                 status_changed: Callable[[], None]) -> None:
+                 status_changed: Callable[[], None], clock: Clock = SYSTEM) -> None:
         self.cfg, self.devices, self.journal, self.notifier = cfg, devices, journal, notifier
+        self.clock = clock
         self.current, self.emit, self.spawn = current, emit, spawn
         ident = cfg.core.identity
         self.signals = Signals(devices.pins)
         modem = getattr(devices, "modem", None)
-        self.paths = Paths(cfg.modem, modem, emit=self._path_event) if modem else None
+        self.paths = Paths(cfg.modem, modem, emit=self._path_event,
+                           clock=clock.monotonic) if modem else None
         self.link = HostLink(cfg.host, ident, journal.allocate_stan,
-                             on_connected=self._on_connected, paths=self.paths)
+                             on_connected=self._on_connected, paths=self.paths, clock=clock)
         self.monitor = LinkMonitor(
             cfg.link, ident.terminal_id, self.link.probe, self._link_changed,
-            echo=self.link.echo, idle_seconds=lambda: time.monotonic() - self.link.last_traffic,
+            echo=self.link.echo, idle_seconds=lambda: clock.monotonic() - self.link.last_traffic,
             echo_interval=cfg.host.echo_interval, connected=lambda: self.link.connected)
         self.link.listeners.append(self.monitor.report)
         self.failover = Failover(self.paths, self.link, busy=current.in_flight) \
@@ -80,35 +81,36 @@ class Parts:
         self.authorizer = Authorizer(journal, self.link, ident, cfg.host.response_timeout,
                                      before_request=self.forwarder.flush,
                                      reversal_recorded=self.forwarder.kick,
-                                     on_result=self.monitor.report)
+                                     on_result=self.monitor.report, clock=clock)
         self.operator = OperatorGuard(cfg.operator.pin_hash,
                                       attempts=cfg.operator.lockout_attempts,
                                       lockout_minutes=cfg.operator.lockout_minutes,
-                                      journal=journal)
+                                      journal=journal, clock=clock.wall)
         # one thread each: a printer that hangs can hold up only the printer, never the
         # display or the pins (the default pool would fill with waiting prints). The
         # printer's thread belongs to the spooler, with the durable print queue
         self.spooler = PrintSpooler(devices.printer, journal, emit,
                                     Settings.from_options(cfg.printer.options),
-                                    on_error=background_error)
+                                    on_error=background_error, clock=clock.monotonic,
+                                    now=clock.local)
         # the newest screen, kept on the glass: a display that fails is retried in the
         # background while the sale goes on (display.py)
         self.display = DisplayKeeper(devices.display, threads.pool("display"),
                                      on_change=status_changed)
         # what is printed, and how its end is told to the core (printing.py)
         self.prints = Prints(cfg.core, journal, self.spooler, emit,
-                             link_state=lambda: self.monitor.state)
+                             link_state=lambda: self.monitor.state, clock=clock)
         # the batch close (batch.py): started by CloseBatch, resumed from the journal
         self.closer = CloseEngine(
             journal, self.link, cfg.host, cfg.core, emit=emit,
             flush=lambda: self.forwarder.flush(due_only=False), kick=self.forwarder.kick,
             print_z=self.prints.z_report, on_result=self.monitor.report,
-            on_closed=self._batch_closed)
+            on_closed=self._batch_closed, clock=clock.local)
         self.schedule = CloseSchedule(
             cfg.operator.close_time, idle=current.idle, emit=emit,
             in_progress=lambda: journal.close_in_progress() is not None,
             running=lambda: self.closer.running,
-            last_day=lambda: journal.note(batch_close.NOTE))
+            last_day=lambda: journal.note(batch_close.NOTE), clock=clock.local)
         # the journal writes the core asks for directly (decisions.py)
         self.decisions = Decisions(journal, ident, emit=emit,
                                    queue_changed=self.queue_changed, kick=self.forwarder.kick)
@@ -120,10 +122,11 @@ class Parts:
             cfg.maintenance, idle=current.idle, emit=emit,
             last_day=lambda: journal.note(maintenance.NOTE),
             remember=lambda day: journal.set_note(maintenance.NOTE, day),
-            restart=request_restart, status=notifier.status)
+            restart=request_restart, status=notifier.status, clock=clock.local)
         self.power: PowerMonitor | None = monitor_for(
             cfg, getattr(devices, "gauge", None), self.signals, emit=emit,
-            checkpoint=journal.checkpoint, request_stop=request_stop, changed=status_changed)
+            checkpoint=journal.checkpoint, request_stop=request_stop, changed=status_changed,
+            clock=clock.monotonic)
         self._announced: set[int] = set()  # refused offline sales told to the core
 
     def tasks(self) -> dict[str, TaskFactory]:
@@ -201,6 +204,6 @@ class Parts:
 
     def _batch_closed(self, close: BatchClose) -> None:
         """A close ended the batch: the daily close is done for the day it ended on."""
-        day = self.schedule.done_today(close.finished or datetime.now())
+        day = self.schedule.done_today(close.finished or self.clock.local())
         if day:
             self.journal.set_note(batch_close.NOTE, day)

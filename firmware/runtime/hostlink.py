@@ -19,15 +19,14 @@ import asyncio
 import logging
 import os
 import ssl
-import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from firmware.config import HostConfig
 from firmware.core import iso
 from firmware.core.iso import Fields, Identity, MessageError
 from firmware.errors import HostError, HostNotTrustedError, HostUnreachableError, ProtocolError
+from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.paths import PRIMARY, open_direct
 
 if TYPE_CHECKING:
@@ -68,18 +67,18 @@ class Pending:
             return await asyncio.wait_for(asyncio.shield(self.future), timeout)
         except asyncio.TimeoutError:
             if self.check:
-                self.link._timed_out()
+                self.link.request_timed_out()
             raise ResponseTimeout(f"no answer to {self.request['t']} stan "
                                   f"{self.request.get('11')} within {timeout:g} s") from None
         finally:
-            self.link._forget(self)
+            self.link.forget(self)
 
 
 class HostLink:
     def __init__(self, cfg: HostConfig, ident: Identity, allocate_stan: Callable[[], str],
                  on_connected: Callable[[], Awaitable[None]] | None = None,
-                 paths: Paths | None = None) -> None:
-        self.cfg, self.ident = cfg, ident
+                 paths: Paths | None = None, clock: Clock = SYSTEM) -> None:
+        self.cfg, self.ident, self.clock = cfg, ident, clock
         self.paths = paths
         self.path = ""  # the path of the current connection: "ETH" or "4G"
         self.allocate_stan = allocate_stan
@@ -91,7 +90,7 @@ class HostLink:
         self._outstanding: dict[Key, Pending] = {}
         self._connect_lock = asyncio.Lock()
         self._ssl = self._ssl_context() if cfg.tls else None
-        self.last_traffic = time.monotonic()
+        self.last_traffic = clock.monotonic()
         self.connected_at = 0.0
         # an echo checking the connection after a timeout; new requests wait for its verdict
         self._check: asyncio.Task[None] | None = None
@@ -162,7 +161,7 @@ class HostLink:
         log.info("connected to host %s%s", self.address, " (TLS)" if self._ssl else "")
         try:
             stan = self.allocate_stan()
-            utc = datetime.now(timezone.utc)
+            utc = self.clock.utc()
             answer = await self._exchange(iso.network(self.ident, code="001",
                                                       stan=int(stan), utc=utc),
                                           self.cfg.response_timeout)
@@ -173,7 +172,7 @@ class HostLink:
             await self.close()
             raise self._fail(f"sign-on to host {self.address} refused with code "
                              f"{answer.get('39')}")
-        self.connected_at = time.monotonic()
+        self.connected_at = self.clock.monotonic()
         log.info("signed on to host %s", self.address)
         self._notify(True, "signed on")
 
@@ -294,7 +293,7 @@ class HostLink:
     async def echo(self) -> None:
         """An echo test (0800, 301) on the connection, or a HostError that says why not."""
         doc = iso.network(self.ident, code="301", stan=int(self.allocate_stan()),
-                          utc=datetime.now(timezone.utc))
+                          utc=self.clock.utc())
         answer = await self.exchange(doc, self.cfg.response_timeout)
         if answer.get("39") != "00":
             raise HostError(f"echo test answered {answer.get('39')}")
@@ -316,7 +315,7 @@ class HostLink:
         """The sign-on exchange: its failure is reported once, by _connect."""
         return await self._write(doc, notify=False, check=False).wait(timeout)
 
-    def _timed_out(self) -> None:
+    def request_timed_out(self) -> None:
         """A request went unanswered: check the connection with an echo test. A host that
         is only slow answers it, and a late answer can still arrive; a connection that does
         not answer even that is dead (a cable cut behind a switch, a NAT that forgot it), so
@@ -329,7 +328,7 @@ class HostLink:
     async def _check_alive(self, writer: asyncio.StreamWriter | None) -> None:
         try:
             doc = iso.network(self.ident, code="301", stan=int(self.allocate_stan()),
-                              utc=datetime.now(timezone.utc))
+                              utc=self.clock.utc())
             await self._write(doc, notify=False, check=False).wait(
                 min(self.cfg.response_timeout, 10.0))
         except ResponseTimeout:
@@ -362,11 +361,11 @@ class HostLink:
             reason = f"write to host {self.address} failed: {exc}"
             raise self._fail(reason) if notify else HostUnreachableError(reason) from None
         self._outstanding[key] = pending
-        self.last_traffic = time.monotonic()
+        self.last_traffic = self.clock.monotonic()
         wire.debug(">>> %s", iso.safe_summary(doc))
         return pending
 
-    def _forget(self, pending: Pending) -> None:
+    def forget(self, pending: Pending) -> None:
         if self._outstanding.get(pending.key) is pending:
             del self._outstanding[pending.key]
 
@@ -379,7 +378,7 @@ class HostLink:
                 if not 0 < size <= iso.MAX_FRAME:
                     raise ProtocolError(f"frame length {size} from host is out of range")
                 payload = await reader.readexactly(size)
-                self.last_traffic = time.monotonic()
+                self.last_traffic = self.clock.monotonic()
                 try:
                     doc = iso.decode(payload)
                 except MessageError as exc:

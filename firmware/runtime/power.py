@@ -340,8 +340,8 @@ class PowerMonitor:
 
 def monitor_for(cfg: Config, gauge: GaugePort | None, signals: Signals, *,
                 emit: Callable[[Event], None], checkpoint: Callable[[], None],
-                request_stop: Callable[[], None],
-                changed: Callable[[], object]) -> PowerMonitor | None:
+                request_stop: Callable[[], None], changed: Callable[[], object],
+                clock: Callable[[], float] = time.monotonic) -> PowerMonitor | None:
     """The power monitor the configuration asks for: the battery gauge when there is one,
     the power-fail input when [power] is enabled and there are pins; None for neither.
     Its tasks (`tasks`) are started by the loop."""
@@ -353,7 +353,8 @@ def monitor_for(cfg: Config, gauge: GaugePort | None, signals: Signals, *,
     return PowerMonitor(cfg.battery, cfg.power, gauge=gauge,
                         power_ok=signals.power_ok if watch else None,
                         watch=signals.watch_power if watch else None, emit=emit,
-                        checkpoint=checkpoint, request_stop=request_stop, changed=changed)
+                        checkpoint=checkpoint, request_stop=request_stop, changed=changed,
+                        clock=clock)
 
 
 def run_command(command: tuple[str, ...]) -> str:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 
 from firmware.core.effects import Print
 from firmware.core.events import Event, PrintFinished
 from firmware.core.model import CoreConfig, SaleRecord
 from firmware.core.receipt import offline_report, reprint, sale_receipt, x_report
+from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.journal import Journal
 from firmware.runtime.printqueue import PrintSpooler
 from firmware.runtime.supervisor import is_fatal
@@ -30,8 +30,10 @@ SIDE_JOBS = ("copy", "report")  # jobs that may be refused while two are waiting
 
 class Prints:
     def __init__(self, cfg: CoreConfig, journal: Journal, spooler: PrintSpooler,
-                 emit: Callable[[Event], None], *, link_state: Callable[[], str]) -> None:
+                 emit: Callable[[Event], None], *, link_state: Callable[[], str],
+                 clock: Clock = SYSTEM) -> None:
         self.cfg, self.journal, self.spooler, self.emit = cfg, journal, spooler, emit
+        self.clock = clock
         self.link_state = link_state
         self._side = 0  # copies and reports waiting for the printer
 
@@ -78,7 +80,7 @@ class Prints:
         """X: the open batch's totals (nothing closed). Z: the last Z report again."""
         if kind == "X":
             lines = x_report(self.cfg, self.journal.batch_summary(self.journal.open_batch()),
-                             printed_at=datetime.now().replace(microsecond=0))
+                             printed_at=self.clock.local().replace(microsecond=0))
             await self.print(Print(tuple(lines), None, job="x-report"))
             return
         last = self.journal.last_close()
@@ -106,5 +108,5 @@ class Prints:
                                stats=self.journal.queue_stats(),
                                queued=self.journal.queued_sales(),
                                refused=self.journal.refused_advices(),
-                               printed_at=datetime.now())
+                               printed_at=self.clock.local())
         await self.print(Print(tuple(lines), None, job="report"))

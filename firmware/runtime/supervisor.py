@@ -34,12 +34,13 @@ def is_fatal(exc: BaseException) -> bool:
 async def supervise(name: str, factory: Callable[[], Coroutine[Any, Any, object]], *,
                     on_fatal: Callable[[BaseException], None], base: float = 0.5,
                     cap: float = 30.0, healthy_after: float = 60.0,
-                    rng: random.Random | None = None) -> None:
+                    rng: random.Random | None = None,
+                    clock: Callable[[], float] = time.monotonic) -> None:
     """Run `factory()` for ever: restart it with backoff whenever it fails."""
     rng = rng or random.Random()
     failures = 0
     while True:
-        started = time.monotonic()
+        started = clock()
         try:
             await factory()
             log.warning("%s stopped by itself; starting it again", name)
@@ -49,7 +50,7 @@ async def supervise(name: str, factory: Callable[[], Coroutine[Any, Any, object]
             if is_fatal(exc):
                 on_fatal(exc)
                 return
-            if time.monotonic() - started >= healthy_after:
+            if clock() - started >= healthy_after:
                 failures = 0
             delay = full_jitter(failures, base, cap, rng.random())
             failures += 1
