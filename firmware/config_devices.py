@@ -35,7 +35,7 @@ class DeviceConfig:
 class CardReaderOptions:
     """[card_reader]: the magnetic-stripe reader."""
 
-    backend: str = backend(("serial",), help="pyserial")
+    backend: str = backend(("serial",), help="the driver that opens the reader (pyserial)")
     port: str = file_path(REQUIRED, help="any pyserial port or URL (e.g. /dev/ttyUSB0)")
     baudrate: int = choice(9600, choices=BAUDRATES, what=BAUD_WHAT, help="8N1")
 
@@ -44,7 +44,8 @@ class CardReaderOptions:
 class KeypadOptions:
     """[keypad]."""
 
-    backend: str = backend(("evdev", "hwsim"), help="evdev: a Linux input device")
+    backend: str = backend(("evdev", "hwsim"),
+                           help="evdev: a Linux input device; hwsim: the simulator's keypad")
     path: str = file_path(REQUIRED, backends=("evdev",), help="the input device")
     socket: str = file_path(REQUIRED, socket=True, backends=("hwsim",),
                        help="hwsim's control socket")
@@ -54,7 +55,7 @@ class KeypadOptions:
 class PrinterOptions:
     """[printer]: the ESC/POS receipt printer and its print queue."""
 
-    backend: str = backend(("network", "serial"), help="python-escpos over TCP or serial")
+    backend: str = backend(("network", "serial"), help="python-escpos over TCP or a serial port")
     host: str = text(REQUIRED, check=hostname, what=HOSTNAME_WHAT, backends=("network",),
                      help="the printer's host name or IP address")
     port: int = integer(9100, lo=1, hi=65535, backends=("network",), help="its TCP port")
@@ -75,7 +76,8 @@ class PrinterOptions:
 class DisplayOptions:
     """[display]: the 20x4 HD44780 behind a PCF8574 on I2C."""
 
-    backend: str = backend(("smbus2", "hwsim"), help="smbus2 on /dev/i2c-<bus>")
+    backend: str = backend(("smbus2", "hwsim"),
+                           help="smbus2: /dev/i2c-<bus>; hwsim: the simulator's display")
     socket: str = file_path(REQUIRED, socket=True, backends=("hwsim",),
                        help="hwsim's control socket")
     bus: int = integer(1, lo=0, hi=63, help="I2C bus number")

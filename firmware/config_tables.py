@@ -281,7 +281,7 @@ class BatteryConfig:
 
     backend: str = backend(("none", "i2c", "hwsim"), default="none",
                            what='must be "none" (no gauge), "i2c" or "hwsim"',
-                           help="i2c: smbus2 on /dev/i2c-<bus>")
+                           help="the battery gauge (MAX17048); i2c: smbus2 on /dev/i2c-<bus>")
     bus: int = integer(1, lo=0, hi=63, help="I2C bus number")
     address: int = integer(0x36, lo=0x03, hi=0x77, hex=True, help="the gauge's I2C address",
                            what=I2C_ADDRESS + ", e.g. 0x36")
@@ -304,7 +304,8 @@ class PowerConfig:
                           help="seconds on battery before posterm stops and the shutdown runs")
     shutdown_command: tuple[str, ...] = custom(
         "systemctl poweroff", read=_command_line, what=SHUTDOWN_WHAT,
-        convert=lambda v: tuple(shlex.split(v)), help='"" only stops posterm')
+        convert=lambda v: tuple(shlex.split(v)),
+        help='run when the grace is over; "" only stops posterm')
 
 
 @dataclass(frozen=True, kw_only=True)
