@@ -10,7 +10,7 @@ configuration that passes `check-config` cannot fail later because of a value.
 Each key is declared once, with its default, bounds and help, on its table's
 dataclass (`firmware.config_tables`, `firmware.config_devices`); `TABLES` lists the
 tables, and `parse` reads each one with the generic loader (`firmware.config_schema`),
-then runs the checks across keys (`check`) and assembles `Config`.
+then runs its checks across keys (`TableDecl.check`) and assembles `Config`.
 """
 
 from __future__ import annotations
