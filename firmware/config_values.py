@@ -1,8 +1,9 @@
 """Typed, bounded access to one TOML table: the value-level rules of the configuration.
 
-The limits every number is checked against (`LIMITS`), the predicates for text, host
-names and paths, and `Table`, which reads one table's keys by type and bound and names
-the table and key in every error. Which tables and keys exist is `firmware.config`'s job.
+The file-wide limits, the predicates for text, host names and paths, and `Table`, which
+reads one table's keys by type and bound and names the table and key in every error.
+Which tables and keys exist, with their defaults and bounds, is declared once in
+`firmware.config_tables` and `firmware.config_devices` (see `firmware.config_schema`).
 """
 
 from __future__ import annotations
@@ -29,58 +30,6 @@ NAME_MAX_BYTES = 255  # one path component
 SOCKET_MAX_BYTES = 107  # sun_path of a Unix socket, without its final NUL
 BLOCKED_BINS_MAX = 1000
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
-
-# (table, key) -> (lowest, highest), both included. Seconds unless the key says otherwise.
-LIMITS: dict[tuple[str, str], tuple[float, float]] = {
-    ("terminal", "max_amount"): (1, AMOUNT_MAX),
-    ("timeouts", "amount_entry"): (5.0, 600.0),
-    ("timeouts", "card"): (5.0, 300.0),
-    ("timeouts", "result"): (1.0, 60.0),
-    ("timeouts", "busy_retries"): (0, 10),
-    ("timeouts", "busy_backoff"): (0.1, 30.0),
-    ("timeouts", "sale_budget"): (5.0, 600.0),
-    ("host", "port"): (1, 65535),
-    ("host", "connect_timeout"): (1.0, 60.0),
-    ("host", "response_timeout"): (1.0, 300.0),
-    ("host", "repeat_backoff_base"): (0.1, 600.0),
-    ("host", "repeat_backoff_cap"): (1.0, 3600.0),  # and >= repeat_backoff_base
-    ("host", "echo_interval"): (10.0, 3600.0),
-    ("host", "advice_window"): (1, 64),  # reversals and advices outstanding at once
-    ("offline", "floor_limit"): (0, AMOUNT_MAX),  # and <= total_limit, <= max_amount
-    ("offline", "total_limit"): (0, AMOUNT_MAX),
-    ("offline", "max_count"): (0, 1000),
-    ("offline", "max_age_hours"): (1.0, 168.0),  # hours
-    ("offline", "down_after"): (1, 100),
-    ("offline", "probe_base"): (0.1, 600.0),
-    ("offline", "probe_cap"): (1.0, 3600.0),  # and >= probe_base
-    ("printer", "port"): (1, 65535),
-    ("printer", "status_interval"): (5.0, 3600.0),  # status check while all is well
-    ("printer", "retry_max"): (1.0, 600.0),  # longest pause between checks during a fault
-    ("printer", "job_timeout"): (10.0, 300.0),  # longest one print may take
-    ("display", "bus"): (0, 63),
-    ("display", "address"): (0x03, 0x77),
-    ("maintenance", "restart_notice"): (2.0, 600.0),
-    ("modem", "baudrate"): (1200, 230400),  # and one of BAUDRATES
-    ("modem", "pwrkey_pin"): (0, 27),  # BCM numbering
-    ("modem", "status_pin"): (0, 27),
-    ("modem", "reset_pin"): (0, 27),
-    ("modem", "boot_timeout"): (1.0, 120.0),
-    ("modem", "command_timeout"): (0.5, 60.0),
-    ("modem", "poll_interval"): (1.0, 3600.0),
-    ("modem", "echo_interval"): (10.0, 3600.0),
-    ("modem", "failback_after"): (1.0, 3600.0),
-    ("update", "ready_timeout"): (10.0, 900.0),
-    ("update", "idle_wait"): (0.0, 3600.0),
-    ("battery", "bus"): (0, 63),
-    ("battery", "address"): (0x03, 0x77),
-    ("battery", "interval"): (0.5, 3600.0),  # seconds between gauge reads
-    ("battery", "low_percent"): (0, 50),  # percent; 0: never block sales
-    ("power", "fail_pin"): (0, 27),  # BCM
-    ("power", "grace"): (0.0, 3600.0),  # seconds on battery before shutting down
-    ("operator", "lockout_attempts"): (1, 10),  # wrong PINs in a row before the lockout
-    ("operator", "lockout_minutes"): (1.0, 1440.0),  # minutes
-    ("operator", "duplicate_minutes"): (0.0, 1440.0),  # minutes; 0: no duplicate guard
-}
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = 60
@@ -152,8 +101,7 @@ class Table:
             return default
         return self.data[key]
 
-    def integer(self, key: str, default: Any = MISSING, *, what: str = "") -> int:
-        lo, hi = LIMITS[(self.name, key)]
+    def integer(self, key: str, default: Any, *, lo: float, hi: float, what: str = "") -> int:
         value = self.lookup(key, default)
         if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
             raise self.error(key, what or f"must be an integer from {lo:.0f} to {hi:.0f}", value)
@@ -165,8 +113,8 @@ class Table:
             raise self.error(key, f"{what}: " + ", ".join(map(str, allowed)), value)
         return value
 
-    def number(self, key: str, default: Any = MISSING, *, unit: str = "seconds") -> float:
-        lo, hi = LIMITS[(self.name, key)]
+    def number(self, key: str, default: Any, *, lo: float, hi: float,
+               unit: str = "seconds") -> float:
         value = self.lookup(key, default)
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         # Compare before converting: a huge integer has no float, NaN fails every comparison.
@@ -214,10 +162,11 @@ class Table:
                              "strings, the program first", value)
         return value
 
-    def finish(self) -> None:
+    def finish(self, known_keys: set[str] | None = None) -> None:
+        """Refuse a key that was not read (`known_keys`: every key the table accepts)."""
         unknown = sorted(set(self.data) - self.used, key=str)
         if unknown:
-            known = ", ".join(sorted(self.used))
+            known = ", ".join(sorted(self.used if known_keys is None else known_keys))
             raise ConfigError(f"{self.source}: [{self.name}] {key_name(unknown[0])}: unknown key "
                               f"(known keys: {known})")
 

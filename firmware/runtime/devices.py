@@ -6,7 +6,8 @@ A terminal with other devices gets a drop-in that first empties that list
 uses: the card reader's serial port, a serial printer, the display's I2C bus,
 the keypad's input device (symlinks such as /dev/input/by-path/... resolved to
 the node) and the GPIO memory for RPi.GPIO. Simulated devices (hwsim sockets,
-pyserial URLs) need no device node and are left out.
+pyserial URLs) need no device node and are left out. Which nodes a backend's
+options name is said where the backend is registered (firmware/runtime/wiring.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from __future__ import annotations
 import os
 
 from firmware.config import Config
+from firmware.runtime.wiring import lookup
+
+# The tables whose backends may name device nodes (their registry entries say which), in
+# the drop-in's order.
+NODE_TABLES = ("card_reader", "printer", "display", "keypad", "gpio")
 
 
 def nodes(cfg: Config) -> list[tuple[str, str]]:
@@ -27,16 +33,10 @@ def nodes(cfg: Config) -> list[tuple[str, str]]:
                 if node.startswith("/dev/") and (node, access) not in found:
                     found.append((node, access))
 
-    add(str(cfg.card_reader.options.get("port", "")), "rw")
-    if cfg.printer.backend == "serial":
-        add(str(cfg.printer.options.get("device", "")), "rw")
-    if cfg.display.backend == "smbus2":
-        add(f"/dev/i2c-{cfg.display.options.get('bus', 1)}", "rw")
-    if cfg.keypad.backend == "evdev":
-        add(str(cfg.keypad.options.get("path", "")), "r")
-    if cfg.gpio.backend == "rpi":
-        add("/dev/gpiomem", "rw")
-        add("/dev/gpiochip0", "rw")  # rpi-lgpio on a Raspberry Pi 5
+    for table in NODE_TABLES:
+        entry, opts = lookup(cfg, table)
+        for path, access in entry.nodes(opts) if entry.nodes else ():
+            add(path, access)
     return found
 
 
