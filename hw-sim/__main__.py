@@ -200,7 +200,7 @@ def request_for(args: argparse.Namespace) -> tuple[Op, dict[str, Any]]:
         if flag.startswith("--"):  # one option for several args: each its value
             for op in group:
                 named = [a for a in op.args if a.flag == flag]
-                for arg, value in zip(named, values or [None] * len(named), strict=True):
+                for arg, value in zip(named, values or [None] * len(named), strict=bool(named)):
                     setattr(args, arg.name, value)
     if len(group) == 1:
         op = group[0]
