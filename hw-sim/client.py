@@ -2,7 +2,10 @@
 
 `HwsimClient` sends one JSON-line request per call over the control socket
 (a fresh connection each time, so a restarted simulator is simply found again)
-and returns the answer's payload. An error answer raises `HwsimError`; a
+and returns the answer's payload. Each method names its op from the registry
+(`hwsim.ops`, e.g. `ops.press`), never as a string, and `call` checks the
+arguments it is given are the op's: an op renamed or an argument dropped there
+fails here at once. An error answer raises `HwsimError`; a
 simulator that is not running raises `HwsimUnavailable`.
 """
 
@@ -13,6 +16,12 @@ import os
 import socket
 import time
 from typing import Any
+
+from hwsim import ops
+from hwsim.ctlview import draw_display
+from hwsim.opspec import Op
+
+__all__ = ["HwsimClient", "HwsimError", "HwsimUnavailable", "SOCKET_NAME", "draw_display"]
 
 SOCKET_NAME = "control.sock"
 
@@ -63,6 +72,11 @@ class HwsimClient:
             raise HwsimError(str(reply.get("error", "unknown error")))
         return dict(reply)
 
+    def call(self, op: Op, **params: Any) -> dict[str, Any]:
+        """Send one request for a declared op; arguments given as None are left out (the
+        op's default applies). TypeError for an argument the op does not declare."""
+        return self.request(op.name, **op.params(params))
+
     # Cards, keys, screen, paper
 
     def swipe(self, pan: str | None = None, *, expiry: str | None = None,
@@ -72,17 +86,16 @@ class HwsimClient:
         given = [x for x in (pan, raw, bad) if x is not None]
         if len(given) != 1:
             raise ValueError("swipe needs exactly one of pan, raw or bad")
-        params = {"pan": pan, "expiry": expiry, "service_code": service_code, "raw": raw,
-                  "bad": bad}  # fmt: skip
-        reply = self.request("swipe", **{k: v for k, v in params.items() if v is not None})
+        reply = self.call(ops.swipe, pan=pan, expiry=expiry, service_code=service_code,
+                          raw=raw, bad=bad)
         return int(reply.get("bytes", 0))
 
     def press(self, *keys: str) -> int:
         """Press keys ("OK", "CLEAR", "F1", "1250"...); returns how many listeners got them."""
-        return int(self.request("press", keys=list(keys))["listeners"])
+        return int(self.call(ops.press, keys=list(keys))["listeners"])
 
     def display(self) -> list[str]:
-        return list(self.request("display")["rows"])
+        return list(self.call(ops.display)["rows"])
 
     def wait_display(self, text: str, timeout: float = 10.0) -> list[str]:
         """Poll until a display row contains `text`; the rows, or AssertionError."""
@@ -99,139 +112,164 @@ class HwsimClient:
             time.sleep(0.05)
 
     def receipts(self) -> list[str]:
-        return list(self.request("receipts")["receipts"])
+        return list(self.call(ops.receipts)["receipts"])
 
     def partial_receipt(self) -> str:
-        return str(self.request("receipts")["partial"])
+        return str(self.call(ops.receipts)["partial"])
 
     def printer_fault(self, **kw: Any) -> None:
         """paper_out, paper_near_end, cover_open, offline, mute (bools), slow_seconds (float)."""
-        self.request("printer_fault", **kw)
+        self.request(ops.printer_fault.name, **kw)  # the simulator refuses what it lacks
 
     def printer_clear(self) -> None:
-        self.request("printer_clear")
+        self.call(ops.printer_clear)
 
     def printer_load_paper(self) -> None:
         """A person puts in a fresh roll: the paper is neither out nor near its end."""
-        self.request("printer_load_paper")
+        self.call(ops.printer_load_paper)
 
     def printer_state(self) -> dict[str, Any]:
         """The printer's faults, and `discarded_lines` / `discarded_cuts`: what it was
         sent while stopped (paper out, cover open, offline) and never printed."""
-        return self.request("printer_state")
+        return self.call(ops.printer_state)
 
     def reader_unplug(self) -> dict[str, Any]:
         """Pull the card reader out: its port reads EIO and its path disappears."""
-        return self.request("reader_unplug")
+        return self.call(ops.reader_unplug)
 
     def reader_plug(self) -> dict[str, Any]:
         """Plug the card reader back in, at the same path (a new pseudo-terminal)."""
-        return self.request("reader_plug")
+        return self.call(ops.reader_plug)
 
     def reader_state(self) -> dict[str, Any]:
         """{"plugged": bool, "path": the stable port path, "pty": the device behind it}."""
-        return self.request("reader_state")
+        return self.call(ops.reader_state)
 
     def display_fault(self, count: int = 0, *, power_loss: bool = False) -> None:
         """I2C errors on the display: the next `count` transfers fail (0: all, until
         display_clear). `power_loss`: the module lost power, so it comes back blank and
         uninitialised."""
-        self.request("display_fault", count=count, power_loss=power_loss)
+        self.call(ops.display_fault, count=count, power_loss=power_loss)
 
     def display_clear(self) -> int:
         """The display answers again; returns how many transfers it refused."""
-        return int(self.request("display_clear")["refused"])
+        return int(self.call(ops.display_clear)["refused"])
 
     def i2c_stats(self, *, reset: bool = False) -> list[dict[str, int]]:
         """I2C traffic per device (bus, addr, transactions, bytes, address_bytes,
         conditions, nacks, bits) since the last reset; `reset` starts afresh after reading."""
-        return list(self.request("i2c_stats", reset=reset)["devices"])
+        return list(self.call(ops.i2c_stats, reset=reset)["devices"])
 
     def i2c_log(self, since: int = 0, *, clear: bool = False) -> dict[str, Any]:
         """The I2C transfers after sequence number `since`: {"entries": [...], "next": n,
         "dropped": k}; each entry has t (wall clock), bus, addr, kind, bytes and, for the
         display, the rows it shows after the transfer."""
-        return self.request("i2c_log", since=since, clear=clear)
+        return self.call(ops.i2c_log, since=since, clear=clear)
+
+    def i2c_write(self, addr: int, data: list[int], *, bus: int = 1) -> None:
+        """Write bytes to an I2C device, as the display driver does."""
+        self.call(ops.i2c_write, bus=bus, addr=addr, data=list(data))
+
+    def i2c_read(self, addr: int, reg: int, n: int, *, bus: int = 1) -> list[int]:
+        return list(self.call(ops.i2c_read, bus=bus, addr=addr, reg=reg, n=n)["data"])
 
     def display_fault_state(self) -> dict[str, Any]:
         """{"active": bool, "refused": transfers refused since the fault was set}."""
-        return self.request("display_fault_state")
+        return self.call(ops.display_fault_state)
 
     # The acquirer host
 
     def ledger(self) -> list[dict[str, Any]]:
-        return list(self.request("ledger")["entries"])
+        return list(self.call(ops.ledger)["entries"])
 
     def messages(self) -> list[dict[str, Any]]:
-        return list(self.request("messages")["messages"])
+        return list(self.call(ops.messages)["messages"])
 
     def host_fault(self, kind: str, count: int = 1, mti: str = "0200", **params: Any) -> None:
-        self.request("host_fault", kind=kind, count=count, mti=mti, **params)
+        self.request(ops.host_fault.name, kind=kind, count=count, mti=mti, **params)
+
+    def host_faults(self) -> list[dict[str, Any]]:
+        """The host faults still pending: kind, mti, remaining (0: until cleared), params."""
+        return list(self.call(ops.host_faults)["faults"])
 
     def host_clear(self) -> None:
-        self.request("host_clear")
+        self.call(ops.host_clear)
 
     def host_down(self) -> None:
-        self.request("host_down")
+        self.call(ops.host_down)
 
     def host_up(self) -> None:
-        self.request("host_up")
+        self.call(ops.host_up)
 
     def host_default(self, mti: str, code: str) -> None:
-        self.request("host_default", mti=mti, code=code)
+        self.call(ops.host_default, mti=mti, code=code)
 
     def host_latency(self, seconds: float | None = None) -> float:
         """Set the network round trip the host adds to every answer (0: none), keeping
         their order; with no argument only read it. Returns the latency now in force."""
-        params = {} if seconds is None else {"seconds": seconds}
-        return float(self.request("host_latency", **params)["seconds"])
+        return float(self.call(ops.host_latency, seconds=seconds)["seconds"])
 
     def host_out_of_balance(self, count: int = 1) -> int | None:
         """Answer the next `count` batch closes (0500) 95, out of balance, whatever the
         totals; 0: every one until cleared. Returns how many are still forced (None: all)."""
-        pending = self.request("host_out_of_balance", count=count)["pending"]
+        pending = self.call(ops.host_out_of_balance, count=count)["pending"]
         return None if pending is None else int(pending)
 
     def host_out_of_balance_clear(self) -> None:
         """Batch closes are answered by comparing totals again."""
-        self.request("host_out_of_balance", clear=True)
+        self.call(ops.host_out_of_balance, clear=True)
 
     def batches(self) -> list[dict[str, Any]]:
         """Per terminal and batch: `closes` (each 0500: the totals the terminal sent, the
         host's, the uploaded list's, the answer, whether it was forced, the differences),
         `uploads` (each 0320's claim and how it matched the ledger), `host_now`, `closed`."""
-        return list(self.request("batches")["batches"])
+        return list(self.call(ops.batches)["batches"])
 
     # Pins and the rest
 
     def control_stats(self) -> dict[str, int]:
         """Requests the control socket has served since hwsim started, by op."""
-        return dict(self.request("control_stats")["served"])
+        return dict(self.call(ops.control_stats)["served"])
 
     def gpio_state(self) -> dict[str, Any]:
-        return self.request("gpio_state")
+        return self.call(ops.gpio_state)
+
+    def gpio_setup(self, pin: int, direction: str, *, pull: str = "off",
+                   initial: int | None = None, mode: str = "BCM") -> None:
+        """Set a pin up as RPi.GPIO's setup does (direction "in" or "out")."""
+        self.call(ops.gpio_setup, pin=pin, direction=direction, pull=pull, initial=initial,
+                  mode=mode)
+
+    def gpio_output(self, pin: int, level: int, *, mode: str = "BCM") -> None:
+        self.call(ops.gpio_output, pin=pin, level=level, mode=mode)
+
+    def gpio_input(self, pin: int, *, mode: str = "BCM") -> int:
+        return int(self.call(ops.gpio_input, pin=pin, mode=mode)["level"])
+
+    def gpio_cleanup(self, pin: int | None = None, *, mode: str = "BCM") -> None:
+        self.call(ops.gpio_cleanup, pin=pin, mode=mode)
 
     def gpio_set_input(self, pin: int, level: int) -> None:
-        self.request("gpio_set_input", pin=pin, level=level)
+        self.call(ops.gpio_set_input, pin=pin, level=level)
 
     def battery(self, *, percent: float | None = None, rate: float | None = None,
                 voltage: float | None = None, failing: bool | None = None) -> dict[str, Any]:
         """Set the battery (percent 0-100, rate in %/h, positive while charging, voltage in
         volts, a failing gauge) and return its state; with no arguments only read it."""
-        params = {"percent": percent, "rate": rate, "voltage": voltage, "failing": failing}
-        return self.request("battery", **{k: v for k, v in params.items() if v is not None})
+        return self.call(ops.battery, percent=percent, rate=rate, voltage=voltage,
+                         failing=failing)
 
     def power_fail(self) -> None:
         """Mains power lost: the UPS board pulls the power-fail line (GPIO 25) low."""
-        self.request("power", state="fail")
+        self.call(ops.power, state="fail")
 
     def power_restore(self) -> None:
         """Mains power back: the power-fail line goes high again."""
-        self.request("power", state="restore")
+        self.call(ops.power, state="restore")
 
     def mains(self) -> bool:
         """True while the power-fail line says mains power is present."""
-        return bool(self.request("power")["mains"])
+        return bool(self.call(ops.power)["mains"])
 
     # The 4G modem and the primary path
 
@@ -241,33 +279,26 @@ class HwsimClient:
         netopen_error, cipopen_error (0: none), latency and boot_time (seconds), power
         (bool); actions: drop=True (the peer closes link 0), hang=True (the module answers
         nothing until power-cycled or reset)."""
-        return self.request("modem", **settings)
+        return self.request(ops.modem.name, **settings)
 
     def modem_state(self) -> dict[str, Any]:
         """The modem's settings, power, session, link and counters (bytes_sent: terminal to
         network, bytes_received: network to terminal, commands, connections)."""
-        return self.request("modem_state")
+        return self.call(ops.modem_state)
 
     def primary_down(self, mode: str = "refuse") -> dict[str, Any]:
         """Cut the primary path: "refuse" (port closed, connections reset) or "blackhole"
         (connections stay open, nothing flows)."""
-        return self.request("primary", action="down", mode=mode)
+        return self.call(ops.primary, action="down", mode=mode)
 
     def primary_up(self) -> dict[str, Any]:
-        return self.request("primary", action="up")
+        return self.call(ops.primary, action="up")
 
     def primary_state(self) -> dict[str, Any]:
-        return self.request("primary", action="state")
+        return self.call(ops.primary, action="state")
 
     def info(self) -> dict[str, Any]:
-        return self.request("info")
-
-
-def draw_display(rows: list[str], width: int = 20) -> str:
-    """The rows in a box, as a person sees the LCD."""
-    edge = "+" + "-" * width + "+"
-    body = [f"|{row[:width].ljust(width)}|" for row in rows]
-    return "\n".join([edge, *body, edge])
+        return self.call(ops.info)
 
 
 def _read_line(sock: socket.socket) -> bytes:

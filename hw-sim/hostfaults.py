@@ -14,28 +14,63 @@ means "until cleared".
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .hostproto import class_matches, mti_class
 
+
+@dataclass(frozen=True)
+class FaultKind:
+    """One kind of fault, declared here once: its parameters (name -> default, or None
+    when the request must give it), the response codes it may answer with, whether it
+    acts on connections (any MTI) rather than messages, and its words for a person."""
+
+    kind: str
+    label: str
+    help: str
+    params: dict[str, Any] = field(default_factory=dict)
+    codes: tuple[str, ...] = ()
+    connection: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        """The kind as the web page's catalogue gives it (JSON)."""
+        return {"kind": self.kind, "label": self.label, "help": self.help,
+                "params": dict(self.params), "codes": list(self.codes),
+                "connection": self.connection}
+
+
+# Busy answers 91 ("issuer or switch inoperative") unless told 96 ("system malfunction"):
+# host-interface.md gives both the same meaning, "not processed, send again".
+KINDS: Final[tuple[FaultKind, ...]] = (
+    FaultKind("delay", "delay answer", "answer after the given seconds", {"seconds": None}),
+    FaultKind("late", "late answer", "answer after the given seconds (meant to arrive after "
+              "the terminal gave up)", {"seconds": None}),
+    FaultKind("swallow", "swallow answer", "decide the answer but never send it"),
+    FaultKind("drop_after_post", "drop after post",
+              "decide the answer, then drop the connection without sending it"),
+    FaultKind("drop_before_read", "drop before read",
+              "drop the connection before reading the request"),
+    FaultKind("busy", "busy (91/96)", "answer 91 or 96 (code; default 91)", {"code": "91"},
+              codes=("91", "96")),
+    FaultKind("malformed", "garbage frame", "answer with a frame that does not parse"),
+    FaultKind("decline", "decline", "decline with the code (default 05)", {"code": "05"}),
+    FaultKind("refuse", "refuse connection",
+              "reset the next connection attempts (any message class)", connection=True),
+    FaultKind("blackhole", "black-hole",
+              "discard the next requests silently (any message class)", connection=True),
+)  # fmt: skip
+BY_KIND: Final = {k.kind: k for k in KINDS}
 # kind -> (parameter name -> default, or None when the parameter is required)
 MESSAGE_FAULTS: Final[dict[str, dict[str, Any]]] = {
-    "delay": {"seconds": None},
-    "late": {"seconds": None},
-    "swallow": {},
-    "drop_after_post": {},
-    "drop_before_read": {},
-    "busy": {"code": "91"},
-    "malformed": {},
-    "decline": {"code": "05"},
-}
-CONNECTION_FAULTS: Final = frozenset({"refuse", "blackhole"})
+    k.kind: dict(k.params) for k in KINDS if not k.connection}
+CONNECTION_FAULTS: Final = frozenset(k.kind for k in KINDS if k.connection)
 # The request classes a message fault can name (a repeat MTI names its class).
 REQUEST_CLASSES: Final = ("0200", "0220", "0320", "0400", "0500", "0800")
-FAULT_KINDS: Final = frozenset(MESSAGE_FAULTS) | CONNECTION_FAULTS
+FAULT_KINDS: Final = frozenset(BY_KIND)
+# Every parameter any kind takes, with its type (the control op declares these).
+PARAM_TYPES: Final = {"seconds": float, "code": str}
 
 
 @dataclass
@@ -82,8 +117,10 @@ def make_fault(kind: str, count: int, mti: str, params: dict[str, Any]) -> Fault
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
                 or not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"fault {kind!r}: seconds must be a number, 0 or more")
-    if kind == "busy" and resolved["code"] not in ("91", "96"):
-        raise ValueError(f"fault 'busy' takes code 91 or 96, got {resolved['code']!r}")
+    codes = BY_KIND[kind].codes
+    if codes and resolved["code"] not in codes:
+        raise ValueError(f"fault {kind!r} takes code {' or '.join(codes)}, "
+                         f"got {resolved['code']!r}")
     if "code" in resolved and len(str(resolved["code"])) != 2:
         raise ValueError(f"fault {kind!r}: code must be 2 characters")
     return Fault(kind=kind, mti=mti, remaining=count, params=resolved, unlimited=count == 0)

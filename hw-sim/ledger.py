@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from .entries import KIND_OF, LedgerEntry, Totals, totals_of
 from .hostproto import FormatProblem, Message, key_of, mask_pan, mti_class, original_of
 from .hostproto import response, response_mti
-from .settlement import KIND_OF, Settlement, Totals, totals_of
+from .settlement import Settlement
 
 log = logging.getLogger("hwsim.host")
 
@@ -61,34 +61,6 @@ REQUIRED: Final[dict[str, tuple[str, ...]]] = {
     "0500": ("3", "7", "11", "41", "42", "49", "60", "74", "76", "86", "88"),
     "0800": (),
 }
-
-
-@dataclass
-class LedgerEntry:
-    """One original financial message (0200, 0220/0221) the host processed."""
-
-    tid: str
-    stan: str
-    f7: str
-    mti: str
-    kind: str  # "purchase", "refund", or "other" for a processing code the host refuses
-    amount: int
-    currency: str
-    pan: str  # masked: first 6, last 4
-    processing_code: str
-    approval: str | None
-    rrn: str
-    code: str
-    charged: bool  # a purchase the customer pays now
-    credited: bool  # a refund the customer gets now
-    reversed: bool
-    voided: bool
-    offline_approval: str | None
-    batch: str | None
-    invoice: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Books:

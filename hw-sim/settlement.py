@@ -2,7 +2,8 @@
 
 Host interface 1.1, section 4. `Settlement` keeps, for each (terminal, batch),
 the closes the host has seen and the transactions the terminal uploaded; the
-money itself stays in the ledger (`ledger.Books`), which hands its entries in.
+money itself stays in the ledger (`ledger.Books`), which hands its entries in
+(`entries.LedgerEntry`, shared with the ledger without importing it).
 
 - A 0500 `920000` compares the terminal's totals (74 refunds, 76 purchases, 86
   refund amount, 88 purchase amount) with the ledger's for that terminal and
@@ -23,14 +24,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final
 
+from .entries import KIND_OF, LedgerEntry, Totals, counted, totals_of
 from .hostproto import FormatProblem, Message, original_of
-
-if TYPE_CHECKING:
-    from .ledger import LedgerEntry
 
 log = logging.getLogger("hwsim.host")
 
@@ -38,39 +37,7 @@ Key = tuple[str, str, str]
 
 CLOSE: Final = "920000"
 CLOSE_AFTER_UPLOAD: Final = "960000"
-KIND_OF: Final = {"000000": "purchase", "200000": "refund"}
 ORIGINAL_MTIS: Final = ("0200", "0220")
-
-
-class Totals(NamedTuple):
-    """Batch totals in the order of fields 74, 76, 86, 88."""
-
-    refunds: int
-    purchases: int
-    refund_amount: int
-    purchase_amount: int
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self._asdict())
-
-
-def totals_of(entries: Iterable[LedgerEntry]) -> Totals:
-    """Purchases charged now and refunds credited now, among `entries`."""
-    refunds = purchases = refund_amount = purchase_amount = 0
-    for entry in entries:
-        if entry.kind == "purchase" and entry.charged:
-            purchases += 1
-            purchase_amount += entry.amount
-        elif entry.kind == "refund" and entry.credited:
-            refunds += 1
-            refund_amount += entry.amount
-    return Totals(refunds, purchases, refund_amount, purchase_amount)
-
-
-def counted(entry: LedgerEntry) -> bool:
-    """Whether the batch totals count this ledger entry now."""
-    return (entry.kind == "purchase" and entry.charged) or (
-        entry.kind == "refund" and entry.credited)
 
 
 @dataclass

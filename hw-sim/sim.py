@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hwsim import ops
 from hwsim.cardreader import CardReaderSim
-from hwsim.control import ControlServer, StartError, build_handlers, claim_socket_path
+from hwsim.control import ControlServer, StartError, claim_socket_path
 from hwsim.fwconfig import TomlValue, render_config
 from hwsim.gauge import Max17048Sim
 from hwsim.gpio import PIN_BUZZER, PIN_LED_ONLINE, GpioSim
@@ -257,7 +258,7 @@ class Simulator:
             "config": self.config_path,
             "pid": os.getpid(),
         }
-        self.control = ControlServer(build_handlers(self), self.keypad, self.gpio)
+        self.control = ControlServer(ops.OPS, self, self.keypad, self.gpio)
         await self.control.start(self.socket_path)
         if self.web_address is not None:
             self.info["web"] = await self._start_web(*self.web_address)
@@ -289,7 +290,8 @@ class Simulator:
         if self.host is not None:
             self.host.on_wire = web.wire_event
         assert self.control is not None
-        self.control.on_dispatch = lambda op: None if op == "i2c_write" else web.changed("status")
+        self.control.on_dispatch = (
+            lambda op: None if op == ops.i2c_write.name else web.changed("status"))
         return url
 
     async def stop(self) -> None:

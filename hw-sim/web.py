@@ -12,8 +12,13 @@ the simulator's models and a client of its control interface, nothing more:
   last. Nothing polls.
 - what a page asks for is a control request (`{"id": n, "op": ..., ...}`) run by
   the same `ControlServer.dispatch` that serves `hwsim ctl`, limited to the ops
-  a person at the page uses (`PAGE_OPS`): keys, swipes, faults. The firmware's
-  own ops (I2C, GPIO) are not among them.
+  a person at the page uses: those declared `page=True` in the registry
+  (`hwsim.ops`): keys, swipes, faults. The firmware's own ops (I2C, GPIO) are
+  not among them. The page's hello carries that catalogue (each op and its
+  arguments) and the host's fault kinds with their defaults
+  (`hwsim.hostfaults.KINDS`), so the page declares none of them again.
+- the page is plain ES modules in webui/ (main.js, socket.js, dom.js,
+  panels/*.js), each file served as it is: no build step.
 - receipts are PNG images (`hwsim.receipt_image`), the same `hwsim ctl
   receipts --png` writes.
 
@@ -46,9 +51,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from hwsim.cards import BAD_SWIPE_KINDS, TEST_CARDS
 from hwsim.control import StartError, parse_request
 from hwsim.gpio import PIN_BUZZER, PIN_LED_ONLINE, PIN_POWER_FAIL
-from hwsim.hostfaults import FAULT_KINDS
+from hwsim.hostfaults import KINDS, REQUEST_CLASSES
 from hwsim.hostproto import mask_card_numbers
 from hwsim.keypad import KEY_CODES
+from hwsim.ops import OPS
 from hwsim.printer import receipt_text
 
 if TYPE_CHECKING:
@@ -57,8 +63,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE_DIR = pathlib.Path(__file__).resolve().parent / "webui"
-STATIC_FILES = {"style.css": "text/css", "app.js": "text/javascript",
-                "favicon.svg": "image/svg+xml"}
+CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+# The page's files under /static/, by their path in webui/ (only these are served).
+STATIC_FILES = {path.relative_to(PAGE_DIR).as_posix(): CONTENT_TYPES[path.suffix]
+                for path in sorted(PAGE_DIR.rglob("*")) if path.suffix in CONTENT_TYPES}
 DEFAULT_PORT = 8580
 WIRE_KEPT = 500  # wire events kept for a page that connects later
 LEDGER_SHOWN = 200  # newest ledger entries sent to the page
@@ -66,16 +74,9 @@ RECEIPTS_SHOWN = 50  # newest receipts on the roll of a page that connects
 CLIENT_BACKLOG = 8 << 20  # bytes queued for one page before it is closed as too slow
 MAX_REQUEST = 1 << 16  # bytes of one request from the page
 TOPICS = ("display", "outputs", "status", "ledger", "paper", "wire")
-# The ops a person at the page may ask for; the firmware's own (I2C, GPIO) are not here.
-PAGE_OPS = frozenset({
-    "press", "swipe", "host_fault", "host_clear", "host_down", "host_up", "host_latency",
-    "host_out_of_balance", "primary", "printer_fault", "printer_clear", "printer_load_paper",
-    "battery", "power", "modem", "reader_unplug", "reader_plug", "display_fault",
-    "display_clear",
-})  # fmt: skip
-FAULT_ORDER = ("delay", "late", "swallow", "drop_after_post", "drop_before_read", "busy",
-               "malformed", "decline", "refuse", "blackhole")  # fmt: skip
-FAULT_CLASSES = ("0200", "0220", "0320", "0400", "0500", "0800", "*")
+# The ops a person at the page may ask for (declared page=True in hwsim.ops); the
+# firmware's own (I2C, GPIO) are not among them.
+PAGE_OPS = frozenset(op.name for op in OPS.page_ops())
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 CSP = ("default-src 'self'; img-src 'self'; connect-src 'self'; style-src 'self'; "
        "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
@@ -187,7 +188,7 @@ class WebUI:
         app = web.Application(middlewares=[self._guard])
         app.add_routes([
             web.get("/", self._index),
-            web.get("/static/{name}", self._static),
+            web.get("/static/{name:.+}", self._static),
             web.get("/favicon.ico", self._no_icon),
             web.get("/receipts/partial.png", self._partial_png),
             web.get("/receipts/{number:[0-9]+}.png", self._receipt_png),
@@ -288,8 +289,9 @@ class WebUI:
             "cards": [{"pan": c.pan, "service_code": c.service_code, "meant_for": c.meant_for}
                       for c in TEST_CARDS],
             "bad_kinds": list(BAD_SWIPE_KINDS),
-            "fault_kinds": [k for k in FAULT_ORDER if k in FAULT_KINDS],
-            "fault_classes": list(FAULT_CLASSES),
+            "ops": OPS.catalogue(),
+            "fault_kinds": [k.describe() for k in KINDS],
+            "fault_classes": [*REQUEST_CLASSES, "*"],
             "keys": list(KEY_CODES),
             "external_host": self.sim.host is None,
         }  # fmt: skip

@@ -26,7 +26,7 @@ from hwsim.client import HwsimError
 from hwsim.control import StartError
 from hwsim.hostproto import wire_view
 from hwsim.receipt_image import receipt_png
-from hwsim.web import is_loopback, parse_web_address
+from hwsim.web import STATIC_FILES, is_loopback, parse_web_address
 from tests.rig import Rig, _env
 
 Frames = list[dict[str, Any]]
@@ -117,9 +117,10 @@ def test_page_is_served_on_loopback_and_says_it_is_a_simulator(rig: Rig) -> None
                 assert "SIMULATOR" in page
                 csp = r.headers["Content-Security-Policy"]
                 assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
-            for name in ("app.js", "style.css"):
+            assert {"main.js", "socket.js", "style.css"} <= set(STATIC_FILES)
+            for name, kind in STATIC_FILES.items():  # every file of the page, ES modules too
                 async with s.get(rig.web_url + "static/" + name) as r:
-                    assert r.status == 200, name
+                    assert r.status == 200 and r.content_type == kind, name
             async with s.get(rig.web_url + "static/web.py") as r:
                 assert r.status == 404
             async with s.get(rig.web_url + "static/..%2Fweb.py") as r:
@@ -179,7 +180,11 @@ def test_a_sale_driven_from_the_page(rig: Rig) -> None:
     async def go() -> dict[str, Any]:
         async with Page(rig.web_url) as page:
             hello = await page.wait(lambda f: f["type"] == "hello")
-            assert hello["simulator"] is True and "swallow" in hello["fault_kinds"]
+            assert hello["simulator"] is True
+            kinds = {k["kind"]: k for k in hello["fault_kinds"]}
+            assert "swallow" in kinds and kinds["busy"]["params"] == {"code": "91"}
+            assert set(hello["ops"]) >= {"press", "swipe", "host_fault"}
+            assert "i2c_write" not in hello["ops"]
             assert {c["pan"] for c in hello["cards"]} >= {"4761739001010010"}
             await page.wait_display("ENTER AMOUNT")
             for key in "1250":
@@ -296,7 +301,7 @@ def test_no_card_data_leaves_the_server_unmasked(rig: Rig) -> None:
             await asyncio.sleep(1.0)
             async with aiohttp.ClientSession() as s:
                 pages = [await (await s.get(rig.web_url + p)).text()
-                         for p in ("", "static/app.js", "static/style.css")]
+                         for p in ["", *(f"static/{name}" for name in STATIC_FILES)]]
         return "\n".join(page.raw + pages)
 
     sent = run(go())
