@@ -3,7 +3,7 @@
 Starts hwsim with its web page and posterm (tests/rig.py), opens the page in
 Debian's Chromium (Playwright, tests/browser.py) and clicks keypad keys one at a
 time, each after the previous one's screen arrived. The page itself measures
-each time (app.js, `window.hwsimPage.latencies`): `performance.now()` at the click,
+each time (the page's modules, `window.hwsimPage.latencies`): `performance.now()` at the click,
 and again when the first display update that differs from the screen before it
 has been drawn into the page. That time covers the whole loop a tester sees:
 the WebSocket request, hwsim's keypad model, the firmware reading the key event,
