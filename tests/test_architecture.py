@@ -133,3 +133,51 @@ def test_runtime_parts_take_the_clock_they_are_given() -> None:
     bad = sorted(p.name for p in (ROOT / "firmware" / "runtime").glob("*.py")
                  if p.name not in READS_TIME_ITSELF and calls.search(p.read_text()))
     assert bad == [], f"read the clock themselves: {bad}"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports when it is loaded (module level, outside
+    `if TYPE_CHECKING:`; an import inside a function is a deliberate late binding)."""
+    modules: dict[str, pathlib.Path] = {}
+    for folder, package in (("firmware", "firmware"), ("drivers", "drivers"),
+                            ("hw-sim", "hwsim")):
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            modules[".".join((package, *parts)).removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        body = ast.parse(path.read_text()).body
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef,
+                                                                ast.AsyncFunctionDef,
+                                                                ast.ClassDef)) else ():
+                if isinstance(sub, ast.Import):
+                    deps |= {a.name for a in sub.names if a.name in modules}
+                elif isinstance(sub, ast.ImportFrom) and sub.module and not sub.level:
+                    deps |= {sub.module} & modules.keys()
+                    deps |= {f"{sub.module}.{a.name}" for a in sub.names} & modules.keys()
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_import_circle() -> None:
+    graph = _import_graph()
+    circles: list[str] = []
+
+    def visit(node: str, trail: list[str], done: set[str]) -> None:
+        if node in trail:
+            circles.append(" -> ".join(trail[trail.index(node):] + [node]))
+            return
+        if node in done:
+            return
+        for dep in sorted(graph.get(node, ())):
+            visit(dep, trail + [node], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [], done)
+    assert circles == []
