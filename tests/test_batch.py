@@ -26,6 +26,7 @@ from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.outbox import Answer, Kind
 from firmware.runtime.vault import Vault
 from hwsim.host import AcquirerHost
 
@@ -125,9 +126,9 @@ def test_totals_count_what_the_host_charged_and_nothing_else(tmp_path: pathlib.P
         with b.journal.tx() as db:  # voided by the operator (the void itself is elsewhere)
             db.execute("UPDATE sales SET voided = 1 WHERE id = ?", (voided,))
         accepted, waiting, refused = (_offline(b.journal, a) for a in (300, 400, 500))
-        ids = {adv.sale_id: adv.id for adv in b.journal.pending_advices()}
-        b.journal.advice_done(ids[accepted], "00")
-        b.journal.advice_done(ids[refused], "05")
+        ids = {adv.sale_id: adv.key for adv in b.journal.pending(Kind.ADVICE)}
+        b.journal.record_answers([Answer(ids[accepted], "00", final=True),
+                                  Answer(ids[refused], "05", final=True)])
         assert waiting in ids
 
         totals = b.journal.batch_totals(1)

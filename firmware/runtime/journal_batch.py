@@ -9,9 +9,10 @@ so that a crash or a lost connection at any point resumes where it stopped:
 
 `begin_close` journals the totals before the first 0500; each 0500 gets a new
 STAN and field 7, journaled before it is written (0500 has no repeat). Each
-upload item (`batch_uploads`, one per counted transaction) gets its STAN and
-field 7 at its first send, journaled before it, and is a 0321 after a
-transmission that was written. The row turns `closed` in the same transaction
+upload item (`batch_uploads`, one per counted transaction) is an outbox entry
+(outbox.py): it gets its STAN and field 7 at its first send, journaled before it,
+and is a 0321 after a transmission that was written, through the queue code of
+journal_queues.py. The row turns `closed` in the same transaction
 that advances the batch number and keeps the Z report's lines, and only from a
 state that is not `closed`: a batch is closed once, whatever crashes.
 
@@ -33,6 +34,7 @@ from firmware.core.model import SaleStatus
 from firmware.core.receipt import BatchSummary, Tally
 from firmware.errors import JournalError
 from firmware.runtime.journal_base import JournalBase
+from firmware.runtime.outbox import UploadItem
 from firmware.runtime.vault import Vault
 
 BATCH_SCHEMA = """
@@ -105,25 +107,6 @@ class BatchClose:
     balanced: bool | None
     report: tuple[str, ...]  # the Z report's lines, once closed
     z_printed: bool
-
-
-@dataclass(frozen=True)
-class UploadItem:
-    """One 0320 of a batch upload: a transaction the totals count."""
-
-    id: int
-    batch: int
-    sale_id: int
-    orig_mti: str  # MTI of the original's first transmission: 0200 or 0220
-    orig_stan: str
-    orig_f7: str
-    rrn: str
-    approval: str
-    stan: str  # "" before its first send
-    f7: str
-    written: bool
-    state: str  # "pending" or "answered"
-    code: str
 
 
 class BatchStore(JournalBase):
@@ -318,41 +301,15 @@ class BatchStore(JournalBase):
                        (batch, r["id"], mti, stan, f7, r["rrn"], r["approval"]))
         return len(rows)
 
-    def upload_fields(self, sale_id: int) -> dict[str, str]:
-        """The stored request fields of a sale, without card data (none is unsealed)."""
-        row = self.db.execute("SELECT fields FROM sales WHERE id = ?", (sale_id,)).fetchone()
-        fields: dict[str, str] = json.loads(row["fields"])
-        return {k: v for k, v in fields.items() if k not in ("2", "14", "35")}
-
     def upload_items(self, batch: int, *, pending_only: bool = True) -> list[UploadItem]:
-        """The batch's upload items, oldest transaction first."""
-        sql = "SELECT * FROM batch_uploads WHERE batch = ?"
+        """The batch's upload items, oldest transaction first, each with its original's
+        stored request fields (no card data: none is unsealed)."""
+        sql = ("SELECT u.*, s.fields AS sale_fields FROM batch_uploads u JOIN sales s ON "
+               "s.id = u.sale_id WHERE u.batch = ?")
         if pending_only:
-            sql += " AND state = 'pending'"
-        return [_item_from_row(r) for r in self.db.execute(sql + " ORDER BY sale_id", (batch,))]
-
-    def upload_identity(self, item_id: int, f7: str) -> tuple[str, str, bool]:
-        """An upload item's STAN and field 7, given at its first send and journaled
-        before it; with them, whether a transmission of it was ever written."""
-        with self.tx() as db:
-            row = db.execute("SELECT stan, f7, written FROM batch_uploads WHERE id = ?",
-                             (item_id,)).fetchone()
-            if row["stan"]:
-                return row["stan"], row["f7"], bool(row["written"])
-            stan = self._take_stan()
-            db.execute("UPDATE batch_uploads SET stan = ?, f7 = ? WHERE id = ?",
-                       (stan, f7, item_id))
-            return stan, f7, False
-
-    def upload_written(self, item_id: int) -> None:
-        """The item's first transmission is out: every later one is a 0321."""
-        with self.tx() as db:
-            db.execute("UPDATE batch_uploads SET written = 1 WHERE id = ?", (item_id,))
-
-    def upload_answered(self, item_id: int, code: str) -> None:
-        with self.tx() as db:
-            db.execute("UPDATE batch_uploads SET state = 'answered', code = ? WHERE id = ?",
-                       (code, item_id))
+            sql += " AND u.state = 'pending'"
+        return [_item_from_row(r) for r in self.db.execute(sql + " ORDER BY u.sale_id",
+                                                           (batch,))]
 
     def upload_finished(self, batch: int) -> bool:
         """Every item answered: the close goes on with 960000. False if one is pending."""
@@ -407,4 +364,6 @@ def _item_from_row(row: sqlite3.Row) -> UploadItem:
         id=row["id"], batch=row["batch"], sale_id=row["sale_id"], orig_mti=row["orig_mti"],
         orig_stan=row["orig_stan"], orig_f7=row["orig_f7"], rrn=row["rrn"],
         approval=row["approval"], stan=row["stan"], f7=row["f7"], written=bool(row["written"]),
-        state=row["state"], code=row["code"])
+        state=row["state"], code=row["code"],
+        fields={k: v for k, v in json.loads(row["sale_fields"]).items()
+                if k not in ("2", "14", "35")})
