@@ -423,31 +423,28 @@ class App:
 
     async def _status_doc(self) -> dict[str, Any]:
         state_dir = self.cfg.state_dir
-        doc = await asyncio.to_thread(status.journal_facts, state_dir / "journal.sqlite3",
-                                      state_dir / "card.key")
-        doc.update(
-            running=True, pid=os.getpid(), version=status.version(),
-            status=self._status_line(), printer_fault=self.spooler.condition,
-            display_fault=self._display.fault,
-            phase=self.state.phase.value if self.state else "",
-            batch_close_running=self.closer.running,
-            in_flight=self.link.outstanding + (1 if self._in_flight() else 0),
-            link={"state": self.monitor.state, "untrusted": self.monitor.health.untrusted,
-                  "path": self.link.path or PRIMARY, "host": self.link.address,
-                  "connected": self.link.connected})
-        if self.paths is not None and self.paths.modem is not None:
-            doc["modem"] = modem_facts(self.paths)
-        if self.power is not None:
-            doc["power"] = self.power.facts()
-        return doc
+        facts = await asyncio.to_thread(status.read_journal, state_dir / "journal.sqlite3",
+                                        state_dir / "card.key")
+        return replace(facts, terminal=self._terminal_facts()).to_doc()
 
     def _status_line(self) -> str:
         """What the terminal is doing, in words, for `systemctl status` (status.py)."""
-        return status.status_line(
-            link=self.monitor.state, untrusted=self.monitor.health.untrusted,
-            queues=self.journal.queue_stats(), printer=self.spooler.condition,
-            waiting_prints=len(self.journal.queued_prints()), display=self._display.fault,
-            power=self.power.status_parts() if self.power is not None else [])
+        return status.status_line(status.Facts(queue=status.Queue.of(self.journal.queue_stats()),
+                                               terminal=self._terminal_facts()))
+
+    def _terminal_facts(self) -> status.Terminal:
+        """The running terminal's own part of `posterm status` (status.py)."""
+        return status.Terminal(
+            pid=os.getpid(), printer_fault=self.spooler.condition,
+            display_fault=self._display.fault, waiting_prints=len(self.journal.queued_prints()),
+            phase=self.state.phase.value if self.state else "",
+            batch_close_running=self.closer.running,
+            in_flight=self.link.outstanding + (1 if self._in_flight() else 0),
+            link=status.Link(self.monitor.state, self.monitor.health.untrusted,
+                             self.link.path or PRIMARY, self.link.address, self.link.connected),
+            modem=modem_facts(self.paths) if self.paths is not None and
+            self.paths.modem is not None else None,
+            power=self.power.facts() if self.power is not None else None)
 
     async def _handle(self, event: Event) -> None:
         assert self.state is not None

@@ -310,8 +310,7 @@ class JournalBase:
         memory once read; a rolled-back transaction drops them (`tx`)."""
         value = self._cache.get(key)
         if value is None:
-            value = int(self.db.execute("SELECT value FROM meta WHERE key=?",
-                                        (key,)).fetchone()[0])
+            value = meta_number(self.db, key)
             self._cache[key] = value
         return value
 
@@ -403,8 +402,23 @@ class JournalBase:
         return record_from_row(row)
 
     def last_sale(self) -> SaleRecord | None:
-        row = self.db.execute("SELECT * FROM sales ORDER BY id DESC LIMIT 1").fetchone()
-        return record_from_row(row) if row else None
+        return last_sale(self.db)
+
+
+def last_sale(db: sqlite3.Connection) -> SaleRecord | None:
+    """The newest sale (the firmware's journal and JournalView alike)."""
+    row = db.execute("SELECT * FROM sales ORDER BY id DESC LIMIT 1").fetchone()
+    return record_from_row(row) if row else None
+
+
+def card_data_records(db: sqlite3.Connection) -> int:
+    """Sealed card data waiting for the host (the key file is needed while any is)."""
+    return int(db.execute("SELECT count(*) FROM card_data").fetchone()[0])
+
+
+def meta_number(db: sqlite3.Connection, key: str) -> int:
+    """A counter of the meta table, read now (a view's read; the journal caches them)."""
+    return int(db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
 
 
 def record_from_row(row: sqlite3.Row) -> SaleRecord:

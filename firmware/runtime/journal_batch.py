@@ -127,7 +127,7 @@ class BatchStore(JournalBase):
 
     def batch_totals(self, batch: int) -> BatchTotals:
         """What a 0500 for `batch` carries, counted now."""
-        return _totals(self.db, batch)
+        return count_totals(self.db, batch)
 
     def batch_summary(self, batch: int) -> BatchSummary:
         """The batch by type, for the X and Z reports and `posterm status`."""
@@ -152,7 +152,7 @@ class BatchStore(JournalBase):
             offline_waiting=tally(f"s.voided = 0 AND s.status = '{SaleStatus.OFFLINE_APPROVED}' "
                                   "AND a.state = 'pending'"),
             offline_refused=tally(f"s.status = '{SaleStatus.OFFLINE_REFUSED}'"),
-            totals=_totals(self.db, batch),
+            totals=count_totals(self.db, batch),
             first=datetime.fromisoformat(span[0]) if span[0] else None,
             last=datetime.fromisoformat(span[1]) if span[1] else None)
 
@@ -172,15 +172,10 @@ class BatchStore(JournalBase):
 
     def close_in_progress(self) -> BatchClose | None:
         """A close that was cut short after its totals were journaled (crash, lost host)."""
-        row = self.db.execute(
-            "SELECT * FROM batch_closes WHERE state IN (?, ?, ?) ORDER BY batch LIMIT 1",
-            IN_PROGRESS).fetchone()
-        return _close_from_row(row) if row else None
+        return close_in_progress(self.db)
 
     def last_close(self) -> BatchClose | None:
-        row = self.db.execute("SELECT * FROM batch_closes WHERE state = 'closed' "
-                              "ORDER BY batch DESC LIMIT 1").fetchone()
-        return _close_from_row(row) if row else None
+        return last_close(self.db)
 
     def begin_close(self, *, scheduled: bool, now: datetime) -> BatchClose | None:
         """Journal the close of the open batch (or pick up the one in progress) with its
@@ -196,7 +191,7 @@ class BatchStore(JournalBase):
             row = db.execute("SELECT * FROM batch_closes WHERE state IN (?, ?, ?) "
                              "ORDER BY batch LIMIT 1", IN_PROGRESS).fetchone()
             batch = int(row["batch"]) if row else self._meta("batch")
-            totals = _totals(db, batch)
+            totals = count_totals(db, batch)
             frozen = (totals.purchases, totals.purchase_amount, totals.refunds,
                       totals.refund_amount)
             if row is None:
@@ -334,7 +329,28 @@ class BatchStore(JournalBase):
             "ORDER BY batch")]
 
 
-def _totals(db: sqlite3.Connection, batch: int) -> BatchTotals:
+def close_in_progress(db: sqlite3.Connection) -> BatchClose | None:
+    """A close cut short (the firmware's journal and JournalView alike)."""
+    row = db.execute("SELECT * FROM batch_closes WHERE state IN (?, ?, ?) ORDER BY batch "
+                     "LIMIT 1", IN_PROGRESS).fetchone()
+    return _close_from_row(row) if row else None
+
+
+def last_close(db: sqlite3.Connection) -> BatchClose | None:
+    """The newest closed batch (the firmware's journal and JournalView alike)."""
+    row = db.execute("SELECT * FROM batch_closes WHERE state = 'closed' "
+                     "ORDER BY batch DESC LIMIT 1").fetchone()
+    return _close_from_row(row) if row else None
+
+
+def voided_count(db: sqlite3.Connection, batch: int) -> int:
+    """Transactions of `batch` the operator voided."""
+    return int(db.execute("SELECT count(*) FROM sales WHERE batch = ? AND voided = 1",
+                          (batch,)).fetchone()[0])
+
+
+def count_totals(db: sqlite3.Connection, batch: int) -> BatchTotals:
+    """What a 0500 for `batch` carries, counted now (the journal and JournalView alike)."""
     row = db.execute(
         "SELECT coalesce(sum(s.kind = 'purchase'), 0), "
         "coalesce(sum(CASE WHEN s.kind = 'purchase' THEN s.amount ELSE 0 END), 0), "

@@ -294,21 +294,7 @@ class QueueStore(VoidStore):
                        "id=?", (why[:200], key.id))
 
     def queue_stats(self) -> QueueStats:
-        from firmware.core.risk import QueueStats
-
-        row = self.db.execute(
-            "SELECT count(*), coalesce(sum(s.amount), 0), min(s.local) FROM advices a "
-            "JOIN sales s ON s.id = a.sale_id WHERE a.state='pending'").fetchone()
-        refused = self.db.execute("SELECT count(*) FROM advices WHERE state='refused'"
-                                  ).fetchone()[0]
-        reversals = self.db.execute("SELECT count(*) FROM reversals WHERE state='pending'"
-                                    ).fetchone()[0]
-        unsendable = self.db.execute(
-            "SELECT (SELECT count(*) FROM reversals WHERE state='unsendable') + "
-            "(SELECT count(*) FROM advices WHERE state='unsendable')").fetchone()[0]
-        oldest = datetime.fromisoformat(row[2]) if row[2] else None
-        return QueueStats(count=row[0], total=row[1], oldest=oldest, refused=refused,
-                          reversals=reversals, unsendable=unsendable)
+        return queue_stats(self.db)
 
     def refused_advices(self) -> list[SaleRecord]:
         rows = self.db.execute("SELECT s.* FROM advices a JOIN sales s ON s.id = a.sale_id "
@@ -331,3 +317,19 @@ class QueueStore(VoidStore):
         rows = self.db.execute("SELECT s.* FROM advices a JOIN sales s ON s.id = a.sale_id "
                                "WHERE a.state='pending' ORDER BY a.id").fetchall()
         return [record_from_row(r) for r in rows]
+
+
+def queue_stats(db: sqlite3.Connection) -> QueueStats:
+    """The queues as counted now (the firmware's journal and JournalView alike)."""
+    row = db.execute(
+        "SELECT count(*), coalesce(sum(s.amount), 0), min(s.local) FROM advices a "
+        "JOIN sales s ON s.id = a.sale_id WHERE a.state='pending'").fetchone()
+    refused = db.execute("SELECT count(*) FROM advices WHERE state='refused'").fetchone()[0]
+    reversals = db.execute("SELECT count(*) FROM reversals WHERE state='pending'"
+                           ).fetchone()[0]
+    unsendable = db.execute(
+        "SELECT (SELECT count(*) FROM reversals WHERE state='unsendable') + "
+        "(SELECT count(*) FROM advices WHERE state='unsendable')").fetchone()[0]
+    oldest = datetime.fromisoformat(row[2]) if row[2] else None
+    return QueueStats(count=row[0], total=row[1], oldest=oldest, refused=refused,
+                      reversals=reversals, unsendable=unsendable)
