@@ -390,11 +390,7 @@ class JournalBase:
 
     def _forget_card(self, db: sqlite3.Connection, sale_id: int) -> None:
         """Delete a sale's sealed card data unless a reversal or advice still needs it."""
-        busy = db.execute(
-            "SELECT (SELECT count(*) FROM reversals WHERE sale_id=? AND state='pending') + "
-            "(SELECT count(*) FROM advices WHERE sale_id=? AND state='pending')",
-            (sale_id, sale_id)).fetchone()[0]
-        if not busy:
+        if not queued(db, "pending", sale_id):
             db.execute("DELETE FROM card_data WHERE sale_id=?", (sale_id,))
 
     def sale(self, sale_id: int) -> SaleRecord:
@@ -409,6 +405,16 @@ def last_sale(db: sqlite3.Connection) -> SaleRecord | None:
     """The newest sale (the firmware's journal and JournalView alike)."""
     row = db.execute("SELECT * FROM sales ORDER BY id DESC LIMIT 1").fetchone()
     return record_from_row(row) if row else None
+
+
+def queued(db: sqlite3.Connection, state: str, sale_id: int | None = None) -> int:
+    """Reversals, voids and advices in `state` ("pending", "unsendable"), of one sale when
+    `sale_id` is given: the two queue tables counted together."""
+    where = "state=?" if sale_id is None else "state=? AND sale_id=?"
+    args = (state,) if sale_id is None else (state, sale_id)
+    return int(db.execute(f"SELECT (SELECT count(*) FROM reversals WHERE {where}) + "
+                          f"(SELECT count(*) FROM advices WHERE {where})",
+                          args * 2).fetchone()[0])
 
 
 def card_data_records(db: sqlite3.Connection) -> int:

@@ -33,7 +33,7 @@ from firmware.core.iso import BatchTotals
 from firmware.core.model import SaleStatus
 from firmware.core.receipt import BatchSummary, Tally
 from firmware.errors import JournalError
-from firmware.runtime.journal_base import JournalBase
+from firmware.runtime.journal_base import JournalBase, queued
 from firmware.runtime.outbox import UploadItem
 from firmware.runtime.vault import Vault
 
@@ -159,10 +159,8 @@ class BatchStore(JournalBase):
     def close_blockers(self) -> int:
         """What must reach the host (or end) before a close: pending reversals and voids,
         pending advices, and sales still in flight."""
-        return int(self.db.execute(
-            "SELECT (SELECT count(*) FROM reversals WHERE state = 'pending') + "
-            "(SELECT count(*) FROM advices WHERE state = 'pending') + "
-            f"(SELECT count(*) FROM sales WHERE status = '{SaleStatus.AUTHORIZING}')"
+        return queued(self.db, "pending") + int(self.db.execute(
+            "SELECT count(*) FROM sales WHERE status = ?", (SaleStatus.AUTHORIZING,)
         ).fetchone()[0])
 
     # -- the close -----------------------------------------------------------------

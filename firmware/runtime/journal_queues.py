@@ -25,7 +25,7 @@ from firmware.core.card import CardData
 from firmware.core.iso import next_stan, stan_str
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.risk import QueueStats, offline_code
-from firmware.runtime.journal_base import record_from_row
+from firmware.runtime.journal_base import queued, record_from_row
 from firmware.runtime.journal_void import VoidResult, VoidStore
 from firmware.runtime.outbox import (VOID_REASON, Answer, Identity, Kind, OutboxItem, OutboxKey,
                                      PendingAdvice, PendingReversal, PendingVoid)
@@ -327,9 +327,6 @@ def queue_stats(db: sqlite3.Connection) -> QueueStats:
     refused = db.execute("SELECT count(*) FROM advices WHERE state='refused'").fetchone()[0]
     reversals = db.execute("SELECT count(*) FROM reversals WHERE state='pending'"
                            ).fetchone()[0]
-    unsendable = db.execute(
-        "SELECT (SELECT count(*) FROM reversals WHERE state='unsendable') + "
-        "(SELECT count(*) FROM advices WHERE state='unsendable')").fetchone()[0]
     oldest = datetime.fromisoformat(row[2]) if row[2] else None
     return QueueStats(count=row[0], total=row[1], oldest=oldest, refused=refused,
-                      reversals=reversals, unsendable=unsendable)
+                      reversals=reversals, unsendable=queued(db, "unsendable"))
