@@ -143,14 +143,14 @@ def _status(cfg: config_mod.Config, *, as_json: bool) -> int:
     from firmware.runtime import status
 
     doc = status.ask(status.socket_paths(cfg.runtime_dir, cfg.state_dir))
-    if doc is None:
-        doc = status.journal_facts(cfg.state_dir / "journal.sqlite3", cfg.state_dir / "card.key")
-        doc.update(running=False, version=status.version())
-    code, reasons = status.health(doc)
+    facts = status.Facts.from_doc(doc) if doc is not None else \
+        status.read_journal(cfg.state_dir / "journal.sqlite3", cfg.state_dir / "card.key")
+    code, reasons = status.health(facts)
     if as_json:
-        print(json.dumps({**doc, "health": code, "reasons": reasons}, indent=2, default=str))
+        print(json.dumps({**facts.to_doc(), "health": code, "reasons": reasons}, indent=2,
+                         default=str))
     else:
-        print(status.render(doc))
+        print(status.render(facts))
     return code
 
 

@@ -17,6 +17,7 @@ from firmware.core.model import SaleRequest, SaleStatus
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.outbox import Kind
 from firmware.runtime.vault import Vault
 
 CARD = CardData(pan="4761739001010010", expiry="3012", service_code="101",
@@ -60,6 +61,6 @@ def test_answer_that_does_not_match_leads_to_reversal_06(tmp_path: pathlib.Path)
     assert isinstance(event, HostOutcomeUnknown)
     assert event.record.status == SaleStatus.NOT_COMPLETED
     assert "field 4 does not match" in event.reason
-    revs = journal.pending_reversals()
+    revs = journal.pending(Kind.REVERSAL, Kind.VOID)
     assert len(revs) == 1 and revs[0].reason == "06"
     assert revs[0].fields["2"] == CARD.pan  # unsealed from the vault for the 0400

@@ -12,6 +12,7 @@ import asyncio
 import pathlib
 import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.outbox import Answer, Kind
 from firmware.runtime.vault import Vault
 from hwsim.host import AcquirerHost
 
@@ -125,9 +127,9 @@ def test_totals_count_what_the_host_charged_and_nothing_else(tmp_path: pathlib.P
         with b.journal.tx() as db:  # voided by the operator (the void itself is elsewhere)
             db.execute("UPDATE sales SET voided = 1 WHERE id = ?", (voided,))
         accepted, waiting, refused = (_offline(b.journal, a) for a in (300, 400, 500))
-        ids = {adv.sale_id: adv.id for adv in b.journal.pending_advices()}
-        b.journal.advice_done(ids[accepted], "00")
-        b.journal.advice_done(ids[refused], "05")
+        ids = {adv.sale_id: adv.key for adv in b.journal.pending(Kind.ADVICE)}
+        b.journal.record_answers([Answer(ids[accepted], "00", final=True),
+                                  Answer(ids[refused], "05", final=True)])
         assert waiting in ids
 
         totals = b.journal.batch_totals(1)
@@ -489,18 +491,19 @@ def test_status_shows_the_open_batch_and_the_last_close(tmp_path: pathlib.Path) 
         await b.sale(500, kind="refund")
 
     run(scenario, tmp_path)
-    doc = status.journal_facts(tmp_path / "journal.sqlite3", tmp_path / "card.key")
-    batch = doc["batch"]
+    facts = status.read_journal(tmp_path / "journal.sqlite3", tmp_path / "card.key")
+    batch = facts.to_doc()["batch"]
     assert (batch["open"], batch["purchases"], batch["purchase_amount"]) == (2, 1, 2500)
     assert (batch["refunds"], batch["refund_amount"]) == (1, 500)
     assert batch["last_close"]["batch"] == 1 and batch["last_close"]["balanced"]
     assert batch["close_in_progress"] is None
-    text = status.render({**doc, "running": True, "pid": 1})
+    running = status.Terminal(pid=1, link=status.Link("UP", False, "ETH", "host", True))
+    text = status.render(replace(facts, terminal=running))
     assert "open batch:     #2: 1 purchase(s) 2500" in text
     assert "last close:     batch #1" in text and "in balance" in text
-    code, reasons = status.health({**doc, "running": True,
-                                   "batch": {**batch, "close_in_progress":
-                                             {"batch": 2, "state": "uploading"}}})
+    assert facts.batch is not None
+    closing = replace(facts.batch, close_in_progress=status.Closing(2, "uploading"))
+    code, reasons = status.health(replace(facts, terminal=running, batch=closing))
     assert code == status.DEGRADED and any("batch close of batch 2" in r for r in reasons)
 
 

@@ -22,6 +22,7 @@ from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.outbox import Kind
 from firmware.runtime.vault import Vault
 from hwsim.host import AcquirerHost
 from tests.invariants import check, pending
@@ -51,7 +52,7 @@ class Bench:
     async def drain(self) -> None:
         for _ in range(100):
             await self.forwarder.flush(due_only=False)
-            if not self.journal.pending_reversal_ids():
+            if not self.journal.pending_keys(Kind.REVERSAL, Kind.VOID):
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("the void was never acknowledged")

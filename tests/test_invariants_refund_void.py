@@ -11,6 +11,7 @@ from typing import Any
 from firmware.core import iso
 from firmware.core.card import CardData
 from firmware.runtime.journal import Journal
+from firmware.runtime.outbox import Answer, Kind
 from firmware.runtime.vault import Vault
 from tests.invariants import check, pending
 
@@ -84,9 +85,9 @@ def test_voids(tmp_path: pathlib.Path) -> None:
     j.record_void(sale)
     j.record_void(refund)
     assert pending(j.path) == 2  # the two voids wait for their 0410
-    for rev in j.pending_reversals():
-        j.reversal_identity(rev.id, "0103000000")
-        j.reversal_done(rev.id, "00")
+    for rev in j.pending(Kind.REVERSAL, Kind.VOID):
+        j.identities([rev.key], "0103000000")
+        j.record_answers([Answer(rev.key, "00", final=True)])
     assert pending(j.path) == 0
     undone = [entry(stan, "0101000000", "purchase", voided=True),
               entry(rstan, "0102000000", "refund", voided=True)]

@@ -15,6 +15,7 @@ from firmware.core import iso
 from firmware.core.card import CardData
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.runtime.journal import Attempt, Journal
+from firmware.runtime.outbox import URGENT, Answer, Kind
 from firmware.runtime.vault import Vault
 
 PAN = "4761739001010010"
@@ -126,7 +127,7 @@ def test_void_candidates_and_their_problems(j: Journal) -> None:
     assert j.void_candidate(1)[1] == "ALREADY VOIDED"
     again = j.record_void(approved.sale_id)
     assert (again.record, again.problem) == (None, "ALREADY VOIDED")
-    assert [r.reason for r in j.pending_reversals()] == ["68", "17"]  # one void, not two
+    assert [r.reason for r in j.pending(*URGENT)] == ["68", "17"]  # one void, not two
 
 
 def test_a_closed_batch_says_use_refund(j: Journal) -> None:
@@ -149,12 +150,12 @@ def test_void_of_an_online_approval_queues_a_reason_17_reversal(j: Journal) -> N
     result = j.record_void(sale.sale_id)
     assert result.sent_to_host and result.record is not None and result.record.voided
     assert j.sale(sale.sale_id).voided
-    (rev,) = j.pending_reversals()
+    (rev,) = j.pending(*URGENT)
     assert rev.is_void and rev.reason == "17" and rev.orig_mti == "0200"
     assert (rev.orig_stan, rev.orig_f7, rev.orig_rrn) == (sale.stan, "0304092030",
                                                          "000000000042")
     assert "2" not in rev.fields and "14" not in rev.fields  # the card data is long gone
-    stan, f7, written = j.reversal_identity(rev.id, "0304103000")
+    stan, f7, written = j.identities([rev.key], "0304103000")[rev.key]
     doc = iso.void(rev.fields, orig_mti=rev.orig_mti, orig_stan=rev.orig_stan,
                    orig_f7=rev.orig_f7, rrn=rev.orig_rrn, stan=int(stan), f7=f7)
     back = iso.decode(iso.encode(doc))
@@ -163,8 +164,8 @@ def test_void_of_an_online_approval_queues_a_reason_17_reversal(j: Journal) -> N
     assert not {"2", "14", "35"} & set(back)
     assert (back["4"], back["60"], back["62"], back["11"]) == ("000000001250", "000001",
                                                                "000001", stan)
-    j.reversal_done(rev.id, "00")
-    assert j.pending_reversals() == [] and j.sale(sale.sale_id).voided
+    j.record_answers([Answer(rev.key, "00", final=True)])
+    assert j.pending(*URGENT) == [] and j.sale(sale.sale_id).voided
 
 
 def test_void_of_a_refund(j: Journal) -> None:
@@ -172,7 +173,7 @@ def test_void_of_a_refund(j: Journal) -> None:
     result = j.record_void(refund.sale_id)
     assert result.sent_to_host and result.record is not None
     assert result.record.kind == "refund" and result.record.voided
-    (rev,) = j.pending_reversals()
+    (rev,) = j.pending(*URGENT)
     assert rev.fields["3"] == iso.REFUND and rev.is_void
 
 
@@ -183,7 +184,7 @@ def test_unsent_offline_sale_is_taken_off_the_queue(j: Journal) -> None:
     assert result.record is not None and result.record.voided and not result.sent_to_host
     assert advice_row(j, sale.sale_id) is None and card_data(j, sale.sale_id) == 0
     assert j.queue_stats().count == 0 and j.queue_stats().reversals == 0
-    assert j.pending_advices() == [] and j.pending_reversals() == []
+    assert j.pending(Kind.ADVICE) == [] and j.pending(*URGENT) == []
     assert j.sale(sale.sale_id).status == SaleStatus.OFFLINE_APPROVED  # approved, then voided
 
 
@@ -202,41 +203,42 @@ def test_the_offline_removal_is_one_transaction(j: Journal) -> None:
 
 def test_an_advice_that_may_have_left_is_voided_at_the_host(j: Journal) -> None:
     sale = offline(j)
-    (adv,) = j.pending_advices()
-    stan, f7, _ = j.advice_identity(adv.id, "0304110000")  # its first send is under way
+    (adv,) = j.pending(Kind.ADVICE)
+    stan, f7, _ = j.identities([adv.key], "0304110000")[adv.key]  # its first send is under way
     result = j.record_void(sale.sale_id)
     assert result.sent_to_host
     assert advice_row(j, sale.sale_id)["state"] == "voided"  # type: ignore[index]
-    assert j.pending_advices() == [] and card_data(j, sale.sale_id) == 0
-    (rev,) = j.pending_reversals()
+    assert j.pending(Kind.ADVICE) == [] and card_data(j, sale.sale_id) == 0
+    (rev,) = j.pending(*URGENT)
     assert (rev.orig_mti, rev.orig_stan, rev.orig_f7) == ("0220", stan, f7)
     doc = iso.void(rev.fields, orig_mti=rev.orig_mti, orig_stan=rev.orig_stan,
                    orig_f7=rev.orig_f7, rrn=rev.orig_rrn, stan=1, f7="0304110100")
     assert doc["90"].startswith(f"0220{stan}0304110000") and "37" not in doc
     iso.encode(doc)
-    j.advice_done(adv.id, "00", "000000000077")  # its 0230 comes in after the void
+    # its 0230 comes in after the void
+    j.record_answers([Answer(adv.key, "00", final=True, rrn="000000000077")])
     assert advice_row(j, sale.sale_id)["state"] == "voided"  # type: ignore[index]
     assert j.sale(sale.sale_id).voided and j.sale(sale.sale_id).rrn == ""
 
 
 def test_an_accepted_advice_is_voided_with_its_0220_and_rrn(j: Journal) -> None:
     sale = offline(j)
-    (adv,) = j.pending_advices()
-    stan, f7, _ = j.advice_identity(adv.id, "0304110000")
-    j.advice_written(adv.id)
-    j.advice_done(adv.id, "00", "000000000077")
+    (adv,) = j.pending(Kind.ADVICE)
+    stan, f7, _ = j.identities([adv.key], "0304110000")[adv.key]
+    j.mark_written([adv.key])
+    j.record_answers([Answer(adv.key, "00", final=True, rrn="000000000077")])
     assert j.sale(sale.sale_id).rrn == "000000000077"
     assert j.record_void(sale.sale_id).sent_to_host
-    (rev,) = j.pending_reversals()
+    (rev,) = j.pending(*URGENT)
     assert (rev.orig_mti, rev.orig_stan, rev.orig_f7, rev.orig_rrn) == (
         "0220", stan, f7, "000000000077")
 
 
 def test_a_refused_advice_cannot_be_voided(j: Journal) -> None:
     sale = offline(j)
-    (adv,) = j.pending_advices()
-    j.advice_identity(adv.id, "0304110000")
-    j.advice_done(adv.id, "05")
+    (adv,) = j.pending(Kind.ADVICE)
+    j.identities([adv.key], "0304110000")
+    j.record_answers([Answer(adv.key, "05", final=True)])
     assert j.record_void(sale.sale_id).problem == "CANNOT BE VOIDED"
 
 
@@ -319,7 +321,7 @@ def test_an_old_journal_is_migrated(tmp_path: pathlib.Path) -> None:
     db.executescript(OLD_SCHEMA)
     db.close()
     j = Journal(path, Vault.open(tmp_path / "card.key", create=True))
-    (rev,) = j.pending_reversals()  # the pending reversal survived the rebuild, as it was
+    (rev,) = j.pending(*URGENT)  # the pending reversal survived the rebuild, as it was
     assert (rev.id, rev.reason, rev.stan, rev.f7, rev.written) == (1, "68", "000007",
                                                                    "0304090600", True)
     assert (rev.orig_mti, rev.orig_stan, rev.orig_f7, rev.is_void) == (
@@ -327,23 +329,23 @@ def test_an_old_journal_is_migrated(tmp_path: pathlib.Path) -> None:
     old = j.sale(1)
     assert not old.voided and old.pan_hash == ""
     assert j.record_void(1).sent_to_host  # an old approval of the open batch can be voided
-    void = [r for r in j.pending_reversals() if r.is_void][0]
+    void = [r for r in j.pending(*URGENT) if r.is_void][0]
     assert (void.orig_stan, void.orig_f7, void.orig_rrn) == ("000004", "0304090000",
                                                              "000000000011")
     new, fixed = online(j, f7="0304100000")
     assert new.invoice == 3 and fixed["62"] == "000003"  # numbering goes on in batch 1
     j.close()
     j = Journal(path, Vault.open(tmp_path / "card.key", create=False))  # opens again as is
-    assert len(j.pending_reversals()) == 2
+    assert len(j.pending(*URGENT)) == 2
     j.close()
 
 
 def test_voided_advice_keeps_the_record_and_attempt_references(j: Journal) -> None:
     """A void of an accepted advice has no attempt: the reversals row allows that."""
     sale = offline(j)
-    (adv,) = j.pending_advices()
-    j.advice_identity(adv.id, "0304110000")
-    j.advice_done(adv.id, "00", "000000000077")
+    (adv,) = j.pending(Kind.ADVICE)
+    j.identities([adv.key], "0304110000")
+    j.record_answers([Answer(adv.key, "00", final=True, rrn="000000000077")])
     j.record_void(sale.sale_id)
     row = j.db.execute("SELECT attempt_id, reason FROM reversals").fetchone()
     assert row["attempt_id"] is None and row["reason"] == "17"
@@ -355,7 +357,7 @@ def test_recover_leaves_a_pending_void_alone(j: Journal) -> None:
     j.record_void(sale.sale_id)
     rec = j.recover()
     assert rec.reversed == [] and rec.closed == []
-    (rev,) = j.pending_reversals()
+    (rev,) = j.pending(*URGENT)
     assert rev.is_void and j.sale(sale.sale_id).status == SaleStatus.APPROVED
 
 

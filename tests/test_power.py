@@ -15,6 +15,7 @@ from drivers.gauge import Max17048
 from firmware.config import BatteryConfig, PowerConfig
 from firmware.core.events import BatteryRead, ConditionChanged, Event
 from firmware.errors import GpioError, PostermError
+from firmware.runtime import status
 from firmware.runtime import power as power_mod
 from firmware.runtime.power import PowerMonitor
 from hwsim.gauge import Max17048Sim
@@ -128,7 +129,7 @@ def test_a_failing_gauge_is_logged_once_and_never_blocks_sales(
         assert h.conditions("battery") == [("BATTERY LOW", True), ("BATTERY GAUGE FAULT", False)]
         facts = h.monitor.facts()["battery"]
         assert facts["percent"] is None and "no I2C device answers" in facts["error"]
-        assert h.monitor.status_parts() == ["battery gauge fault"]
+        assert status.power_words(h.monitor.facts()) == ["battery gauge fault"]
         h.model.set(failing=False, percent=60.0)
         await h.until(lambda: h.conditions("battery")[-1] == ("", False))
         assert h.events[-1] == BatteryRead(60, charging=False) or BatteryRead(60) in h.events
@@ -154,7 +155,7 @@ def test_mains_lost_then_back_within_grace_cancels() -> None:
         assert h.checkpoints == 1  # the journal's WAL folded in at once
         facts = h.monitor.facts()["mains"]
         assert facts["ok"] is False and 0 < facts["shutdown_in"] <= 1.0
-        assert h.monitor.status_parts() == ["MAINS POWER LOST, on battery"]
+        assert status.power_words(h.monitor.facts()) == ["MAINS POWER LOST, on battery"]
         h.level = True
         await h.until(lambda: h.conditions("power")[-1] == ("", False))
         await asyncio.sleep(1.2)  # past the grace: nothing happens
@@ -240,5 +241,5 @@ def test_mains_back_while_stopping_starts_again_instead(tmp_path: pathlib.Path) 
 def test_no_gauge_and_no_pin_facts() -> None:
     h = Harness(gauge=False, pin=False)
     assert h.monitor.facts() == {"battery": None, "mains": None}
-    assert h.monitor.status_parts() == []
+    assert status.power_words(h.monitor.facts()) == []
     assert power_mod.run_command(("true",)) == ""

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sqlite3
 import stat
 import subprocess
 import sys
+from dataclasses import replace
+from typing import Any
 
+import pytest
+
+from firmware.runtime.journal import Journal
+from firmware.runtime.vault import Vault
 from tests.rig import ROOT, Rig, _env
+from tests.test_journal_void import offline
 
 PAN = "4761739001010010"
 
@@ -65,3 +73,89 @@ def test_damaged_journal_is_down(tmp_path: pathlib.Path) -> None:
         assert out.returncode == 2
         assert "journal: cannot be read" in out.stdout
         assert "Traceback" not in out.stderr
+
+
+# -- the record, without a terminal ------------------------------------------------------
+def _facts(tmp_path: pathlib.Path) -> Any:
+    from firmware.runtime import status
+
+    journal = tmp_path / "journal.sqlite3"
+    j = Journal(journal, Vault.open(tmp_path / "card.key", create=True))
+    offline(j, 1500)
+    j.close()
+    facts = status.read_journal(journal, tmp_path / "card.key")
+    terminal = status.Terminal(
+        pid=42, link=status.Link("DOWN", False, "ETH", "10.0.0.1:5000", False),
+        printer_fault="PAPER OUT", waiting_prints=1, phase="IDLE", in_flight=0,
+        power={"battery": {"percent": 12.0, "voltage": 3.6, "rate": -1.0, "charging": False,
+                           "low": True, "low_percent": 15, "error": ""},
+               "mains": {"ok": False, "shutdown_in": 30.0, "stopping": False, "error": ""}},
+        modem={"ready": True, "summary": "4G READY", "rssi": 20, "bars": 4})
+    return replace(facts, terminal=terminal)
+
+
+def test_one_record_renders_the_line_the_text_and_the_json(tmp_path: pathlib.Path) -> None:
+    from firmware.runtime import status
+
+    facts = _facts(tmp_path)
+    line = status.status_line(facts)
+    assert line == ("ready, OFFLINE; 1 offline sale(s) queued; printer: PAPER OUT; "
+                    "1 receipt(s) waiting for the printer; MAINS POWER LOST, on battery; "
+                    "battery low (12 %)")
+    doc = facts.to_doc()
+    assert doc["status"] == line and doc["running"] and doc["pid"] == 42
+    assert doc["queue"]["advices"] == 1 and doc["queue"]["advices_amount"] == 1500
+    assert doc["queue"]["card_data_records"] == 1 and doc["refused_offline_sales"] == 0
+    assert doc["last_sale"]["outcome"] == "OFFLINE_APPROVED" and doc["batch"]["open"] == 1
+    text = status.render(facts)
+    assert text.splitlines()[0].endswith(": DEGRADED")
+    assert "offline sales:  1 to send (1500 minor units" in text
+    assert "4G modem:       ready: 4G READY, signal 4/4 (rssi 20)" in text
+    code, reasons = status.health(facts)
+    assert code == status.DEGRADED and "bank link down" in reasons
+    assert "mains power lost: on battery; shutdown in 30 s" in reasons
+
+
+def test_the_record_comes_back_from_its_json(tmp_path: pathlib.Path) -> None:
+    """`posterm status` turns the running firmware's answer into the same record."""
+    from firmware.runtime import status
+
+    facts = _facts(tmp_path)
+    doc = json.loads(json.dumps(facts.to_doc(), default=str))
+    again = status.Facts.from_doc(doc)
+    assert again == facts and again.to_doc() == doc
+    stopped = replace(facts, terminal=None)
+    assert status.Facts.from_doc(stopped.to_doc()) == stopped
+    assert status.health(stopped)[1][0] == "posterm is not running"
+    empty = status.read_journal(tmp_path / "none.sqlite3", tmp_path / "none.key")
+    assert empty.integrity == "no journal yet" and "queue" not in empty.to_doc()
+    assert status.Facts.from_doc(empty.to_doc()) == empty
+
+
+def test_the_journal_view_is_read_only_and_reads_what_the_journal_reads(
+        tmp_path: pathlib.Path) -> None:
+    from firmware.runtime.journal_view import JournalView, Queue
+
+    path = tmp_path / "journal.sqlite3"
+    with pytest.raises(sqlite3.OperationalError):
+        JournalView(path).integrity()  # mode=ro: no file is created
+    assert not path.exists()
+    j = Journal(path, Vault.open(tmp_path / "card.key", create=True))
+    offline(j, 900)
+    with JournalView(path) as view:
+        assert view.integrity() == "ok"
+        assert view.queue() == Queue.of(j.queue_stats(), card_data_records=1)
+        last = view.last_sale()
+        assert last is not None and (last.amount, last.currency) == (900, "978")
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            view.db.execute("DELETE FROM card_data")
+    j.close()
+
+
+def test_status_writes_no_sql_against_the_journal() -> None:
+    """The journal modules own the schema: status.py reads through JournalView."""
+    from firmware.runtime import status
+
+    text = pathlib.Path(status.__file__).read_text()
+    for sql in ("SELECT ", "sqlite3.connect", "FROM sales", "FROM advices", "PRAGMA"):
+        assert sql not in text, sql

@@ -49,7 +49,8 @@ from firmware.errors import HostError, HostUnreachableError
 from firmware.runtime import failpoints
 from firmware.runtime.hostlink import HostLink, Pending
 from firmware.runtime.journal import Journal
-from firmware.runtime.journal_batch import BatchClose, UploadItem
+from firmware.runtime.journal_batch import BatchClose
+from firmware.runtime.outbox import Answer, OutboxItem, Outbox, Sent, UploadItem
 from firmware.runtime.supervisor import Wake, is_fatal, seconds_until
 
 log = logging.getLogger("posterm.batch")
@@ -74,6 +75,7 @@ class CloseEngine:
         self.emit, self.flush, self.kick, self.print_z = emit, flush, kick, print_z
         self.on_result, self.on_closed = on_result, on_closed
         self.queue_wait, self.clock = queue_wait, clock
+        self.outbox = Outbox(journal, link, cfg.response_timeout, on_result)
         self.running = False
         self._printing = asyncio.Lock()  # the start-up's Z reports and a close's, one at a time
 
@@ -237,31 +239,25 @@ class CloseEngine:
         log.info("batch %d: upload of %d transaction(s) answered", batch, total)
 
     async def _upload_one(self, item: UploadItem) -> None:
-        original = self.journal.upload_fields(item.sale_id)
+        """One upload item through the outbox's send path (outbox.py): its identity and
+        `written` mark journaled as for any outbox entry; a lost, mismatched or busy
+        answer is repeated as a 0321 with the same fields, at most UPLOAD_TRIES times."""
+        sent: list[Sent] = []
         for _ in range(UPLOAD_TRIES):
-            stan, f7, written = self.journal.upload_identity(
-                item.id, iso.f7(datetime.now(timezone.utc)))
-            doc = iso.batch_upload(original, orig_mti=item.orig_mti, orig_stan=item.orig_stan,
-                                   orig_f7=item.orig_f7, rrn=item.rrn, approval=item.approval,
-                                   code="00", stan=int(stan), f7=f7)
-            if written:  # only a transmission after one that was written is a repeat
-                doc = iso.repeat(doc)
+            sent.clear()
             try:
-                pending = await self.link.send(doc)
+                await self.outbox.transmit([item], _cannot_build, sent.append)
             except HostUnreachableError as exc:
                 log.warning("batch upload: sale %d not sent: %s", item.sale_id, exc)
                 raise CloseFailed("HOST OFFLINE") from None
-            if not written:
-                self.journal.upload_written(item.id)
-            failpoints.hit("upload_item_sent")
-            answer = await self._answer(pending, f"{doc['t']} stan {stan} (sale {item.sale_id})")
-            if answer is None or iso.mismatch(doc, answer) or is_busy(answer["39"]):
+            if not sent:
+                raise CloseFailed("TERMINAL ERROR")  # its row is gone: not a journal we wrote
+            answer = await self.outbox.answer(sent[0].pending, sent[0].what)
+            code = "" if answer is None or iso.mismatch(sent[0].doc, answer) else answer["39"]
+            if not item.is_final(code):
                 continue  # lost or not processed: a 0321 with the same fields
-            code = answer["39"]
-            if code != "00":
-                log.warning("batch upload: the host answered %s to the upload of sale %d; "
-                            "the upload goes on", code, item.sale_id)
-            self.journal.upload_answered(item.id, code)
+            self.journal.record_answers([Answer(item.key, code, final=True)])
+            item.log_final(code, journaled=True, mti=sent[0].mti, stan=sent[0].stan)
             failpoints.hit("upload_item_answered")
             return
         raise CloseFailed("NO ANSWER")
@@ -286,6 +282,11 @@ class CloseEngine:
         self.on_closed(self._reload(close.batch))
         return CloseFinished(True, close.batch, balanced=balanced,
                              message="" if balanced else "OUT OF BALANCE")
+
+
+def _cannot_build(item: OutboxItem, exc: Exception) -> None:
+    """An upload whose message cannot be built stops the close (TERMINAL ERROR)."""
+    raise exc
 
 
 def _refusal(code: str) -> str:

@@ -42,23 +42,16 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from firmware.config import HostConfig
-from firmware.core import iso
 from firmware.core.backoff import full_jitter
-from firmware.core.iso import Fields, MessageError
-from firmware.core.texts import is_busy
-from firmware.errors import HostError, HostUnreachableError, JournalError, KeyStoreError
-from firmware.runtime import failpoints
-from firmware.runtime.hostlink import HostLink, Pending
-from firmware.runtime.journal import Journal, PendingAdvice, PendingReversal
-from firmware.runtime.journal_queues import QueueAnswer
+from firmware.errors import HostUnreachableError, JournalError, KeyStoreError
+from firmware.runtime.hostlink import HostLink
+from firmware.runtime.journal import Journal
+from firmware.runtime.outbox import URGENT, Answer, Kind, Outbox, OutboxItem, OutboxKey, Sent
 
 log = logging.getLogger("posterm.forward")
-REVERSAL_DONE = {"00", "25"}
 
 
 def _never() -> bool:
@@ -67,19 +60,6 @@ def _never() -> bool:
 
 def _always() -> bool:
     return True
-
-
-@dataclass(frozen=True)
-class _Sent:
-    """One transmission written, its answer awaited."""
-
-    key: str  # "r12" (reversals row 12) or "a7" (advices row 7)
-    what: str  # how the log names it
-    mti: str
-    stan: str
-    tries: int
-    reversal: PendingReversal | None = None
-    advice: PendingAdvice | None = None
 
 
 class Forwarder:
@@ -91,18 +71,19 @@ class Forwarder:
                  on_queue_change: Callable[[], None] = lambda: None,
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         self.journal, self.link, self.cfg = journal, link, cfg
+        self.outbox = Outbox(journal, link, cfg.response_timeout, on_result)
         self.window = max(1, cfg.advice_window)
         self.on_error = on_error or self._log_error
         self.rng = rng or random.Random()
         self.sale_active, self.link_usable = sale_active, link_usable
-        self.on_result, self.on_queue_change = on_result, on_queue_change
+        self.on_queue_change = on_queue_change
         # what the forwarder knows of the queues; None: read it again (the journal said so)
-        self._reversals: list[int] | None = None
-        self._advices: list[int] | None = None
-        self._outstanding: set[str] = set()  # "r12" / "a7": written, answer not journaled
-        self._not_before: dict[str, float] = {}  # "r12" -> monotonic time of its repeat
+        self._reversals: list[OutboxKey] | None = None  # reversals and voids
+        self._advices: list[OutboxKey] | None = None
+        self._outstanding: set[OutboxKey] = set()  # written, answer not journaled
+        self._not_before: dict[OutboxKey, float] = {}  # a reversal's next repeat (monotonic)
         self._advices_resume = 0.0  # the advice pipeline pauses until then after a failure
-        self._answers: list[tuple[QueueAnswer, _Sent]] = []  # to journal in one transaction
+        self._answers: list[tuple[Answer, Sent]] = []  # to journal in one transaction
         self._committer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,7 +101,7 @@ class Forwarder:
 
     @property
     def outstanding(self) -> int:
-        """Reversals and advices written whose answers are not yet journaled."""
+        """Reversals, voids and advices written whose answers are not yet journaled."""
         return len(self._outstanding)
 
     async def stop(self) -> None:
@@ -131,15 +112,28 @@ class Forwarder:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the view of the queues -------------------------------------------------
-    def _reversal_ids(self) -> list[int]:
+    def _reversal_keys(self) -> list[OutboxKey]:
         if self._reversals is None:
-            self._reversals = self.journal.pending_reversal_ids()
+            self._reversals = self.journal.pending_keys(*URGENT)
         return self._reversals
 
-    def _advice_ids(self) -> list[int]:
+    def _advice_keys(self) -> list[OutboxKey]:
         if self._advices is None:
-            self._advices = self.journal.pending_advice_ids()
+            self._advices = self.journal.pending_keys(Kind.ADVICE)
         return self._advices
+
+    def _reread(self, kind: Kind) -> None:
+        """Read the queue of `kind` again at its next look."""
+        if kind in URGENT:
+            self._reversals = None
+        else:
+            self._advices = None
+
+    def _forget(self, key: OutboxKey) -> None:
+        """The entry ended: out of the view of its queue."""
+        view = self._reversals if key.kind in URGENT else self._advices
+        if view is not None and key in view:
+            view.remove(key)
 
     # -- the loop ---------------------------------------------------------------
     async def run(self) -> None:
@@ -164,11 +158,8 @@ class Forwarder:
                 pass
 
     async def _step(self) -> bool:
-        now = time.monotonic()
-        reversals = self._reversal_ids()
-        due = [i for i in reversals if f"r{i}" not in self._outstanding
-               and self._not_before.get(f"r{i}", 0.0) <= now]
-        if due and self._reversal_room() > 0:
+        reversals = self._reversal_keys()
+        if self._due_reversals() and self._reversal_room() > 0:
             await self.link.ensure_connected()  # a new connection flushes by itself
             await self._flush(due_only=True, best_effort=False)
             return False
@@ -176,37 +167,37 @@ class Forwarder:
             return False
         return await self._send_advices()
 
+    def _due_reversals(self, due_only: bool = True) -> list[OutboxKey]:
+        now = time.monotonic()
+        return [k for k in self._reversal_keys() if k not in self._outstanding
+                and (not due_only or self._not_before.get(k, 0.0) <= now)]
+
     def _reversal_room(self) -> int:
         """Reversals are bounded by the window among themselves, never by advices."""
-        return self.window - sum(1 for k in self._outstanding if k[0] == "r")
+        return self.window - sum(1 for k in self._outstanding if k.kind in URGENT)
 
-    def _advice_window(self) -> list[int]:
+    def _advice_window(self) -> list[OutboxKey]:
         """The advices that may be outstanding now: the first `window` of the queue, less
         room for the reversals in flight; those already outstanding included."""
-        room = self.window - sum(1 for k in self._outstanding if k[0] == "r")
-        return self._advice_ids()[:max(0, room)]
+        return self._advice_keys()[:max(0, self._reversal_room())]
 
     def _next_wakeup(self) -> float | None:
-        now = time.monotonic()
-        reversals = self._reversal_ids()
-        times = [self._not_before.get(f"r{i}", 0.0) for i in reversals
-                 if f"r{i}" not in self._outstanding]
-        if not reversals and any(f"a{i}" not in self._outstanding
-                                 for i in self._advice_window()):
+        times = [self._not_before.get(k, 0.0) for k in self._due_reversals(due_only=False)]
+        if not self._reversal_keys() and any(k not in self._outstanding
+                                             for k in self._advice_window()):
             times.append(self._advices_resume)
         if not times:
             return None
-        return max(0.05, min(times) - now)
+        return max(0.05, min(times) - time.monotonic())
 
     def _postpone_all(self) -> None:
-        for rev_id in self._reversal_ids():
-            if f"r{rev_id}" not in self._outstanding:
-                self._backoff(f"r{rev_id}", self.journal.reversal_tries(rev_id))
-        window = [i for i in self._advice_window() if f"a{i}" not in self._outstanding]
+        for key in self._due_reversals(due_only=False):
+            self._backoff(key, self.journal.tries(key))
+        window = [k for k in self._advice_window() if k not in self._outstanding]
         if window:
-            self._pause_advices(self.journal.advice_tries(window[0]))
+            self._pause_advices(self.journal.tries(window[0]))
 
-    def _backoff(self, key: str, tries: int) -> None:
+    def _backoff(self, key: OutboxKey, tries: int) -> None:
         self._not_before[key] = time.monotonic() + self._jitter(tries)
 
     def _jitter(self, tries: int) -> float:
@@ -220,17 +211,24 @@ class Forwarder:
         if self._advices_resume <= now:
             self._advices_resume = now + self._jitter(tries)
 
+    def _later(self, items: Sequence[OutboxItem]) -> None:
+        """These go again later: a reversal or void after its own backoff, the advices
+        after one pause of their whole pipeline."""
+        for item in items:
+            if item.key.kind in URGENT:
+                self._backoff(item.key, item.tries + 1)
+        advices = [i for i in items if i.key.kind not in URGENT]
+        if advices:
+            self._pause_advices(advices[0].tries + 1)
+
     # -- faults -----------------------------------------------------------------
-    def _unsendable(self, table: str, item_id: int, what: str, exc: BaseException) -> None:
+    def _unsendable(self, item: OutboxItem, exc: BaseException) -> None:
         why = f"{type(exc).__name__}: {exc}"
-        self.journal.unsendable(table, item_id, why)
-        if table == "reversals":
-            self._reversals = None
-        else:
-            self._advices = None
+        self.journal.unsendable(item.key, why)
+        self._reread(item.key.kind)
         log.error("%s CANNOT BE SENT: its message cannot be built (%s). It is out of the "
                   "queue so the rest goes on, kept in the journal, and counted in `posterm "
-                  "status`; settle it with the acquirer by hand", what, why)
+                  "status`; settle it with the acquirer by hand", item.what, why)
         self.on_queue_change()
 
     def _task_finished(self, task: asyncio.Task[None]) -> None:
@@ -250,41 +248,9 @@ class Forwarder:
     def _log_error(exc: BaseException) -> None:
         log.error("waiting for an answer failed: %s: %s", type(exc).__name__, exc)
 
-    # -- writing a batch ----------------------------------------------------------
-    async def _write_batch(self, docs: Sequence[Fields],
-                           unsendable: Callable[[int, MessageError], None]
-                           ) -> tuple[list[tuple[int, Pending]], list[int]]:
-        """Write the frames back to back and wait once until they have left the terminal.
-
-        Returns the requests written, as (index in `docs`, pending), and the indices not
-        written because the connection failed part way. A message that cannot be encoded
-        is nothing written: `unsendable(index, error)` takes it out of the queue. Raises
-        HostUnreachableError when nothing could be written at all."""
-        written: list[tuple[int, Pending]] = []
-        for n, doc in enumerate(docs):
-            try:
-                if not written:
-                    pending = await self.link.send(doc)  # connects, waits for a check
-                else:
-                    pending = self.link.write_batch(doc)
-            except MessageError as exc:
-                unsendable(n, exc)
-                continue
-            except HostUnreachableError:
-                if not written:
-                    raise
-                return written, list(range(n, len(docs)))
-            written.append((n, pending))
-        if len(written) > 1:
-            await self.link.flushed()
-        return written, []
-
-    def _hand_over(self, sent: _Sent, pending: Pending) -> None:
-        self._spawn(self._await_answer(sent, pending))
-
-    # -- reversals --------------------------------------------------------------
+    # -- sending ------------------------------------------------------------------
     async def flush(self, *, due_only: bool = True) -> None:
-        """Write every pending reversal that is due and not in flight (no waiting).
+        """Write every pending reversal and void that is due and not in flight (no waiting).
 
         Best effort: it runs before each sale's request and after each sign-on, so a
         fault here is logged and the reversal waits for its next turn; it never fails
@@ -296,175 +262,77 @@ class Forwarder:
     async def _flush(self, *, due_only: bool, best_effort: bool) -> None:
         if not self.link.connected:
             return
-        now = time.monotonic()
-        ids = [i for i in self._reversal_ids() if f"r{i}" not in self._outstanding
-               and (not due_only or self._not_before.get(f"r{i}", 0.0) <= now)]
-        ids = ids[:max(0, self._reversal_room())]
-        if not ids:
+        keys = self._due_reversals(due_only)[:max(0, self._reversal_room())]
+        if not keys:
             return
-        keys = [f"r{i}" for i in ids]
+        items = self._items(keys)
         self._outstanding.update(keys)  # before any wait: no one else sends them meanwhile
-        handed: set[str] = set()
-        revs = self.journal.pending_reversals(ids=ids)
-        if len(revs) < len(ids):
-            self._reversals = None  # some ended meanwhile: read the queue again
+        handed: set[OutboxKey] = set()
         try:
-            await self._send_reversals(revs, handed)
+            await self._send(items, handed)
         except Exception as exc:
             if not best_effort or isinstance(exc, sqlite3.Error | JournalError |
                                              KeyStoreError):
                 raise
-            for rev in revs:
-                if f"r{rev.id}" in handed:
+            for item in items:
+                if item.key in handed:
                     log.error("%s: %s: %s after it was written; its answer is awaited",
-                              _what(rev), type(exc).__name__, exc)
+                              item.what, type(exc).__name__, exc)
                 else:
-                    log.error("%s not sent: %s: %s; will try again", _what(rev),
+                    log.error("%s not sent: %s: %s; will try again", item.what,
                               type(exc).__name__, exc)
-                    self._backoff(f"r{rev.id}", rev.tries + 1)
+                    self._backoff(item.key, item.tries + 1)
         finally:
             self._outstanding.difference_update(k for k in keys if k not in handed)
 
-    async def _send_reversals(self, revs: list[PendingReversal], handed: set[str]) -> None:
-        identities = self.journal.identities("reversals", [r.id for r in revs],
-                                             iso.f7(datetime.now(timezone.utc)))
-        for _ in revs:
-            failpoints.hit("after_reversal_identity")
-        batch: list[tuple[PendingReversal, Fields, str, bool]] = []
-        for rev in revs:
-            stan, f7, written = identities[rev.id]
-            try:
-                if rev.is_void:
-                    doc = iso.void(rev.fields, orig_mti=rev.orig_mti, orig_stan=rev.orig_stan,
-                                   orig_f7=rev.orig_f7, rrn=rev.orig_rrn, stan=int(stan),
-                                   f7=f7)
-                else:
-                    doc = iso.reversal(rev.fields, orig_mti="0200", orig_stan=rev.orig_stan,
-                                       orig_f7=rev.orig_f7, stan=int(stan), f7=f7,
-                                       reason=rev.reason)
-                if written:  # only a transmission after one that was written is a repeat
-                    doc = iso.repeat(doc)
-            except (MessageError, ValueError, KeyError) as exc:
-                self._unsendable("reversals", rev.id, _what(rev), exc)
-                continue
-            batch.append((rev, doc, stan, written))
-        if not batch:
-            return
-
-        def unsendable(n: int, exc: MessageError) -> None:
-            self._unsendable("reversals", batch[n][0].id, _what(batch[n][0]), exc)
-
-        try:
-            out, failed = await self._write_batch([doc for _, doc, _, _ in batch],
-                                                  unsendable)
-        except HostUnreachableError:
-            for rev, _, _, _ in batch:
-                self._backoff(f"r{rev.id}", rev.tries + 1)
-            return
-        self.journal.mark_written("reversals", [batch[n][0].id for n, _ in out
-                                                if not batch[n][3]])
-        for n, pending in out:
-            rev, doc, stan, _ = batch[n]
-            log.info("%s: %s stan %s sent (reason %s)", _what(rev), doc["t"], stan,
-                     rev.reason)
-            sent = _Sent(f"r{rev.id}", _what(rev), doc["t"], stan, rev.tries, reversal=rev)
-            self._hand_over(sent, pending)
-            handed.add(sent.key)
-        for n in failed:
-            self._backoff(f"r{batch[n][0].id}", batch[n][0].tries + 1)
-        for _ in out:
-            failpoints.hit("after_reversal_sent")
-
-    # -- advices ----------------------------------------------------------------
     async def _send_advices(self) -> bool:
         """Fill the window with the next advices in queue order; True if any went out."""
         if time.monotonic() < self._advices_resume:
             return False
-        ids = [i for i in self._advice_window() if f"a{i}" not in self._outstanding]
-        if not ids:
+        keys = [k for k in self._advice_window() if k not in self._outstanding]
+        if not keys:
             return False
-        keys = [f"a{i}" for i in ids]
         self._outstanding.update(keys)  # before any wait: no one else sends them meanwhile
-        handed: set[str] = set()
+        handed: set[OutboxKey] = set()
         try:
             if not self.link.connected:
                 await self.link.ensure_connected()  # its sign-on flushes the reversals
-                if self._reversal_ids() or self.sale_active():
+                if self._reversal_keys() or self.sale_active():
                     return False
-            advs = self.journal.pending_advices(ids=ids)
-            if len(advs) < len(ids):
-                self._advices = None  # some ended meanwhile: read the queue again
-            return await self._send_advice_batch(advs, handed)
+            return await self._send(self._items(keys), handed)
         finally:
             self._outstanding.difference_update(k for k in keys if k not in handed)
 
-    async def _send_advice_batch(self, advs: list[PendingAdvice], handed: set[str]) -> bool:
-        identities = self.journal.identities("advices", [a.id for a in advs],
-                                             iso.f7(datetime.now(timezone.utc)))
-        for _ in advs:
-            failpoints.hit("after_advice_identity")
-        batch: list[tuple[PendingAdvice, Fields, str, bool]] = []
-        for adv in advs:
-            stan, f7, written = identities[adv.id]
-            try:
-                doc = iso.advice(adv.fields, approval=adv.approval, stan=int(stan), f7=f7)
-                if written:  # only a transmission after one that was written is a repeat
-                    doc = iso.repeat(doc)
-            except (MessageError, ValueError, KeyError) as exc:
-                self._unsendable("advices", adv.id, f"advice of sale {adv.sale_id}", exc)
-                continue
-            batch.append((adv, doc, stan, written))
-        if not batch:
-            return bool(advs)
+    def _items(self, keys: list[OutboxKey]) -> list[OutboxItem]:
+        """The entries of `keys` (of one queue) still pending, read from the journal."""
+        items = self.journal.pending_items(keys)
+        if len(items) < len(keys):
+            self._reread(keys[0].kind)  # some ended meanwhile: read the queue again
+        return items
 
-        def unsendable(n: int, exc: MessageError) -> None:
-            adv = batch[n][0]
-            self._unsendable("advices", adv.id, f"advice of sale {adv.sale_id}", exc)
+    async def _send(self, items: list[OutboxItem], handed: set[OutboxKey]) -> bool:
+        """Write these entries of one queue (the one send path, outbox.py) and hand each
+        one written to a task awaiting its answer; True if there were any."""
+        def hand_over(sent: Sent) -> None:
+            self._spawn(self._await_answer(sent))
+            handed.add(sent.item.key)
 
         try:
-            out, failed = await self._write_batch([doc for _, doc, _, _ in batch],
-                                                  unsendable)
+            unwritten = await self.outbox.transmit(items, self._unsendable, hand_over)
         except HostUnreachableError:
-            self._pause_advices(batch[0][0].tries + 1)
-            raise
-        self.journal.mark_written("advices", [batch[n][0].id for n, _ in out
-                                              if not batch[n][3]])
-        for n, pending in out:
-            adv, doc, stan, _ = batch[n]
-            what = f"advice of sale {adv.sale_id} ({doc['t']} stan {stan})"
-            sent = _Sent(f"a{adv.id}", what, doc["t"], stan, adv.tries, advice=adv)
-            self._hand_over(sent, pending)
-            handed.add(sent.key)
-        if failed:  # the connection failed part way: the rest waits for the next turn
-            self._pause_advices(batch[failed[0]][0].tries + 1)
-        for _ in out:
-            failpoints.hit("after_advice_sent")
-        return True
+            self._later(items)
+            if any(i.key.kind not in URGENT for i in items):
+                raise  # the advices: the loop postpones everything
+            return False
+        self._later(unwritten)  # the connection failed part way: the rest waits its turn
+        return bool(items)
 
     # -- answers ----------------------------------------------------------------
-    async def _answer(self, pending: Pending, what: str) -> tuple[str, str]:
-        """Fields 39 and 37 of the answer, or ("", "") when none came; the link breaker
-        hears either way."""
-        try:
-            answer = await pending.wait(self.cfg.response_timeout)
-        except HostError as exc:
-            log.warning("%s: %s; will repeat", what, exc)
-            self.on_result(False, str(exc))
-            return "", ""
-        code = answer.get("39", "")
-        self.on_result(not is_busy(code), f"{what} answered {code}")
-        return code, answer.get("37", "").strip()
-
-    async def _await_answer(self, sent: _Sent, pending: Pending) -> None:
-        code, rrn = await self._answer(pending, sent.what)
-        if sent.reversal is not None:
-            final = code in REVERSAL_DONE
-            answer = QueueAnswer("reversals", sent.reversal.id, code, final=final)
-        else:
-            assert sent.advice is not None
-            final = bool(code) and not is_busy(code)
-            answer = QueueAnswer("advices", sent.advice.id, code, final=final, rrn=rrn)
-        self._answers.append((answer, sent))
+    async def _await_answer(self, sent: Sent) -> None:
+        answer = await self.outbox.answer(sent.pending, sent.what)
+        code = answer.get("39", "") if answer is not None else ""
+        rrn = answer.get("37", "").strip() if answer is not None else ""
+        self._answers.append((Answer(sent.item.key, code, sent.item.is_final(code), rrn), sent))
         if self._committer is None or self._committer.done():
             self._committer = self._spawn(self._commit_soon())
 
@@ -480,60 +348,21 @@ class Forwarder:
         except BaseException:
             self._answers[:0] = batch  # not journaled: still waiting for their turn
             raise
-        journaled = {(a.table, a.item_id) for a in changed}
+        journaled = {a.key for a in changed}
         for answer, sent in batch:
-            self._outstanding.discard(sent.key)
-            if sent.reversal is not None:
-                self._reversal_answered(answer, sent.reversal,
-                                        ("reversals", answer.item_id) in journaled)
-            else:
-                assert sent.advice is not None
-                self._advice_answered(answer, sent,
-                                      ("advices", answer.item_id) in journaled)
+            self._outstanding.discard(answer.key)
+            self._answered(answer, sent, answer.key in journaled)
         self.on_queue_change()
         self.kick()
 
-    def _reversal_answered(self, answer: QueueAnswer, rev: PendingReversal,
-                           journaled: bool) -> None:
-        what, code = _what(rev), answer.code
+    def _answered(self, answer: Answer, sent: Sent, journaled: bool) -> None:
+        item, code = sent.item, answer.code
         if answer.final:
-            self._not_before.pop(f"r{rev.id}", None)
-            if self._reversals is not None and rev.id in self._reversals:
-                self._reversals.remove(rev.id)
-            if rev.is_void and code == "25":
-                log.warning("%s: the host does not know the original %s stan %s (0410 "
-                            "code 25); it stays voided and is neither charged nor "
-                            "credited; the batch close will show whether the totals "
-                            "agree", what, rev.orig_mti, rev.orig_stan)
-            elif journaled:
-                log.info("%s done (0410 code %s)", what, code)
+            self._not_before.pop(item.key, None)
+            self._forget(item.key)
+            item.log_final(code, journaled=journaled, mti=sent.mti, stan=sent.stan)
             return
         if code:
-            log.warning("%s answered %s; will repeat", what, code)
-        self._backoff(f"r{rev.id}", rev.tries + 1)
-
-    def _advice_answered(self, answer: QueueAnswer, sent: _Sent, journaled: bool) -> None:
-        adv = sent.advice
-        assert adv is not None
-        if not answer.final:
-            if answer.code:
-                log.warning("%s answered %s (not processed); will repeat", sent.what,
-                            answer.code)
-            self._pause_advices(adv.tries + 1)
-            return
-        if self._advices is not None and adv.id in self._advices:
-            self._advices.remove(adv.id)
-        if not journaled:
-            log.info("%s answered %s after the sale was voided; its void settles it with "
-                     "the host", sent.what, answer.code)
-        elif answer.code == "00":
-            log.info("advice of sale %d accepted by the host (%s stan %s)", adv.sale_id,
-                     sent.mti, sent.stan)
-        else:
-            log.error("advice of sale %d REFUSED by the host with code %s: the sale is "
-                      "unpaid; it is listed in the offline report", adv.sale_id, answer.code)
-
-
-def _what(rev: PendingReversal) -> str:
-    """How the log names a queued reversal or void."""
-    return f"{'void' if rev.is_void else 'reversal'} of sale {rev.sale_id}"
+            log.warning("%s answered %s%s; will repeat", sent.what, code,
+                        "" if item.key.kind in URGENT else " (not processed)")
+        self._later([item])

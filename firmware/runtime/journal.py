@@ -20,7 +20,8 @@ from firmware.core.card import CardData
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.runtime.journal_base import SCHEMA, JournalBase, record_from_row
 from firmware.runtime.journal_batch import BatchStore
-from firmware.runtime.journal_queues import PendingAdvice, PendingReversal, QueueStore
+from firmware.runtime.journal_queues import QueueStore
+from firmware.runtime.outbox import PendingAdvice, PendingReversal
 
 __all__ = ["SCHEMA", "Attempt", "Journal", "JournalBase", "PendingAdvice", "PendingReversal",
            "QueuedPrint", "Recovery"]

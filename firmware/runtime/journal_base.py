@@ -310,8 +310,7 @@ class JournalBase:
         memory once read; a rolled-back transaction drops them (`tx`)."""
         value = self._cache.get(key)
         if value is None:
-            value = int(self.db.execute("SELECT value FROM meta WHERE key=?",
-                                        (key,)).fetchone()[0])
+            value = meta_number(self.db, key)
             self._cache[key] = value
         return value
 
@@ -391,11 +390,7 @@ class JournalBase:
 
     def _forget_card(self, db: sqlite3.Connection, sale_id: int) -> None:
         """Delete a sale's sealed card data unless a reversal or advice still needs it."""
-        busy = db.execute(
-            "SELECT (SELECT count(*) FROM reversals WHERE sale_id=? AND state='pending') + "
-            "(SELECT count(*) FROM advices WHERE sale_id=? AND state='pending')",
-            (sale_id, sale_id)).fetchone()[0]
-        if not busy:
+        if not queued(db, "pending", sale_id):
             db.execute("DELETE FROM card_data WHERE sale_id=?", (sale_id,))
 
     def sale(self, sale_id: int) -> SaleRecord:
@@ -403,8 +398,33 @@ class JournalBase:
         return record_from_row(row)
 
     def last_sale(self) -> SaleRecord | None:
-        row = self.db.execute("SELECT * FROM sales ORDER BY id DESC LIMIT 1").fetchone()
-        return record_from_row(row) if row else None
+        return last_sale(self.db)
+
+
+def last_sale(db: sqlite3.Connection) -> SaleRecord | None:
+    """The newest sale (the firmware's journal and JournalView alike)."""
+    row = db.execute("SELECT * FROM sales ORDER BY id DESC LIMIT 1").fetchone()
+    return record_from_row(row) if row else None
+
+
+def queued(db: sqlite3.Connection, state: str, sale_id: int | None = None) -> int:
+    """Reversals, voids and advices in `state` ("pending", "unsendable"), of one sale when
+    `sale_id` is given: the two queue tables counted together."""
+    where = "state=?" if sale_id is None else "state=? AND sale_id=?"
+    args = (state,) if sale_id is None else (state, sale_id)
+    return int(db.execute(f"SELECT (SELECT count(*) FROM reversals WHERE {where}) + "
+                          f"(SELECT count(*) FROM advices WHERE {where})",
+                          args * 2).fetchone()[0])
+
+
+def card_data_records(db: sqlite3.Connection) -> int:
+    """Sealed card data waiting for the host (the key file is needed while any is)."""
+    return int(db.execute("SELECT count(*) FROM card_data").fetchone()[0])
+
+
+def meta_number(db: sqlite3.Connection, key: str) -> int:
+    """A counter of the meta table, read now (a view's read; the journal caches them)."""
+    return int(db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
 
 
 def record_from_row(row: sqlite3.Row) -> SaleRecord:

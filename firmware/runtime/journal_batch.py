@@ -9,9 +9,10 @@ so that a crash or a lost connection at any point resumes where it stopped:
 
 `begin_close` journals the totals before the first 0500; each 0500 gets a new
 STAN and field 7, journaled before it is written (0500 has no repeat). Each
-upload item (`batch_uploads`, one per counted transaction) gets its STAN and
-field 7 at its first send, journaled before it, and is a 0321 after a
-transmission that was written. The row turns `closed` in the same transaction
+upload item (`batch_uploads`, one per counted transaction) is an outbox entry
+(outbox.py): it gets its STAN and field 7 at its first send, journaled before it,
+and is a 0321 after a transmission that was written, through the queue code of
+journal_queues.py. The row turns `closed` in the same transaction
 that advances the batch number and keeps the Z report's lines, and only from a
 state that is not `closed`: a batch is closed once, whatever crashes.
 
@@ -32,7 +33,8 @@ from firmware.core.iso import BatchTotals
 from firmware.core.model import SaleStatus
 from firmware.core.receipt import BatchSummary, Tally
 from firmware.errors import JournalError
-from firmware.runtime.journal_base import JournalBase
+from firmware.runtime.journal_base import JournalBase, queued
+from firmware.runtime.outbox import UploadItem
 from firmware.runtime.vault import Vault
 
 BATCH_SCHEMA = """
@@ -107,25 +109,6 @@ class BatchClose:
     z_printed: bool
 
 
-@dataclass(frozen=True)
-class UploadItem:
-    """One 0320 of a batch upload: a transaction the totals count."""
-
-    id: int
-    batch: int
-    sale_id: int
-    orig_mti: str  # MTI of the original's first transmission: 0200 or 0220
-    orig_stan: str
-    orig_f7: str
-    rrn: str
-    approval: str
-    stan: str  # "" before its first send
-    f7: str
-    written: bool
-    state: str  # "pending" or "answered"
-    code: str
-
-
 class BatchStore(JournalBase):
     """Totals, batch closes and uploads; `Journal` inherits it."""
 
@@ -144,7 +127,7 @@ class BatchStore(JournalBase):
 
     def batch_totals(self, batch: int) -> BatchTotals:
         """What a 0500 for `batch` carries, counted now."""
-        return _totals(self.db, batch)
+        return count_totals(self.db, batch)
 
     def batch_summary(self, batch: int) -> BatchSummary:
         """The batch by type, for the X and Z reports and `posterm status`."""
@@ -169,17 +152,15 @@ class BatchStore(JournalBase):
             offline_waiting=tally(f"s.voided = 0 AND s.status = '{SaleStatus.OFFLINE_APPROVED}' "
                                   "AND a.state = 'pending'"),
             offline_refused=tally(f"s.status = '{SaleStatus.OFFLINE_REFUSED}'"),
-            totals=_totals(self.db, batch),
+            totals=count_totals(self.db, batch),
             first=datetime.fromisoformat(span[0]) if span[0] else None,
             last=datetime.fromisoformat(span[1]) if span[1] else None)
 
     def close_blockers(self) -> int:
         """What must reach the host (or end) before a close: pending reversals and voids,
         pending advices, and sales still in flight."""
-        return int(self.db.execute(
-            "SELECT (SELECT count(*) FROM reversals WHERE state = 'pending') + "
-            "(SELECT count(*) FROM advices WHERE state = 'pending') + "
-            f"(SELECT count(*) FROM sales WHERE status = '{SaleStatus.AUTHORIZING}')"
+        return queued(self.db, "pending") + int(self.db.execute(
+            "SELECT count(*) FROM sales WHERE status = ?", (SaleStatus.AUTHORIZING,)
         ).fetchone()[0])
 
     # -- the close -----------------------------------------------------------------
@@ -189,15 +170,10 @@ class BatchStore(JournalBase):
 
     def close_in_progress(self) -> BatchClose | None:
         """A close that was cut short after its totals were journaled (crash, lost host)."""
-        row = self.db.execute(
-            "SELECT * FROM batch_closes WHERE state IN (?, ?, ?) ORDER BY batch LIMIT 1",
-            IN_PROGRESS).fetchone()
-        return _close_from_row(row) if row else None
+        return close_in_progress(self.db)
 
     def last_close(self) -> BatchClose | None:
-        row = self.db.execute("SELECT * FROM batch_closes WHERE state = 'closed' "
-                              "ORDER BY batch DESC LIMIT 1").fetchone()
-        return _close_from_row(row) if row else None
+        return last_close(self.db)
 
     def begin_close(self, *, scheduled: bool, now: datetime) -> BatchClose | None:
         """Journal the close of the open batch (or pick up the one in progress) with its
@@ -213,7 +189,7 @@ class BatchStore(JournalBase):
             row = db.execute("SELECT * FROM batch_closes WHERE state IN (?, ?, ?) "
                              "ORDER BY batch LIMIT 1", IN_PROGRESS).fetchone()
             batch = int(row["batch"]) if row else self._meta("batch")
-            totals = _totals(db, batch)
+            totals = count_totals(db, batch)
             frozen = (totals.purchases, totals.purchase_amount, totals.refunds,
                       totals.refund_amount)
             if row is None:
@@ -318,41 +294,15 @@ class BatchStore(JournalBase):
                        (batch, r["id"], mti, stan, f7, r["rrn"], r["approval"]))
         return len(rows)
 
-    def upload_fields(self, sale_id: int) -> dict[str, str]:
-        """The stored request fields of a sale, without card data (none is unsealed)."""
-        row = self.db.execute("SELECT fields FROM sales WHERE id = ?", (sale_id,)).fetchone()
-        fields: dict[str, str] = json.loads(row["fields"])
-        return {k: v for k, v in fields.items() if k not in ("2", "14", "35")}
-
     def upload_items(self, batch: int, *, pending_only: bool = True) -> list[UploadItem]:
-        """The batch's upload items, oldest transaction first."""
-        sql = "SELECT * FROM batch_uploads WHERE batch = ?"
+        """The batch's upload items, oldest transaction first, each with its original's
+        stored request fields (no card data: none is unsealed)."""
+        sql = ("SELECT u.*, s.fields AS sale_fields FROM batch_uploads u JOIN sales s ON "
+               "s.id = u.sale_id WHERE u.batch = ?")
         if pending_only:
-            sql += " AND state = 'pending'"
-        return [_item_from_row(r) for r in self.db.execute(sql + " ORDER BY sale_id", (batch,))]
-
-    def upload_identity(self, item_id: int, f7: str) -> tuple[str, str, bool]:
-        """An upload item's STAN and field 7, given at its first send and journaled
-        before it; with them, whether a transmission of it was ever written."""
-        with self.tx() as db:
-            row = db.execute("SELECT stan, f7, written FROM batch_uploads WHERE id = ?",
-                             (item_id,)).fetchone()
-            if row["stan"]:
-                return row["stan"], row["f7"], bool(row["written"])
-            stan = self._take_stan()
-            db.execute("UPDATE batch_uploads SET stan = ?, f7 = ? WHERE id = ?",
-                       (stan, f7, item_id))
-            return stan, f7, False
-
-    def upload_written(self, item_id: int) -> None:
-        """The item's first transmission is out: every later one is a 0321."""
-        with self.tx() as db:
-            db.execute("UPDATE batch_uploads SET written = 1 WHERE id = ?", (item_id,))
-
-    def upload_answered(self, item_id: int, code: str) -> None:
-        with self.tx() as db:
-            db.execute("UPDATE batch_uploads SET state = 'answered', code = ? WHERE id = ?",
-                       (code, item_id))
+            sql += " AND u.state = 'pending'"
+        return [_item_from_row(r) for r in self.db.execute(sql + " ORDER BY u.sale_id",
+                                                           (batch,))]
 
     def upload_finished(self, batch: int) -> bool:
         """Every item answered: the close goes on with 960000. False if one is pending."""
@@ -377,7 +327,28 @@ class BatchStore(JournalBase):
             "ORDER BY batch")]
 
 
-def _totals(db: sqlite3.Connection, batch: int) -> BatchTotals:
+def close_in_progress(db: sqlite3.Connection) -> BatchClose | None:
+    """A close cut short (the firmware's journal and JournalView alike)."""
+    row = db.execute("SELECT * FROM batch_closes WHERE state IN (?, ?, ?) ORDER BY batch "
+                     "LIMIT 1", IN_PROGRESS).fetchone()
+    return _close_from_row(row) if row else None
+
+
+def last_close(db: sqlite3.Connection) -> BatchClose | None:
+    """The newest closed batch (the firmware's journal and JournalView alike)."""
+    row = db.execute("SELECT * FROM batch_closes WHERE state = 'closed' "
+                     "ORDER BY batch DESC LIMIT 1").fetchone()
+    return _close_from_row(row) if row else None
+
+
+def voided_count(db: sqlite3.Connection, batch: int) -> int:
+    """Transactions of `batch` the operator voided."""
+    return int(db.execute("SELECT count(*) FROM sales WHERE batch = ? AND voided = 1",
+                          (batch,)).fetchone()[0])
+
+
+def count_totals(db: sqlite3.Connection, batch: int) -> BatchTotals:
+    """What a 0500 for `batch` carries, counted now (the journal and JournalView alike)."""
     row = db.execute(
         "SELECT coalesce(sum(s.kind = 'purchase'), 0), "
         "coalesce(sum(CASE WHEN s.kind = 'purchase' THEN s.amount ELSE 0 END), 0), "
@@ -407,4 +378,6 @@ def _item_from_row(row: sqlite3.Row) -> UploadItem:
         id=row["id"], batch=row["batch"], sale_id=row["sale_id"], orig_mti=row["orig_mti"],
         orig_stan=row["orig_stan"], orig_f7=row["orig_f7"], rrn=row["rrn"],
         approval=row["approval"], stan=row["stan"], f7=row["f7"], written=bool(row["written"]),
-        state=row["state"], code=row["code"])
+        state=row["state"], code=row["code"],
+        fields={k: v for k, v in json.loads(row["sale_fields"]).items()
+                if k not in ("2", "14", "35")})

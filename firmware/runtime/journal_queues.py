@@ -1,9 +1,9 @@
-"""The journal's store-and-forward part: pending reversals and offline advices.
+"""The journal's outbox part: reversals, voids, offline advices and batch uploads.
 
-Each reversal or advice gets its own STAN and field 7 at its first send, and
-they are journaled before that send, so a repeat (0401, 0221) after a crash
-carries exactly the same identity. The sealed card data a queue entry needs is
-deleted as soon as nothing pending needs it.
+One queue code for the four kinds of entry (outbox.py), keyed by `OutboxKey`: each
+gets its own STAN and field 7 at its first send, journaled before that send, so a
+repeat (0401, 0221, 0321) after a crash carries exactly the same identity. The
+sealed card data a queue entry needs is deleted as soon as nothing pending needs it.
 
 The forwarder pipelines the queues, so the queue writes come in batches: the
 identities of every message about to be written in one transaction
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence, Sized
 from datetime import datetime
 from pathlib import Path
 
@@ -26,62 +25,24 @@ from firmware.core.card import CardData
 from firmware.core.iso import next_stan, stan_str
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.risk import QueueStats, offline_code
-from firmware.runtime.journal_base import record_from_row
-from firmware.runtime.journal_void import VOID_REASON, VoidResult, VoidStore
+from firmware.runtime.journal_base import queued, record_from_row
+from firmware.runtime.journal_void import VoidResult, VoidStore
+from firmware.runtime.outbox import (VOID_REASON, Answer, Identity, Kind, OutboxItem, OutboxKey,
+                                     PendingAdvice, PendingReversal, PendingVoid)
 from firmware.runtime.vault import Vault
 
-QUEUE_TABLES = ("reversals", "advices")
+TRIED = (Kind.REVERSAL, Kind.VOID, Kind.ADVICE)  # kinds that count their tries
 
 
-@dataclass(frozen=True)
-class PendingReversal:
-    id: int
-    sale_id: int
-    reason: str
-    orig_stan: str
-    orig_f7: str
-    fields: dict[str, str]  # the original's fields, card data included (in memory only)
-    stan: str | None
-    f7: str | None
-    tries: int
-    written: bool = False  # a transmission was written: the next one is a 0401
-    orig_mti: str = "0200"  # the original's first transmission: 0200, or 0220 (a void)
-    orig_rrn: str = ""  # field 37 of the original's answer, when known (a void)
-
-    @property
-    def is_void(self) -> bool:
-        """A void the operator asked for (reason 17), not a reversal of an unknown outcome."""
-        return self.reason == VOID_REASON
+def _marks(ids: Sized) -> str:
+    return ",".join("?" * len(ids))
 
 
-@dataclass(frozen=True)
-class PendingAdvice:
-    id: int
-    sale_id: int
-    approval: str
-    fields: dict[str, str]  # the sale's fields, card data included (in memory only)
-    stan: str | None
-    f7: str | None
-    tries: int
-    written: bool = False  # a transmission was written: the next one is a 0221
-
-
-@dataclass(frozen=True)
-class QueueAnswer:
-    """What became of one transmission of a queued reversal or advice, to be journaled.
-
-    `final`: the queue entry ends (a reversal's 00/25; an advice's answer other than
-    91/96, 00 accepting it and any other code refusing it); otherwise it stays pending
-    and counts one more try. `code` is "" when no answer came."""
-
-    table: str  # "reversals" or "advices"
-    item_id: int
-    code: str
-    final: bool
-    rrn: str = ""  # field 37 of an accepted advice's 0230
-
-
-Identity = tuple[str, str, bool]  # STAN, field 7, whether a transmission was written
+def _by_table(keys: Sequence[OutboxKey]) -> dict[str, list[int]]:
+    tables: dict[str, list[int]] = {}
+    for key in keys:
+        tables.setdefault(key.kind.table, []).append(key.id)
+    return tables
 
 
 class QueueStore(VoidStore):
@@ -135,22 +96,56 @@ class QueueStore(VoidStore):
                 self._forget_card(db, sale_id)
         return self.sale(sale_id)
 
-    def pending_advices(self, limit: int | None = None, *,
-                        ids: Sequence[int] | None = None) -> list[PendingAdvice]:
-        """Pending advices in queue order, card data unsealed (memory only): the first
-        `limit`, or those of `ids` that are still pending."""
-        sql = ("SELECT a.*, s.fields AS sale_fields, c.blob AS sealed FROM advices a "
-               "JOIN sales s ON s.id = a.sale_id LEFT JOIN card_data c ON c.sale_id = a.sale_id "
-               "WHERE a.state='pending'")
-        if ids is not None:
-            sql += f" AND a.id IN ({','.join('?' * len(ids))}) ORDER BY a.id"
-        else:
-            sql += " ORDER BY a.id" + (f" LIMIT {int(limit)}" if limit else "")
-        rows = self.db.execute(sql, tuple(ids or ())).fetchall()
-        return [PendingAdvice(id=r["id"], sale_id=r["sale_id"], approval=r["approval"],
-                              fields=self._unsealed(r["sale_id"], r["sale_fields"], r["sealed"]),
-                              stan=r["stan"], f7=r["f7"], tries=r["tries"],
-                              written=bool(r["written"])) for r in rows]
+    # -- the outbox: one queue code for reversals, voids, advices and uploads -------------
+    def pending_keys(self, *kinds: Kind) -> list[OutboxKey]:
+        """The pending entries of these kinds, in queue order (reversals and voids share
+        one queue, `reversals`; a void is a row with reason 17)."""
+        out: list[OutboxKey] = []
+        if Kind.REVERSAL in kinds or Kind.VOID in kinds:
+            for row in self.db.execute("SELECT id, reason FROM reversals WHERE "
+                                       "state='pending' ORDER BY id"):
+                kind = Kind.VOID if row[1] == VOID_REASON else Kind.REVERSAL
+                if kind in kinds:
+                    out.append(OutboxKey(kind, row[0]))
+        if Kind.ADVICE in kinds:
+            out += [OutboxKey(Kind.ADVICE, r[0]) for r in self.db.execute(
+                "SELECT id FROM advices WHERE state='pending' ORDER BY id")]
+        return out
+
+    def pending(self, *kinds: Kind) -> list[OutboxItem]:
+        """The pending entries of these kinds, card data unsealed (memory only)."""
+        return self.pending_items(self.pending_keys(*kinds))
+
+    def pending_items(self, keys: Sequence[OutboxKey]) -> list[OutboxItem]:
+        """The entries of `keys` that are still pending, in the order of `keys`, card data
+        unsealed (memory only). A void names its original itself (orig_*); a reversal names
+        the attempt it reverses."""
+        out: dict[OutboxKey, OutboxItem] = {}
+        revs = [k.id for k in keys if k.kind.table == "reversals"]
+        if revs:
+            for r in self.db.execute(
+                    "SELECT r.*, coalesce(r.orig_stan, a.stan) AS o_stan, coalesce(r.orig_f7, "
+                    "a.f7) AS o_f7 FROM reversals r LEFT JOIN attempts a ON a.id = "
+                    f"r.attempt_id WHERE r.state='pending' AND r.id IN ({_marks(revs)})", revs):
+                cls = PendingVoid if r["reason"] == VOID_REASON else PendingReversal
+                rev = cls(id=r["id"], sale_id=r["sale_id"], reason=r["reason"],
+                          orig_stan=r["o_stan"] or "", orig_f7=r["o_f7"] or "",
+                          fields=self.sale_fields(r["sale_id"]), stan=r["stan"], f7=r["f7"],
+                          tries=r["tries"], written=bool(r["written"]),
+                          orig_mti=r["orig_mti"], orig_rrn=r["orig_rrn"])
+                out[rev.key] = rev
+        advs = [k.id for k in keys if k.kind is Kind.ADVICE]
+        if advs:
+            for r in self.db.execute(
+                    "SELECT a.*, s.fields AS sale_fields, c.blob AS sealed FROM advices a JOIN "
+                    "sales s ON s.id = a.sale_id LEFT JOIN card_data c ON c.sale_id = "
+                    f"a.sale_id WHERE a.state='pending' AND a.id IN ({_marks(advs)})", advs):
+                adv = PendingAdvice(
+                    id=r["id"], sale_id=r["sale_id"], approval=r["approval"],
+                    fields=self._unsealed(r["sale_id"], r["sale_fields"], r["sealed"]),
+                    stan=r["stan"], f7=r["f7"], tries=r["tries"], written=bool(r["written"]))
+                out[adv.key] = adv
+        return [out[k] for k in keys if k in out]
 
     def _unsealed(self, sale_id: int, public: str, sealed: bytes | None) -> dict[str, str]:
         """A sale's fixed request fields with its card data unsealed (memory only): what
@@ -160,42 +155,35 @@ class QueueStore(VoidStore):
             fields.update(json.loads(self.vault.unseal(f"sale:{sale_id}", sealed)))
         return fields
 
-    def pending_advice_ids(self, limit: int | None = None) -> list[int]:
-        """The ids of the pending advices in queue order (all of them without `limit`)."""
-        if limit is None:
-            return [r[0] for r in self.db.execute(
-                "SELECT id FROM advices WHERE state='pending' ORDER BY id")]
-        return [r[0] for r in self.db.execute(
-            "SELECT id FROM advices WHERE state='pending' ORDER BY id LIMIT ?", (limit,))]
-
-    def advice_tries(self, adv_id: int) -> int:
-        row = self.db.execute("SELECT tries FROM advices WHERE id=?", (adv_id,)).fetchone()
+    def tries(self, key: OutboxKey) -> int:
+        """Transmissions of a reversal, void or advice answered so far (or lost)."""
+        assert key.kind in TRIED
+        row = self.db.execute(f"SELECT tries FROM {key.kind.table} WHERE id=?",
+                              (key.id,)).fetchone()
         return int(row[0]) if row else 0
 
-    def identities(self, table: str, ids: Sequence[int], f7: str) -> dict[int, Identity]:
-        """Give each reversal or advice of `ids` that has none its own STAN and field 7, in
-        one transaction, before any of them is written; with each identity, whether a
+    def identities(self, keys: Sequence[OutboxKey], f7: str) -> dict[OutboxKey, Identity]:
+        """Give each entry of `keys` that has none its own STAN and field 7, in one
+        transaction, before any of them is written; with each identity, whether a
         transmission of it was ever written (read now, in the transaction)."""
-        assert table in QUEUE_TABLES
-        if not ids:
+        if not keys:
             return {}
-        out: dict[int, Identity] = {}
+        out: dict[OutboxKey, Identity] = {}
         with self.tx() as db:
-            marks = ",".join("?" * len(ids))
-            rows = db.execute(f"SELECT id, stan, f7, written FROM {table} WHERE id IN "
-                              f"({marks})", tuple(ids)).fetchall()
-            known = {r["id"]: r for r in rows}
-            fresh = [i for i in ids if i in known and not known[i]["stan"]]
-            stans = self._take_stans(len(fresh))
-            db.executemany(f"UPDATE {table} SET stan=?, f7=? WHERE id=?",
-                           [(stan, f7, i) for i, stan in zip(fresh, stans, strict=True)])
-            new = dict(zip(fresh, stans, strict=True))
-            for i in ids:
-                if i in new:
-                    out[i] = (new[i], f7, False)
-                elif i in known:
-                    row = known[i]
-                    out[i] = (row["stan"], row["f7"], bool(row["written"]))
+            for table, ids in _by_table(keys).items():
+                rows = db.execute(f"SELECT id, stan, f7, written FROM {table} WHERE id IN "
+                                  f"({_marks(ids)})", ids).fetchall()
+                known = {r["id"]: r for r in rows}
+                fresh = [i for i in ids if i in known and not known[i]["stan"]]
+                stans = dict(zip(fresh, self._take_stans(len(fresh)), strict=True))
+                db.executemany(f"UPDATE {table} SET stan=?, f7=? WHERE id=?",
+                               [(stan, f7, i) for i, stan in stans.items()])
+                for key in keys:
+                    if key.kind.table != table or key.id not in known:
+                        continue
+                    row = known[key.id]
+                    out[key] = Identity(stans[key.id], f7, False) if key.id in stans else \
+                        Identity(row["stan"], row["f7"], bool(row["written"]))
         return out
 
     def _take_stans(self, count: int) -> list[str]:
@@ -210,67 +198,72 @@ class QueueStore(VoidStore):
         self._set_meta("next_stan", stan)
         return out
 
-    def mark_written(self, table: str, ids: Sequence[int]) -> None:
-        """The first transmissions of these reversals or advices are out: every later one
-        is a repeat (0401, 0221). One transaction for all of them."""
-        assert table in QUEUE_TABLES
-        if not ids:
+    def mark_written(self, keys: Sequence[OutboxKey]) -> None:
+        """The first transmissions of these entries are out: every later one is a repeat
+        (0401, 0221, 0321). One transaction for all of them."""
+        if not keys:
             return
         with self.tx() as db:
-            marks = ",".join("?" * len(ids))
-            db.execute(f"UPDATE {table} SET written=1 WHERE written=0 AND id IN ({marks})",
-                       tuple(ids))
+            for table, ids in _by_table(keys).items():
+                db.execute(f"UPDATE {table} SET written=1 WHERE written=0 AND id IN "
+                           f"({_marks(ids)})", ids)
 
-    def record_answers(self, answers: Sequence[QueueAnswer]) -> list[QueueAnswer]:
+    def record_answers(self, answers: Sequence[Answer]) -> list[Answer]:
         """Journal what became of these transmissions, all in one transaction; returns
         the answers that changed the journal (an advice voided while its answer was on
         the way stays voided: its void settles it with the host)."""
         if not answers:
             return []
-        changed: list[QueueAnswer] = []
-        accepted = {a.item_id: a for a in answers
-                    if a.table == "advices" and a.final and a.code == "00"}
+        changed: list[Answer] = []
+        accepted = {a.key.id: a for a in answers
+                    if a.key.kind is Kind.ADVICE and a.final and a.code == "00"}
         with self.tx() as db:
             if accepted:  # the common case, a few statements for the whole group
                 changed.extend(self._accept_advices(db, accepted))
             for a in answers:
-                if a.table == "advices" and a.item_id in accepted:
+                if a.key.kind is Kind.ADVICE and a.key.id in accepted:
                     continue
-                if a.table == "advices":
-                    done = self._advice_answer(db, a) if a.final else self._tried(db, a)
-                elif a.table == "reversals":
-                    done = self._reversal_answer(db, a) if a.final else self._tried(db, a)
+                if not a.final:
+                    done = self._tried(db, a)
+                elif a.key.kind is Kind.ADVICE:
+                    done = self._advice_answer(db, a)
+                elif a.key.kind is Kind.UPLOAD:
+                    done = bool(db.execute("UPDATE batch_uploads SET state='answered', code=? "
+                                           "WHERE id=? AND state='pending'",
+                                           (a.code, a.key.id)).rowcount)
                 else:
-                    raise ValueError(f"not a queue table: {a.table!r}")
+                    done = self._reversal_answer(db, a)
                 if done:
                     changed.append(a)
         return changed
 
     @staticmethod
-    def _accept_advices(db: sqlite3.Connection,
-                        accepted: dict[int, QueueAnswer]) -> list[QueueAnswer]:
+    def _accept_advices(db: sqlite3.Connection, accepted: dict[int, Answer]) -> list[Answer]:
         """Advices the host accepted (00): state, their sales' field 37, card data gone."""
-        marks = ",".join("?" * len(accepted))
         rows = db.execute(f"UPDATE advices SET state='accepted', tries=tries+1, "
-                          f"last_code='00' WHERE state='pending' AND id IN ({marks}) "
-                          "RETURNING id, sale_id", tuple(accepted)).fetchall()
+                          f"last_code='00' WHERE state='pending' AND id IN "
+                          f"({_marks(accepted)}) RETURNING id, sale_id",
+                          tuple(accepted)).fetchall()
         db.executemany("UPDATE sales SET rrn=? WHERE id=?",
                        [(accepted[r[0]].rrn, r[1]) for r in rows if accepted[r[0]].rrn])
-        db.execute(f"DELETE FROM card_data WHERE sale_id IN ({','.join('?' * len(rows))})",
+        db.execute(f"DELETE FROM card_data WHERE sale_id IN ({_marks(rows)})",
                    tuple(r[1] for r in rows))
         return [accepted[r[0]] for r in rows]
 
     @staticmethod
-    def _tried(db: sqlite3.Connection, a: QueueAnswer) -> bool:
-        cur = db.execute(f"UPDATE {a.table} SET tries=tries+1, last_code=? WHERE id=? AND "
-                         "state='pending'", (a.code, a.item_id))
+    def _tried(db: sqlite3.Connection, a: Answer) -> bool:
+        """One more try of a pending entry (an upload counts its tries itself)."""
+        if a.key.kind not in TRIED:
+            return False
+        cur = db.execute(f"UPDATE {a.key.kind.table} SET tries=tries+1, last_code=? WHERE "
+                         "id=? AND state='pending'", (a.code, a.key.id))
         return bool(cur.rowcount)
 
-    def _advice_answer(self, db: sqlite3.Connection, a: QueueAnswer) -> bool:
+    def _advice_answer(self, db: sqlite3.Connection, a: Answer) -> bool:
         state = "accepted" if a.code == "00" else "refused"
         changed = db.execute("UPDATE advices SET state=?, tries=tries+1, last_code=? "
                              "WHERE id=? AND state='pending' RETURNING sale_id",
-                             (state, a.code, a.item_id)).fetchone()
+                             (state, a.code, a.key.id)).fetchone()
         if changed is None:
             return False
         sale_id = changed[0]
@@ -282,58 +275,26 @@ class QueueStore(VoidStore):
         db.execute("DELETE FROM card_data WHERE sale_id=?", (sale_id,))
         return True
 
-    def _reversal_answer(self, db: sqlite3.Connection, a: QueueAnswer) -> bool:
+    def _reversal_answer(self, db: sqlite3.Connection, a: Answer) -> bool:
         changed = db.execute("UPDATE reversals SET state='done', tries=tries+1, last_code=? "
                              "WHERE id=? AND state='pending' RETURNING sale_id",
-                             (a.code, a.item_id)).fetchone()
+                             (a.code, a.key.id)).fetchone()
         if changed is None:
             return False
         self._forget_card(db, changed[0])
         return True
 
-    def advice_written(self, adv_id: int) -> None:
-        """The advice's first transmission is out: every later one is a 0221."""
-        self.mark_written("advices", [adv_id])
-
-    def advice_identity(self, adv_id: int, f7: str) -> Identity:
-        """Give an advice its own STAN and field 7 at its first send (persisted first);
-        with them, whether a transmission of it was ever written (read now, not earlier)."""
-        return self.identities("advices", [adv_id], f7)[adv_id]
-
-    def unsendable(self, table: str, item_id: int, why: str) -> None:
-        """A reversal or advice whose message cannot be built (a journal from a release with
-        a bad configuration): out of the queue, kept, reported; it never blocks the rest."""
-        assert table in ("reversals", "advices")
+    def unsendable(self, key: OutboxKey, why: str) -> None:
+        """A reversal, void or advice whose message cannot be built (a journal from a release
+        with a bad configuration): out of the queue, kept, reported; it never blocks the
+        rest."""
+        assert key.kind in TRIED
         with self.tx() as db:
-            db.execute(f"UPDATE {table} SET state='unsendable', last_code=? WHERE id=?",
-                       (why[:200], item_id))
-
-    def advice_tried(self, adv_id: int, code: str) -> None:
-        self.record_answers([QueueAnswer("advices", adv_id, code, final=False)])
-
-    def advice_done(self, adv_id: int, code: str, rrn: str = "") -> None:
-        """The host accepted (00) or refused (any final code) the advice: card data goes.
-        An accepted advice's field 37 is kept on the sale (a void or the batch upload names
-        it). An advice voided while its answer was on the way stays voided: its void (a
-        0400 reason 17 naming it) settles it with the host."""
-        self.record_answers([QueueAnswer("advices", adv_id, code, final=True, rrn=rrn)])
+            db.execute(f"UPDATE {key.kind.table} SET state='unsendable', last_code=? WHERE "
+                       "id=?", (why[:200], key.id))
 
     def queue_stats(self) -> QueueStats:
-        from firmware.core.risk import QueueStats
-
-        row = self.db.execute(
-            "SELECT count(*), coalesce(sum(s.amount), 0), min(s.local) FROM advices a "
-            "JOIN sales s ON s.id = a.sale_id WHERE a.state='pending'").fetchone()
-        refused = self.db.execute("SELECT count(*) FROM advices WHERE state='refused'"
-                                  ).fetchone()[0]
-        reversals = self.db.execute("SELECT count(*) FROM reversals WHERE state='pending'"
-                                    ).fetchone()[0]
-        unsendable = self.db.execute(
-            "SELECT (SELECT count(*) FROM reversals WHERE state='unsendable') + "
-            "(SELECT count(*) FROM advices WHERE state='unsendable')").fetchone()[0]
-        oldest = datetime.fromisoformat(row[2]) if row[2] else None
-        return QueueStats(count=row[0], total=row[1], oldest=oldest, refused=refused,
-                          reversals=reversals, unsendable=unsendable)
+        return queue_stats(self.db)
 
     def refused_advices(self) -> list[SaleRecord]:
         rows = self.db.execute("SELECT s.* FROM advices a JOIN sales s ON s.id = a.sale_id "
@@ -357,42 +318,15 @@ class QueueStore(VoidStore):
                                "WHERE a.state='pending' ORDER BY a.id").fetchall()
         return [record_from_row(r) for r in rows]
 
-    def pending_reversals(self, *, ids: Sequence[int] | None = None) -> list[PendingReversal]:
-        """Reversals and voids still to be acknowledged, oldest first (only those of `ids`
-        when given). A void names its original itself (orig_*); a reversal names the
-        attempt it reverses."""
-        sql = ("SELECT r.*, coalesce(r.orig_stan, a.stan) AS o_stan, "
-               "coalesce(r.orig_f7, a.f7) AS o_f7 FROM reversals r "
-               "LEFT JOIN attempts a ON a.id = r.attempt_id WHERE r.state='pending'")
-        if ids is not None:
-            sql += f" AND r.id IN ({','.join('?' * len(ids))})"
-        rows = self.db.execute(sql + " ORDER BY r.id", tuple(ids or ())).fetchall()
-        return [PendingReversal(id=r["id"], sale_id=r["sale_id"], reason=r["reason"],
-                                orig_stan=r["o_stan"] or "", orig_f7=r["o_f7"] or "",
-                                fields=self.sale_fields(r["sale_id"]), stan=r["stan"],
-                                f7=r["f7"], tries=r["tries"], written=bool(r["written"]),
-                                orig_mti=r["orig_mti"], orig_rrn=r["orig_rrn"])
-                for r in rows]
 
-    def reversal_written(self, rev_id: int) -> None:
-        """The reversal's first transmission is out: every later one is a 0401."""
-        self.mark_written("reversals", [rev_id])
-
-    def pending_reversal_ids(self) -> list[int]:
-        return [r[0] for r in self.db.execute(
-            "SELECT id FROM reversals WHERE state='pending' ORDER BY id")]
-
-    def reversal_tries(self, rev_id: int) -> int:
-        return int(self.db.execute("SELECT tries FROM reversals WHERE id=?",
-                                   (rev_id,)).fetchone()[0])
-
-    def reversal_identity(self, rev_id: int, f7: str) -> Identity:
-        """Give a reversal its own STAN and field 7 at its first send (persisted first);
-        with them, whether a transmission of it was ever written (read now, not earlier)."""
-        return self.identities("reversals", [rev_id], f7)[rev_id]
-
-    def reversal_tried(self, rev_id: int, code: str) -> None:
-        self.record_answers([QueueAnswer("reversals", rev_id, code, final=False)])
-
-    def reversal_done(self, rev_id: int, code: str) -> None:
-        self.record_answers([QueueAnswer("reversals", rev_id, code, final=True)])
+def queue_stats(db: sqlite3.Connection) -> QueueStats:
+    """The queues as counted now (the firmware's journal and JournalView alike)."""
+    row = db.execute(
+        "SELECT count(*), coalesce(sum(s.amount), 0), min(s.local) FROM advices a "
+        "JOIN sales s ON s.id = a.sale_id WHERE a.state='pending'").fetchone()
+    refused = db.execute("SELECT count(*) FROM advices WHERE state='refused'").fetchone()[0]
+    reversals = db.execute("SELECT count(*) FROM reversals WHERE state='pending'"
+                           ).fetchone()[0]
+    oldest = datetime.fromisoformat(row[2]) if row[2] else None
+    return QueueStats(count=row[0], total=row[1], oldest=oldest, refused=refused,
+                      reversals=reversals, unsendable=queued(db, "unsendable"))

@@ -32,11 +32,10 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from firmware.core.iso import VOID_REASON
 from firmware.core.sale import RECENT_MAX
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.runtime.journal_base import JournalBase, record_from_row
-
-VOID_REASON = "17"  # field 39 of a void: customer cancellation
 
 NOT_FOUND = "NOT FOUND"
 USE_REFUND = "USE REFUND"

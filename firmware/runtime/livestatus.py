@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +27,29 @@ class LiveStatus:
 
     def line(self) -> str:
         """What the terminal is doing, in words, for `systemctl status`."""
-        p = self.parts
-        return status.status_line(
-            link=p.monitor.state, untrusted=p.monitor.health.untrusted,
-            queues=p.journal.queue_stats(), printer=p.spooler.condition,
-            waiting_prints=len(p.journal.queued_prints()), display=p.display.fault,
-            power=p.power.status_parts() if p.power is not None else [])
+        return status.status_line(status.Facts(
+            queue=status.Queue.of(self.parts.journal.queue_stats()), terminal=self.terminal()))
 
-    async def doc(self) -> dict[str, Any]:
-        p, state_dir = self.parts, self.parts.cfg.state_dir
-        doc = await asyncio.to_thread(status.journal_facts, state_dir / "journal.sqlite3",
-                                      state_dir / "card.key")
-        doc.update(
-            running=True, pid=os.getpid(), version=status.version(), status=self.line(),
-            printer_fault=p.spooler.condition, display_fault=p.display.fault,
+    def terminal(self) -> status.Terminal:
+        """The running terminal's own part of `posterm status` (status.py)."""
+        p = self.parts
+        return status.Terminal(
+            pid=os.getpid(), printer_fault=p.spooler.condition, display_fault=p.display.fault,
+            waiting_prints=len(p.journal.queued_prints()),
             phase=self.current.phase.value if self.current.phase else "",
             batch_close_running=p.closer.running,
             in_flight=p.link.outstanding + (1 if self.current.in_flight() else 0),
-            link={"state": p.monitor.state, "untrusted": p.monitor.health.untrusted,
-                  "path": p.link.path or PRIMARY, "host": p.link.address,
-                  "connected": p.link.connected})
-        if p.paths is not None and p.paths.modem is not None:
-            doc["modem"] = modem_facts(p.paths)
-        if p.power is not None:
-            doc["power"] = p.power.facts()
-        return doc
+            link=status.Link(p.monitor.state, p.monitor.health.untrusted,
+                             p.link.path or PRIMARY, p.link.address, p.link.connected),
+            modem=modem_facts(p.paths) if p.paths is not None and p.paths.modem is not None
+            else None,
+            power=p.power.facts() if p.power is not None else None)
+
+    async def doc(self) -> dict[str, Any]:
+        state_dir = self.parts.cfg.state_dir
+        facts = await asyncio.to_thread(status.read_journal, state_dir / "journal.sqlite3",
+                                        state_dir / "card.key")
+        return replace(facts, terminal=self.terminal()).to_doc()
 
     async def start(self) -> None:
         """The status socket, in systemd's runtime directory, else [terminal] runtime_dir,

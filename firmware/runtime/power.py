@@ -326,17 +326,6 @@ class PowerMonitor:
                      "stopping": self.shutdown_requested, "error": self._pin_error}
         return {"battery": battery, "mains": mains}
 
-    def status_parts(self) -> list[str]:
-        """Words for `systemctl status`."""
-        parts = []
-        if self.power_ok is not None and not self.mains:
-            parts.append("MAINS POWER LOST, on battery")
-        if self.low and self.reading is not None:
-            parts.append(f"battery low ({int(self.reading.percent)} %)")
-        elif self.gauge_error:
-            parts.append("battery gauge fault")
-        return parts
-
 
 def monitor_for(cfg: Config, gauge: GaugePort | None, signals: Signals, *,
                 emit: Callable[[Event], None], checkpoint: Callable[[], None],

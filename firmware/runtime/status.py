@@ -4,7 +4,14 @@ The running firmware answers on a Unix socket, `status.sock` in its runtime
 directory (systemd's RuntimeDirectory; `[terminal] runtime_dir`, else the state
 directory), created with mode 600 so only the service user and root can ask.
 Each connection gets one JSON document and is closed. When no firmware answers,
-`posterm status` reads the journal read-only instead.
+`posterm status` reads the journal read-only instead (journal_view.py, as the running
+firmware does for its own answer).
+
+The facts are gathered once into one frozen record (`Facts`): the journal's part
+read through `JournalView` (`read_journal`), the running firmware's own part
+(`Terminal`) added by the firmware. systemd's status line, the text and the JSON
+document are rendered from that record; a document read from the socket becomes
+the record again (`Facts.from_doc`) before it is judged and shown.
 
 Exit codes (for monitoring): 0 healthy; 1 degraded (bank slow or offline, a
 reversal or offline sale waiting, a refused offline sale, a printer fault, a
@@ -20,11 +27,13 @@ import json
 import os
 import socket
 import sqlite3
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from firmware.core.risk import QueueStats
+from firmware.runtime.journal_view import Batch, Closing, JournalView, LastClose, LastSale
+from firmware.runtime.journal_view import Queue as Queue  # app.py: the status line's queues
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 SOCKET_NAME = "status.sock"
@@ -49,145 +58,199 @@ def socket_paths(runtime_dir: Path, state_dir: Path) -> list[Path]:
     return [d / SOCKET_NAME for d in dict.fromkeys(dirs)]
 
 
-def journal_facts(journal_path: Path, key_path: Path) -> dict[str, Any]:
-    """What the journal and the key file say, read-only (works with the firmware stopped)."""
-    facts: dict[str, Any] = {"journal": {"path": str(journal_path)},
-                             "key": {"present": key_path.exists(),
-                                     "readable": os.access(key_path, os.R_OK)}}
+# -- the record ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Link:
+    state: str  # UP, DEGRADED, DOWN
+    untrusted: bool
+    path: str
+    host: str
+    connected: bool
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """What only the running firmware knows of itself."""
+
+    pid: int
+    link: Link
+    printer_fault: str = ""
+    display_fault: str = ""
+    waiting_prints: int = 0  # receipts in the print queue
+    phase: str = ""
+    batch_close_running: bool = False
+    in_flight: int = 0
+    modem: Mapping[str, Any] | None = None  # paths.modem_facts
+    power: Mapping[str, Any] | None = None  # power.PowerMonitor.facts
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything `posterm status` and systemd's status line tell, gathered once; the
+    screen line (`status_line`), the text (`render`) and the JSON (`to_doc`) are all
+    rendered from it, and `health` judges it."""
+
+    version: str = ""
+    journal_path: str = ""
+    integrity: str = ""  # "ok", "no journal yet", or what is wrong
+    key_present: bool = False
+    key_readable: bool = False
+    queue: Queue | None = None  # None: no journal, or it cannot be read
+    last_sale: LastSale | None = None
+    batch: Batch | None = None  # None: not read (no journal, or one without batches)
+    terminal: Terminal | None = None  # None: the firmware is not running
+
+    @property
+    def running(self) -> bool:
+        return self.terminal is not None
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON document (the status socket's answer, `posterm status --json`)."""
+        doc: dict[str, Any] = {
+            "journal": {"path": self.journal_path, "integrity": self.integrity},
+            "key": {"present": self.key_present, "readable": self.key_readable}}
+        if self.queue is not None:
+            queue = asdict(self.queue)
+            doc["refused_offline_sales"] = queue.pop("refused")
+            doc["queue"] = queue
+            doc["last_sale"] = asdict(self.last_sale) if self.last_sale else None
+            doc["batch"] = asdict(self.batch) if self.batch else {}
+        doc.update(running=self.running, version=self.version)
+        t = self.terminal
+        if t is not None:
+            doc.update(pid=t.pid, status=status_line(self), printer_fault=t.printer_fault,
+                       display_fault=t.display_fault, phase=t.phase,
+                       batch_close_running=t.batch_close_running, in_flight=t.in_flight,
+                       waiting_prints=t.waiting_prints, link=asdict(t.link))
+            if t.modem is not None:
+                doc["modem"] = dict(t.modem)
+            if t.power is not None:
+                doc["power"] = dict(t.power)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Facts:
+        """The record again from a JSON document (the running firmware's answer)."""
+        journal, key = doc.get("journal") or {}, doc.get("key") or {}
+        queue = None
+        if "queue" in doc:
+            queue = Queue(**_known(Queue, doc["queue"]),
+                          refused=doc.get("refused_offline_sales", 0))
+        last = doc.get("last_sale")
+        batch = doc.get("batch") or None
+        if batch is not None:
+            closing, closed = batch.get("close_in_progress"), batch.get("last_close")
+            batch = Batch(**{**_known(Batch, batch),
+                             "close_in_progress": Closing(**closing) if closing else None,
+                             "last_close": LastClose(**closed) if closed else None})
+        terminal = None
+        if doc.get("running"):
+            terminal = Terminal(**{**_known(Terminal, doc), "link": Link(
+                **_known(Link, doc.get("link") or {"state": "", "untrusted": False, "path": "",
+                                                   "host": "", "connected": False}))})
+        return cls(version=str(doc.get("version", "")), journal_path=journal.get("path", ""),
+                   integrity=journal.get("integrity", ""),
+                   key_present=bool(key.get("present")), key_readable=bool(key.get("readable")),
+                   queue=queue, last_sale=LastSale(**last) if last else None, batch=batch,
+                   terminal=terminal)
+
+
+def _known(cls: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of `cls`'s own fields (another release may send more)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+# -- gathering -------------------------------------------------------------------------
+def read_journal(journal_path: Path, key_path: Path) -> Facts:
+    """What the journal and the key file say, read-only (JournalView: works with the
+    firmware stopped, and from any thread of the running firmware)."""
+    facts = Facts(version=version(), journal_path=str(journal_path),
+                  key_present=key_path.exists(), key_readable=os.access(key_path, os.R_OK))
     if not journal_path.exists():
-        facts["journal"]["integrity"] = "no journal yet"
-        return facts
+        return replace(facts, integrity="no journal yet")
     try:
-        db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=2)
-        try:
-            facts["journal"]["integrity"] = db.execute("PRAGMA quick_check").fetchone()[0]
-            facts.update(_queues(db))
-            facts["batch"] = _batch(db)
-        finally:
-            db.close()
+        with JournalView(journal_path) as view:
+            return replace(facts, integrity=view.integrity(), queue=view.queue(),
+                           last_sale=view.last_sale(), batch=view.batch())
     except sqlite3.Error as exc:
-        facts["journal"]["integrity"] = f"cannot be read: {exc}"
-    return facts
+        return replace(facts, integrity=f"cannot be read: {exc}")
 
 
-def _queues(db: sqlite3.Connection) -> dict[str, Any]:
-    one = db.execute
-    oldest = one("SELECT min(s.local) FROM advices a JOIN sales s ON s.id=a.sale_id "
-                 "WHERE a.state='pending'").fetchone()[0]
-    age = None
-    if oldest:
-        age = int((datetime.now() - datetime.fromisoformat(oldest)).total_seconds())
-    queue = {
-        "reversals": one("SELECT count(*) FROM reversals WHERE state='pending'").fetchone()[0],
-        "advices": one("SELECT count(*) FROM advices WHERE state='pending'").fetchone()[0],
-        "advices_amount": one("SELECT coalesce(sum(s.amount),0) FROM advices a JOIN sales s "
-                              "ON s.id=a.sale_id WHERE a.state='pending'").fetchone()[0],
-        "oldest_advice_age_seconds": age,
-        "card_data_records": one("SELECT count(*) FROM card_data").fetchone()[0],
-        "unsendable": one("SELECT (SELECT count(*) FROM reversals WHERE state='unsendable') + "
-                          "(SELECT count(*) FROM advices WHERE state='unsendable')"
-                          ).fetchone()[0],
-    }
-    refused = one("SELECT count(*) FROM advices WHERE state='refused'").fetchone()[0]
-    row = one("SELECT id, local, status, amount, currency, pan_masked, response_code "
-              "FROM sales ORDER BY id DESC LIMIT 1").fetchone()
-    last = None
-    if row:
-        last = {"id": row[0], "time": row[1], "outcome": row[2], "amount": row[3],
-                "currency": row[4], "pan": row[5], "response_code": row[6]}
-    return {"queue": queue, "refused_offline_sales": refused, "last_sale": last}
-
-
-def _batch(db: sqlite3.Connection) -> dict[str, Any]:
-    """The open batch's totals (what its 0500 would carry), a close in progress, the last
-    close. Counted as journal_batch.py counts them; empty for a journal without batches."""
-    try:
-        number = int(db.execute("SELECT value FROM meta WHERE key='batch'").fetchone()[0])
-        row = db.execute(
-            "SELECT coalesce(sum(s.kind='purchase'), 0), coalesce(sum(CASE WHEN "
-            "s.kind='purchase' THEN s.amount ELSE 0 END), 0), coalesce(sum(s.kind='refund'), "
-            "0), coalesce(sum(CASE WHEN s.kind='refund' THEN s.amount ELSE 0 END), 0) FROM "
-            "sales s LEFT JOIN advices a ON a.sale_id=s.id WHERE s.batch=? AND s.voided=0 AND "
-            "((s.status='APPROVED' AND s.kind IN ('purchase','refund')) OR "
-            "(s.status='OFFLINE_APPROVED' AND s.kind='purchase' AND a.state='accepted'))",
-            (number,)).fetchone()
-        voids = db.execute("SELECT count(*) FROM sales WHERE batch=? AND voided=1",
-                           (number,)).fetchone()[0]
-        closing = db.execute("SELECT batch, state FROM batch_closes WHERE state IN "
-                             "('closing','uploading','uploaded') ORDER BY batch").fetchone()
-        last = db.execute("SELECT batch, finished, last_code, balanced FROM batch_closes "
-                          "WHERE state='closed' ORDER BY batch DESC LIMIT 1").fetchone()
-    except (sqlite3.Error, TypeError, ValueError):
-        return {}
-    return {"open": number, "purchases": row[0], "purchase_amount": row[1], "refunds": row[2],
-            "refund_amount": row[3], "voids": voids,
-            "close_in_progress": {"batch": closing[0], "state": closing[1]} if closing else None,
-            "last_close": {"batch": last[0], "time": last[1], "code": last[2],
-                           "balanced": bool(last[3])} if last else None}
-
-
-def status_line(*, link: str, untrusted: bool, queues: QueueStats, printer: str,
-                waiting_prints: int, display: str, power: list[str]) -> str:
+# -- rendering -------------------------------------------------------------------------
+def status_line(facts: Facts) -> str:
     """What the running terminal is doing, in words, for systemd's STATUS line."""
+    t, queue = facts.terminal, facts.queue or Queue()
+    assert t is not None, "the status line is the running firmware's"
     words = {"UP": "bank online", "DEGRADED": "bank slow to answer", "DOWN": "OFFLINE"}
-    parts = ["ready, " + ("OFFLINE: host not trusted" if untrusted else words.get(link, link))]
-    if queues.count:
-        parts.append(f"{queues.count} offline sale(s) queued")
-    if queues.reversals:
-        parts.append(f"{queues.reversals} reversal(s) pending")
-    if queues.refused:
-        parts.append(f"{queues.refused} refused offline sale(s) unpaid")
-    if printer:
-        parts.append(f"printer: {printer}")
-    if waiting_prints:
-        parts.append(f"{waiting_prints} receipt(s) waiting for the printer")
-    if display:
-        parts.append(f"display fault ({display})")
-    return "; ".join(parts + power)
+    parts = ["ready, " + ("OFFLINE: host not trusted" if t.link.untrusted
+                          else words.get(t.link.state, t.link.state))]
+    if queue.advices:
+        parts.append(f"{queue.advices} offline sale(s) queued")
+    if queue.reversals:
+        parts.append(f"{queue.reversals} reversal(s) pending")
+    if queue.refused:
+        parts.append(f"{queue.refused} refused offline sale(s) unpaid")
+    if t.printer_fault:
+        parts.append(f"printer: {t.printer_fault}")
+    if t.waiting_prints:
+        parts.append(f"{t.waiting_prints} receipt(s) waiting for the printer")
+    if t.display_fault:
+        parts.append(f"display fault ({t.display_fault})")
+    return "; ".join(parts + power_words(t.power or {}))
 
 
-def health(doc: dict[str, Any]) -> tuple[int, list[str]]:
+def power_words(power: Mapping[str, Any]) -> list[str]:
+    """The power part of the status line."""
+    parts = []
+    mains, battery = power.get("mains"), power.get("battery")
+    if mains and not mains.get("ok", True):
+        parts.append("MAINS POWER LOST, on battery")
+    if battery and battery.get("low") and battery.get("percent") is not None:
+        parts.append(f"battery low ({int(battery['percent'])} %)")
+    elif battery and battery.get("error"):
+        parts.append("battery gauge fault")
+    return parts
+
+
+def health(facts: Facts) -> tuple[int, list[str]]:
     """The exit code and the reasons for it."""
     down, degraded = [], []
-    if not doc.get("running"):
+    t, queue = facts.terminal, facts.queue or Queue()
+    if t is None:
         down.append("posterm is not running")
-    integrity = doc.get("journal", {}).get("integrity", "")
-    if integrity not in ("ok", "no journal yet"):
-        down.append(f"journal: {integrity}")
-    key = doc.get("key", {})
-    waiting = doc.get("queue", {}).get("card_data_records", 0)
-    if waiting and not (key.get("present") and key.get("readable")):
+    if facts.integrity not in ("ok", "no journal yet"):
+        down.append(f"journal: {facts.integrity}")
+    if queue.card_data_records and not (facts.key_present and facts.key_readable):
         down.append("key file missing or unreadable while card data waits for it")
-    link = doc.get("link", {})
-    if link.get("untrusted"):
+    if t is not None and t.link.untrusted:
         degraded.append("host not trusted (TLS)")
-    elif link.get("state") in ("DOWN", "DEGRADED"):
-        degraded.append(f"bank link {link['state'].lower()}")
-    queue = doc.get("queue", {})
-    if queue.get("reversals"):
-        degraded.append(f"{queue['reversals']} reversal(s) pending")
-    if queue.get("advices"):
-        degraded.append(f"{queue['advices']} offline sale(s) not yet sent")
-    if queue.get("unsendable"):
-        degraded.append(f"{queue['unsendable']} reversal(s) or advice(s) cannot be sent: "
+    elif t is not None and t.link.state in ("DOWN", "DEGRADED"):
+        degraded.append(f"bank link {t.link.state.lower()}")
+    if queue.reversals:
+        degraded.append(f"{queue.reversals} reversal(s) pending")
+    if queue.advices:
+        degraded.append(f"{queue.advices} offline sale(s) not yet sent")
+    if queue.unsendable:
+        degraded.append(f"{queue.unsendable} reversal(s) or advice(s) cannot be sent: "
                         "see the log")
-    if doc.get("refused_offline_sales"):
-        degraded.append(f"{doc['refused_offline_sales']} offline sale(s) refused: unpaid")
-    closing = (doc.get("batch") or {}).get("close_in_progress")
+    if queue.refused:
+        degraded.append(f"{queue.refused} offline sale(s) refused: unpaid")
+    closing = facts.batch.close_in_progress if facts.batch else None
     if closing:
-        degraded.append(f"batch close of batch {closing['batch']} not finished "
-                        f"({closing['state']}): it resumes when the host answers")
-    if doc.get("printer_fault"):
-        degraded.append(f"printer: {doc['printer_fault']}")
-    if doc.get("display_fault"):
-        degraded.append(f"display faulty: {doc['display_fault']}")
-    degraded += _power_problems(doc.get("power") or {})
+        degraded.append(f"batch close of batch {closing.batch} not finished "
+                        f"({closing.state}): it resumes when the host answers")
+    if t is not None and t.printer_fault:
+        degraded.append(f"printer: {t.printer_fault}")
+    if t is not None and t.display_fault:
+        degraded.append(f"display faulty: {t.display_fault}")
+    degraded += _power_problems((t.power if t else None) or {})
     if down:
         return DOWN, down + degraded
     return (DEGRADED, degraded) if degraded else (HEALTHY, [])
 
 
-def _power_problems(power: dict[str, Any]) -> list[str]:
+def _power_problems(power: Mapping[str, Any]) -> list[str]:
     problems = []
     mains = power.get("mains") or {}
     if mains and not mains.get("ok", True):
@@ -204,7 +267,7 @@ def _power_problems(power: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _power_lines(power: dict[str, Any]) -> list[str]:
+def _power_lines(power: Mapping[str, Any]) -> list[str]:
     lines = []
     battery = power.get("battery")
     if battery:
@@ -220,34 +283,36 @@ def _power_lines(power: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _batch_lines(batch: dict[str, Any]) -> list[str]:
-    if not batch:
+def _batch_lines(batch: Batch | None) -> list[str]:
+    if batch is None:
         return []
-    lines = [f"open batch:     #{batch['open']}: {batch['purchases']} purchase(s) "
-             f"{batch['purchase_amount']}, {batch['refunds']} refund(s) "
-             f"{batch['refund_amount']} minor units, {batch['voids']} voided"]
-    closing = batch.get("close_in_progress")
+    lines = [f"open batch:     #{batch.open}: {batch.purchases} purchase(s) "
+             f"{batch.purchase_amount}, {batch.refunds} refund(s) "
+             f"{batch.refund_amount} minor units, {batch.voids} voided"]
+    closing = batch.close_in_progress
     if closing:
-        lines.append(f"batch close:    batch #{closing['batch']} in progress ({closing['state']})")
-    last = batch.get("last_close")
+        lines.append(f"batch close:    batch #{closing.batch} in progress ({closing.state})")
+    last = batch.last_close
     if last:
-        verdict = "in balance" if last["balanced"] else "OUT OF BALANCE - call the help desk"
-        lines.append(f"last close:     batch #{last['batch']} at {last['time']}, host "
-                     f"{last['code']}, {verdict}")
+        verdict = "in balance" if last.balanced else "OUT OF BALANCE - call the help desk"
+        lines.append(f"last close:     batch #{last.batch} at {last.time}, host "
+                     f"{last.code}, {verdict}")
     return lines
 
 
-def render(doc: dict[str, Any]) -> str:
-    code, reasons = health(doc)
+def render(facts: Facts) -> str:
+    """The text `posterm status` prints."""
+    code, reasons = health(facts)
     word = {HEALTHY: "healthy", DEGRADED: "DEGRADED", DOWN: "DOWN"}[code]
-    lines = [f"posterm {doc.get('version', '?')}: {word}"]
+    t = facts.terminal
+    lines = [f"posterm {facts.version or '?'}: {word}"]
     lines += [f"  - {r}" for r in reasons]
-    lines.append(f"running:        {'yes, pid ' + str(doc['pid']) if doc.get('running') else 'no'}")
-    link = doc.get("link")
-    if link:
-        state = "NOT TRUSTED" if link.get("untrusted") else link.get("state")
-        lines.append(f"bank link:      {state} via {link.get('path')} to {link.get('host')}")
-    modem = doc.get("modem")
+    lines.append(f"running:        {'yes, pid ' + str(t.pid) if t is not None else 'no'}")
+    if t is not None:
+        link = t.link
+        state = "NOT TRUSTED" if link.untrusted else link.state
+        lines.append(f"bank link:      {state} via {link.path} to {link.host}")
+    modem = t.modem if t is not None else None
     if modem:
         rssi = modem.get("rssi")
         signal = (f", signal {modem.get('bars', 0)}/4 (rssi {rssi})"
@@ -255,29 +320,27 @@ def render(doc: dict[str, Any]) -> str:
         what = "ready" if modem.get("ready") else "NOT READY"
         lines.append(f"4G modem:       {what}: {modem.get('summary')}{signal}"
                      + (f"; {modem['last_error']}" if modem.get("last_error") else ""))
-    queue = doc.get("queue", {})
-    if queue:
-        age = queue.get("oldest_advice_age_seconds")
+    queue = facts.queue
+    if queue is not None:
+        age = queue.oldest_advice_age_seconds
         oldest = f", oldest {age // 60} min" if age is not None else ""
-        lines.append(f"reversals:      {queue.get('reversals', 0)} pending")
-        lines.append(f"offline sales:  {queue.get('advices', 0)} to send "
-                     f"({queue.get('advices_amount', 0)} minor units{oldest})")
-    lines.append(f"refused:        {doc.get('refused_offline_sales', 0)} offline sale(s)")
-    last = doc.get("last_sale")
+        lines.append(f"reversals:      {queue.reversals} pending")
+        lines.append(f"offline sales:  {queue.advices} to send "
+                     f"({queue.advices_amount} minor units{oldest})")
+    lines.append(f"refused:        {queue.refused if queue else 0} offline sale(s)")
+    last = facts.last_sale
     if last:
-        lines.append(f"last sale:      #{last['id']} {last['time']} {last['outcome']} "
-                     f"{last['amount']} {last['currency']} card {last['pan']}")
-    lines += _batch_lines(doc.get("batch") or {})
-    journal = doc.get("journal", {})
-    lines.append(f"journal:        {journal.get('integrity')} ({journal.get('path')})")
-    key = doc.get("key", {})
-    lines.append(f"key file:       {'present' if key.get('present') else 'MISSING'}, "
-                 f"{'readable' if key.get('readable') else 'NOT readable'}")
-    if doc.get("printer_fault"):
-        lines.append(f"printer:        {doc['printer_fault']}")
-    if doc.get("display_fault"):
-        lines.append(f"display:        FAULTY, retrying: {doc['display_fault']}")
-    lines += _power_lines(doc.get("power") or {})
+        lines.append(f"last sale:      #{last.id} {last.time} {last.outcome} "
+                     f"{last.amount} {last.currency} card {last.pan}")
+    lines += _batch_lines(facts.batch)
+    lines.append(f"journal:        {facts.integrity} ({facts.journal_path})")
+    lines.append(f"key file:       {'present' if facts.key_present else 'MISSING'}, "
+                 f"{'readable' if facts.key_readable else 'NOT readable'}")
+    if t is not None and t.printer_fault:
+        lines.append(f"printer:        {t.printer_fault}")
+    if t is not None and t.display_fault:
+        lines.append(f"display:        FAULTY, retrying: {t.display_fault}")
+    lines += _power_lines((t.power if t else None) or {})
     return "\n".join(lines)
 
 
