@@ -116,17 +116,15 @@ def test_every_effect_the_core_can_ask_for_has_a_runner() -> None:
     assert set(typing.get_args(Effect)) == set(table)
 
 
-# runtime modules that still read the machine's clocks themselves (each takes a clock
-# argument defaulting to the real one, or is outside the loop: the updater, the status
-# command); every other module gets its time from clock.py's Clock
-READS_TIME_ITSELF = {"clock.py", "update.py", "status.py", "journal_void.py", "paths.py",
-                     "printqueue.py", "power.py", "maintenance.py", "operator.py",
-                     "supervisor.py", "batch.py", "forwarder.py"}
+# runtime modules that read the machine's clocks themselves: clock.py; the updater, which
+# runs outside the firmware's loop (posterm-update); and two journal reads whose `now`
+# argument defaults to the machine's time (their callers in the loop pass the clock's)
+READS_TIME_ITSELF = {"clock.py", "update.py", "journal_void.py", "journal_view.py"}
 
 
 def test_runtime_parts_take_the_clock_they_are_given() -> None:
-    """`time.monotonic()`, `time.time()` and `datetime.now()` are called only in clock.py
-    and in modules listed above (where they are defaults of a clock argument)."""
+    """`time.monotonic()`, `time.time()` and `datetime.now()` are called only in the
+    modules listed above; every other part takes the clock it is given (clock.py)."""
     import re
 
     calls = re.compile(r"\btime\.(monotonic|time)\(\)|\bdatetime\.now\(")

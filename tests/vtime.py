@@ -7,6 +7,9 @@ it asserts about time is exact. Real I/O still works (loopback sockets answer we
 within `JUMP_AFTER`); only waiting on timers is skipped. Threads are not virtual:
 work handed to an executor takes real time, and the loop waits for it for real (a
 short real poll), so a test mixing threads and timers stays correct, if not instant.
+Input from another process (hwsim, a subprocess) or from a thread the loop did not
+start is NOT waited for: after `JUMP_AFTER` without it the clock jumps, so such a
+test must not run on this loop.
 
     with virtual_loop() as loop:
         loop.run_until_complete(main())

@@ -44,7 +44,7 @@ from firmware.core.events import (
     TimerFired, VoidCandidate, VoidRecorded,
 )
 from firmware.core.moves import (
-    Handler, PrintHandler, blocking, go, key_digit, print_elsewhere, refresh, to_idle,
+    Handler, PrintHandler, blocking, go, ignored, key_digit, print_elsewhere, refresh, to_idle,
 )
 from firmware.core.receipt import void_receipt
 from firmware.core.state import CloseFlow, MenuFlow, Now, Phase, PinFlow, State, Step, VoidFlow
@@ -118,7 +118,7 @@ def _to_menu(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, KeyPressed)
     if event.key == "CANCEL":
         return _menu(state)
-    return state, [Log("debug", f"key {event.key} ignored in {state.phase.value}")]
+    return ignored(state, event)  # never the key: it may be a digit of the PIN
 
 
 # -- the supervisor PIN ------------------------------------------------------
@@ -142,7 +142,7 @@ def _pin_key(state: State, event: Event, now: Now) -> Step:
             return go(state, Phase.PIN, timeout, message=f"PIN IS {PIN_MIN}-{PIN_MAX} DIGITS")
         st, eff = go(state, Phase.PIN_CHECK, None, flow=replace(flow, pin=""), message="")
         return st, [*eff, CheckPin(flow.pin, GUARD[flow.function])]
-    return state, [Log("debug", f"key {key} ignored in PIN")]
+    return ignored(state, event)
 
 
 def _pin_checked(state: State, event: Event, now: Now) -> Step:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -52,6 +52,9 @@ class App:
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
         self.current = Current()
         self.notifier = notifier or Notifier(environ={})
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._fatal: BaseException | None = None
+        self._stop: asyncio.Event | None = None
         self.parts = Parts(cfg, devices, journal, self.notifier, self.current, emit=self.emit,
                            spawn=self._spawn, fail=self._fail,
                            background_error=self._background_error,
@@ -60,11 +63,8 @@ class App:
                            status_changed=self._status_changed, clock=clock)
         self.monitor = self.parts.monitor
         self.live = LiveStatus(self.parts, self.current)
-        self._tasks: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._rng = random.Random()
-        self._fatal: BaseException | None = None
-        self._stop: asyncio.Event | None = None
         self._stopping = False
         self.restart_requested = False  # the daily restart: stop, then start again (exec)
         self.restart_reason = ""  # why, for the log: the daily restart, or mains back
@@ -126,7 +126,8 @@ class App:
         done = recovery.recover(self.journal, self.cfg.core.currency_code)
         state, effects = core.initial(
             self.cfg.core, last=self.journal.last_sale(), notice=done.notice,
-            recent=self.journal.recent_approvals(self.cfg.core.duplicate_minutes))
+            recent=self.journal.recent_approvals(self.cfg.core.duplicate_minutes,
+                                                 now=self.clock.local()))
         self.current.state = state
         await self.execute(effects)
         for name, factory in p.tasks().items():
@@ -279,11 +280,11 @@ class App:
                 if fallback is not None:  # the flow the effect belongs to still ends
                     self.emit(fallback(effect))
 
-    def _answer(self, work: Coroutine[Any, Any, Event], name: str) -> None:
+    def _answer(self, work: Callable[[], Coroutine[Any, Any, Event]], name: str) -> None:
         """Background work whose result is the core's next event (a sale's answer, the
         PIN's verdict): spawned, and its event emitted when it ends."""
         async def run() -> None:
-            self.emit(await work)
+            self.emit(await work())
         self._spawn(run(), name)
 
     def _start_timer(self, effect: StartTimer) -> None:

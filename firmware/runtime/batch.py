@@ -70,12 +70,15 @@ class CloseEngine:
                  on_result: Callable[[bool, str], None] = lambda ok, why: None,
                  on_closed: Callable[[BatchClose], None] = lambda close: None,
                  queue_wait: float = 60.0,
-                 clock: Callable[[], datetime] = datetime.now) -> None:
+                 clock: Callable[[], datetime] = datetime.now,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.journal, self.link, self.cfg, self.core_cfg = journal, link, cfg, core_cfg
+        self.monotonic = monotonic
         self.emit, self.flush, self.kick, self.print_z = emit, flush, kick, print_z
         self.on_result, self.on_closed = on_result, on_closed
         self.queue_wait, self.clock = queue_wait, clock
-        self.outbox = Outbox(journal, link, cfg.response_timeout, on_result)
+        self.outbox = Outbox(journal, link, cfg.response_timeout, on_result,
+                             utc=lambda: clock().astimezone(timezone.utc))
         self.running = False
         self._printing = asyncio.Lock()  # the start-up's Z reports and a close's, one at a time
 
@@ -177,9 +180,9 @@ class CloseEngine:
             log.warning("batch close: the host cannot be reached: %s", exc)
             raise CloseFailed("HOST OFFLINE") from None
         await self.flush()
-        deadline = time.monotonic() + self.queue_wait
+        deadline = self.monotonic() + self.queue_wait
         while (left := self.journal.close_blockers()):
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 log.warning("batch close: %d reversal(s), void(s) or advice(s) still pending "
                             "after %g s", left, self.queue_wait)
                 raise CloseFailed("QUEUE NOT EMPTY" if self.link.connected else "HOST OFFLINE")
@@ -189,7 +192,7 @@ class CloseEngine:
     # -- 0500 ----------------------------------------------------------------------
     async def _reconcile(self, close: BatchClose, pcode: str) -> str:
         """Send one 0500 and return its answer's code; no answer raises CloseFailed."""
-        utc_f7 = iso.f7(datetime.now(timezone.utc))
+        utc_f7 = iso.f7(self.clock().astimezone(timezone.utc))
         stan = self.journal.close_identity(close.batch, pcode, utc_f7)
         doc = iso.reconciliation(self.core_cfg.identity, processing_code=pcode,
                                  batch=close.batch, totals=close.totals, stan=int(stan),
@@ -319,8 +322,10 @@ class CloseSchedule:
                  emit: Callable[[Event], None], in_progress: Callable[[], bool],
                  running: Callable[[], bool], last_day: Callable[[], str],
                  retry: float = 60.0, poll: float = 60.0,
-                 clock: Callable[[], datetime] = datetime.now) -> None:
+                 clock: Callable[[], datetime] = datetime.now,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.at = parse_close_time(close_time)
+        self.monotonic = monotonic
         self.idle, self.emit, self.in_progress, self.running = idle, emit, in_progress, running
         self.last_day, self.retry, self.poll, self.clock = last_day, retry, poll, clock
         self._asked = -1e9
@@ -351,11 +356,11 @@ class CloseSchedule:
             resume = self.in_progress()
             wait = self.poll
             if resume or self.due() is not None:
-                since = time.monotonic() - self._asked
+                since = self.monotonic() - self._asked
                 if since < self.retry:
                     wait = min(wait, self.retry - since)
                 elif not self.running() and self.idle():
-                    self._asked = time.monotonic()
+                    self._asked = self.monotonic()
                     log.info("%s: asking for a batch close", "a batch close was cut short"
                              if resume else "the daily close time has come")
                     self.emit(CloseDue(resumed=bool(resume)))

@@ -40,7 +40,6 @@ import asyncio
 import logging
 import random
 import sqlite3
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -49,6 +48,7 @@ from firmware.core.backoff import full_jitter
 from firmware.errors import HostUnreachableError, JournalError, KeyStoreError
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
+from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.outbox import URGENT, Answer, Kind, Outbox, OutboxItem, OutboxKey, Sent
 
 log = logging.getLogger("posterm.forward")
@@ -69,9 +69,10 @@ class Forwarder:
                  link_usable: Callable[[], bool] = _always,
                  on_result: Callable[[bool, str], None] = lambda ok, why: None,
                  on_queue_change: Callable[[], None] = lambda: None,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
-        self.journal, self.link, self.cfg = journal, link, cfg
-        self.outbox = Outbox(journal, link, cfg.response_timeout, on_result)
+                 on_error: Callable[[BaseException], None] | None = None,
+                 clock: Clock = SYSTEM) -> None:
+        self.journal, self.link, self.cfg, self.clock = journal, link, cfg, clock
+        self.outbox = Outbox(journal, link, cfg.response_timeout, on_result, utc=clock.utc)
         self.window = max(1, cfg.advice_window)
         self.on_error = on_error or self._log_error
         self.rng = rng or random.Random()
@@ -168,7 +169,7 @@ class Forwarder:
         return await self._send_advices()
 
     def _due_reversals(self, due_only: bool = True) -> list[OutboxKey]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         return [k for k in self._reversal_keys() if k not in self._outstanding
                 and (not due_only or self._not_before.get(k, 0.0) <= now)]
 
@@ -188,7 +189,7 @@ class Forwarder:
             times.append(self._advices_resume)
         if not times:
             return None
-        return max(0.05, min(times) - time.monotonic())
+        return max(0.05, min(times) - self.clock.monotonic())
 
     def _postpone_all(self) -> None:
         for key in self._due_reversals(due_only=False):
@@ -198,7 +199,7 @@ class Forwarder:
             self._pause_advices(self.journal.tries(window[0]))
 
     def _backoff(self, key: OutboxKey, tries: int) -> None:
-        self._not_before[key] = time.monotonic() + self._jitter(tries)
+        self._not_before[key] = self.clock.monotonic() + self._jitter(tries)
 
     def _jitter(self, tries: int) -> float:
         return full_jitter(max(0, tries - 1), self.cfg.repeat_backoff_base,
@@ -207,7 +208,7 @@ class Forwarder:
     def _pause_advices(self, tries: int) -> None:
         """A lost or busy answer pauses the whole advice pipeline once (the failures that
         come with it, a connection lost under several advices, do not add up)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._advices_resume <= now:
             self._advices_resume = now + self._jitter(tries)
 
@@ -287,7 +288,7 @@ class Forwarder:
 
     async def _send_advices(self) -> bool:
         """Fill the window with the next advices in queue order; True if any went out."""
-        if time.monotonic() < self._advices_resume:
+        if self.clock.monotonic() < self._advices_resume:
             return False
         keys = [k for k in self._advice_window() if k not in self._outstanding]
         if not keys:

@@ -77,7 +77,7 @@ class Parts:
         self.forwarder = Forwarder(
             journal, self.link, cfg.host, sale_active=current.sale_active,
             link_usable=lambda: self.monitor.state != "DOWN", on_result=self.monitor.report,
-            on_queue_change=self.queue_changed, on_error=background_error)
+            on_queue_change=self.queue_changed, on_error=background_error, clock=clock)
         self.authorizer = Authorizer(journal, self.link, ident, cfg.host.response_timeout,
                                      before_request=self.forwarder.flush,
                                      reversal_recorded=self.forwarder.kick,
@@ -105,12 +105,13 @@ class Parts:
             journal, self.link, cfg.host, cfg.core, emit=emit,
             flush=lambda: self.forwarder.flush(due_only=False), kick=self.forwarder.kick,
             print_z=self.prints.z_report, on_result=self.monitor.report,
-            on_closed=self._batch_closed, clock=clock.local)
+            on_closed=self._batch_closed, clock=clock.local, monotonic=clock.monotonic)
         self.schedule = CloseSchedule(
             cfg.operator.close_time, idle=current.idle, emit=emit,
             in_progress=lambda: journal.close_in_progress() is not None,
             running=lambda: self.closer.running,
-            last_day=lambda: journal.note(batch_close.NOTE), clock=clock.local)
+            last_day=lambda: journal.note(batch_close.NOTE), clock=clock.local,
+            monotonic=clock.monotonic)
         # the journal writes the core asks for directly (decisions.py)
         self.decisions = Decisions(journal, ident, emit=emit,
                                    queue_changed=self.queue_changed, kick=self.forwarder.kick)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
@@ -37,6 +37,7 @@ from firmware.core.iso import Fields, MessageError
 from firmware.core.texts import is_busy
 from firmware.errors import HostError, HostUnreachableError
 from firmware.runtime import failpoints
+from firmware.runtime.clock import SYSTEM
 
 if TYPE_CHECKING:
     from firmware.runtime.hostlink import HostLink, Pending
@@ -331,8 +332,9 @@ class Outbox:
     """The one send path of outbox entries (see the module's docstring)."""
 
     def __init__(self, journal: QueueStore, link: HostLink, response_timeout: float,
-                 on_result: Callable[[bool, str], None]) -> None:
-        self.journal, self.link = journal, link
+                 on_result: Callable[[bool, str], None],
+                 utc: Callable[[], datetime] = SYSTEM.utc) -> None:
+        self.journal, self.link, self.utc = journal, link, utc
         self.response_timeout, self.on_result = response_timeout, on_result
 
     async def transmit(self, items: Sequence[OutboxItem], unsendable: Unsendable,
@@ -345,7 +347,7 @@ class Outbox:
         if not items:
             return []
         identities = self.journal.identities([i.key for i in items],
-                                             iso.f7(datetime.now(timezone.utc)))
+                                             iso.f7(self.utc()))
         for item in items:
             if item.IDENTIFIED:
                 failpoints.hit(item.IDENTIFIED)

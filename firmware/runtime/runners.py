@@ -25,7 +25,7 @@ Fallback = Callable[[Any], Event]  # the event that ends the effect's flow if ru
 
 
 def table(p: Parts, current: Current, journal: Journal, *, spawn: Spawn,
-          answer: Callable[[Coroutine[Any, Any, Event], str], None],
+          answer: Callable[[Callable[[], Coroutine[Any, Any, Event]], str], None],
           start_timer: Runner) -> dict[type[Any], tuple[Runner, Fallback | None]]:
     """Effect type -> (how it runs, the event that still ends its flow if running it
     fails unexpectedly). Every effect the core can ask for is here (a test checks);
@@ -33,7 +33,7 @@ def table(p: Parts, current: Current, journal: Journal, *, spawn: Spawn,
     return {
         Show: (lambda e: p.announcer.show(e.rows, current.state), None),
         StartTimer: (start_timer, None),
-        Authorize: (lambda e: answer(p.authorizer.authorize(e.request, e.sale_id),
+        Authorize: (lambda e: answer(lambda: p.authorizer.authorize(e.request, e.sale_id),
                                      "authorize"), None),
         Print: (lambda e: spawn(p.prints.print(e), "print"),
                 lambda e: PrintFinished(False, "PRINTER FAULT", job=e.job)),
@@ -43,7 +43,8 @@ def table(p: Parts, current: Current, journal: Journal, *, spawn: Spawn,
         PrintReport: (lambda e: spawn(p.prints.offline_report(), "report"), None),
         Log: (lambda e: log.log(logging.getLevelName(e.level.upper()), "%s", e.text), None),
         Beep: (lambda e: spawn(p.signals.beep(), "beep"), None),
-        CheckPin: (lambda e: answer(p.operator.answer(e.pin, e.function), "pin check"),
+        CheckPin: (lambda e: answer(lambda: p.operator.answer(e.pin, e.function),
+                                    "pin check"),
                    lambda e: PinChecked(False, e.function, "PIN CHECK FAILED")),
         FindForVoid: (p.decisions.find_for_void,
                       lambda e: VoidCandidate(None, "CANNOT BE VOIDED")),
