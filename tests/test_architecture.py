@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "architecture.md").read_text()
 HARDWARE = {  # library -> the only driver modules that may import it
     "evdev": {"drivers/keypad.py"},
-    "serial": {"drivers/magstripe.py", "drivers/modem.py", "drivers/printer.py"},
+    "serial": {"drivers/magstripe.py", "drivers/modemport.py", "drivers/printer.py"},
     "smbus2": {"drivers/lcd.py", "drivers/gauge.py"},
     "RPi": {"drivers/gpio.py"},
     "escpos": {"drivers/printer.py"},
