@@ -28,14 +28,11 @@ verify raises ssl.SSLCertVerificationError as asyncio.open_connection would.
 
 Errors from start() and refresh() are `ModemError` subclasses (firmware DeviceError,
 device "modem") with a clear message and a `display` text of at most 20
-characters: NO SIM, REGISTRATION DENIED, NO SIGNAL, DATA SESSION REFUSED, MODEM
+characters: NO SIM, SIM NOT READY, REGISTRATION DENIED, NO SIGNAL, DATA SESSION REFUSED, MODEM
 NOT ANSWERING, MODEM FAULT.
 
-Signal bars from AT+CSQ's rssi (dBm = -113 + 2 * rssi): 99 (unknown) or 0-1
-(-113 to -111 dBm) 0 bars; 2-9 (-109 to -95 dBm) 1; 10-14 (-93 to -85 dBm) 2;
-15-19 (-83 to -75 dBm) 3; 20-31 (-73 dBm and better) 4.
-
-The driver is composed of its parts: the errors (drivers/modemerrors.py),
+The driver is composed of its parts: the errors (drivers/modemerrors.py), what
+is known of the module (drivers/modemstatus.py: ModemStatus, signal bars),
 power sequencing on GPIO (drivers/modempower.py), the serial port and its fd
 pump (drivers/modemport.py, drivers/fdpump.py), the AT session, sans I/O
 (drivers/modemsession.py over the parser of drivers/modemat.py), and the
@@ -56,7 +53,7 @@ import logging
 import re
 import ssl
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from drivers.modemerrors import (
@@ -67,59 +64,24 @@ from drivers.modemerrors import (
     NoSignalError,
     NoSimError,
     RegistrationDenied,
+    SimNotReady,
     cipopen_error,
 )
 from drivers.modemport import AtPort
 from drivers.modempower import PWRKEY_PIN, RESET_PIN, STATUS_PIN, ModemPower
 from drivers.modemsession import Command
 from drivers.modemsocket import ModemSocket, ModemStreamWriter
+from drivers.modemstatus import ModemStatus, bars_for, parse_registration, parse_rssi
 from drivers.modemtls import handshake
 
 __all__ = ["DEVICE", "PWRKEY_PIN", "RESET_PIN", "STATUS_PIN", "DataSessionRefused", "Modem",
            "ModemError", "ModemNotAnswering", "ModemPower", "ModemStatus", "ModemStreamWriter",
-           "NoSignalError", "NoSimError", "RegistrationDenied", "bars_for"]  # fmt: skip
+           "NoSignalError", "NoSimError", "RegistrationDenied", "SimNotReady",
+           "bars_for"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 SILENT_LIMIT = 3  # commands in a row without an answer: the module is not answering
-REGISTRATION_WORDS = {0: "NOT REGISTERED", 1: "REGISTERED", 2: "SEARCHING", 3: "DENIED",
-                      4: "UNKNOWN", 5: "ROAMING"}  # fmt: skip
-
-
-# -- status ------------------------------------------------------------------------
-def bars_for(rssi: int) -> int:
-    """Signal bars 0..4 for an AT+CSQ rssi (see the module docstring)."""
-    if rssi == 99 or rssi < 2:
-        return 0
-    if rssi < 10:
-        return 1
-    if rssi < 15:
-        return 2
-    if rssi < 20:
-        return 3
-    return 4
-
-
-@dataclass(frozen=True)
-class ModemStatus:
-    """What is known of the modem; `last_error` is "" while all is well."""
-
-    powered: bool = False
-    answering: bool = False
-    sim: str = "UNKNOWN"  # READY, ABSENT, LOCKED, UNKNOWN
-    registration: str = "UNKNOWN"  # REGISTERED, ROAMING, SEARCHING, DENIED, ...
-    rssi: int = 99
-    data_session: bool = False
-    last_error: str = ""
-    error_display: str = ""
-
-    @property
-    def bars(self) -> int:
-        return bars_for(self.rssi)
-
-    @property
-    def registered(self) -> bool:
-        return self.registration in ("REGISTERED", "ROAMING")
 
 
 # -- the modem ---------------------------------------------------------------------
@@ -243,10 +205,9 @@ class Modem:
         state = lines[0].split(":", 1)[1].strip() if lines else ""
         if result != "OK" or state != "READY":
             self._set(sim="LOCKED" if state else "UNKNOWN")
-            error = ModemError(f"SIM NOT READY: AT+CPIN? answered {state or result!r}; a SIM "
-                               "with a PIN is not supported")
-            error.display = "SIM NOT READY"
-            raise self._failed(error)
+            raise self._failed(SimNotReady(f"SIM NOT READY: AT+CPIN? answered "
+                                           f"{state or result!r}; a SIM with a PIN is not "
+                                           "supported"))
         self._set(sim="READY")
 
     async def _wait_registered(self) -> None:
@@ -269,18 +230,11 @@ class Modem:
 
     async def _read_signal(self) -> ModemStatus:
         result, lines = await self._command("AT+CSQ", prefix="+CSQ:")
-        rssi = self._status.rssi
-        if result == "OK" and lines:
-            match = re.fullmatch(r"\+CSQ: ?(\d+),(\d+)", lines[0])
-            if match:
-                rssi = int(match.group(1))
+        rssi = parse_rssi(lines) if result == "OK" else None
         result, lines = await self._command("AT+CREG?", prefix="+CREG:")
-        registration = self._status.registration
-        if result == "OK" and lines:
-            match = re.fullmatch(r"\+CREG: ?\d,(\d)(,.*)?", lines[0])
-            if match:
-                registration = REGISTRATION_WORDS.get(int(match.group(1)), "UNKNOWN")
-        return self._set(rssi=rssi, registration=registration)
+        registration = parse_registration(lines) if result == "OK" else None
+        return self._set(rssi=self._status.rssi if rssi is None else rssi,
+                         registration=registration or self._status.registration)
 
     async def _open_data_session(self) -> None:
         for attempt in (1, 2):

@@ -30,6 +30,10 @@ class NoSimError(ModemError):
     display = "NO SIM"
 
 
+class SimNotReady(ModemError):
+    display = "SIM NOT READY"
+
+
 class RegistrationDenied(ModemError):
     display = "REGISTRATION DENIED"
 
