@@ -57,6 +57,7 @@ from dataclasses import replace
 from typing import Any
 
 from drivers.modemerrors import (
+    CIPOPEN_ERRORS,
     DEVICE,
     DataSessionRefused,
     ModemError,
@@ -68,16 +69,31 @@ from drivers.modemerrors import (
     cipopen_error,
 )
 from drivers.modemport import AtPort
-from drivers.modempower import PWRKEY_PIN, RESET_PIN, STATUS_PIN, ModemPower
+from drivers.modempower import (
+    PWRKEY_PIN,
+    PWRKEY_PULSE,
+    RESET_PIN,
+    RESET_PULSE,
+    STATUS_PIN,
+    ModemPower,
+)
 from drivers.modemsession import Command
 from drivers.modemsocket import ModemSocket, ModemStreamWriter
-from drivers.modemstatus import ModemStatus, bars_for, parse_registration, parse_rssi
+from drivers.modemstatus import (
+    REGISTRATION_WORDS,
+    ModemStatus,
+    bars_for,
+    parse_registration,
+    parse_rssi,
+)
 from drivers.modemtls import handshake
 
-__all__ = ["DEVICE", "PWRKEY_PIN", "RESET_PIN", "STATUS_PIN", "DataSessionRefused", "Modem",
-           "ModemError", "ModemNotAnswering", "ModemPower", "ModemStatus", "ModemStreamWriter",
-           "NoSignalError", "NoSimError", "RegistrationDenied", "SimNotReady",
-           "bars_for"]  # fmt: skip
+__all__ = [  # the modem's public names, from its parts (nothing outside imports the parts)
+    "CIPOPEN_ERRORS", "DEVICE", "PWRKEY_PIN", "PWRKEY_PULSE", "REGISTRATION_WORDS", "RESET_PIN",
+    "RESET_PULSE", "SILENT_LIMIT", "STATUS_PIN", "DataSessionRefused", "Modem", "ModemError",
+    "ModemNotAnswering", "ModemPower", "ModemStatus", "ModemStreamWriter", "NoSignalError",
+    "NoSimError", "RegistrationDenied", "SimNotReady", "bars_for",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import serial
@@ -63,7 +63,7 @@ class Exchange:
     command: Command
     answer: asyncio.Future[tuple[str, list[str]]]
     urc: asyncio.Future[str] | None = None
-    prompted: bool = field(default=False)
+    prompted: bool = False  # the `>` came and the data was written
 
 
 class AtPort:
