@@ -28,19 +28,17 @@ verify raises ssl.SSLCertVerificationError as asyncio.open_connection would.
 
 Errors from start() and refresh() are `ModemError` subclasses (firmware DeviceError,
 device "modem") with a clear message and a `display` text of at most 20
-characters: NO SIM, REGISTRATION DENIED, NO SIGNAL, DATA SESSION REFUSED, MODEM
+characters: NO SIM, SIM NOT READY, REGISTRATION DENIED, NO SIGNAL, DATA SESSION REFUSED, MODEM
 NOT ANSWERING, MODEM FAULT.
 
-Signal bars from AT+CSQ's rssi (dBm = -113 + 2 * rssi): 99 (unknown) or 0-1
-(-113 to -111 dBm) 0 bars; 2-9 (-109 to -95 dBm) 1; 10-14 (-93 to -85 dBm) 2;
-15-19 (-83 to -75 dBm) 3; 20-31 (-73 dBm and better) 4.
-
-How bytes are read: pyserial opens and configures the port (raw, 8N1, the
-speed) and, on POSIX, leaves its descriptor non-blocking; `loop.add_reader`
-on that descriptor hands every burst straight to the parser on the event
-loop, where every waiter lives, with no thread and no hand-over between
-threads. Writes go through the same descriptor with `loop.add_writer` for
-what the port does not take at once. posterm runs on Linux only.
+The driver is composed of its parts: the errors (drivers/modemerrors.py), what
+is known of the module (drivers/modemstatus.py: ModemStatus, signal bars),
+power sequencing on GPIO (drivers/modempower.py), the serial port and its fd
+pump (drivers/modemport.py, drivers/fdpump.py), the AT session, sans I/O
+(drivers/modemsession.py over the parser of drivers/modemat.py), and the
+socket (drivers/modemsocket.py, drivers/modemtls.py). This module holds the
+procedures: start (power, AT, SIM, registration, data session), refresh,
+recover, close, and the socket's AT+CIPOPEN, AT+CIPSEND and AT+CIPCLOSE.
 
 Payload bytes (+IPD, AT+CIPSEND) carry card data and are never logged, only
 their lengths; garbage on the line is logged with a short hex preview.
@@ -52,225 +50,57 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import re
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-import serial
-
-from drivers.gpio import GpioModule
-from drivers.modemat import AtParser, Data, Garbage, Item, Prompt, preview
+from drivers.modemerrors import (
+    CIPOPEN_ERRORS,
+    DEVICE,
+    DataSessionRefused,
+    ModemError,
+    ModemNotAnswering,
+    NoSignalError,
+    NoSimError,
+    RegistrationDenied,
+    SimNotReady,
+    cipopen_error,
+)
+from drivers.modemport import AtPort
+from drivers.modempower import (
+    PWRKEY_PIN,
+    PWRKEY_PULSE,
+    RESET_PIN,
+    RESET_PULSE,
+    STATUS_PIN,
+    ModemPower,
+)
+from drivers.modemsession import Command
 from drivers.modemsocket import ModemSocket, ModemStreamWriter
+from drivers.modemstatus import (
+    REGISTRATION_WORDS,
+    ModemStatus,
+    bars_for,
+    parse_registration,
+    parse_rssi,
+)
 from drivers.modemtls import handshake
-from firmware.errors import DeviceError
+
+__all__ = [  # the modem's public names, from its parts (nothing outside imports the parts)
+    "CIPOPEN_ERRORS", "DEVICE", "PWRKEY_PIN", "PWRKEY_PULSE", "REGISTRATION_WORDS", "RESET_PIN",
+    "RESET_PULSE", "SILENT_LIMIT", "STATUS_PIN", "DataSessionRefused", "Modem", "ModemError",
+    "ModemNotAnswering", "ModemPower", "ModemStatus", "ModemStreamWriter", "NoSignalError",
+    "NoSimError", "RegistrationDenied", "SimNotReady", "bars_for",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
-wire = logging.getLogger("posterm.wire.modem")
 
-DEVICE = "modem"
-PWRKEY_PIN, STATUS_PIN, RESET_PIN = 17, 27, 22
-PWRKEY_PULSE = 0.6  # seconds high; the module needs at least 0.5
-RESET_PULSE = 0.3  # seconds high; the module needs at least 0.2
 SILENT_LIMIT = 3  # commands in a row without an answer: the module is not answering
-
-REGISTRATION_WORDS = {0: "NOT REGISTERED", 1: "REGISTERED", 2: "SEARCHING", 3: "DENIED",
-                      4: "UNKNOWN", 5: "ROAMING"}  # fmt: skip
-CIPOPEN_ERRORS: dict[int, tuple[int, str]] = {
-    1: (errno.ECONNREFUSED, "network failure: the host refused or could not be reached"),
-    2: (errno.ENETDOWN, "the data session is not open"),
-    3: (errno.EINVAL, "wrong parameter"),
-    4: (errno.EBUSY, "operation not supported (link in use)"),
-    5: (errno.EIO, "failed to create a socket"),
-    6: (errno.EIO, "failed to bind the socket"),
-    8: (errno.EBUSY, "busy"),
-    9: (errno.EBUSY, "socket already open"),
-    10: (errno.ETIMEDOUT, "timeout"),
-    11: (errno.EHOSTUNREACH, "the host name did not resolve (DNS)"),
-}
-_FINAL = re.compile(r"OK|ERROR|\+CME ERROR: ?(\d+|.*)|\+CMS ERROR: ?.*")
-_URC_WORDS = re.compile(r"[A-Z][A-Z ]{1,19}")
-_URC_NAMED = re.compile(r"\+[A-Z]{2,12}:")
-
-
-# -- errors ------------------------------------------------------------------------
-class ModemError(DeviceError):
-    """The modem cannot give a data path; `display` says why in at most 20 characters."""
-
-    device = DEVICE
-    display = "MODEM FAULT"
-
-
-class ModemNotAnswering(ModemError):
-    display = "MODEM NOT ANSWERING"
-
-
-class NoSimError(ModemError):
-    display = "NO SIM"
-
-
-class RegistrationDenied(ModemError):
-    display = "REGISTRATION DENIED"
-
-
-class NoSignalError(ModemError):
-    display = "NO SIGNAL"
-
-
-class DataSessionRefused(ModemError):
-    display = "DATA SESSION REFUSED"
-
-
-# -- status ------------------------------------------------------------------------
-def bars_for(rssi: int) -> int:
-    """Signal bars 0..4 for an AT+CSQ rssi (see the module docstring)."""
-    if rssi == 99 or rssi < 2:
-        return 0
-    if rssi < 10:
-        return 1
-    if rssi < 15:
-        return 2
-    if rssi < 20:
-        return 3
-    return 4
-
-
-@dataclass(frozen=True)
-class ModemStatus:
-    """What is known of the modem; `last_error` is "" while all is well."""
-
-    powered: bool = False
-    answering: bool = False
-    sim: str = "UNKNOWN"  # READY, ABSENT, LOCKED, UNKNOWN
-    registration: str = "UNKNOWN"  # REGISTERED, ROAMING, SEARCHING, DENIED, ...
-    rssi: int = 99
-    data_session: bool = False
-    last_error: str = ""
-    error_display: str = ""
-
-    @property
-    def bars(self) -> int:
-        return bars_for(self.rssi)
-
-    @property
-    def registered(self) -> bool:
-        return self.registration in ("REGISTERED", "ROAMING")
-
-
-# -- power -------------------------------------------------------------------------
-class ModemPower:
-    """PWRKEY, STATUS and RESET on any object with the RPi.GPIO API (BCM numbering).
-
-    Every GPIO call blocks (RPi.GPIO, or hwsim's stand-in on a socket), so each
-    step runs in a worker thread; a pulse is one call, so its length is exact."""
-
-    def __init__(self, gpio: GpioModule, *, pwrkey_pin: int = PWRKEY_PIN,
-                 status_pin: int = STATUS_PIN, reset_pin: int = RESET_PIN,
-                 off_timeout: float = 10.0) -> None:  # fmt: skip
-        self._gpio = gpio
-        self.pwrkey_pin, self.status_pin, self.reset_pin = pwrkey_pin, status_pin, reset_pin
-        self.off_timeout = off_timeout
-        self._ready = False
-
-    async def setup(self) -> None:
-        if not self._ready:
-            await asyncio.to_thread(self._setup)
-            self._ready = True
-
-    def _setup(self) -> None:
-        g = self._gpio
-        try:
-            g.setwarnings(False)
-            g.setmode(g.BCM)
-            g.setup(self.pwrkey_pin, g.OUT)
-            g.output(self.pwrkey_pin, g.LOW)
-            g.setup(self.reset_pin, g.OUT)
-            g.output(self.reset_pin, g.LOW)
-            g.setup(self.status_pin, g.IN)
-        except (RuntimeError, ValueError, TypeError, OSError) as exc:
-            raise ModemError(f"modem: cannot set up its pins (PWRKEY {self.pwrkey_pin}, "
-                             f"STATUS {self.status_pin}, RESET {self.reset_pin}): {exc}") from exc
-
-    async def is_on(self) -> bool:
-        await self.setup()
-        return bool(await asyncio.to_thread(self._call, self._gpio.input, self.status_pin))
-
-    async def power_on(self, timeout: float) -> None:
-        """Pulse PWRKEY if STATUS is low and wait for STATUS to go high."""
-        if await self.is_on():
-            return
-        log.info("modem: powering on (PWRKEY pulse on pin %d)", self.pwrkey_pin)
-        await self._pulse(self.pwrkey_pin, PWRKEY_PULSE)
-        if not await self._wait_status(True, timeout):
-            raise ModemNotAnswering(f"modem: STATUS (pin {self.status_pin}) stayed low "
-                                    f"{timeout:g} s after the PWRKEY pulse: no power?")
-
-    async def power_off(self) -> bool:
-        """Pulse PWRKEY if STATUS is high and wait for STATUS to go low; False if it stays
-        high (a hung module may ignore PWRKEY: reset it then)."""
-        if not await self.is_on():
-            return True
-        log.info("modem: powering off (PWRKEY pulse on pin %d)", self.pwrkey_pin)
-        await self._pulse(self.pwrkey_pin, PWRKEY_PULSE)
-        return await self._wait_status(False, self.off_timeout)
-
-    async def reset(self) -> None:
-        log.info("modem: RESET pulse on pin %d", self.reset_pin)
-        await self.setup()
-        await self._pulse(self.reset_pin, RESET_PULSE)
-
-    async def power_cycle(self, timeout: float) -> None:
-        """Off and on again; a module that will not switch off is reset instead."""
-        if not await self.power_off():
-            log.warning("modem: still on %g s after PWRKEY; resetting it", self.off_timeout)
-            await self.reset()
-            return
-        await self.power_on(timeout)
-
-    async def _pulse(self, pin: int, seconds: float) -> None:
-        await self.setup()
-
-        def pulse() -> None:
-            self._call(self._gpio.output, pin, self._gpio.HIGH)
-            try:
-                time.sleep(seconds)
-            finally:
-                self._call(self._gpio.output, pin, self._gpio.LOW)
-
-        await asyncio.to_thread(pulse)
-
-    async def _wait_status(self, high: bool, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            if await self.is_on() == high:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.1)
-
-    def _call(self, func: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return func(*args)
-        except (RuntimeError, ValueError, TypeError, OSError) as exc:
-            raise ModemError(f"modem: GPIO call failed: {exc}") from exc
 
 
 # -- the modem ---------------------------------------------------------------------
-@dataclass
-class _Pending:
-    command: str
-    prefix: str | None  # info lines of the answer start with this (None: any line)
-    prompt: bool
-    future: asyncio.Future[str]
-    lines: list[str]
-
-
-URC_WAITED = ("+NETOPEN:", "+NETCLOSE:", "+CIPOPEN:", "+CIPCLOSE:", "+CIPSEND:")
-
-
 class Modem:
     def __init__(self, port: str, *, baudrate: int = 115200, power: ModemPower | None = None,
                  apn: str = "internet", boot_timeout: float = 20.0,
@@ -279,18 +109,9 @@ class Modem:
         self.port, self.baudrate, self.power, self.apn = port, baudrate, power, apn
         self.boot_timeout, self.command_timeout = boot_timeout, command_timeout
         self.register_timeout, self.net_timeout = register_timeout, net_timeout
-        self._serial: serial.Serial | None = None
-        self._fd = -1
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._out = bytearray()
-        self._writing = False
-        self._parser = AtParser()
-        self._lock = asyncio.Lock()
-        self._pending: _Pending | None = None
-        self._urc: dict[str, asyncio.Future[str]] = {}
+        self._at = AtPort(port, baudrate, on_data=self._received, on_urc=self._unsolicited,
+                          on_lost=self._port_lost, on_answering=self._answering)
         self._socket: ModemSocket | None = None
-        self._silent = 0
-        self._lost_port = False
         self._status = ModemStatus()
 
     # -- state ---------------------------------------------------------------------
@@ -301,7 +122,7 @@ class Modem:
     @property
     def needs_recovery(self) -> bool:
         """True once SILENT_LIMIT commands in a row went unanswered (or the port is gone)."""
-        return self._silent >= SILENT_LIMIT or self._lost_port
+        return self._at.silent >= SILENT_LIMIT or self._at.lost
 
     def _set(self, **changes: Any) -> ModemStatus:
         self._status = replace(self._status, **changes)
@@ -347,13 +168,13 @@ class Modem:
         """A module that stopped answering: power-cycle it (or reset it), reopen the port
         (a USB module's port goes away with its power) and start again."""
         log.warning("modem: recovering (power cycle) after %d unanswered command(s)",
-                    self._silent)
+                    self._at.silent)
         self._lose_socket("the modem is being restarted")
         self._close_port()
         self._set(answering=False, data_session=False)
         if self.power is not None:
             await self.power.power_cycle(self.boot_timeout)
-        self._silent = 0
+        self._at.silent = 0
         return await self.start()
 
     async def close(self) -> None:
@@ -362,7 +183,7 @@ class Modem:
         if sock is not None:
             sock.close()
             await sock.wait_closed()
-        if self._serial is not None and self._status.data_session and not self.needs_recovery:
+        if self._at.is_open and self._status.data_session and not self.needs_recovery:
             with contextlib.suppress(ModemError, asyncio.TimeoutError):
                 await self._command_with_urc("AT+NETCLOSE", "+NETCLOSE:", self.command_timeout)
         self._set(data_session=False)
@@ -377,7 +198,7 @@ class Modem:
                 result, _ = await self._command("AT", timeout=max(0.1, min(1.0, left)),
                                                 probe=True)  # fmt: skip
             except ModemNotAnswering:
-                if self._serial is None:  # the port went away
+                if not self._at.is_open:  # the port went away
                     raise
                 result = ""
             if result == "OK":
@@ -400,10 +221,9 @@ class Modem:
         state = lines[0].split(":", 1)[1].strip() if lines else ""
         if result != "OK" or state != "READY":
             self._set(sim="LOCKED" if state else "UNKNOWN")
-            error = ModemError(f"SIM NOT READY: AT+CPIN? answered {state or result!r}; a SIM "
-                               "with a PIN is not supported")
-            error.display = "SIM NOT READY"
-            raise self._failed(error)
+            raise self._failed(SimNotReady(f"SIM NOT READY: AT+CPIN? answered "
+                                           f"{state or result!r}; a SIM with a PIN is not "
+                                           "supported"))
         self._set(sim="READY")
 
     async def _wait_registered(self) -> None:
@@ -426,18 +246,11 @@ class Modem:
 
     async def _read_signal(self) -> ModemStatus:
         result, lines = await self._command("AT+CSQ", prefix="+CSQ:")
-        rssi = self._status.rssi
-        if result == "OK" and lines:
-            match = re.fullmatch(r"\+CSQ: ?(\d+),(\d+)", lines[0])
-            if match:
-                rssi = int(match.group(1))
+        rssi = parse_rssi(lines) if result == "OK" else None
         result, lines = await self._command("AT+CREG?", prefix="+CREG:")
-        registration = self._status.registration
-        if result == "OK" and lines:
-            match = re.fullmatch(r"\+CREG: ?\d,(\d)(,.*)?", lines[0])
-            if match:
-                registration = REGISTRATION_WORDS.get(int(match.group(1)), "UNKNOWN")
-        return self._set(rssi=rssi, registration=registration)
+        registration = parse_registration(lines) if result == "OK" else None
+        return self._set(rssi=self._status.rssi if rssi is None else rssi,
+                         registration=registration or self._status.registration)
 
     async def _open_data_session(self) -> None:
         for attempt in (1, 2):
@@ -465,226 +278,58 @@ class Modem:
         if result != "OK":
             raise self._failed(ModemError(f"modem: {command.split('=')[0]} answered {result}"))
 
-    # -- commands ------------------------------------------------------------------
+    # -- the port ------------------------------------------------------------------
     async def _command(self, command: str, *, prefix: str | None = None,
                        timeout: float | None = None, probe: bool = False,
                        ) -> tuple[str, list[str]]:  # fmt: skip
-        """Send one command; its final result ("OK", "ERROR", "+CME ERROR: n") and info
-        lines. ModemNotAnswering if no final result comes within the timeout."""
-        async with self._lock:
-            return await self._locked_command(command, prefix=prefix, timeout=timeout,
-                                              probe=probe)  # fmt: skip
-
-    async def _locked_command(self, command: str, *, prefix: str | None = None,
-                              timeout: float | None = None, probe: bool = False,
-                              prompt: bool = False) -> tuple[str, list[str]]:  # fmt: skip
-        if self._serial is None:
-            raise ModemNotAnswering(f"MODEM NOT ANSWERING: its port {self.port} is not open")
-        loop = asyncio.get_running_loop()
-        pending = _Pending(command, prefix, prompt, loop.create_future(), [])
-        self._pending = pending
-        self._parser.expect_prompt = prompt
         wait = self.command_timeout if timeout is None else timeout
-        wire.debug(">>> %s", command)
-        self._write(command.encode("ascii") + b"\r")
-        try:
-            result = await asyncio.wait_for(asyncio.shield(pending.future), wait)
-        except asyncio.TimeoutError:
-            if not probe:
-                self._silent += 1
-                self._set(answering=False)
-                log.warning("modem: no answer to %s within %g s (%d in a row)",
-                            command.split("=")[0], wait, self._silent)
-            raise ModemNotAnswering(f"MODEM NOT ANSWERING: no answer to "
-                                    f"{command.split('=')[0]} within {wait:g} s") from None
-        finally:
-            self._pending = None
-            self._parser.expect_prompt = False
-        self._silent = 0
-        if not self._status.answering:
-            self._set(answering=True)
-        return result, pending.lines
-
-    def _urc_waiter(self, name: str) -> asyncio.Future[str]:
-        old = self._urc.pop(name, None)
-        if old is not None and not old.done():
-            old.cancel()
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._urc[name] = future
-        return future
+        return await self._at.command(command, timeout=wait, prefix=prefix, probe=probe)
 
     async def _command_with_urc(self, command: str, urc: str, timeout: float,
                                 ) -> tuple[str, str]:  # fmt: skip
-        """A command answered OK and then by an unsolicited result: (result, that line)."""
-        waiter = self._urc_waiter(urc)
-        try:
-            result, _ = await self._command(command)
-            if result != "OK":
-                return result, ""
-            try:
-                return result, await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            except asyncio.TimeoutError:
-                raise ModemNotAnswering(f"MODEM NOT ANSWERING: no {urc[:-1]} within {timeout:g} s "
-                                        f"after {command.split('=')[0]}") from None
-        finally:
-            if self._urc.get(urc) is waiter:
-                del self._urc[urc]
+        return await self._at.command_with_urc(command, urc, self.command_timeout, timeout)
 
-    # -- the serial port ------------------------------------------------------------
     def _open_port(self) -> None:
-        if self._serial is not None:
-            return
         try:
-            port = serial.Serial(self.port, self.baudrate, bytesize=serial.EIGHTBITS,
-                                 parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE,
-                                 timeout=0, exclusive=True)  # fmt: skip
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise self._failed(ModemError(f"modem: cannot open {self.port}: {exc}")) from None
-        self._serial, self._fd = port, port.fileno()
-        self._lost_port = False
-        os.set_blocking(self._fd, False)
-        self._parser = AtParser()
-        self._out.clear()
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._fd, self._readable)
-        log.info("modem: port %s open at %d baud", self.port, self.baudrate)
+            self._at.open()
+        except ModemError as exc:
+            raise self._failed(exc) from None
 
     def _close_port(self) -> None:
-        port, self._serial = self._serial, None
-        if port is None:
-            return
-        if self._loop is not None:
-            self._loop.remove_reader(self._fd)
-            if self._writing:
-                self._loop.remove_writer(self._fd)
-                self._writing = False
-        with contextlib.suppress(OSError, serial.SerialException):
-            port.close()
-        self._fd = -1
-        self._fail_waiters(ModemNotAnswering(f"MODEM NOT ANSWERING: port {self.port} closed"))
+        self._at.close()
 
-    def _write(self, data: bytes) -> None:
-        self._out += data
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._serial is None or self._loop is None:
-            return
-        try:
-            while self._out:
-                written = os.write(self._fd, self._out)
-                del self._out[:written]
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            self._port_lost(f"write failed: {exc.strerror or exc}")
-            return
-        if self._out and not self._writing:
-            self._loop.add_writer(self._fd, self._flush)
-            self._writing = True
-        elif not self._out and self._writing:
-            self._loop.remove_writer(self._fd)
-            self._writing = False
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._port_lost(f"read failed: {exc.strerror or exc}")
-            return
-        if not data:
-            self._port_lost("the port was closed (device gone)")
-            return
-        for item in self._parser.feed(data):
-            self._dispatch(item)
+    def _answering(self, answering: bool) -> None:
+        if answering != self._status.answering:
+            self._set(answering=answering)
 
     def _port_lost(self, why: str) -> None:
-        log.error("modem: port %s lost: %s", self.port, why)
-        self._lost_port = True
         self._lose_socket(f"the modem's port was lost ({why})")
-        self._close_port()
         self._set(answering=False, data_session=False, last_error=f"port lost: {why}",
                   error_display=ModemNotAnswering.display)
 
-    def _fail_waiters(self, exc: Exception) -> None:
-        if self._pending is not None and not self._pending.future.done():
-            self._pending.future.set_exception(exc)
-        for future in self._urc.values():
-            if not future.done():
-                future.set_exception(exc)
-        self._urc.clear()
+    # -- what the modem says unasked -----------------------------------------------
+    def _received(self, payload: bytes) -> None:
+        if self._socket is not None:
+            self._socket.raw_received(payload)
+        else:
+            log.warning("modem: %d bytes arrived with no socket open; discarded", len(payload))
 
-    # -- what the modem says -------------------------------------------------------
-    def _dispatch(self, item: Item) -> None:
-        pending = self._pending
-        if isinstance(item, Data):
-            wire.debug("<<< +IPD%d [%d bytes]", len(item.payload), len(item.payload))
-            if self._socket is not None:
-                self._socket.raw_received(item.payload)
-            else:
-                log.warning("modem: %d bytes arrived with no socket open; discarded",
-                            len(item.payload))
-            return
-        if isinstance(item, Prompt):
-            if pending is not None and pending.prompt and not pending.future.done():
-                pending.future.set_result(">")
-            return
-        if isinstance(item, Garbage):
-            log.warning("modem: garbage on the line: %s (%d bytes: %s)", item.reason,
-                        item.length, item.preview or "-")
-            return
-        text = item.text
-        if pending is not None and text == pending.command:
-            return  # the echo (before ATE0)
-        if _FINAL.fullmatch(text):
-            wire.debug("<<< %s", text)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(text)
-            else:
-                log.info("modem: %s with no command waiting (a late answer); ignored", text)
-            return
-        if pending is not None and pending.prefix is not None and text.startswith(pending.prefix):
-            wire.debug("<<< %s", text)
-            pending.lines.append(text)
-            return
-        if self._unsolicited(text):
-            return
-        if pending is not None and pending.prefix is None:
-            wire.debug("<<< %s", _safe(text))
-            pending.lines.append(text)
-            return
-        log.info("modem: unsolicited %s; ignored", _safe(text))
-
-    def _unsolicited(self, text: str) -> bool:
-        """Handle a known unsolicited result code; False if `text` is none."""
-        for name in URC_WAITED:
-            if text.startswith(name):
-                wire.debug("<<< %s", text)
-                future = self._urc.get(name)
-                if future is not None and not future.done():
-                    future.set_result(text)
-                elif name == "+CIPOPEN:" and text.endswith(",0"):
-                    log.warning("modem: a socket opened too late (%s); it is closed", text)
-                    self._late_socket()
-                elif name != "+CIPSEND:":
-                    log.info("modem: %s with nobody waiting; ignored", text)
-                return True
-        if text.startswith("+IPCLOSE:"):
-            wire.debug("<<< %s", text)
+    def _unsolicited(self, text: str) -> None:
+        """A known unsolicited result that no command waits for."""
+        if text.startswith("+CIPOPEN:") and text.endswith(",0"):
+            log.warning("modem: a socket opened too late (%s); it is closed", text)
+            self._late_socket()
+        elif text.startswith(("+NETOPEN:", "+NETCLOSE:", "+CIPOPEN:", "+CIPCLOSE:")):
+            log.info("modem: %s with nobody waiting; ignored", text)
+        elif text.startswith("+IPCLOSE:"):
             if self._socket is not None:
                 self._socket.raw_closed(None, f"the host closed the connection ({text})")
                 self._socket = None
-            return True
-        if text in ("RDY", "NORMAL POWER DOWN") or text.startswith("+CPIN:"):
-            wire.debug("<<< %s", text)
+        elif text in ("RDY", "NORMAL POWER DOWN") or text.startswith("+CPIN:"):
             if text != "+CPIN: READY" and self._status.data_session:
                 log.warning("modem: it says %s: it restarted or powered down by itself", text)
                 self._lose_socket(f"the modem said {text}")
                 self._set(data_session=False)
-            return True
-        return False
 
     def _late_socket(self) -> None:
         async def close_it() -> None:
@@ -738,10 +383,9 @@ class Modem:
             sock.opened = True
             log.info("modem: link 0 open to %s:%d", host, port)
             return
-        err, meaning = CIPOPEN_ERRORS.get(code, (errno.EIO, "unknown error"))
-        message = f"modem: cannot connect to {host}:{port}: +CIPOPEN error {code} ({meaning})"
-        log.warning("%s", message)
-        raise OSError(err, message)  # ECONNREFUSED makes a ConnectionRefusedError
+        error = cipopen_error(code, f"{host}:{port}")
+        log.warning("%s", error.strerror)
+        raise error
 
     def forget(self, sock: ModemSocket) -> None:
         """`sock` is finished: nothing more is delivered to it."""
@@ -750,59 +394,28 @@ class Modem:
 
     async def send_block(self, block: bytes) -> None:
         """Send one block on link 0: `>`, the bytes, OK, then +CIPSEND: 0,n,n."""
-        acked = self._urc_waiter("+CIPSEND:")
+        exchange = self._at.submit(Command(
+            f"AT+CIPSEND=0,{len(block)}", self.command_timeout, data=block, urc="+CIPSEND:",
+            urc_timeout=self.command_timeout))
         try:
-            async with self._lock:
-                result, _ = await self._locked_command(f"AT+CIPSEND=0,{len(block)}",
-                                                       prompt=True)  # fmt: skip
-                if result != ">":
-                    raise ConnectionResetError(errno.ECONNRESET,
-                                               f"modem: AT+CIPSEND answered {result}")
-                wire.debug(">>> [%d bytes]", len(block))
-                pending = _Pending("", None, False, asyncio.get_running_loop().create_future(),
-                                   [])  # fmt: skip
-                self._pending = pending
-                self._write(block)
-                try:
-                    result = await asyncio.wait_for(asyncio.shield(pending.future),
-                                                    self.command_timeout)
-                except asyncio.TimeoutError:
-                    self._silent += 1
-                    raise ModemNotAnswering("MODEM NOT ANSWERING: no OK after the data of "
-                                            "AT+CIPSEND") from None
-                finally:
-                    self._pending = None
+            result, _ = await exchange.answer
+            if not exchange.prompted:
+                raise ConnectionResetError(errno.ECONNRESET, f"modem: AT+CIPSEND answered {result}")
             if result != "OK":
                 raise ConnectionResetError(errno.ECONNRESET, f"modem: sending failed: {result}")
-            try:
-                line = await asyncio.wait_for(asyncio.shield(acked), self.command_timeout)
-            except asyncio.TimeoutError:
-                raise ModemNotAnswering("MODEM NOT ANSWERING: no +CIPSEND after the data") from None
+            assert exchange.urc is not None
+            line = await exchange.urc
             match = re.fullmatch(r"\+CIPSEND: ?0,(\d+),(\d+)", line)
             if match is None or int(match.group(2)) != len(block):
                 raise ConnectionResetError(errno.ECONNRESET, f"modem: the module took only part "
                                            f"of a block ({line}, {len(block)} sent)")
         finally:
-            if self._urc.get("+CIPSEND:") is acked:
-                del self._urc["+CIPSEND:"]
+            self._at.forget(exchange)
 
     async def close_link(self, sock: ModemSocket) -> None:
         """Close link 0 for `sock` (AT+CIPCLOSE=0) if the module still has it open."""
         self.forget(sock)
-        if not sock.opened or self._serial is None:
+        if not sock.opened or not self._at.is_open:
             return
         with contextlib.suppress(ModemError, asyncio.TimeoutError):
             await self._command_with_urc("AT+CIPCLOSE=0", "+CIPCLOSE:", self.command_timeout)
-
-
-def _safe(text: str) -> str:
-    """A line for the log: an unknown line might be misframed payload, so only a
-    result code's name (`SMS DONE`, `+CGEV: ...`), or a short hex preview."""
-    if _URC_WORDS.fullmatch(text):
-        return text
-    named = _URC_NAMED.match(text)
-    if named:
-        return f"{named.group(0)} ... ({len(text)} chars)"
-    return f"a line of {len(text)} chars ({preview(text.encode('ascii', 'replace'))})"
-
-

@@ -21,6 +21,11 @@ Fault injection (`set`): no SIM, registration state, signal, NETOPEN and
 CIPOPEN error codes, latency, boot time, `drop` (close the socket now) and
 `hang` (answer nothing at all until power-cycled or reset). `state()` reads all
 of it back with counters. Payload bytes are never logged, only their lengths.
+
+The pty's master side moves its bytes through drivers/fdpump.py, the pump the
+modem driver runs its serial port on (the one module of `drivers` hwsim
+imports: it knows no protocol, docs/architecture.md); a terminal that does not
+read loses what is beyond MAX_PENDING_OUT.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import tty
 from collections.abc import Callable
 from typing import Any
 
+from drivers.fdpump import FdPump
 from hwsim.gpio import GpioSim
 from hwsim.watch import notify
 
@@ -72,8 +78,7 @@ class ModemSim:
         self._slave: int | None = None
         self._path = ""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._out = bytearray()
-        self._writing = False
+        self._pump: FdPump | None = None  # the master's reads and writes
         # what a test or a person can set
         self.sim_present = True
         self.registration = 1
@@ -116,23 +121,21 @@ class ModemSim:
         try:
             tty.setraw(slave)
             path = os.ttyname(slave)
-            os.set_blocking(master, False)
+            pump = FdPump(master, self._on_data, self._on_pty_error)
         except OSError:
             os.close(master)
             os.close(slave)
             raise
-        self._master, self._slave, self._path = master, slave, path
+        self._master, self._slave, self._path, self._pump = master, slave, path, pump
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(master, self._on_readable)
         log.info("modem on %s (off until PWRKEY is pulsed)", path)
         return path
 
     async def close(self) -> None:
         self._power(False, quiet=True)
-        if self._loop is not None and self._master is not None:
-            self._loop.remove_reader(self._master)
-            if self._writing:
-                self._loop.remove_writer(self._master)
+        if self._pump is not None:
+            self._pump.close()
+            self._pump = None
         for fd in (self._master, self._slave):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -141,47 +144,26 @@ class ModemSim:
         if self._opening is not None:
             self._opening.cancel()
 
-    def _on_readable(self) -> None:
-        assert self._master is not None
-        try:
-            data = os.read(self._master, 4096)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EIO:  # EIO: nobody holds the slave (never: we keep one)
-                log.warning("modem pty read failed: %s", exc)
-            return
+    def _on_data(self, data: bytes) -> None:
         if not self.powered or not self.booted or self.hung:
             return  # an unpowered, booting or hung module hears nothing
         self._take(data)
 
+    def _on_pty_error(self, why: str, exc: OSError | None) -> None:
+        """A read or write on the master failed (what was not written is dropped)."""
+        if exc is None or exc.errno != errno.EIO:  # EIO: nobody holds the slave (we keep one)
+            log.warning("modem pty %s", why)
+
     def _send(self, data: bytes) -> None:
         """Bytes to the terminal; nothing comes out of a module that is off or hung."""
-        if self._master is None or not self.powered or self.hung:
+        if self._pump is None or not self.powered or self.hung:
             return
-        self._out += data
-        if len(self._out) > MAX_PENDING_OUT:
-            log.warning("modem: the terminal is not reading; dropped %d bytes", len(self._out))
-            self._out.clear()
-        self._flush()
-
-    def _flush(self) -> None:
-        assert self._master is not None and self._loop is not None
-        try:
-            while self._out:
-                written = os.write(self._master, self._out)
-                del self._out[:written]
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            log.warning("modem pty write failed: %s", exc)
-            self._out.clear()
-        if self._out and not self._writing:
-            self._loop.add_writer(self._master, self._flush)
-            self._writing = True
-        elif not self._out and self._writing:
-            self._loop.remove_writer(self._master)
-            self._writing = False
+        if self._pump.pending + len(data) > MAX_PENDING_OUT:
+            log.warning("modem: the terminal is not reading; dropped %d bytes",
+                        self._pump.pending + len(data))
+            self._pump.discard()
+            return
+        self._pump.write(data)
 
     def _line_out(self, text: str) -> None:
         self._send(b"\r\n" + text.encode("ascii") + b"\r\n")
@@ -251,7 +233,8 @@ class ModemSim:
         self._line.clear()
         self._data_left = 0
         self._data.clear()
-        self._out.clear()
+        if self._pump is not None:
+            self._pump.discard()
 
     def _schedule_boot(self) -> None:
         assert self._loop is not None or self._master is None

@@ -26,6 +26,7 @@ from drivers.modem import (
     RegistrationDenied,
     bars_for,
 )
+from drivers.modemstatus import parse_registration, parse_rssi
 from drivers.modemat import AtParser, Data, Garbage, Line, Prompt
 from drivers.remote import RemoteGPIO
 from firmware.core import iso
@@ -117,6 +118,14 @@ def test_parser_takes_bare_cr_echo_and_prompt_only_when_expected() -> None:
 def test_bars() -> None:
     assert [bars_for(r) for r in (99, 0, 1, 2, 9, 10, 14, 15, 19, 20, 31)] == \
         [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_signal_and_registration_answers_read() -> None:
+    assert [parse_rssi(lines) for lines in (["+CSQ: 17,0"], ["+CSQ:99,99"], [], ["+CSQ: x"])] \
+        == [17, 99, None, None]
+    assert [parse_registration(lines) for lines in (
+        ["+CREG: 0,1"], ["+CREG: 2,5,\"00C3\",\"0102\""], ["+CREG: 0,3"], ["+CREG: 0,7"], [],
+        ["+CREG: 1"])] == ["REGISTERED", "ROAMING", "DENIED", "UNKNOWN", None, None]
 
 
 # -- the driver against hwsim ----------------------------------------------------------
