@@ -190,3 +190,11 @@ def test_no_import_circle() -> None:
     for module in sorted(graph):
         visit(module, [], done)
     assert circles == []
+
+
+def test_modules_stay_small_enough_to_hold_in_mind() -> None:
+    """No module under firmware/ or drivers/ over 450 lines; the loop (app.py) under 300."""
+    sizes = {_rel(p): len(p.read_text().splitlines())
+             for folder in ("firmware", "drivers") for p in (ROOT / folder).rglob("*.py")}
+    assert {m: n for m, n in sizes.items() if n > 450} == {}
+    assert sizes["firmware/runtime/app.py"] < 300
