@@ -16,6 +16,7 @@ skips with the reason when one is missing (`.ci/run` installs the tools).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -26,9 +27,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -234,13 +237,31 @@ def _root_key() -> tuple[str, list[str]]:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16], names
 
 
+@contextmanager
+def _cache_lock() -> Iterator[None]:
+    """One maker of a cached root at a time (parallel workers share .cache)."""
+    ROOT_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(ROOT_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _root_tarball() -> pathlib.Path:
     """The clean root as a tarball, made once with mmdebstrap (about 20 s and 400 MB)."""
-    key, names = _root_key()
+    key, _names = _root_key()
     tarball = ROOT_CACHE / f"{SUITE}-{key}.tar"
     if tarball.exists():
         TIMES.setdefault("root", 0.0)
         return tarball
+    with _cache_lock():
+        if tarball.exists():  # made by another worker meanwhile
+            TIMES.setdefault("root", 0.0)
+            return tarball
+        return _make_root_tarball(tarball)
+
+
+def _make_root_tarball(tarball: pathlib.Path) -> pathlib.Path:
+    _key, names = _root_key()
     try:
         urllib.request.urlopen(f"{MIRROR}/dists/{SUITE}/Release", timeout=15).close()
     except OSError as exc:
@@ -286,10 +307,39 @@ def _root_run(root: pathlib.Path, *cmd: str, check: bool = True, timeout: float 
     return _run(_in_root(root, cmd, binds), check=check, timeout=timeout)
 
 
-def _fresh_root(tmp: pathlib.Path, deb: pathlib.Path) -> tuple[pathlib.Path, float]:
-    """A clean root with `deb` installed (dpkg -i, then apt-get install -f); its path and
-    the install time in seconds."""
+def _deps_tarball() -> pathlib.Path:
+    """The clean root with the package's Depends installed from its apt cache and marked
+    automatic, as `apt-get install -f` leaves them; made once beside the clean root (as
+    long as one install, about 30 s). For the tests of the installed package: the first
+    install into a clean root, dependencies and all, is `installed`'s."""
     tarball = _root_tarball()
+    deps = tarball.with_name(f"{tarball.stem}-deps.tar")
+    if deps.exists():
+        return deps
+    with _cache_lock():
+        if deps.exists():
+            return deps
+        names = sorted({d.split()[0] for d in build_deb.DEPENDS} - set(ROOT_PACKAGES))
+        work = pathlib.Path(tempfile.mkdtemp(prefix="posterm-deps-root-"))
+        try:
+            _run(["tar", "-xf", str(tarball), "-C", str(work)])
+            _root_run(work, "apt-get", "install", "-y", "-q", "--no-download",
+                      "--no-install-recommends", *names)
+            _root_run(work, "apt-mark", "auto", *names)
+            partial = deps.with_suffix(f".partial{os.getpid()}.tar")
+            _run(["tar", "-cf", str(partial), "-C", str(work), "."])
+            partial.rename(deps)
+        finally:
+            _remove_root(work)
+    return deps
+
+
+def _fresh_root(tmp: pathlib.Path, deb: pathlib.Path, *,
+                deps_installed: bool = False) -> tuple[pathlib.Path, float]:
+    """A clean root with `deb` installed (dpkg -i, then apt-get install -f); its path and
+    the install time in seconds. `deps_installed`: a root that has the package's
+    dependencies already (`_deps_tarball`), for tests of the installed package."""
+    tarball = _deps_tarball() if deps_installed else _root_tarball()
     root = tmp / "root"
     root.mkdir()
     started = time.monotonic()
@@ -623,7 +673,7 @@ def test_service_under_systemd(debs: dict[str, Any], tmp_path: pathlib.Path,
     if shutil.which("systemd-nspawn") is None or shutil.which("nsenter") is None:
         pytest.skip("systemd-nspawn is not installed (apt-get install systemd-container; "
                     ".ci/run does): the service cannot be booted")
-    root, _took = _fresh_root(tmp_path, debs["deb"])
+    root, _took = _fresh_root(tmp_path, debs["deb"], deps_installed=True)
     rig = Rig(tmp_path)  # plain TCP to the host: TLS ran in test_installed_posterm_sells
     container: Container | None = None
     try:

@@ -1,6 +1,7 @@
 """The INSTALLED package under systemd, checked as a field engineer would.
 
-Each test installs the package (dpkg -i, apt-get install -f) into a clean bookworm root,
+Each test installs the package (dpkg -i, apt-get install -f) into a bookworm root that has
+its dependencies already (the first install into a clean root is tests/test_package.py's),
 boots it with systemd-nspawn (tests/test_package.py's helpers) with hwsim running outside
 the root, and drives the terminal through hwsim's keypad, card reader and host:
 
@@ -167,11 +168,12 @@ def _need_nspawn() -> None:
 @contextmanager
 def _terminal(tmp: pathlib.Path, deb: pathlib.Path, *, dropin: str = "",
               prepare: tuple[str, ...] = (), **tables: dict[str, Any]) -> Iterator[Terminal]:
-    """A clean root with `deb` installed, `prepare` run in it (chroot), the site's
-    configuration for hwsim (plain TCP; `tables` on top of tests.rig.FAST), `dropin` as
-    posterm.service's drop-in, booted; yields once posterm.service is active."""
+    """A root with `deb` installed (its dependencies there already), `prepare` run in
+    it (chroot), the site's configuration for hwsim (plain TCP; `tables` on top of
+    tests.rig.FAST), `dropin` as posterm.service's drop-in, booted; yields once
+    posterm.service is active."""
     _need_nspawn()
-    root, _took = _fresh_root(tmp, deb)
+    root, _took = _fresh_root(tmp, deb, deps_installed=True)
     rig = Rig(tmp)
     box: Container | None = None
     try:
