@@ -16,6 +16,7 @@ skips with the reason when one is missing (`.ci/run` installs the tools).
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import importlib.util
@@ -53,7 +54,9 @@ ROOT_PACKAGES = ("python3", "adduser", "systemd", "systemd-sysv")
 # ./posterm.deb`, that tests/test_package_systemd.py installs for `posterm update`.
 ROOT_RECOMMENDS = ("dpkg-repack",)
 ROOT_CACHE = ROOT / ".cache" / "debian-root"
-# one Debian root for both package test files: with parallel workers, one worker runs them
+# one worker for this file: `installed` is made once, and the upgrade test goes on from
+# the installed test's state (tests/test_package_systemd.py is another group: the cached
+# roots are made under a lock, once, whichever worker comes first)
 pytestmark = pytest.mark.xdist_group("debian-root")
 BUMPED = "+test1"  # the upgrade's version suffix
 TOOL_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -359,14 +362,27 @@ def _fresh_root(tmp: pathlib.Path, deb: pathlib.Path, *,
     return root, took
 
 
+REMOVALS: list[subprocess.Popen[bytes]] = []
+
+
 def _remove_root(root: pathlib.Path) -> None:
     """Delete a root (400 MB) unless something is still mounted inside it: the tests'
-    mounts live in private namespaces and go with their processes, so none should be."""
+    mounts live in private namespaces and go with their processes, so none should be.
+    The deletion (seconds on a busy disk) goes on while the next test runs; the worker
+    waits for it before it exits."""
     prefix = str(root) + "/"
     with open("/proc/self/mountinfo") as f:
         if any(line.split()[4].startswith(prefix) for line in f):
             return
-    shutil.rmtree(root, ignore_errors=True)
+    if not REMOVALS:
+        atexit.register(_wait_removals)
+    REMOVALS.append(subprocess.Popen(["rm", "-rf", "--one-file-system", "--", str(root)],
+                                     stdin=subprocess.DEVNULL))
+
+
+def _wait_removals() -> None:
+    for removal in REMOVALS:
+        removal.wait()
 
 
 @pytest.fixture(scope="module")
@@ -638,6 +654,29 @@ class Container:
         return f"no init process in the container after {timeout} s: " + \
             " / ".join(self.log().strip().splitlines()[-5:])
 
+    def wait_booted(self) -> str:
+        """Wait until systemd in the container has booted; '' or why it cannot boot here.
+        A loaded machine can take minutes: "starting" is not a verdict until the deadline
+        (skipping on it hid these tests once or twice), nor is "offline" for the first
+        minute, what systemctl says while systemd does not answer on its private socket
+        yet (skipping on it skipped the update test on a busy machine)."""
+        why = self.find_init()
+        deadline = time.monotonic() + 240
+        answers_by = time.monotonic() + 60
+        while not why:
+            boot = self.run("timeout", "60", "systemctl", "is-system-running", "--wait",
+                            check=False, timeout=90)
+            state = boot.stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            booting = state in ("", "initializing", "starting") or \
+                (state == "offline" and time.monotonic() < answers_by)
+            if not booting or time.monotonic() > deadline or self.proc.poll() is not None:
+                why = (f"systemctl is-system-running --wait said {state!r} "
+                       f"{boot.stderr.strip()}")
+            time.sleep(0.2)
+        return why
+
     def run(self, *cmd: str, check: bool = True,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return _run(["nsenter", "-t", str(self.init_pid), "-a", *cmd], check=check,
@@ -692,21 +731,7 @@ def test_service_under_systemd(debs: dict[str, Any], tmp_path: pathlib.Path,
         container = Container(root, tmp_path / "nspawn.log",
                               [f"{rig.sim_dir}:/srv/hwsim",
                                f"{rig.info['card_reader']}:/dev/ttyUSB0"])
-        why = container.find_init()
-        # a loaded machine can take minutes to boot the container: "starting" is not a
-        # verdict until the deadline (skipping on it hid these tests once or twice)
-        deadline = time.monotonic() + 240
-        while not why:  # until systemd answers on its private socket, then until booted
-            boot = container.run("timeout", "60", "systemctl", "is-system-running", "--wait",
-                                 check=False, timeout=90)
-            state = boot.stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            booting = state in ("", "initializing", "starting")
-            if not booting or time.monotonic() > deadline or container.proc.poll() is not None:
-                why = (f"systemctl is-system-running --wait said {state!r} "
-                       f"{boot.stderr.strip()}")
-            time.sleep(0.2)
+        why = container.wait_booted()
         if why:
             pytest.skip(f"systemd-nspawn cannot boot a container here: {why}")
         booted = time.monotonic() - boot_started

@@ -49,8 +49,8 @@ from tests.test_package import (
     build_deb,
 )
 
-# one Debian root for both package test files: with parallel workers, one worker runs them
-pytestmark = pytest.mark.xdist_group("debian-root")
+# one worker for this file (`signed` builds its packages once), beside tests/test_package.py's
+pytestmark = pytest.mark.xdist_group("debian-systemd")
 
 CONF = "/etc/posterm/posterm.toml"
 JOURNAL = "var/lib/posterm/journal.sqlite3"  # under the root: the host side of the journal
@@ -195,21 +195,7 @@ def _terminal(tmp: pathlib.Path, deb: pathlib.Path, *, dropin: str = "",
             (root / DROPIN).write_text(dropin)
         box = Container(root, tmp / "nspawn.log", [f"{rig.sim_dir}:/srv/hwsim",
                                                    f"{rig.info['card_reader']}:/dev/ttyUSB0"])
-        why = box.find_init()
-        # a loaded machine can take minutes to boot the container: "starting" is not a
-        # verdict until the deadline (skipping on it hid these tests once or twice)
-        deadline = time.monotonic() + 240
-        while not why:  # until systemd answers on its private socket, then until booted
-            boot = box.run("timeout", "60", "systemctl", "is-system-running", "--wait",
-                           check=False, timeout=90)
-            state = boot.stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            booting = state in ("", "initializing", "starting")
-            if not booting or time.monotonic() > deadline or box.proc.poll() is not None:
-                why = (f"systemctl is-system-running --wait said {state!r} "
-                       f"{boot.stderr.strip()}")
-            time.sleep(0.2)
+        why = box.wait_booted()
         if why:
             pytest.skip(f"systemd-nspawn cannot boot a container here: {why}")
         term = Terminal(root, rig, box)
