@@ -139,9 +139,12 @@ class Rig:
         want = self._ready_seen + 1
 
         def ready() -> bool:
+            # the log first: a process armed to die early may be gone once it said ready
+            if self.log().count("posterm ready") >= want:
+                return True
             if self.fw is not None and self.fw.poll() is not None:
                 raise RuntimeError(f"posterm exited with {self.fw.returncode}:\n{self.log()}")
-            return self.log().count("posterm ready") >= want
+            return False
 
         wait_until(ready, timeout, lambda: "posterm did not become ready:\n" + self.log())
         self._ready_seen = want
