@@ -19,12 +19,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from hwsim.client import HwsimClient
 from hwsim.fwconfig import render_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 FAST = {
     "timeouts": {"result": 1.0, "busy_backoff": 0.1, "sale_budget": 8.0},
     "host": {"connect_timeout": 2.0, "response_timeout": 2.0, "repeat_backoff_base": 0.2,
@@ -34,6 +36,23 @@ FAST = {
     # the time of day it runs at (the default window is 03:00-05:00)
     "maintenance": {"restart_window": ""},
 }
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str | Callable[[], str],
+               *, every: float = 0.02) -> T:
+    """Look at `check` until it gives something true, and give that; AssertionError
+    naming `what` (text, or a function giving it: the state when it gave up) after
+    `timeout` seconds. The tests' one way to wait for something to happen: the pause
+    between looks is short, so a test waits as long as the thing takes, no longer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            said = what() if callable(what) else what
+            raise AssertionError(f"not within {timeout:g} s: {said}")
+        time.sleep(every)
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -75,13 +94,14 @@ class Rig:
         self.sim = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
                                     stderr=open(self.tmp / "hwsim.log", "ab"))
         info_path = self.sim_dir / "hwsim.json"
-        deadline = time.monotonic() + 20
-        while not info_path.exists():
-            if self.sim.poll() is not None:
+        sim = self.sim
+
+        def started() -> bool:
+            if sim.poll() is not None:
                 raise RuntimeError("hwsim died:\n" + (self.tmp / "hwsim.log").read_text())
-            if time.monotonic() > deadline:
-                raise RuntimeError("hwsim did not start")
-            time.sleep(0.05)
+            return info_path.exists()
+
+        wait_until(started, 20, "hwsim did not start")
         self.info = json.loads(info_path.read_text())
         self._hw = HwsimClient.from_dir(str(self.sim_dir))
 
@@ -117,13 +137,16 @@ class Rig:
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         want = self._ready_seen + 1
-        deadline = time.monotonic() + timeout
-        while self.log().count("posterm ready") < want:
+
+        def ready() -> bool:
+            # the log first: a process armed to die early may be gone once it said ready
+            if self.log().count("posterm ready") >= want:
+                return True
             if self.fw is not None and self.fw.poll() is not None:
                 raise RuntimeError(f"posterm exited with {self.fw.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("posterm did not become ready:\n" + self.log())
-            time.sleep(0.05)
+            return False
+
+        wait_until(ready, timeout, lambda: "posterm did not become ready:\n" + self.log())
         self._ready_seen = want
 
     def start(self) -> Rig:
@@ -184,36 +207,32 @@ class Rig:
 
     def wait_online(self, timeout: float = 20.0) -> None:
         """Wait until the idle screen no longer shows the OFFLINE indicator."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.hw.display()
-            if "ENTER AMOUNT" in " ".join(rows) and "OFFLINE" not in rows[0]:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"terminal still offline: {rows}")
-            time.sleep(0.05)
+        rows: list[str] = []
+
+        def online() -> bool:
+            rows[:] = self.hw.display()
+            return "ENTER AMOUNT" in " ".join(rows) and "OFFLINE" not in rows[0]
+
+        wait_until(online, timeout, lambda: f"terminal still offline: {rows}")
 
     def wait_led(self, on: bool, timeout: float = 5.0) -> None:
         """Wait for the "online" LED (GPIO 24) to show the link state; it follows the
         display by a few milliseconds (it is set in a worker thread)."""
-        deadline = time.monotonic() + timeout
-        while self.hw.gpio_state()["led_online"] != int(on):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"online LED is not {'on' if on else 'off'}")
-            time.sleep(0.02)
+        wait_until(lambda: self.hw.gpio_state()["led_online"] == int(on), timeout,
+                   f"online LED is not {'on' if on else 'off'}")
 
     def wait_idle(self, timeout: float = 20.0) -> list[str]:
         return self.hw.wait_display("ENTER AMOUNT", timeout=timeout)
 
     def wait_receipts(self, count: int, timeout: float = 10.0) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            receipts = self.hw.receipts()
-            if len(receipts) >= count:
-                return receipts
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} receipts, got {receipts!r}")
-            time.sleep(0.05)
+        receipts: list[str] = []
+
+        def printed() -> bool:
+            receipts[:] = self.hw.receipts()
+            return len(receipts) >= count
+
+        wait_until(printed, timeout, lambda: f"expected {count} receipts, got {receipts!r}")
+        return receipts
 
     @property
     def journal_path(self) -> pathlib.Path:

@@ -8,12 +8,13 @@ batch's totals equal the host ledger's; each batch closed once).
 
 from __future__ import annotations
 
+import math
+import os
 import pathlib
 import sqlite3
+import subprocess
+import sys
 import time
-from datetime import datetime, timedelta
-
-import pytest
 
 from firmware.runtime.operator import hash_pin
 from tests.invariants import check_batches, wait_and_check
@@ -138,22 +139,49 @@ def test_x_report_and_reprint_of_the_last_z(tmp_path: pathlib.Path) -> None:
         _check_all(rig)
 
 
-@pytest.mark.skipif(datetime.now().strftime("%H:%M") >= "23:57",
-                    reason="the scheduled minute would fall on the next day")
+# seconds from the firmware's start to its close time: enough to start, sell and key the
+# next amount on a loaded machine (the test says so if it was not)
+CLOSE_LEAD = 15
+
+
+def _noon_in(seconds: float) -> tuple[str, float]:
+    """A TZ for the firmware under which its local clock reads 12:00:00 in `seconds`
+    (rounded up to a whole second), and that moment on this process's monotonic clock:
+    the daily close time comes when the test wants it, not at the next minute of the
+    wall clock, and never near midnight."""
+    wall, mono = time.time(), time.monotonic()
+    moment = math.ceil(wall + seconds)
+    offset = (12 * 3600 - moment % 86400) % 86400  # local = UTC + offset
+    if offset > 12 * 3600:
+        offset -= 86400
+    sign, size = ("-" if offset >= 0 else "+"), abs(offset)  # POSIX TZ: east is minus
+    tz = f"FWT{sign}{size // 3600:02d}:{size % 3600 // 60:02d}:{size % 60:02d}"
+    return tz, mono + (moment - wall)
+
+
+def test_noon_in_gives_a_zone_whose_clock_reads_noon_then() -> None:
+    tz, due = _noon_in(1)
+    # CLOCK_MONOTONIC is the machine's: the child sleeps until the same moment
+    code = (f"import time, datetime; time.sleep(max(0.0, {due!r} - time.monotonic())); "
+            "print(datetime.datetime.now().strftime('%H:%M:%S'))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TZ": tz},
+                         capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.strip() in ("12:00:00", "12:00:01"), (tz, out.stdout)
+
+
 def test_scheduled_close_waits_for_the_sale_in_progress(tmp_path: pathlib.Path) -> None:
-    if datetime.now().strftime("%H:%M") == "23:59":  # "00:00" would be due at once
-        time.sleep(61 - datetime.now().second)
-    boundary = (datetime.now() + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    at = boundary.strftime("%H:%M")
-    overrides = {"operator": {"close_time": at}, "timeouts": {"card": 120}}
+    overrides = {"operator": {"close_time": "12:00"}, "timeouts": {"card": 120}}
     with Rig(tmp_path, overrides=overrides) as rig:
-        rig.start()
+        rig.start_sim()
+        tz, due = _noon_in(CLOSE_LEAD)
+        rig.start_fw(env={"TZ": tz})
         _approved_sale(rig, "1000")
         rig.hw.wait_display("ENTER AMOUNT")
         rig.key_amount("2500")  # a sale in progress: waiting for the card
-        while datetime.now() < boundary:  # (a comparison of datetimes: midnight-safe)
-            time.sleep(0.5)
-        time.sleep(3)  # the schedule polls every second: it would have asked by now
+        assert time.monotonic() < due - 1, "the sale came after the close time: raise CLOSE_LEAD"
+        # the close time comes, and 3 s more: the schedule wakes at the close time, it
+        # would have asked by now
+        time.sleep(due - time.monotonic() + 3)
         assert "SWIPE CARD" in " ".join(rig.hw.display())
         assert _closes(rig) == []
         rig.hw.swipe(PAN)

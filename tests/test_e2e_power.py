@@ -19,7 +19,7 @@ from drivers.gauge import Max17048
 from drivers.gpio import Pins
 from drivers.remote import RemoteGPIO, RemoteSMBus
 from tests.invariants import pending, wait_and_check
-from tests.rig import Rig
+from tests.rig import Rig, wait_until
 
 PAN = "4761739001010010"
 BATTERY = {"interval": 0.5, "low_percent": 10}
@@ -53,6 +53,11 @@ def refused(rig: Rig, why: str) -> None:
     rows = rig.hw.display()
     assert any(why in row for row in rows), rows
     assert "SALE" not in rows[0] and not any("5.00" in row for row in rows), rows
+
+
+def gauge_nacks(rig: Rig) -> int:
+    """The gauge's refused I2C transactions so far (each failed reading has one)."""
+    return sum(d["nacks"] for d in rig.hw.i2c_stats() if d["addr"] == 0x36)
 
 
 def charged(rig: Rig) -> list[int]:
@@ -118,8 +123,8 @@ def test_low_battery_lets_the_sale_in_flight_finish_then_blocks_new_sales(
         assert doc["health"] == 1
         assert "battery low (8 %, below 10 %): no new sale" in doc["reasons"]
 
-        rig.hw.battery(percent=11)  # above the threshold, not yet 3 points above
-        time.sleep(1.5)  # three readings
+        read = rig.hw.battery(percent=11)["reads"]  # above the threshold, not 3 points above
+        wait_until(lambda: rig.hw.battery()["reads"] >= read + 3, 10, "three gauge readings")
         refused(rig, "BATTERY LOW")
         rig.hw.battery(percent=14)
         wait_gone(rig, "BATTERY LOW")
@@ -140,7 +145,8 @@ def test_a_gauge_that_stops_answering_never_blocks_sales(tmp_path: pathlib.Path)
         rig.hw.wait_display("BAT 87%")
         rig.hw.battery(failing=True)
         rig.hw.wait_display("BATTERY GAUGE FAULT")
-        time.sleep(1.5)  # several failed readings: one warning
+        failed = gauge_nacks(rig)
+        wait_until(lambda: gauge_nacks(rig) >= failed + 3, 10, "three failed gauge readings")
         rig.hw.wait_display("ENTER AMOUNT")
         rig.sale("900", PAN)
         rig.hw.wait_display("APPROVED")

@@ -16,6 +16,8 @@ skips with the reason when one is missing (`.ci/run` installs the tools).
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -26,9 +28,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -50,7 +54,9 @@ ROOT_PACKAGES = ("python3", "adduser", "systemd", "systemd-sysv")
 # ./posterm.deb`, that tests/test_package_systemd.py installs for `posterm update`.
 ROOT_RECOMMENDS = ("dpkg-repack",)
 ROOT_CACHE = ROOT / ".cache" / "debian-root"
-# one Debian root for both package test files: with parallel workers, one worker runs them
+# one worker for this file: `installed` is made once, and the upgrade test goes on from
+# the installed test's state (tests/test_package_systemd.py is another group: the cached
+# roots are made under a lock, once, whichever worker comes first)
 pytestmark = pytest.mark.xdist_group("debian-root")
 BUMPED = "+test1"  # the upgrade's version suffix
 TOOL_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -234,13 +240,31 @@ def _root_key() -> tuple[str, list[str]]:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16], names
 
 
+@contextmanager
+def _cache_lock() -> Iterator[None]:
+    """One maker of a cached root at a time (parallel workers share .cache)."""
+    ROOT_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(ROOT_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _root_tarball() -> pathlib.Path:
     """The clean root as a tarball, made once with mmdebstrap (about 20 s and 400 MB)."""
-    key, names = _root_key()
+    key, _names = _root_key()
     tarball = ROOT_CACHE / f"{SUITE}-{key}.tar"
     if tarball.exists():
         TIMES.setdefault("root", 0.0)
         return tarball
+    with _cache_lock():
+        if tarball.exists():  # made by another worker meanwhile
+            TIMES.setdefault("root", 0.0)
+            return tarball
+        return _make_root_tarball(tarball)
+
+
+def _make_root_tarball(tarball: pathlib.Path) -> pathlib.Path:
+    _key, names = _root_key()
     try:
         urllib.request.urlopen(f"{MIRROR}/dists/{SUITE}/Release", timeout=15).close()
     except OSError as exc:
@@ -286,10 +310,39 @@ def _root_run(root: pathlib.Path, *cmd: str, check: bool = True, timeout: float 
     return _run(_in_root(root, cmd, binds), check=check, timeout=timeout)
 
 
-def _fresh_root(tmp: pathlib.Path, deb: pathlib.Path) -> tuple[pathlib.Path, float]:
-    """A clean root with `deb` installed (dpkg -i, then apt-get install -f); its path and
-    the install time in seconds."""
+def _deps_tarball() -> pathlib.Path:
+    """The clean root with the package's Depends installed from its apt cache and marked
+    automatic, as `apt-get install -f` leaves them; made once beside the clean root (as
+    long as one install, about 30 s). For the tests of the installed package: the first
+    install into a clean root, dependencies and all, is `installed`'s."""
     tarball = _root_tarball()
+    deps = tarball.with_name(f"{tarball.stem}-deps.tar")
+    if deps.exists():
+        return deps
+    with _cache_lock():
+        if deps.exists():
+            return deps
+        names = sorted({d.split()[0] for d in build_deb.DEPENDS} - set(ROOT_PACKAGES))
+        work = pathlib.Path(tempfile.mkdtemp(prefix="posterm-deps-root-"))
+        try:
+            _run(["tar", "-xf", str(tarball), "-C", str(work)])
+            _root_run(work, "apt-get", "install", "-y", "-q", "--no-download",
+                      "--no-install-recommends", *names)
+            _root_run(work, "apt-mark", "auto", *names)
+            partial = deps.with_suffix(f".partial{os.getpid()}.tar")
+            _run(["tar", "-cf", str(partial), "-C", str(work), "."])
+            partial.rename(deps)
+        finally:
+            _remove_root(work)
+    return deps
+
+
+def _fresh_root(tmp: pathlib.Path, deb: pathlib.Path, *,
+                deps_installed: bool = False) -> tuple[pathlib.Path, float]:
+    """A clean root with `deb` installed (dpkg -i, then apt-get install -f); its path and
+    the install time in seconds. `deps_installed`: a root that has the package's
+    dependencies already (`_deps_tarball`), for tests of the installed package."""
+    tarball = _deps_tarball() if deps_installed else _root_tarball()
     root = tmp / "root"
     root.mkdir()
     started = time.monotonic()
@@ -309,14 +362,27 @@ def _fresh_root(tmp: pathlib.Path, deb: pathlib.Path) -> tuple[pathlib.Path, flo
     return root, took
 
 
+REMOVALS: list[subprocess.Popen[bytes]] = []
+
+
 def _remove_root(root: pathlib.Path) -> None:
     """Delete a root (400 MB) unless something is still mounted inside it: the tests'
-    mounts live in private namespaces and go with their processes, so none should be."""
+    mounts live in private namespaces and go with their processes, so none should be.
+    The deletion (seconds on a busy disk) goes on while the next test runs; the worker
+    waits for it before it exits."""
     prefix = str(root) + "/"
     with open("/proc/self/mountinfo") as f:
         if any(line.split()[4].startswith(prefix) for line in f):
             return
-    shutil.rmtree(root, ignore_errors=True)
+    if not REMOVALS:
+        atexit.register(_wait_removals)
+    REMOVALS.append(subprocess.Popen(["rm", "-rf", "--one-file-system", "--", str(root)],
+                                     stdin=subprocess.DEVNULL))
+
+
+def _wait_removals() -> None:
+    for removal in REMOVALS:
+        removal.wait()
 
 
 @pytest.fixture(scope="module")
@@ -588,6 +654,29 @@ class Container:
         return f"no init process in the container after {timeout} s: " + \
             " / ".join(self.log().strip().splitlines()[-5:])
 
+    def wait_booted(self) -> str:
+        """Wait until systemd in the container has booted; '' or why it cannot boot here.
+        A loaded machine can take minutes: "starting" is not a verdict until the deadline
+        (skipping on it hid these tests once or twice), nor is "offline" for the first
+        minute, what systemctl says while systemd does not answer on its private socket
+        yet (skipping on it skipped the update test on a busy machine)."""
+        why = self.find_init()
+        deadline = time.monotonic() + 240
+        answers_by = time.monotonic() + 60
+        while not why:
+            boot = self.run("timeout", "60", "systemctl", "is-system-running", "--wait",
+                            check=False, timeout=90)
+            state = boot.stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            booting = state in ("", "initializing", "starting") or \
+                (state == "offline" and time.monotonic() < answers_by)
+            if not booting or time.monotonic() > deadline or self.proc.poll() is not None:
+                why = (f"systemctl is-system-running --wait said {state!r} "
+                       f"{boot.stderr.strip()}")
+            time.sleep(0.2)
+        return why
+
     def run(self, *cmd: str, check: bool = True,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return _run(["nsenter", "-t", str(self.init_pid), "-a", *cmd], check=check,
@@ -623,7 +712,7 @@ def test_service_under_systemd(debs: dict[str, Any], tmp_path: pathlib.Path,
     if shutil.which("systemd-nspawn") is None or shutil.which("nsenter") is None:
         pytest.skip("systemd-nspawn is not installed (apt-get install systemd-container; "
                     ".ci/run does): the service cannot be booted")
-    root, _took = _fresh_root(tmp_path, debs["deb"])
+    root, _took = _fresh_root(tmp_path, debs["deb"], deps_installed=True)
     rig = Rig(tmp_path)  # plain TCP to the host: TLS ran in test_installed_posterm_sells
     container: Container | None = None
     try:
@@ -642,21 +731,7 @@ def test_service_under_systemd(debs: dict[str, Any], tmp_path: pathlib.Path,
         container = Container(root, tmp_path / "nspawn.log",
                               [f"{rig.sim_dir}:/srv/hwsim",
                                f"{rig.info['card_reader']}:/dev/ttyUSB0"])
-        why = container.find_init()
-        # a loaded machine can take minutes to boot the container: "starting" is not a
-        # verdict until the deadline (skipping on it hid these tests once or twice)
-        deadline = time.monotonic() + 240
-        while not why:  # until systemd answers on its private socket, then until booted
-            boot = container.run("timeout", "60", "systemctl", "is-system-running", "--wait",
-                                 check=False, timeout=90)
-            state = boot.stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            booting = state in ("", "initializing", "starting")
-            if not booting or time.monotonic() > deadline or container.proc.poll() is not None:
-                why = (f"systemctl is-system-running --wait said {state!r} "
-                       f"{boot.stderr.strip()}")
-            time.sleep(0.2)
+        why = container.wait_booted()
         if why:
             pytest.skip(f"systemd-nspawn cannot boot a container here: {why}")
         booted = time.monotonic() - boot_started

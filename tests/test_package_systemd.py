@@ -1,6 +1,7 @@
 """The INSTALLED package under systemd, checked as a field engineer would.
 
-Each test installs the package (dpkg -i, apt-get install -f) into a clean bookworm root,
+Each test installs the package (dpkg -i, apt-get install -f) into a bookworm root that has
+its dependencies already (the first install into a clean root is tests/test_package.py's),
 boots it with systemd-nspawn (tests/test_package.py's helpers) with hwsim running outside
 the root, and drives the terminal through hwsim's keypad, card reader and host:
 
@@ -48,8 +49,8 @@ from tests.test_package import (
     build_deb,
 )
 
-# one Debian root for both package test files: with parallel workers, one worker runs them
-pytestmark = pytest.mark.xdist_group("debian-root")
+# one worker for this file (`signed` builds its packages once), beside tests/test_package.py's
+pytestmark = pytest.mark.xdist_group("debian-systemd")
 
 CONF = "/etc/posterm/posterm.toml"
 JOURNAL = "var/lib/posterm/journal.sqlite3"  # under the root: the host side of the journal
@@ -167,11 +168,12 @@ def _need_nspawn() -> None:
 @contextmanager
 def _terminal(tmp: pathlib.Path, deb: pathlib.Path, *, dropin: str = "",
               prepare: tuple[str, ...] = (), **tables: dict[str, Any]) -> Iterator[Terminal]:
-    """A clean root with `deb` installed, `prepare` run in it (chroot), the site's
-    configuration for hwsim (plain TCP; `tables` on top of tests.rig.FAST), `dropin` as
-    posterm.service's drop-in, booted; yields once posterm.service is active."""
+    """A root with `deb` installed (its dependencies there already), `prepare` run in
+    it (chroot), the site's configuration for hwsim (plain TCP; `tables` on top of
+    tests.rig.FAST), `dropin` as posterm.service's drop-in, booted; yields once
+    posterm.service is active."""
     _need_nspawn()
-    root, _took = _fresh_root(tmp, deb)
+    root, _took = _fresh_root(tmp, deb, deps_installed=True)
     rig = Rig(tmp)
     box: Container | None = None
     try:
@@ -193,21 +195,7 @@ def _terminal(tmp: pathlib.Path, deb: pathlib.Path, *, dropin: str = "",
             (root / DROPIN).write_text(dropin)
         box = Container(root, tmp / "nspawn.log", [f"{rig.sim_dir}:/srv/hwsim",
                                                    f"{rig.info['card_reader']}:/dev/ttyUSB0"])
-        why = box.find_init()
-        # a loaded machine can take minutes to boot the container: "starting" is not a
-        # verdict until the deadline (skipping on it hid these tests once or twice)
-        deadline = time.monotonic() + 240
-        while not why:  # until systemd answers on its private socket, then until booted
-            boot = box.run("timeout", "60", "systemctl", "is-system-running", "--wait",
-                           check=False, timeout=90)
-            state = boot.stdout.strip()
-            if state in ("running", "degraded"):
-                break
-            booting = state in ("", "initializing", "starting")
-            if not booting or time.monotonic() > deadline or box.proc.poll() is not None:
-                why = (f"systemctl is-system-running --wait said {state!r} "
-                       f"{boot.stderr.strip()}")
-            time.sleep(0.2)
+        why = box.wait_booted()
         if why:
             pytest.skip(f"systemd-nspawn cannot boot a container here: {why}")
         term = Terminal(root, rig, box)

@@ -148,7 +148,7 @@ class Field:
         (tmp / "installed_version").write_text("0.1.0\n")
         sh = str(tmp)
         rig.write_config(update={
-            "public_key": str(public), "keep_dir": f"{sh}/keep", "ready_timeout": 12,
+            "public_key": str(public), "keep_dir": f"{sh}/keep", "ready_timeout": 10,
             "idle_wait": 10, "install_command": [f"{sh}/install.sh"],
             "restart_command": [f"{sh}/restart.sh"], "stop_command": [f"{sh}/stop.sh"],
             "repack_command": [f"{sh}/repack.sh"]})
@@ -165,9 +165,11 @@ class Field:
 
     def wait_version(self, version: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
-        while not (self.status().get("running") and self.status().get("version") == version):
-            assert time.monotonic() < deadline, self.status()
-            time.sleep(0.2)
+        while True:  # each look is a `posterm status` process: no pause between them
+            doc = self.status()
+            if doc.get("running") and doc.get("version") == version:
+                return
+            assert time.monotonic() < deadline, doc
 
     def update(self, path: pathlib.Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "firmware", "--config",
