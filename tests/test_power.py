@@ -19,6 +19,7 @@ from firmware.runtime import status
 from firmware.runtime import power as power_mod
 from firmware.runtime.power import PowerMonitor
 from hwsim.gauge import Max17048Sim
+from tests import vtime
 from tests.test_gauge import ModelBus
 
 
@@ -46,7 +47,8 @@ class Harness:
             PowerConfig(grace=grace, shutdown_command=command),
             gauge=Max17048(ModelBus(self.model)) if gauge else None,
             power_ok=power_ok if pin else None, emit=self.events.append,
-            checkpoint=self._checkpoint, request_stop=self._stop, changed=lambda: None)
+            checkpoint=self._checkpoint, request_stop=self._stop, changed=lambda: None,
+            clock=lambda: asyncio.get_running_loop().time())
 
     def _checkpoint(self) -> None:
         self.checkpoints += 1
@@ -75,7 +77,9 @@ class Harness:
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 20))
+    """On virtual time (tests/vtime.py): the grace, debounce and poll periods pass at once
+    unless a gauge read (a thread) is under way."""
+    return vtime.run(asyncio.wait_for(coro, 20))[0]
 
 
 def test_low_battery_blocks_with_hysteresis_and_charging_lifts_it() -> None:
