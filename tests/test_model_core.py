@@ -208,13 +208,13 @@ class CoreModel(RuleBasedStateMachine):
 
     @precondition(_in_flight)
     @rule(what=HOST_OUTCOMES)
-    def host(self, what: str) -> None:
+    def host_decides(self, what: str) -> None:
         """What the host does with the sale's request in flight."""
         self._host(what)
 
     @precondition(_in_flight)
     @rule(what=HOST_OUTCOMES)
-    def host_again(self, what: str) -> None:
+    def host_decides_again(self, what: str) -> None:
         self._host(what)
 
     @rule(what=st.sampled_from(["host up", "host up", "host down", "link UP", "link UP",
@@ -291,7 +291,7 @@ def test_voided_sale_told_approved_at_restart() -> None:
         machine.opening()
         machine.sale(kind="purchase", amount=100, swipe="0")
         machine.world(what="paper out")
-        machine.host(what="00")
+        machine.host_decides(what="00")
         machine.money()
         machine.restart(processed=False)
         machine.money()
