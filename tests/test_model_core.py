@@ -271,7 +271,7 @@ class CoreModel(RuleBasedStateMachine):
             " | ".join(rows) for rows in self.rt.screens[-8:])
 
 
-CI = settings(max_examples=200, stateful_step_count=50, deadline=None, derandomize=True,
+CI = settings(max_examples=300, stateful_step_count=50, deadline=None, derandomize=True,
               database=None, suppress_health_check=list(HealthCheck))
 TestCoreModel = CoreModel.TestCase
 TestCoreModel.settings = CI
