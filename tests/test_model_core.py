@@ -152,6 +152,21 @@ class CoreModel(RuleBasedStateMachine):
     def another_sale(self, kind: str, amount: int, swipe: str) -> None:
         self._sale(kind, amount, swipe)
 
+    @rule(kind=KINDS, amount=AMOUNTS, swipe=SWIPES)
+    def yet_another_sale(self, kind: str, amount: int, swipe: str) -> None:
+        self._sale(kind, amount, swipe)
+
+    @rule(amount=st.sampled_from([100, 1250, 4999, 7500]), which=st.sampled_from("01"),
+          back=st.booleans())
+    def sale_with_the_link_down(self, amount: int, which: str, back: bool) -> None:
+        """The link monitor says DOWN, a sale (the offline rules decide it), and the link
+        perhaps UP again (the advice goes when the queue is drained)."""
+        self._count()
+        self.rt.feed(LinkChanged("DOWN"))
+        self._sale("purchase", amount, which)
+        if back:
+            self.rt.feed(LinkChanged("UP"))
+
     @rule(key=st.sampled_from(KEYS))
     def press(self, key: str) -> None:
         self._count()
@@ -216,6 +231,24 @@ class CoreModel(RuleBasedStateMachine):
     @rule(what=HOST_OUTCOMES)
     def host_decides_again(self, what: str) -> None:
         self._host(what)
+
+    @precondition(_in_flight)
+    @rule(what=HOST_OUTCOMES)
+    def host_decides_once_more(self, what: str) -> None:
+        self._host(what)
+
+    @precondition(_in_flight)
+    @rule(times=st.integers(1, 4), code=st.sampled_from(["91", "96"]))
+    def host_stays_busy(self, times: int, code: str) -> None:
+        """Busy answers, each followed by the retry timer, until the retries are spent
+        and the offline rules decide (or the host answers the last retry later)."""
+        self._count()
+        for _ in range(times):
+            if not self.rt.link.inflight:
+                break
+            self.rt.link.answer(code)
+            self.rt.settle()
+            self.rt.fire_timer()
 
     @rule(what=st.sampled_from(["host up", "host up", "host down", "link UP", "link UP",
                                 "link DEGRADED", "link DOWN", "advices accepted",
