@@ -203,6 +203,11 @@ class Runtime:
             while self.events:
                 self._handle(self.events.popleft())
             self.loop.run_until_complete(self._spin())
+            if not self.events and self.closer.running:
+                # the close engine polls the queue it waits for every 0.1 s of real time:
+                # let it see the queue drained now, not some steps later
+                self.loop.run_until_complete(asyncio.sleep(0.11))
+                continue
             if not self.events:
                 return
         raise AssertionError("the runtime did not settle: events keep coming")
