@@ -44,6 +44,7 @@ from firmware.runtime.decisions import Decisions
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.journal import Journal
 from firmware.runtime.outcomes import Announcer
+from firmware.runtime.printqueue import QUEUE_KIND
 from firmware.runtime.vault import Vault
 from tests.model_host import ModelHost, ModelLink
 
@@ -92,10 +93,6 @@ class Runtime:
     errors: list[str] = field(default_factory=list)
     token: int = 0  # the token of the last timer the core started
     restarts: int = 0
-    # the one known firmware bug the model test found, tolerated so that the test goes on
-    # looking for others; tests/test_model_core.py reproduces it as an xfail
-    tolerate_voided_notice: bool = True
-    known: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -144,14 +141,7 @@ class Runtime:
                 " NOT DONE\n" not in done.notice or last.status == "FAILED"):
             # (LAST SALE NOT DONE is also said of a sale keyed in and never journaled:
             # the journal's note of the sale in hand, not its last sale)
-            if last.voided and " APPROVED\n" in done.notice and self.tolerate_voided_notice:
-                # the known bug (test_model_core.test_voided_sale_told_approved_at_restart):
-                # recovery tells a voided sale as approved; noted, not taken as what the
-                # terminal finally says of it, so that the model goes on to find others
-                self.known.append(f"sale {last.sale_id} voided, told at restart as "
-                                  f"'{done.notice}'")
-            else:
-                self._told(last.sale_id, done.notice)
+            self._told(last.sale_id, done.notice)
         self.execute(effects)
         for rec in done.copies:  # the recovery copies, printed after READY
             job = "recovery-last" if last is not None and rec.sale_id == last.sale_id \
@@ -297,13 +287,26 @@ class Runtime:
         self.verdicts[sale_id] = Verdict(moved, words.replace("\n", " / "), offline)
 
     def _print(self, effect: Print) -> None:
-        """The printer model: every print ends at once, well or with PAPER OUT; what came
-        out is journaled as the print spooler does."""
+        """The printer model: every print ends at once, well or with PAPER OUT, and the
+        journal hears what the print spooler (printqueue.py) tells it: printed, or a
+        receipt, slip or copy kept in the print queue until the printer is back."""
         ok = self.printer_ok
-        if ok and effect.sale_id is not None:
+        kind = QUEUE_KIND.get(effect.job, "")
+        if ok:
             self.journal.print_done(effect.job, effect.sale_id)
+        elif kind and not (effect.sale_id is not None and
+                           self.journal.print_queued(kind, effect.sale_id)):
+            self.journal.queue_print(kind, effect.sale_id, effect.lines, self.local(),
+                                     "PAPER OUT")
         if effect.job not in ("recovery",):
             self.emit(PrintFinished(ok, "" if ok else "PAPER OUT", job=effect.job))
+
+    def printer_back(self, ok: bool) -> None:
+        """Paper in (or out): the spooler prints its queue, oldest first, when it can."""
+        self.printer_ok = ok
+        if ok:
+            for queued in self.journal.queued_prints():
+                self.journal.print_done(queued.kind, queued.sale_id, queued.job_id)
 
     async def _print_z(self, batch: int, lines: tuple[str, ...]) -> bool:
         self.emit(PrintFinished(self.printer_ok, "", job="z-report"))
