@@ -34,6 +34,8 @@ def main() -> int:
                         help="steps per example at most (stateful_step_count)")
     parser.add_argument("--derandomize", action="store_true",
                         help="the same examples every run, as in CI (default: new ones)")
+    parser.add_argument("--chunk", type=int, default=500,
+                        help="examples per Hypothesis run (bounds its memory)")
     parser.add_argument("--progress", type=float, default=0.0, metavar="SECONDS",
                         help="print the steps so far every SECONDS (default: only at the end)")
     args = parser.parse_args()
@@ -60,14 +62,24 @@ def main() -> int:
     start = time.monotonic()
     CoreModel.__init__ = counting_init  # type: ignore[method-assign]
     failed = ""
+    runs = 0
     try:
-        run_state_machine_as_test(CoreModel, settings=cfg)
+        # in runs of at most --chunk examples, each a new Hypothesis engine: one engine
+        # keeps the tree of every example it tried, and a million steps in one would
+        # take gigabytes
+        while CoreModel.steps < args.steps:
+            left = -(-(args.steps - CoreModel.steps) // args.per_example)
+            runs += 1
+            run_state_machine_as_test(CoreModel, settings=settings(
+                cfg, max_examples=max(1, min(args.chunk, left))))
+            if args.derandomize:
+                break  # the same examples again would add nothing
     except Exception as exc:  # the shrunk counterexample (AssertionError, Flaky, ...)
         failed = f"{type(exc).__name__}: {exc}"
     elapsed = time.monotonic() - start
     steps = CoreModel.steps
-    print(f"model test: {steps} steps in {machines} examples (asked {args.steps} steps, up "
-          f"to {args.per_example} per example), {elapsed:.1f} s, "
+    print(f"model test: {steps} steps in {machines} examples, {runs} run(s) (asked "
+          f"{args.steps} steps, up to {args.per_example} per example), {elapsed:.1f} s, "
           f"{steps / elapsed if elapsed else 0:.0f} steps/s")
     if failed:
         print("COUNTEREXAMPLE (shrunk, including the shrinking's own runs in the counts "
