@@ -118,8 +118,10 @@ class CoreModel(RuleBasedStateMachine):
         self.rt = Runtime(self.dir, self.host, CFG, HOST_CFG)
 
     def teardown(self) -> None:
-        self.rt.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.rt.close()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def _count(self) -> None:
         CoreModel.steps += 1
