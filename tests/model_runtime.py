@@ -2,7 +2,7 @@
 and as many of the real runtime pieces as run without devices, against `ModelHost`.
 
 What is real and what is modelled, and why, is told in tests/test_model_core.py's
-docstring. In short: the core (`sale.initial`, `sale.step`), the journal (SQLite, on a
+docstring. In short: the core (`machine.initial`, `machine.step`), the journal (SQLite, on a
 temporary directory), `decisions.Decisions`, `authorizer.Authorizer`, `forwarder.Forwarder`,
 `batch.CloseEngine`, `recovery.recover` and `recovery.InHand`, and `outcomes.Announcer` are
 the firmware's own; the host link, the printer, the display, the PIN check and the clock
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config import HostConfig
-from firmware.core import sale
+from firmware.core import machine
 from firmware.core.effects import (
     Authorize, Beep, CheckPin, CloseBatch, CloseSale, DecideOffline, Effect, FindForVoid, Log,
     Print, PrintReport, PrintTotals, Show, StartTimer, Void,
@@ -46,6 +46,7 @@ from firmware.runtime.journal import Journal
 from firmware.runtime.outcomes import Announcer
 from firmware.runtime.printqueue import QUEUE_KIND
 from firmware.runtime.vault import Vault
+from firmware.runtime.outbox import Kind
 from tests.model_host import ModelHost, ModelLink
 
 PIN = "1234"
@@ -100,8 +101,8 @@ class Runtime:
         self._start()
 
     # -- the clock ------------------------------------------------------------------
-    def now(self) -> sale.Now:
-        return sale.Now(mono=self.mono, local=self.local())
+    def now(self) -> machine.Now:
+        return machine.Now(mono=self.mono, local=self.local())
 
     def local(self) -> datetime:
         return START + timedelta(seconds=int(self.mono - 1000.0))
@@ -135,7 +136,7 @@ class Runtime:
         done = recovery.recover(self.journal, self.cfg.currency_code)
         last = self.journal.last_sale()
         recent = self.journal.recent_approvals(self.cfg.duplicate_minutes, now=self.local())
-        self.state, effects = sale.initial(self.cfg, last=last, notice=done.notice,
+        self.state, effects = machine.initial(self.cfg, last=last, notice=done.notice,
                                            recent=recent)
         if last is not None and done.notice.startswith(("LAST SALE", "LAST REFUND")) and (
                 " NOT DONE\n" not in done.notice or last.status == "FAILED"):
@@ -218,14 +219,14 @@ class Runtime:
 
     def _queued(self) -> bool:
         """Something the forwarder can still send now (no advice goes during a sale)."""
-        return bool(self.journal.pending_reversal_ids()) or (
+        return bool(self.journal.pending_keys(Kind.REVERSAL, Kind.VOID)) or (
             self.journal.queue_stats().count > 0 and not self.sale_active())
 
     def _handle(self, event: Event) -> None:
         was_active = self.sale_active()
         if isinstance(event, CardSwiped) and not event.pan_hash:
             event = replace(event, pan_hash=self.journal.vault.pan_hash(event.card.pan))
-        self.state, effects = sale.step(self.state, event, self.now())
+        self.state, effects = machine.step(self.state, event, self.now())
         self.execute(effects, event)
         self.in_hand.update(self.state)  # type: ignore[arg-type]
         if was_active and not self.sale_active():

@@ -24,13 +24,13 @@ whenever the queues are empty the project's own checker (`tests.invariants.check
 
 What is real and what is modelled (tests/model_runtime.py, tests/model_host.py):
 
-- real: the core (`sale.initial`, `sale.step`); the journal (SQLite on a temporary
+- real: the core (`machine.initial`, `machine.step`); the journal (SQLite on a temporary
   directory, /dev/shm when there is one); `decisions.Decisions` (CloseSale, DecideOffline,
   FindForVoid, Void); `authorizer.Authorizer` (each attempt in the order of durable writes,
   with its handling of busy, lost, garbled and mismatching answers); `forwarder.Forwarder`
   (reversals, voids, advices, run as its own task); `batch.CloseEngine` (0500, upload);
   `recovery.recover` and `recovery.InHand` (a restart is a new Journal on the same file,
-  recovery, and `sale.initial` with the journal's last sale, notice and recent approvals,
+  recovery, and `machine.initial` with the journal's last sale, notice and recent approvals,
   as app.run does); `outcomes.Announcer` (the "shown" mark recovery reads).
 - modelled: the host (ModelHost: a ledger written from host-interface.md, not from the
   firmware, so that it can disagree with it); the host link (ModelLink: same methods as
