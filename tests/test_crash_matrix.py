@@ -201,6 +201,8 @@ def _restart_and_check(rig: Rig, expect: str | None) -> None:
     rows = rig.wait_idle(timeout=15)
     if expect:
         rows = rig.hw.wait_display(expect, timeout=10)
+        if any("PRINTING COPY" in r for r in rows):  # the copy is part of the recovery
+            rows = rig.hw.wait_display("COPY PRINTED", timeout=10)
     else:
         time.sleep(0.3)
         rows = rig.hw.display()
