@@ -256,12 +256,18 @@ def _outcome_unknown(state: State, event: Event, now: Now) -> Step:
 
 def _untrusted(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, HostUntrusted)
-    sale = replace(_sale(state), sale_id=event.sale_id)
-    st = replace(state, flow=_with(state, sale=sale, cause="HOST NOT TRUSTED"))
+    return _host_not_taking(state, replace(_sale(state), sale_id=event.sale_id),
+                            "HOST NOT TRUSTED", now, Log(
+                                "error", f"sale {event.sale_id}: {event.reason}; not retried: "
+                                "a configuration error or an attack, not a busy host"))
+
+
+def _host_not_taking(state: State, sale: Sale, cause: str, now: Now, why: Log) -> Step:
+    """The host will not take the sale (not trusted, busy past its retries): the offline
+    rules decide, and the screen gives `cause` with their answer."""
+    st = replace(state, flow=_with(state, sale=sale, cause=cause))
     assert sale.request is not None
-    return st, [Log("error", f"sale {event.sale_id}: {event.reason}; not retried: a "
-                             "configuration error or an attack, not a busy host"),
-                _offline(st, sale.request, event.sale_id, now)]
+    return st, [why, _offline(st, sale.request, sale.sale_id, now)]
 
 
 def _attempt_failed(state: State, event: Event, now: Now) -> Step:
@@ -288,11 +294,8 @@ def _busy(state: State, event: Event, now: Now) -> Step:
                      message="")
         return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
                                    f"retry {sale.attempts} of {cfg.busy_retries}"), *eff]
-    st = replace(state, flow=_with(state, sale=sale, cause="HOST UNAVAILABLE"))
-    assert sale.request is not None
-    return st, [Log("warning", f"sale {event.sale_id}: host busy ({event.reason}); "
-                               "no more retries"),
-                _offline(st, sale.request, event.sale_id, now)]
+    return _host_not_taking(state, sale, "HOST UNAVAILABLE", now, Log(
+        "warning", f"sale {event.sale_id}: host busy ({event.reason}); no more retries"))
 
 
 def _authorizing_key(state: State, event: Event, now: Now) -> Step:
