@@ -25,11 +25,13 @@ from firmware.core.iso import BatchTotals, Identity
 from firmware.core.model import CoreConfig, SaleRequest
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
+from firmware.runtime.clock import LoopClock
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.outbox import Answer, Kind
 from firmware.runtime.vault import Vault
 from hwsim.host import AcquirerHost
+from tests import vtime
 
 CARD = CardData(pan="4761739001010010", expiry="3012", service_code="101",
                 track2="4761739001010010=30121010000000000000")
@@ -375,26 +377,32 @@ def test_the_daily_close_is_due_once_a_day_from_its_time(now: str, last_day: str
 
 
 def test_the_schedule_asks_only_when_idle_and_again_after_its_retry() -> None:
-    async def main() -> list[Event]:
-        events: list[Event] = []
+    """On virtual time (tests/vtime.py) with the real settings (retry and poll 60 s): the
+    close time comes during a sale, so nothing is asked; the terminal goes idle (the app
+    kicks the schedule) and the close is asked at once; the core does not take it, so it
+    is asked again exactly one retry later."""
+    async def main() -> list[tuple[float, Event]]:
+        loop = asyncio.get_running_loop()
+        clock = LoopClock(loop, start=datetime(2026, 3, 2, 22, 59, 30))
+        asked: list[tuple[float, Event]] = []
         idle = [False]
-        when = datetime(2026, 3, 2, 23, 0, 5)
-        schedule = CloseSchedule("23:00", idle=lambda: idle[0], emit=events.append,
+        schedule = CloseSchedule("23:00", idle=lambda: idle[0],
+                                 emit=lambda e: asked.append((loop.time(), e)),
                                  in_progress=lambda: False, running=lambda: False,
-                                 last_day=lambda: "", retry=0.2, poll=0.02,
-                                 clock=lambda: when)
+                                 last_day=lambda: "", clock=clock.local,
+                                 monotonic=clock.monotonic)
         task = asyncio.create_task(schedule.run())
-        await asyncio.sleep(0.15)
-        assert events == []  # a sale in progress: not asked
+        await asyncio.sleep(40)  # 23:00:10, a sale in progress since before 23:00
+        assert asked == []
         idle[0] = True
-        await asyncio.sleep(0.1)
-        assert events == [CloseDue()]
-        await asyncio.sleep(0.3)  # not taken (never done): asked again after the retry
+        schedule.kick()
+        await asyncio.sleep(90)  # 23:01:40
         task.cancel()
-        return events
+        return asked
 
-    events = asyncio.run(main())
-    assert 2 <= len(events) <= 3
+    asked, _ = vtime.run(main())
+    assert [e for _t, e in asked] == [CloseDue(), CloseDue()]
+    assert [t for t, _e in asked] == pytest.approx([40.0, 100.0])
 
 
 def test_schedule_day_is_the_day_a_close_ended_after_its_time() -> None:
