@@ -7,11 +7,12 @@ reversals after 0.2-1 s, so each case takes a few seconds.
 from __future__ import annotations
 
 import pathlib
+import sqlite3
 
 import pytest
 
 from tests.invariants import wait_and_check
-from tests.rig import Rig
+from tests.rig import Rig, wait_until
 
 PAN = "4761739001010010"
 
@@ -121,11 +122,24 @@ def test_reversal_repeats_as_0401_until_acknowledged(rig: Rig) -> None:
     assert not any(e["charged"] for e in rig.hw.ledger())
 
 
+def _reversal_tries(rig: Rig) -> int:
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT coalesce(max(tries), 0) FROM reversals "
+                              "WHERE written=1").fetchone()[0])
+    finally:
+        db.close()
+
+
 def test_pending_reversal_survives_restart_and_goes_first(rig: Rig) -> None:
     rig.hw.host_fault("swallow")
     rig.hw.host_fault("busy", count=0, mti="0400", code="96")  # never acknowledged
     rig.sale("2200", PAN)
     rig.hw.wait_display("NO RESPONSE", timeout=15)
+    # killed once the journal knows the reversal went out (its first 0400 written and
+    # refused): the restart must send it again as a repeat. Killed between the write and
+    # its mark, the restart would rightly send 0400 again: a different case, not this one
+    wait_until(lambda: _reversal_tries(rig) >= 1, 15, "the reversal's first answer journaled")
     rig.kill_fw()
     rig.hw.host_clear()
     rig.start_fw()
