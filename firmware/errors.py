@@ -29,6 +29,22 @@ class CardReaderError(DeviceError):
     device = "card_reader"
 
 
+class ChipError(DeviceError):
+    """The chip card or its reader failed during a command; the message says which."""
+
+
+class ChipRemovedError(ChipError):
+    """The card was pulled out (or lost power) while the terminal was talking to it."""
+
+
+class ChipMuteError(ChipError):
+    """The card gave no usable ATR or stopped answering."""
+
+
+class ChipReaderGoneError(ChipError):
+    """The reader is unplugged or PC/SC (pcscd) is not there."""
+
+
 class KeypadError(DeviceError):
     device = "keypad"
 

@@ -28,6 +28,26 @@ class CardReaderPort(Protocol):
     def close(self) -> None: ...
 
 
+class ChipReaderPort(Protocol):
+    """A PC/SC chip reader. `run` watches the reader's state (SCardGetStatusChange, no
+    polling loop) and emits ChipInserted / ChipRemoved / ChipReaderFailed; the blocking
+    methods (run in a worker thread) raise `firmware.errors.ChipError` subclasses."""
+
+    async def run(self, emit: Emit) -> None: ...
+
+    def power_on(self) -> bytes:
+        """Connect to the card (T=0 or T=1, whichever its ATR offers) and return the ATR."""
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        """Send one command APDU as the kernel built it (case 4 with Le); return the
+        response data and SW1SW2, with T=0's 61xx (GET RESPONSE) and 6Cxx (repeat with
+        Le) handled here."""
+
+    def power_off(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class KeypadPort(Protocol):
     async def run(self, emit: Emit) -> None: ...
 

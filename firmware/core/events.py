@@ -37,6 +37,26 @@ class CardReadFailed:
 
 
 @dataclass(frozen=True)
+class ChipInserted:
+    """A card is in the chip reader (PC/SC reader state: present)."""
+
+    atr: str = ""  # hex, for the log; "" when the card gave no usable ATR
+
+
+@dataclass(frozen=True)
+class ChipRemoved:
+    """The card left the chip reader."""
+
+
+@dataclass(frozen=True)
+class ChipReaderFailed:
+    """The chip reader is gone or PC/SC failed (reader unplugged, pcscd restarted)."""
+
+    reason: str  # for the display, e.g. "CHIP READER FAULT"
+    detail: str = ""  # for the log
+
+
+@dataclass(frozen=True)
 class DeviceFault:
     device: str  # "card_reader", "keypad", "printer", "display", "gpio", ...
     message: str

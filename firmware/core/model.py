@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from firmware.core.card import CardData
+from firmware.core.emv.params import Terminal
 from firmware.core.iso import Identity
 from firmware.core.risk import OfflineRules
 
@@ -29,6 +30,7 @@ class CoreConfig:
     protect: frozenset[str] = frozenset({"refund", "void", "close", "x_report"})
     pin_set: bool = False
     duplicate_minutes: float = 10.0  # 0: no duplicate guard
+    chip: Terminal | None = None  # EMV parameters ([chip]); None: no chip reader
 
 
 class SaleStatus:
