@@ -13,8 +13,11 @@ import pytest
 from firmware.core import machine
 from firmware.core.card import CardData
 from firmware.core.effects import Log, StartTimer
+from firmware.core.emv.params import Terminal
+from firmware.core.emv.steps import ChipData, Outcome
 from firmware.core.events import (
-    AdviceRefused, AttemptFailed, BatteryRead, CardReadFailed, CardSwiped, CloseDue,
+    AdviceRefused, AttemptFailed, BatteryRead, CardReadFailed, CardSwiped, ChipAsked,
+    ChipFinished, ChipInserted, ChipRead, ChipReaderFailed, ChipRemoved, ChipSettled, CloseDue,
     CloseFinished, CloseProgress, ConditionChanged, DeviceFault, Event, HostAnswered,
     HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed, LinkChanged, MaintenanceNotice,
     OfflineDecided, PathChanged, PinChecked, PrintFinished, QueueChanged, SaleClosed,
@@ -27,10 +30,15 @@ from firmware.core.risk import QueueStats
 
 CORE = Path(__file__).resolve().parent.parent / "firmware" / "core"
 CFG = CoreConfig(identity=Identity("TERM0001", "MERCHANT0000001", "978"), merchant_name="SHOP",
-                 address=("1 MAIN ST",), currency_code="EUR", max_amount=100000, pin_set=True)
+                 address=("1 MAIN ST",), currency_code="EUR", max_amount=100000, pin_set=True,
+                 chip=Terminal())
 NOW = Now(mono=0.0, local=datetime(2026, 1, 2, 12, 0))
-CARD = CardData(pan="4761739001010010", expiry="2812", service_code="201",
-                track2="4761739001010010=28122011234567890")
+CARD = CardData(pan="4761739001010010", expiry="2812", service_code="101",
+                track2="4761739001010010=28121011234567890")
+CHIP = ChipData(card=CARD, psn="01", aid="F0000000011010", label="CREDIT",
+                field55=bytes.fromhex("9F2608CA00FC7521318666"), cid=0x80)
+TC = Outcome("approved", "second", chip=ChipData(
+    card=CARD, psn="01", aid="F0000000011010", label="CREDIT", field55=b"", cid=0x40))
 REC = SaleRecord(sale_id=3, kind="purchase", amount=1250, pan_masked="476173******0010",
                  local=NOW.local, status=SaleStatus.APPROVED, approval="123456")
 
@@ -45,6 +53,8 @@ EVENTS: list[Event] = [
     OfflineDecided(REC), ConditionChanged("printer", "PAPER LOW"), BatteryRead(50),
     PathChanged("ETH"), PinChecked(True, "void"), VoidCandidate(REC), VoidRecorded(REC, True),
     CloseProgress("UPLOADING"), CloseFinished(True, 1), CloseDue(),
+    ChipInserted("3B00"), ChipRemoved(), ChipReaderFailed("CHIP READER FAULT"),
+    ChipAsked(("CREDIT", "DEBIT")), ChipRead(CHIP), ChipFinished(TC), ChipSettled(REC),
 ]
 
 
@@ -74,6 +84,10 @@ def _reach_every_phase() -> dict[Phase, State]:
     again = run(st, k("1"), k("2"), k("5"), k("0"), k("OK"), CardSwiped(CARD, pan_hash="h"),
                 HostAnswered(REC), PrintFinished(True), k("OK"))
     run(again, k("1"), k("2"), k("5"), k("0"), k("OK"), CardSwiped(CARD, pan_hash="h"))
+    # a chip sale: inserted, the application chosen, online, the card's TC, REMOVE CARD
+    run(st, k("1"), k("OK"), ChipInserted("3B00"), ChipAsked(("CREDIT", "DEBIT")), k("1"),
+        ChipRead(CHIP), HostAnswered(REC), ChipFinished(TC), ChipSettled(REC),
+        PrintFinished(True), TimerFired("phase"))
     menu = run(st, k("F1"), k("3"), k("CANCEL"))
     run(menu, k("6"), k("1"), k("2"), k("3"), k("4"), k("OK"), PinChecked(True, "void"),
         k("OK"), VoidCandidate(REC), k("OK"), VoidRecorded(REC, True))

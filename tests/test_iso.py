@@ -35,7 +35,7 @@ def test_0200_has_every_mandatory_field_formatted_per_spec() -> None:
     assert back["7"] == "1123080507"
     assert back["11"] == "000017"
     assert back["12"] == "090507" and back["13"] == "1123"
-    assert back["22"] == "901" and back["25"] == "00"
+    assert back["22"] == "902" and back["25"] == "00"
     assert back["41"] == "TERM1   " and back["42"] == "SHOP1          "
     assert back["60"] == "000001" and back["62"] == "000042"
     assert "1" not in back  # no secondary bitmap without fields 65-128

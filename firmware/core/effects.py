@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from firmware.core.emv.steps import HostReply, Outcome
 from firmware.core.model import SaleRequest
 
 
@@ -53,6 +55,7 @@ class DecideOffline:
     sale_id: int | None
     approved: bool
     reason: str
+    code: str = "Y3"  # the approval code's prefix: Y3, or Y1 when the chip approved offline
 
 
 @dataclass(frozen=True)
@@ -112,5 +115,47 @@ class CloseBatch:
     scheduled: bool = False
 
 
+
+
+@dataclass(frozen=True)
+class ChipBegin:
+    """Run the EMV kernel on the card in the reader for this sale."""
+
+    kind: str  # "purchase" or "refund"
+    amount: int
+    local: datetime
+    offline_ok: bool  # the terminal's own offline rules would allow an offline approval
+
+
+@dataclass(frozen=True)
+class ChipChoice:
+    """The cardholder's choice of application (an index into ChipAsked.labels), or None."""
+
+    index: int | None
+
+
+@dataclass(frozen=True)
+class ChipComplete:
+    """Finish with the card after the online step (Book 3 10.9): the host's answer, or why
+    there is none."""
+
+    reply: HostReply = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChipSettle:
+    """Journal the card's decision on a sale the host approved (ChipSettled follows):
+    approved -> the sale stands; else a reversal (reason 06) and DECLINED BY CARD."""
+
+    sale_id: int
+    outcome: Outcome = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChipStop:
+    """Stop talking to the card (power it off): the sale ended without it."""
+
+
 Effect = (Show | Print | StartTimer | Authorize | CloseSale | DecideOffline | PrintReport | Log
-          | Beep | CheckPin | FindForVoid | Void | PrintTotals | CloseBatch)
+          | Beep | CheckPin | FindForVoid | Void | PrintTotals | CloseBatch | ChipBegin
+          | ChipChoice | ChipComplete | ChipSettle | ChipStop)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from firmware.core.card import CardData
+from firmware.core.emv.steps import ChipData, Outcome
 from firmware.core.model import SaleRecord
 from firmware.core.risk import QueueStats
 
@@ -57,6 +58,37 @@ class ChipReaderFailed:
 
 
 @dataclass(frozen=True)
+class ChipAsked:
+    """The card has several applications (or asks for confirmation): the cardholder
+    chooses one of `labels` (EMV Book 1 12.4)."""
+
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChipRead:
+    """The card was read and asks to go online (an ARQC; an AAC for a refund)."""
+
+    chip: ChipData
+    pan_hash: str = ""  # filled in by the runtime, as for a swipe
+
+
+@dataclass(frozen=True)
+class ChipFinished:
+    """The kernel is done with the card: its last word (approved, declined, failed...)."""
+
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class ChipSettled:
+    """The card's decision on a sale the host approved is journaled: its TC (the sale
+    stands) or its refusal (the sale is declined by the card, a reversal recorded)."""
+
+    record: SaleRecord
+
+
+@dataclass(frozen=True)
 class DeviceFault:
     device: str  # "card_reader", "keypad", "printer", "display", "gpio", ...
     message: str
@@ -73,6 +105,7 @@ class HostAnswered:
     """The host gave a final answer; the journal has recorded it already."""
 
     record: SaleRecord
+    icc: str = ""  # the answer's field 55 (hex: tag 91, scripts 71/72), for the card
 
 
 @dataclass(frozen=True)
@@ -261,6 +294,13 @@ class CloseDue:
 
 Event = (
     KeyPressed
+    | ChipInserted
+    | ChipRemoved
+    | ChipReaderFailed
+    | ChipAsked
+    | ChipRead
+    | ChipFinished
+    | ChipSettled
     | CardSwiped
     | CardReadFailed
     | DeviceFault

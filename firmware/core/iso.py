@@ -15,15 +15,37 @@ from datetime import datetime
 from typing import Any
 
 import iso8583
-from iso8583.specs import default as SPEC
+from iso8583.specs import default as _DEFAULT
 
 from firmware.core.card import CardData, mask_pan
+
+# specs.default, but for fields 52 and 53 (version 1.2, section 2): binary with a 2-digit
+# ASCII length counting bytes, because an AES PIN block and a DUKPT key serial number do
+# not fit the 1987 sizes
+SPEC: dict[str, dict[str, Any]] = {
+    **_DEFAULT,
+    "52": {**_DEFAULT["52"], "data_enc": "b", "len_enc": "ascii", "len_type": 2,
+           "max_len": 16, "desc": "PIN Data"},
+    "53": {**_DEFAULT["53"], "data_enc": "b", "len_enc": "ascii", "len_type": 2,
+           "max_len": 12, "desc": "Security Related Control Information"},
+}
 
 MAX_FRAME = 2048
 PURCHASE = "000000"
 REFUND = "200000"
-ENTRY_SWIPED = "901"
-ENTRY_KEYED = "011"
+# field 22 (section 8.1): how the card was read, then the terminal's PIN capability
+# ("1" a PIN pad is configured, "2" none)
+READ_SWIPED = "90"
+READ_CHIP = "05"
+READ_FALLBACK = "80"
+READ_KEYED = "01"
+ENTRY_SWIPED = "902"
+ENTRY_KEYED = "012"
+MAX_ICC = 255  # field 55 carries at most 255 bytes (section 2)
+
+
+def entry_mode(read: str, pin_pad: bool = False) -> str:
+    return read + ("1" if pin_pad else "2")
 
 Fields = dict[str, str]
 
@@ -70,16 +92,23 @@ def sale_fields(
     local: datetime,
     batch: int,
     invoice: int,
+    entry: str = ENTRY_SWIPED,
+    psn: str = "",
+    icc: bytes = b"",
 ) -> Fields:
-    """The fields of a sale that do not change between attempts (no 7, 11, 35)."""
-    return {
+    """The fields of a sale that do not change between attempts (no 7, 11, 35). A chip
+    sale (entry 05x) carries 23 (the PAN sequence number 5F34 with a leading 0, when the
+    card has one) and 55 (its ICC data, hex)."""
+    if len(icc) > MAX_ICC:
+        raise MessageError(f"field 55 of {len(icc)} bytes is over {MAX_ICC}")
+    doc = {
         "2": card.pan,
         "3": processing_code,
         "4": f"{amount:012d}",
         "12": local.strftime("%H%M%S"),
         "13": local.strftime("%m%d"),
         "14": card.expiry,
-        "22": ENTRY_SWIPED,
+        "22": entry,
         "25": "00",
         "41": ident.f41,
         "42": ident.f42,
@@ -87,6 +116,12 @@ def sale_fields(
         "60": f"{batch:06d}",
         "62": f"{invoice:06d}",
     }
+    if entry.startswith(READ_CHIP):
+        if psn:
+            doc["23"] = f"0{psn}"[-3:]
+        if icc:
+            doc["55"] = icc.hex().upper()
+    return doc
 
 
 def financial_request(base: Fields, *, stan: int, utc: datetime, track2: str | None) -> Fields:
@@ -97,13 +132,17 @@ def financial_request(base: Fields, *, stan: int, utc: datetime, track2: str | N
     return doc
 
 
-REVERSAL_FIELDS = ("2", "3", "4", "12", "13", "14", "22", "25", "41", "42", "49", "60", "62")
+REVERSAL_FIELDS = ("2", "3", "4", "12", "13", "14", "22", "23", "25", "41", "42", "49", "60",
+                   "62")
 
 
 def reversal(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str,
-             stan: int, f7: str, reason: str) -> Fields:
-    """A 0400 for an original request (section 4, 0400/0410); `f7` fixed at first send."""
+             stan: int, f7: str, reason: str, icc: str = "") -> Fields:
+    """A 0400 for an original request (section 4, 0400/0410); `f7` fixed at first send.
+    Field 55 only after a decline by the card (`icc`: its 9F26, 9F27, 9F36)."""
     doc = _from_original("0400", original, REVERSAL_FIELDS, stan=stan, f7=f7)
+    if icc:
+        doc["55"] = icc
     doc["39"] = reason
     doc["90"] = original_data(orig_mti, orig_stan, orig_f7)
     return doc
@@ -120,10 +159,11 @@ def _from_original(mti: str, original: Fields, keys: Iterable[str], *, stan: int
 
 
 def advice(original: Fields, *, approval: str, stan: int, f7: str) -> Fields:
-    """A 0220 for a sale approved offline: the 0200's fields without 35, plus 38."""
+    """A 0220 for a sale approved offline: the 0200's fields without 35, 52, 53, plus 38
+    (a chip sale's 55 is the card's TC, which the journal keeps in its place)."""
     doc: Fields = {"t": "0220"}
     for key, value in original.items():
-        if key not in ("t", "35", "7", "11"):
+        if key not in ("t", "35", "52", "53", "7", "11"):
             doc[key] = value
     doc["7"] = f7
     doc["11"] = stan_str(stan)
@@ -263,7 +303,8 @@ def original_data(orig_mti: str, orig_stan: str, orig_f7: str) -> str:
 
 
 def batch_upload(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str,
-                 rrn: str, approval: str, code: str, stan: int, f7: str) -> Fields:
+                 rrn: str, approval: str, code: str, stan: int, f7: str,
+                 icc: str = "") -> Fields:
     """A 0320 for one transaction the batch totals count: fields 3, 4, 12, 13, 41, 42,
     49, 60, 62 of the original (`original`: its stored fields; a PAN there is left out),
     the original answer's 37, 38 and 39, new 7 and 11, and 90 naming the original."""
@@ -271,6 +312,8 @@ def batch_upload(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: st
     doc["37"] = rrn.ljust(12)[:12]
     doc["38"] = approval.ljust(6)[:6]
     doc["39"] = code
+    if icc:  # a chip sale's final cryptogram: 9F26 9F27 9F36 95 9B 9F5B only
+        doc["55"] = icc
     doc["90"] = original_data(orig_mti, orig_stan, orig_f7)
     return doc
 
@@ -278,7 +321,7 @@ def batch_upload(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: st
 # -- void (host-interface.md 1.1, section 4: 0400 / 0410 with reason 17) ----------------
 
 VOID_REASON = "17"  # customer cancellation
-VOID_FIELDS = tuple(k for k in REVERSAL_FIELDS if k not in ("2", "14"))
+VOID_FIELDS = tuple(k for k in REVERSAL_FIELDS if k not in ("2", "14", "23"))
 
 
 def void(original: Fields, *, orig_mti: str, orig_stan: str, orig_f7: str, rrn: str,

@@ -31,11 +31,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from firmware.core import menu, merchant, sale, screens
+from firmware.core import chipsale, menu, merchant, sale, screens
 from firmware.core.effects import Beep, Effect, Log, Print
 from firmware.core.events import (
-    AdviceRefused, BatteryRead, ConditionChanged, DeviceFault, Event, LinkChanged,
-    MaintenanceNotice, PathChanged, PrintFinished, QueueChanged, TimerFired, VoidRecorded,
+    AdviceRefused, BatteryRead, ChipInserted, ChipReaderFailed, ChipRemoved, ConditionChanged,
+    DeviceFault, Event, LinkChanged, MaintenanceNotice, PathChanged, PrintFinished,
+    QueueChanged, TimerFired, VoidRecorded,
 )
 from firmware.core.model import CoreConfig, SaleRecord, SaleStatus
 from firmware.core.moves import Handler, PrintHandler, blocking, ignored, print_elsewhere
@@ -163,7 +164,28 @@ def _void_recorded(state: State, event: Event, now: Now) -> Step:
     return _by_phase(sale.forget(state, event.record), event, now)
 
 
+def _chip_slot(state: State, event: Event, now: Now) -> Step:
+    """A card in or out of the chip reader, whatever the phase; the phase then takes it
+    if it has a row (WAIT_CARD starts the kernel, REMOVE_CARD ends)."""
+    st = replace(state, chip_in=isinstance(event, ChipInserted))
+    return _by_phase(st, event, now)
+
+
+def _chip_reader(state: State, event: Event, now: Now) -> Step:
+    assert isinstance(event, ChipReaderFailed)
+    st = replace(state, chip_in=False)
+    eff: list[Effect] = [Log("error", f"chip reader: {event.reason}"
+                                      f"{': ' + event.detail if event.detail else ''}")]
+    if st.phase == Phase.REMOVE_CARD:  # nothing left to take out
+        st2, more = sale.ended(st, st.message)
+        return st2, [*eff, *more]
+    return st, eff
+
+
 ANY_PHASE: dict[type[Event], Handler] = {
+    ChipInserted: _chip_slot,
+    ChipRemoved: _chip_slot,
+    ChipReaderFailed: _chip_reader,
     TimerFired: _timer,
     LinkChanged: _link,
     AdviceRefused: _advice_refused,
@@ -188,7 +210,8 @@ def _joined(*parts: dict) -> dict:  # type: ignore[type-arg]
     return table
 
 
-TABLE: dict[tuple[Phase, type[Event]], Handler] = _joined(menu.ROWS, sale.ROWS, merchant.ROWS)
+TABLE: dict[tuple[Phase, type[Event]], Handler] = _joined(menu.ROWS, sale.ROWS, chipsale.ROWS,
+                                                          merchant.ROWS)
 PRINT_JOBS: dict[str, PrintHandler] = _joined(menu.PRINT_JOBS, merchant.PRINT_JOBS)
 
 __all__ = ["Phase", "State", "Now", "Sale", "Recent", "step", "initial", "blocking",

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from firmware.core.card import CardData
 from firmware.core.emv.params import Terminal
+from firmware.core.emv.steps import ChipData
 from firmware.core.iso import Identity
 from firmware.core.risk import OfflineRules
 
@@ -54,6 +55,10 @@ class SaleRequest:
     amount: int
     card: CardData = field(repr=False)
     local: datetime  # local date and time of the sale (fields 12, 13; the receipt)
+    # how the card was read (field 22's first two digits): "90" swiped, "05" chip, "80"
+    # swiped after the chip of that card failed
+    entry: str = "90"
+    chip: ChipData | None = field(default=None, repr=False)  # the chip's data, entry 05
 
 
 @dataclass(frozen=True)
@@ -76,3 +81,7 @@ class SaleRecord:
     receipt_printed: bool = False
     voided: bool = False  # undone by the operator (0400 reason 17, or taken off the queue)
     pan_hash: str = ""  # keyed hash of the PAN (HMAC under the terminal's key), never the PAN
+    entry: str = ""  # "CHIP", "SWIPE", "FALLBACK" ("" from older journals: a swipe)
+    # a chip sale's receipt data, (label, value) pairs: AID, application, TVR, TSI, the
+    # cryptogram, the CVM; never card data
+    emv: tuple[tuple[str, str], ...] = ()

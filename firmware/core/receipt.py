@@ -13,7 +13,9 @@ from datetime import datetime
 from firmware.core.iso import BatchTotals
 from firmware.core.model import CoreConfig, SaleRecord, SaleStatus
 from firmware.core.risk import QueueStats
-from firmware.core.texts import customer_not_moved, kind_word, money, not_moved, outcome, two_cols
+from firmware.core.texts import (
+    CARD_DECLINED, customer_not_moved, kind_word, money, not_moved, outcome, two_cols,
+)
 
 WIDTH = 32
 BOLD = "\x00B"
@@ -46,10 +48,14 @@ def sale_receipt(cfg: CoreConfig, rec: SaleRecord, *, copy: bool = False,
     lines.append(RULE)
     lines.append(BOLD + ("REFUND" if rec.kind == "refund" else "SALE"))
     lines.append(two_cols("CARD", rec.pan_masked, WIDTH))
-    lines.append(two_cols("ENTRY", "SWIPED", WIDTH))
+    lines.append(two_cols("ENTRY", ENTRY_WORDS.get(rec.entry, "SWIPED"), WIDTH))
+    lines += chip_lines(rec)
     lines.append(BOLD + two_cols("AMOUNT", money(rec.amount, cfg.currency_code), WIDTH))
     lines.append(RULE)
     lines += refund_verdict_lines(rec) if rec.kind == "refund" else verdict_lines(rec)
+    if dict(rec.emv).get("CVM") == "SIGNATURE" and rec.status in (
+            SaleStatus.APPROVED, SaleStatus.OFFLINE_APPROVED):
+        lines += ["", "SIGNATURE:", "", "_" * WIDTH]
     if rec.voided:
         lines.append(BOLD + _center("*** VOIDED ***"))
     if copy:
@@ -62,7 +68,19 @@ def sale_receipt(cfg: CoreConfig, rec: SaleRecord, *, copy: bool = False,
     return lines
 
 
+ENTRY_WORDS = {"CHIP": "CHIP", "SWIPE": "SWIPED", "FALLBACK": "SWIPED (FALLBACK)"}
+
+
+def chip_lines(rec: SaleRecord) -> list[str]:
+    """A chip sale's EMV data (AID, application, TVR, TSI, cryptogram, CVM): what a help
+    desk asks for; never card data."""
+    return [two_cols(label, value, WIDTH) if len(label) + len(value) < WIDTH
+            else f"{label} {value}"[:WIDTH] for label, value in rec.emv]
+
+
 def verdict_lines(rec: SaleRecord) -> list[str]:
+    if rec.status == SaleStatus.DECLINED and rec.reason == CARD_DECLINED:
+        return [BOLD + CARD_DECLINED, "NOT CHARGED", "SALE REVERSED"]
     if rec.status == SaleStatus.APPROVED:
         return [BOLD + "APPROVED",
                 two_cols("AUTH CODE", rec.approval, WIDTH),

@@ -48,6 +48,15 @@ def offline_decision(rules: OfflineRules, queue: QueueStats, *, kind: str, amoun
         return Decision(False, "REFUND NEEDS HOST")
     if amount > rules.floor_limit:
         return Decision(False, "OVER FLOOR LIMIT")
+    held = _holding(rules, queue, amount, now)
+    if held is not None:
+        return held
+    return _card_rules(rules, card, now)
+
+
+def _holding(rules: OfflineRules, queue: QueueStats, amount: int,
+             now: datetime) -> Decision | None:
+    """What the terminal may hold for the host: total, count, age of the queue."""
     if queue.total + amount > rules.total_limit:
         return Decision(False, "OFFLINE TOTAL FULL")
     if queue.count >= rules.max_count:
@@ -55,6 +64,10 @@ def offline_decision(rules: OfflineRules, queue: QueueStats, *, kind: str, amoun
     if queue.oldest is not None and \
             (now - queue.oldest).total_seconds() >= rules.max_age_hours * 3600:
         return Decision(False, "OFFLINE QUEUE OLD")
+    return None
+
+
+def _card_rules(rules: OfflineRules, card: CardData, now: datetime) -> Decision:
     if not luhn_ok(card.pan):
         return Decision(False, "INVALID CARD")
     if expired(card.expiry, now):
@@ -73,6 +86,20 @@ def offline_decision(rules: OfflineRules, queue: QueueStats, *, kind: str, amoun
     return Decision(True, "WITHIN OFFLINE LIMITS")
 
 
+def chip_offline(rules: OfflineRules, queue: QueueStats, *, kind: str, amount: int,
+                 now: datetime) -> Decision:
+    """The offline rules for a chip sale. The card's data and its risk (expiry, floor
+    limit per application, velocity, action codes) are the EMV kernel's to judge (Book 3
+    10.4 to 10.7); what stays the terminal's is whether it may hold one more sale for the
+    host: offline enabled, a purchase, the offline total, count and age."""
+    if not rules.enabled:
+        return Decision(False, "OFFLINE NOT ALLOWED")
+    if kind != "purchase":
+        return Decision(False, "REFUND NEEDS HOST")
+    held = _holding(rules, queue, amount, now)
+    return held if held is not None else Decision(True, "WITHIN OFFLINE LIMITS")
+
+
 def expired(expiry: str, now: datetime) -> bool:
     """A card is valid through the last day of its expiry month (YYMM)."""
     if len(expiry) != 4 or not expiry.isdigit():
@@ -83,6 +110,8 @@ def expired(expiry: str, now: datetime) -> bool:
     return (now.year, now.month) > (year, month)
 
 
-def offline_code(sale_id: int) -> str:
-    """The offline approval code printed on the receipt: Y3 and four digits."""
-    return f"Y3{sale_id % 10000:04d}"
+def offline_code(sale_id: int, prefix: str = "Y3") -> str:
+    """The offline approval code printed on the receipt: Y3 (the host could not be
+    reached) or Y1 (a chip card approved offline at its first cryptogram) and four
+    digits (host-interface 4, 0220)."""
+    return f"{prefix}{sale_id % 10000:04d}"

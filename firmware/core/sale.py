@@ -57,8 +57,10 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
 
+from firmware.core import chipdone
 from firmware.core.card import CardData, luhn_ok
 from firmware.core.effects import Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print
+from firmware.core.emv.steps import HostReply
 from firmware.core.events import (
     AttemptFailed, CardReadFailed, CardSwiped, Event, HostAnswered, HostBusy,
     HostOutcomeUnknown, HostUntrusted, KeyPressed, OfflineDecided, PrintFinished, SaleClosed,
@@ -67,7 +69,7 @@ from firmware.core.events import (
 from firmware.core.model import SaleRecord, SaleRequest, SaleStatus
 from firmware.core.moves import Handler, go, key_digit, refresh, to_idle
 from firmware.core.receipt import sale_receipt
-from firmware.core.risk import offline_decision
+from firmware.core.risk import Decision, chip_offline, offline_decision
 from firmware.core.state import Now, Phase, Recent, Sale, SaleFlow, State, Step
 
 AMOUNT_DIGITS = 12
@@ -140,7 +142,7 @@ def _amount_card(state: State, event: Event, now: Now) -> Step:
 def _wait_card_key(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, KeyPressed)
     if event.key == "CANCEL":
-        return to_idle(state, cancelled(state))
+        return ended(state, cancelled(state))
     return state, [Log("debug", f"key {event.key} ignored in WAIT_CARD")]
 
 
@@ -157,9 +159,17 @@ def _card_swiped(state: State, event: Event, now: Now) -> Step:
     if not luhn_ok(card.pan):  # the card timer runs on, as for any bad read
         st, eff = refresh(state, "INVALID CARD")
         return st, [Log("warning", f"card {card.masked} fails the Luhn check"), Beep(), *eff]
+    flow = _flow(state)
+    if state.cfg.chip is not None and card.service_code[:1] in ("2", "6") \
+            and not flow.fallback:
+        # a chip card: its chip first (host-interface 8.1); a swipe only after it failed
+        st, eff = refresh(state, "INSERT CARD")
+        return st, [Log("info", f"card {card.masked} has a chip (service code "
+                                f"{card.service_code}): asked to insert it"), Beep(), *eff]
     sale = replace(_sale(state), pan_hash=event.pan_hash)
     if _duplicate(state, sale, now):
-        request = SaleRequest(kind=sale.kind, amount=sale.amount, card=card, local=now.local)
+        request = SaleRequest(kind=sale.kind, amount=sale.amount, card=card, local=now.local,
+                              entry=_read(state))
         st, eff = go(state, Phase.DUPLICATE, state.cfg.card_timeout,
                      flow=_with(state, sale=replace(sale, request=request)), message="")
         return st, [Log("warning", f"possible duplicate: card {card.masked}, same amount "
@@ -167,16 +177,25 @@ def _card_swiped(state: State, event: Event, now: Now) -> Step:
     return _send(replace(state, flow=_with(state, sale=sale)), card, now)
 
 
-def _send(state: State, card: CardData, now: Now) -> Step:
+def _read(state: State) -> str:
+    """How a swiped card was read: "80" after its chip failed, else "90"."""
+    return "80" if _flow(state).fallback else "90"
+
+
+def _send(state: State, card: CardData, now: Now, request: SaleRequest | None = None) -> Step:
     """The card is taken: authorize online, or apply the offline rules when the link is
-    down."""
+    down. `request`: a chip sale's, built from the card's data (entry 05)."""
     sale = _sale(state)
-    request = SaleRequest(kind=sale.kind, amount=sale.amount, card=card, local=now.local)
+    if request is None:
+        request = SaleRequest(kind=sale.kind, amount=sale.amount, card=card, local=now.local,
+                              entry=_read(state))
     sale = replace(sale, request=request, attempts=1, started=now.mono)
     if state.link == "DOWN":  # decided at once: no AUTHORIZING screen in between
         cause = "HOST NOT TRUSTED" if state.untrusted else "HOST OFFLINE"
         st = replace(state, phase=Phase.AUTHORIZING, token=state.token + 1, message="",
                      flow=_with(state, sale=sale, cause=cause))
+        if request.chip is not None:
+            return chipdone.unreachable(st, _chip_rules(st, request, now), cause)
         return st, [_offline(st, request, None, now)]
     st, eff = go(state, Phase.AUTHORIZING, None, flow=_with(state, sale=sale), message="")
     return st, [*eff, Authorize(request, None)]
@@ -198,12 +217,13 @@ def _duplicate_key(state: State, event: Event, now: Now) -> Step:
     sale = _sale(state)
     assert sale.request is not None
     if event.key == "OK":
+        chip = sale.request if sale.request.chip is not None else None
         st, eff = _send(replace(state, flow=_with(state, sale=replace(sale, request=None))),
-                        sale.request.card, now)
+                        sale.request.card, now, chip)
         return st, [Log("info", f"possible duplicate confirmed by the operator: card "
                                 f"{sale.request.card.masked}"), *eff]
     if event.key in ("CANCEL", "CLEAR"):
-        return to_idle(state, "SALE CANCELLED")
+        return ended(state, "SALE CANCELLED")
     return state, [Log("debug", f"key {event.key} ignored in DUPLICATE")]
 
 
@@ -244,12 +264,19 @@ def _answered(state: State, event: Event, now: Now) -> Step:
     """The journal has recorded how the sale ended: the host's answer, the offline rules'
     decision, or the sale closed."""
     assert isinstance(event, HostAnswered | OfflineDecided | SaleClosed)
+    if chipdone.is_chip(state) and not isinstance(event, OfflineDecided):
+        reply = HostReply("answered", event.record.response_code, bytes.fromhex(event.icc)) \
+            if isinstance(event, HostAnswered) else HostReply("unknown")
+        return chipdone.await_card(state, event.record, reply)
     return _finish(state, event.record)
 
 
 def _outcome_unknown(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, HostOutcomeUnknown)
-    st, eff = _finish(state, event.record)
+    if chipdone.is_chip(state):  # the card is asked for an AAC: never approved offline
+        st, eff = chipdone.await_card(state, event.record, HostReply("unknown"))
+    else:
+        st, eff = _finish(state, event.record)
     return st, [Log("warning", f"sale {event.record.sale_id}: {event.reason}; reversal "
                                "recorded"), *eff]
 
@@ -267,6 +294,9 @@ def _host_not_taking(state: State, sale: Sale, cause: str, now: Now, why: Log) -
     rules decide, and the screen gives `cause` with their answer."""
     st = replace(state, flow=_with(state, sale=sale, cause=cause))
     assert sale.request is not None
+    if sale.request.chip is not None:
+        st, eff = chipdone.unreachable(st, _chip_rules(st, sale.request, now), cause)
+        return st, [why, *eff]
     return st, [why, _offline(st, sale.request, sale.sale_id, now)]
 
 
@@ -278,6 +308,10 @@ def _attempt_failed(state: State, event: Event, now: Now) -> Step:
     record = SaleRecord(sale_id=0, kind=req.kind, amount=req.amount,
                         pan_masked=req.card.masked, local=req.local,
                         status=SaleStatus.FAILED, reason=event.reason)
+    if req.chip is not None:
+        st, eff = chipdone.await_card(replace(state, flow=_with(state, cause="")), record,
+                                      HostReply("unknown"))
+        return replace(st, last=state.last), eff
     st, eff = _finish(replace(state, flow=_with(state, cause="")), record)
     return replace(st, last=state.last), eff
 
@@ -337,6 +371,23 @@ def _offline(state: State, request: SaleRequest, sale_id: int | None, now: Now) 
     return DecideOffline(request, sale_id, decision.approved, decision.reason)
 
 
+def _chip_rules(state: State, request: SaleRequest, now: Now) -> Decision:
+    return chip_offline(state.cfg.offline, state.queue, kind=request.kind,
+                        amount=request.amount, now=now.local)
+
+
+def ended(state: State, notice: str) -> Step:
+    """A sale over without a result screen: idle, or first REMOVE CARD while a card is in
+    the chip reader (a reminder beeps until it is taken)."""
+    if state.chip_in:
+        st, eff = go(state, Phase.REMOVE_CARD, REMIND_SECONDS, message=notice)
+        return st, [*eff, Beep()]
+    return to_idle(state, notice)
+
+
+REMIND_SECONDS = 5.0  # REMOVE CARD beeps again after this long
+
+
 def _finish(state: State, record: SaleRecord) -> Step:
     sale = _flow(state).sale
     state = remember(state, record, sale.pan_hash if sale else "")
@@ -361,8 +412,12 @@ def printed(state: State, event: Event, now: Now) -> Step:
 def _result_key(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, KeyPressed)
     if event.key in ("OK", "CANCEL", "CLEAR"):
-        return to_idle(state)
+        return ended(state, "")
     return state, [Log("debug", f"key {event.key} ignored in RESULT")]
+
+
+def _result_over(state: State, event: Event, now: Now) -> Step:
+    return ended(state, "")
 
 
 ROWS = {
@@ -388,5 +443,5 @@ ROWS = {
     (Phase.BUSY_WAIT, TimerFired): _retry,
     (Phase.PRINTING, PrintFinished): printed,
     (Phase.RESULT, KeyPressed): _result_key,
-    (Phase.RESULT, TimerFired): _timed_out(""),
+    (Phase.RESULT, TimerFired): _result_over,
 }

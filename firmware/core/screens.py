@@ -7,7 +7,7 @@ from datetime import datetime
 from firmware.core.effects import Show
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.state import CloseFlow, MenuFlow, Phase, PinFlow, SaleFlow, State, VoidFlow
-from firmware.core.texts import money, outcome, two_cols
+from firmware.core.texts import CARD_DECLINED, money, outcome, two_cols
 
 W = 20
 
@@ -96,7 +96,17 @@ def show(state: State) -> Show:
                          "CANCEL=STOP"))
     if phase == Phase.WAIT_CARD:
         reader = next((t for src, t, _b in state.conditions if src == "card_reader"), "")
-        return Show(rows(amount_row, "SWIPE CARD", state.message or reader, "CANCEL=STOP"))
+        chip = state.cfg.chip is not None and not (isinstance(flow, SaleFlow) and flow.fallback)
+        return Show(rows(amount_row, "SWIPE OR INSERT CARD" if chip else "SWIPE CARD",
+                         state.message or reader, "CANCEL=STOP"))
+    if phase in (Phase.CHIP_READING, Phase.CHIP_COMPLETING):
+        return Show(rows(amount_row, "PLEASE WAIT", "DO NOT REMOVE CARD", state.message))
+    if phase == Phase.CHIP_CHOOSE and isinstance(flow, SaleFlow):
+        labels = [f"{i} {label}" for i, label in enumerate(flow.labels[:3], 1)]
+        return Show(rows(f"SELECT 1-{min(3, len(flow.labels))}  CANCEL=NO", *labels))
+    if phase == Phase.REMOVE_CARD:
+        return Show(rows(*(state.message.split("\n")[:2] if state.message else [""]),
+                         "REMOVE CARD"))
     if phase == Phase.AUTHORIZING:
         return Show(rows(amount_row, "AUTHORIZING", state.message or "PLEASE WAIT", ""))
     if phase == Phase.BUSY_WAIT:
@@ -186,6 +196,8 @@ def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
         second = why[1] if len(why) > 1 else nothing
         return "NOT COMPLETED", why[0], second, printing or nothing
     top, second = result_lines(rec)
+    if not printing and state.chip_in:
+        printing = "REMOVE CARD"
     return top, second, printing, money(rec.amount, state.cfg.currency_code)
 
 
@@ -234,6 +246,8 @@ def result_lines(rec: SaleRecord) -> tuple[str, str]:
         return "REFUND APPROVED" if refund else "APPROVED", f"AUTH {rec.approval}"
     if rec.status == SaleStatus.OFFLINE_APPROVED:
         return "APPROVED OFFLINE", f"AUTH {rec.approval}"
+    if rec.status == SaleStatus.DECLINED and rec.reason == CARD_DECLINED:
+        return CARD_DECLINED, "NOT CHARGED"
     if rec.status == SaleStatus.DECLINED:
         out = outcome(rec.response_code)
         return out.headline, out.reason or f"CODE {rec.response_code}"

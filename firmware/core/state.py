@@ -17,6 +17,7 @@ from datetime import datetime
 
 from firmware.core.effects import Effect
 from firmware.core.events import CloseFinished
+from firmware.core.emv.steps import ChipData
 from firmware.core.model import CoreConfig, SaleRecord, SaleRequest
 from firmware.core.risk import QueueStats
 
@@ -42,6 +43,10 @@ class Phase(enum.Enum):
     CLOSE_CONFIRM = "CLOSE_CONFIRM"
     CLOSING = "CLOSING"  # CloseBatch asked: runs to its end, no cancel, no new sale
     CLOSED = "CLOSED"  # the close's result
+    CHIP_READING = "CHIP_READING"  # the kernel works with the card (PLEASE WAIT)
+    CHIP_CHOOSE = "CHIP_CHOOSE"  # the cardholder chooses the card's application
+    CHIP_COMPLETING = "CHIP_COMPLETING"  # the card decides after the online step
+    REMOVE_CARD = "REMOVE_CARD"  # the sale is over, the card still in the reader
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,14 @@ class SaleFlow:
     sale: Sale | None = None  # the amount confirmed: the card asked for, then sent
     result: SaleRecord | None = None  # how it ended (PRINTING, RESULT)
     cause: str = ""  # why it could not go online (shown with an offline refusal)
+    # the chip (chipsale.py): the card's data once read, the applications to choose
+    # from, whether a swipe is now a fallback (the chip failed), the host's recorded
+    # answer or the offline rules' decision waiting for the card's last word
+    chip: ChipData | None = field(default=None, repr=False)
+    labels: tuple[str, ...] = ()
+    fallback: bool = False
+    waiting: SaleRecord | None = None
+    offline: tuple[bool, str] | None = None  # (the rules allow it, their reason)
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,7 @@ class State:
     bars: int = 0  # the modem's signal, 0..4
     path_detail: str = ""  # one status line about the modem (registration, signal)
     recent: tuple[Recent, ...] = ()  # approved purchases for the duplicate guard
+    chip_in: bool = False  # a card is in the chip reader
 
     # the flow's records, read as one (None when another flow, or none, is in progress)
     @property

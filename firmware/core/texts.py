@@ -98,3 +98,8 @@ def customer_not_moved(kind: str) -> str:
 # the first words of every notice a restart leaves on the idle screen about the last
 # transaction: a card swiped over one of them does not replace it with ENTER AMOUNT FIRST
 RESTART_NOTICES = ("LAST SALE", "LAST REFUND")
+
+
+# a sale the host approved and the card then declined (its second GENERATE AC, an AAC):
+# reversed (0400 reason 06), never charged
+CARD_DECLINED = "DECLINED BY CARD"
