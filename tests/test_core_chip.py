@@ -20,7 +20,7 @@ from firmware.core.events import (
     HostAnswered, HostBusy, HostOutcomeUnknown, KeyPressed, LinkChanged, OfflineDecided,
     PrintFinished, TimerFired,
 )
-from firmware.core.machine import Phase, State, initial, step
+from firmware.core.machine import Phase, State, initial
 from firmware.core.model import SaleStatus
 from firmware.core.receipt import sale_receipt
 from firmware.core.texts import CARD_DECLINED
