@@ -29,7 +29,7 @@ from firmware.core.emv.params import AidParams, CaKey, Terminal
 from firmware.core.emv.tlv import TlvError, parse_dol
 
 FLOOR_MAX = 0xFFFFFFFF  # 9F1B is 4 bytes binary (Book 3 Annex A)
-MODULUS_BYTES = (64, 248)  # N_CA (Book 2 Annex A2.1; 248: the longest a record carries)
+MODULUS_BYTES = (64, 248)  # N_CA: at most 248 bytes (Book 2 5.1); 64: the least taken here
 EXPONENTS = {3: b"\x03", 65537: b"\x01\x00\x01"}  # as EMVCo's tables write them
 # Book 4 Annex A1: attended 1x, unattended 2x (financial institution, merchant: x1-x3
 # attended, x4-x6 unattended), 3x cardholder-operated.
@@ -135,7 +135,7 @@ def _expiry(t: Table, key: str, value: Any) -> date:
 
 def ca_key_checksum(rid: bytes, index: int, modulus: bytes, exponent: int) -> bytes:
     """EMVCo's checksum of a CA public key: SHA-1 of RID, index, modulus and exponent
-    (`03` or `010001`), as its tables publish it (Book 2 5.1, 11.2)."""
+    (`03` or `010001`), as its tables publish it (Book 2 Part IV, CA public key management)."""
     return hashlib.sha1(rid + bytes([index]) + modulus + EXPONENTS[exponent]).digest()
 
 

@@ -5,7 +5,7 @@ key ("chip.ca_keys[1].exponent: 5 is not 3 or 65537"); no [chip], or enabled = f
 is no chip reader; the configuration hwsim writes for a chip slot loads and carries its
 test CA's keys. CA keys are checked with EMVCo's published test keys and checksums
 (Visa test keys 92 and 57: SHA-1 of RID, index, modulus and exponent, EMV 4.4 Book 2
-5.1 and 11.2).
+Part IV, CA public key management).
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def test_defaults_are_the_kernels_own() -> None:
 
 def test_published_ca_key_checksums() -> None:
     """EMVCo's checksum: SHA-1 of RID || index || modulus || exponent (03 or 010001),
-    Book 2 5.1 / 11.2, with the published Visa test keys 92 (exponent 3) and 57 (65537)."""
+    Book 2 Part IV (CA public key management), with the published Visa test keys 92
+    (exponent 3) and 57 (65537)."""
     rid = bytes.fromhex("A000000003")
     assert ca_key_checksum(rid, 0x92, bytes.fromhex(VISA_92), 3).hex().upper() == VISA_92_SHA1
     assert ca_key_checksum(rid, 0x57, bytes.fromhex(VISA_57), 65537).hex().upper() == \
@@ -244,7 +245,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("aid unknown key", _aid(0, floorlimit=1), "chip.aids[0].floorlimit: unknown key"),
     ("aid not a table", with_chip(aids=[{"aid": "F0000000011010"}, 3]),
      "[chip] aids: must be an array of tables"),
-    # [[chip.ca_keys]]: Book 2 5.1, 6.1, 11.2
+    # [[chip.ca_keys]]: Book 2 5.1, 6.1 and Part IV (CA public key management)
     ("exponent 5", _key(1, exponent=5), "chip.ca_keys[1].exponent: 5 is not 3 or 65537"),
     ("exponent hex text", _key(0, exponent="03"),
      "chip.ca_keys[0].exponent: '03' is not 3 or 65537"),
@@ -345,7 +346,7 @@ def _fake_emvca(monkeypatch: pytest.MonkeyPatch) -> tuple[CaKey, ...]:
 def test_hwsim_writes_chip_for_a_chip_slot(monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: pathlib.Path) -> None:
     """hardware.md "Test chip cards": the test scheme's AIDs and TACs, vpcd's reader, and
-    the test CA's keys with their SHA-1 checksums (Book 2 11.2), loaded by the firmware."""
+    the test CA's keys with their SHA-1 checksums (Book 2 Part IV), loaded by the firmware."""
     ca_keys = _fake_emvca(monkeypatch)
     path = tmp_path / "posterm.toml"
     path.write_text(fwconfig.render_config(INFO, state_dir=str(tmp_path / "state"), chip=True))
