@@ -10,7 +10,9 @@ configuration that passes `check-config` cannot fail later because of a value.
 Each key is declared once, with its default, bounds and help, on its table's
 dataclass (`firmware.config_tables`, `firmware.config_devices`); `TABLES` lists the
 tables, and `parse` reads each one with the generic loader (`firmware.config_schema`),
-then runs its checks across keys (`TableDecl.check`) and assembles `Config`.
+then runs its checks across keys (`TableDecl.check`) and assembles `Config`. An array
+of tables ([[chip.aids]]) is a key of its table (`firmware.config_schema.entries`); it is
+listed in `TABLES` too, as "chip.aids" read within [chip], for its documentation and tests.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.config_chip import ChipTable, check_chip, terminal as chip_terminal
 from firmware.config_devices import (
     CardReaderOptions, DeviceConfig, DisplayOptions, GpioOptions, KeypadOptions, PrinterOptions,
 )
-from firmware.config_schema import backends, limits, read_table
+from firmware.config_schema import backends, keys, limits, read_table
 from firmware.config_tables import (
     BatteryConfig, HostConfig, LogTable, Maintenance, ModemConfig, OfflineTable, OperatorConfig,
     PowerConfig, TerminalTable, TimeoutsTable, UpdatePolicy, parse_window,
@@ -46,7 +49,7 @@ from firmware.errors import ConfigError
 __all__ = ["ADDRESS_LINES", "AMOUNT_MAX", "BAUDRATES", "BLOCKED_BINS_MAX", "DEVICE_TABLES",
            "HOSTNAME_WHAT", "LIMITS", "MAX_FILE_BYTES", "NAME_MAX_BYTES", "PATH_MAX_BYTES",
            "RECEIPT_WIDTH", "REQUIRED_TABLES", "SOCKET_MAX_BYTES", "TABLES", "BatteryConfig",
-           "Config", "DeviceConfig", "HostConfig", "Maintenance", "ModemConfig",
+           "ChipTable", "Config", "DeviceConfig", "HostConfig", "Maintenance", "ModemConfig",
            "OperatorConfig", "PowerConfig", "UpdatePolicy", "load", "parse", "parse_window"]
 
 
@@ -70,6 +73,7 @@ class Config:
     link: LinkPolicy
     modem: ModemConfig
     operator: OperatorConfig
+    chip: ChipTable  # the reader's name; the EMV parameters are core.chip (None: no chip)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -88,6 +92,19 @@ class TableDecl:
     absent: dict[str, Any] = field(default_factory=dict)  # read in place of an absent table
     device: bool = False  # read as a DeviceConfig (backend, options, settings)
     check: Check | None = None
+    within: str = ""  # an array of tables: the table whose key holds it ("chip")
+
+
+def _with_entries(decls: tuple[TableDecl, ...]) -> tuple[TableDecl, ...]:
+    """Each table followed by its arrays of tables, as "table.key", read within it (their
+    `absent`: the least valid entry, what a test reads of the entry alone)."""
+    out: list[TableDecl] = []
+    for decl in decls:
+        out.append(decl)
+        out += [TableDecl(f"{decl.name}.{key}", spec.entry, absent=dict(spec.least),
+                          within=decl.name)
+                for _, key, spec in keys(decl.schema) if spec.entry is not None]
+    return tuple(out)
 
 
 def _check_terminal(t: Table, terminal: TerminalTable, _: dict[str, Any]) -> None:
@@ -138,7 +155,7 @@ def _check_power(t: Table, power: PowerConfig, _: dict[str, Any]) -> None:
 
 
 _DEVICE = "missing table (the device's backend and path)"
-TABLES: tuple[TableDecl, ...] = (  # in the order they are read
+TABLES: tuple[TableDecl, ...] = _with_entries((  # in the order they are read
     TableDecl("terminal", TerminalTable, "missing table", check=_check_terminal),
     TableDecl("timeouts", TimeoutsTable),
     TableDecl("host", HostConfig, "missing table", check=_check_host),
@@ -155,15 +172,17 @@ TABLES: tuple[TableDecl, ...] = (  # in the order they are read
     TableDecl("operator", OperatorConfig),
     TableDecl("battery", BatteryConfig),
     TableDecl("power", PowerConfig, check=_check_power),
-)
-SCHEMAS = {decl.name: decl.schema for decl in TABLES}
+    TableDecl("chip", ChipTable, absent={"enabled": False}, check=check_chip),
+))
+SCHEMAS = {decl.name: decl.schema for decl in TABLES if not decl.within}
 REQUIRED_TABLES = tuple(decl.name for decl in TABLES if decl.missing)
 # The tables with a backend, each backend a factory the runtime registers.
 DEVICE_TABLES: dict[str, tuple[str, ...]] = {
     decl.name: backends(decl.schema) for decl in TABLES if backends(decl.schema)}
 # (table, key) -> (lowest, highest), both included, of every bounded number.
 LIMITS: dict[tuple[str, str], tuple[float, float]] = {
-    (decl.name, key): bounds for decl in TABLES for key, bounds in limits(decl.schema).items()}
+    (decl.name, key): bounds for decl in TABLES if not decl.within
+    for key, bounds in limits(decl.schema).items()}
 
 
 def parse(data: dict[str, Any], *, source: str = "posterm.toml",
@@ -187,7 +206,8 @@ def parse(data: dict[str, Any], *, source: str = "posterm.toml",
             Table(source, name, data[name])
     tables: dict[str, Any] = {}
     for decl in TABLES:
-        tables[decl.name] = _read_table(source, decl, data, tables)
+        if not decl.within:  # an array of tables is read as a key of its table
+            tables[decl.name] = _read_table(source, decl, data, tables)
     return _assemble(tables, path=path, raw=data)
 
 
@@ -220,7 +240,8 @@ def _assemble(tables: dict[str, Any], *, path: Path, raw: dict[str, Any]) -> Con
         result_timeout=timeouts.result, busy_retries=timeouts.busy_retries,
         busy_backoff=timeouts.busy_backoff, sale_budget=timeouts.sale_budget, offline=offline,
         protect=operator.protect, pin_set=bool(operator.pin_hash),
-        duplicate_minutes=operator.duplicate_minutes)
+        duplicate_minutes=operator.duplicate_minutes,
+        chip=chip_terminal(tables["chip"], terminal.id, terminal.currency))
     return Config(
         path=path, core=core, host=tables["host"], state_dir=Path(terminal.state_dir),
         runtime_dir=Path(terminal.runtime_dir), card_reader=tables["card_reader"],
@@ -229,7 +250,7 @@ def _assemble(tables: dict[str, Any], *, path: Path, raw: dict[str, Any]) -> Con
         battery=tables["battery"], power=tables["power"], log_level=tables["log"].level,
         link=LinkPolicy(down_after=o.down_after, probe_base=o.probe_base,
                         probe_cap=o.probe_cap),
-        modem=tables["modem"], operator=operator, raw=raw)
+        modem=tables["modem"], operator=operator, chip=tables["chip"], raw=raw)
 
 
 # -- the file -----------------------------------------------------------------------------

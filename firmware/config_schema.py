@@ -1,7 +1,8 @@
 """Each configuration key declared once, and the one loader that reads any table from it.
 
 A table is a frozen dataclass; each of its fields is declared with one of the helpers
-below (`integer`, `number`, `boolean`, `text`, `path`, `command`, `custom`, `backend`),
+below (`integer`, `number`, `boolean`, `text`, `path`, `command`, `custom`, `backend`,
+`entries`),
 which put a `Key` in the field's metadata: the key's default as the file would hold it
 (or REQUIRED), its type and bounds or choices, the message a wrong value gets, its help
 text, and for a device table the backends it belongs to. The field's own default is
@@ -9,6 +10,12 @@ derived from that one declaration (`convert` turns the file's value into the fie
 a default is written once; `read_table` reads a whole table from the declarations alone
 (types, bounds, required and unknown keys), and `firmware.config_doc` prints the README's
 table from the same declarations.
+
+An array of tables ([[chip.aids]]) is one key of its table, declared with `entries`: the
+dataclass of one entry (whose keys are declared like any table's), the least valid entry
+(its required keys, for the tests that read each table alone) and a check of one entry
+across its keys. Each entry is read by the same loader and named by its path in errors:
+"posterm.toml: chip.aids[0].aid: ...".
 
 In a table with a `backend` key, a key declared for some backends only is read for those;
 under another backend it is still accepted and checked when it has a default, and refused
@@ -33,7 +40,7 @@ T = TypeVar("T")
 class Key:
     """How one key is read, bounded, converted and documented."""
 
-    kind: str  # int, number, bool, text, path, socket, command, custom, backend
+    kind: str  # int, number, bool, text, path, socket, command, custom, backend, entries
     default: Any  # as the file would hold it; REQUIRED when the file must give it
     help: str
     lo: float | None = None
@@ -49,6 +56,9 @@ class Key:
     unit: str = "seconds"
     optional: bool = False  # a path that may be ""
     hex: bool = False  # shown in hexadecimal (I2C addresses)
+    entry: type | None = None  # entries: the dataclass of one entry
+    least: tuple[tuple[str, Any], ...] = ()  # entries: the least valid entry's keys
+    entry_check: Callable[[Table, Any], None] | None = None  # entries: one entry's check
 
     def belongs(self, backend: str | None) -> bool:
         return not self.backends or backend in self.backends
@@ -125,6 +135,31 @@ def backend(choices: tuple[str, ...], *, help: str, default: Any = REQUIRED,
                       what=what or "must be one of " + ", ".join(sorted(choices))))
 
 
+def entries(schema: type, *, least: dict[str, Any], help: str, what: str,
+            check: Callable[[Table, Any], None] | None = None) -> Any:
+    """An array of tables ([[chip.aids]]): a tuple of `schema`, one per entry, each read from
+    `schema`'s declarations and then checked by `check(entry's table, entry)`."""
+    return _field(Key("entries", [], help, what=what, convert=tuple, entry=schema,
+                      least=tuple(least.items()), entry_check=check))
+
+
+def read_entries(t: Table, key: str, spec: Key) -> list[Any]:
+    """Each table of the array under `key`, read from the entry's declarations."""
+    value = t.lookup(key, spec.default)
+    if not (isinstance(value, list) and all(isinstance(x, dict) for x in value)):
+        raise t.error(key, spec.what, value)
+    assert spec.entry is not None, key
+    out: list[Any] = []
+    for i, data in enumerate(value):
+        e = t.entry(key, i, data)
+        item: Any
+        item, _ = read_table(e, spec.entry)
+        if spec.entry_check:
+            spec.entry_check(e, item)
+        out.append(item)
+    return out
+
+
 # -- reading the declarations ------------------------------------------------------------
 def keys(schema: type) -> Iterator[tuple[str, str, Key]]:
     """(field name, key in the file, Key) of each field, in declaration order."""
@@ -168,6 +203,8 @@ def read_value(t: Table, key: str, spec: Key) -> Any:
         return t.path(key, d, optional=spec.optional, socket=spec.kind == "socket")
     if spec.kind == "command":
         return t.command(key, d)
+    if spec.kind == "entries":
+        return read_entries(t, key, spec)
     assert spec.read is not None, key
     return spec.read(t, key, t.lookup(key, d))
 

@@ -87,17 +87,27 @@ class Table:
         self.source, self.name, self.data = source, name, data
         self.used: set[str] = set()
 
+    def where(self, key: str) -> str:
+        """How a message names the key: "posterm.toml: [host] port"."""
+        return f"{self.source}: [{self.name}] {key_name(key)}"
+
     def error(self, key: str, what: str, value: Any = MISSING) -> ConfigError:
         got = self.data.get(key) if value is MISSING else value
-        return ConfigError(f"{self.source}: [{self.name}] {key_name(key)}: {what}, "
-                           f"got {short(got)}")
+        return ConfigError(f"{self.where(key)}: {what}, got {short(got)}")
+
+    def fail(self, key: str, text: str) -> ConfigError:
+        """An error in words of its own, without the value (a long or secret one)."""
+        return ConfigError(f"{self.where(key)}: {text}")
+
+    def entry(self, key: str, index: int, data: Any) -> Entry:
+        """One table of the array of tables under `key` ([[chip.aids]])."""
+        return Entry(self.source, f"{self.name}.{key}[{index}]", data)
 
     def lookup(self, key: str, default: Any) -> Any:
         self.used.add(key)
         if key not in self.data:
             if default is MISSING:
-                raise ConfigError(f"{self.source}: [{self.name}] {key_name(key)}: "
-                                  "missing (required)")
+                raise ConfigError(f"{self.where(key)}: missing (required)")
             return default
         return self.data[key]
 
@@ -167,8 +177,29 @@ class Table:
         unknown = sorted(set(self.data) - self.used, key=str)
         if unknown:
             known = ", ".join(sorted(self.used if known_keys is None else known_keys))
-            raise ConfigError(f"{self.source}: [{self.name}] {key_name(unknown[0])}: unknown key "
-                              f"(known keys: {known})")
+            raise ConfigError(f"{self.where(unknown[0])}: unknown key (known keys: {known})")
+
+
+class Entry(Table):
+    """One table of an array of tables, named by its path as TOML would dot it:
+    "posterm.toml: chip.ca_keys[1].exponent: 5 is not 3 or 65537" (entries count from 0).
+    A value that "must be" something is told what it "is not"."""
+
+    def __init__(self, source: str, path: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: {path}: must be a table, got {short(data)}")
+        self.source, self.name, self.data = source, path, data
+        self.used = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: {self.name}.{key_name(key)}"
+
+    def error(self, key: str, what: str, value: Any = MISSING) -> ConfigError:
+        got = self.data.get(key) if value is MISSING else value
+        if what.startswith("must be "):
+            return ConfigError(f"{self.where(key)}: {short(got)} is not "
+                               f"{what.removeprefix('must be ')}")
+        return ConfigError(f"{self.where(key)}: {what}, got {short(got)}")
 
 
 # -- paths on disk ------------------------------------------------------------------------

@@ -1,17 +1,28 @@
 """The firmware's configuration file (posterm.toml) that points at a running hwsim.
 
 `render_config` builds it from the simulator's info (the content of hwsim.json)
-with a tiny TOML writer: strings, integers, floats, booleans, lists of strings
-and one level of tables are all the configuration needs.
+with a tiny TOML writer: strings, integers, floats, booleans, lists of strings,
+one level of tables and arrays of tables within them ([[chip.aids]]) are all the
+configuration needs.
+
+With a chip slot (`chip=True`) it writes [chip]: the virtual reader vpcd offers
+("Virtual PCD"), the test scheme's two AIDs with its action codes (hardware.md,
+"Test chip cards") and the test certification authority's public keys
+(`hwsim.emvca.TEST_CA_KEYS`), which belong in no production configuration.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import math
 from collections.abc import Mapping
 from typing import Any
 
-TomlValue = str | int | float | bool | list[str]
+from firmware.core.emv.params import CaKey
+
+Scalar = str | int | float | bool | list[str]
+TomlValue = Scalar | list[dict[str, Scalar]]  # a list of tables: an array of tables
 
 # Write a [modem] table pointing at hwsim's modem (the firmware accepts [modem]).
 WRITE_MODEM_TABLE = True
@@ -21,9 +32,51 @@ DEMO_PIN = "1234"
 DEMO_PIN_HASH = ("scrypt$16384$8$1$5TUAGsn0EyyegWfu8Yv65Q==$"
                  "v8Hh8NRKISDx3uLrXmohuWPH4TCkx/Szz2e/TIkrAd0=")
 
+# The test scheme (RID F000000001): its AIDs and the terminal's action codes for it.
+TEST_AIDS = (("F0000000011010", "TEST CREDIT"), ("F0000000012010", "TEST DEBIT"))
+TEST_TACS = {"tac_denial": "0010000000", "tac_online": "DC4004F800",
+             "tac_default": "DC40002800"}
+CHIP_FLOOR_LIMIT = 5000
+# Random selection off (targets 0, Book 3 10.6.2): a test card's offline approval under the
+# floor limit is certain, never a draw; a test of the selection gives its own [[chip.aids]].
+RANDOM_SELECTION = {"random_threshold": 0, "random_target": 0, "random_max_target": 0}
+EXPONENT_BYTES = {3: b"\x03", 65537: b"\x01\x00\x01"}
 
-def base_config(info: Mapping[str, Any], *, state_dir: str) -> dict[str, dict[str, TomlValue]]:
-    """The tables and keys of the configuration, before overrides."""
+
+def emvca_keys() -> tuple[CaKey, ...]:
+    """The test CA's public keys, `hwsim.emvca.TEST_CA_KEYS`; () while hwsim has none."""
+    try:
+        module = importlib.import_module("hwsim.emvca")
+    except ModuleNotFoundError as exc:
+        if exc.name != "hwsim.emvca":
+            raise
+        return ()
+    return tuple(module.TEST_CA_KEYS)
+
+
+def ca_key_table(key: CaKey) -> dict[str, Scalar]:
+    """One [[chip.ca_keys]] entry, with EMVCo's SHA-1 checksum as a real table gives it."""
+    checksum = hashlib.sha1(key.rid + bytes([key.index]) + key.modulus
+                            + EXPONENT_BYTES[key.exponent]).hexdigest()
+    return {"rid": key.rid.hex().upper(), "index": f"{key.index:02X}",
+            "modulus": key.modulus.hex().upper(), "exponent": key.exponent,
+            "expiry": key.expiry.isoformat(), "sha1": checksum.upper()}
+
+
+def chip_table() -> dict[str, TomlValue]:
+    """[chip] for hwsim's chip slot: vpcd's reader, the test scheme, the test CA's keys."""
+    aids: list[dict[str, Scalar]] = [
+        {"aid": aid, "label": label, **TEST_TACS, "floor_limit": CHIP_FLOOR_LIMIT,
+         **RANDOM_SELECTION, "ddol": "9F3704"}
+        for aid, label in TEST_AIDS]
+    return {"enabled": True, "reader": "Virtual PCD", "country": "0276", "aids": aids,
+            "ca_keys": [ca_key_table(key) for key in emvca_keys()]}
+
+
+def base_config(info: Mapping[str, Any], *, state_dir: str,
+                chip: bool = False) -> dict[str, dict[str, TomlValue]]:
+    """The tables and keys of the configuration, before overrides; [chip] when hwsim
+    simulates a chip slot."""
     socket = str(info["control_socket"])
     tables: dict[str, dict[str, TomlValue]] = {
         "terminal": {
@@ -66,6 +119,8 @@ def base_config(info: Mapping[str, Any], *, state_dir: str) -> dict[str, dict[st
     }
     if WRITE_MODEM_TABLE and info.get("modem"):
         tables["modem"] = {"backend": "serial", "port": str(info["modem"]), "apn": "internet"}
+    if chip:
+        tables["chip"] = chip_table()
     return tables
 
 
@@ -74,22 +129,35 @@ def render_config(
     *,
     state_dir: str,
     overrides: Mapping[str, Mapping[str, TomlValue]] | None = None,
+    chip: bool = False,
 ) -> str:
-    """TOML text of the firmware configuration; `overrides` replace keys per table."""
-    tables = base_config(info, state_dir=state_dir)
+    """TOML text of the firmware configuration; `overrides` replace keys per table (an
+    array of tables, such as [chip] "aids", whole); `chip`: hwsim has a chip slot."""
+    tables = base_config(info, state_dir=state_dir, chip=chip)
     for name, keys in (overrides or {}).items():
         tables.setdefault(name, {}).update(keys)
     return dumps(tables)
 
 
 def dumps(tables: Mapping[str, Mapping[str, TomlValue]]) -> str:
-    """TOML text for a mapping of table name -> keys."""
+    """TOML text for a mapping of table name -> keys; a key whose value is a non-empty
+    list of tables is written after the others as an array of tables, [[name.key]]."""
     parts = []
     for name, keys in tables.items():
+        arrays = {k: v for k, v in keys.items() if _is_tables(v)}
         lines = [f"[{_key(name)}]"]
-        lines += [f"{_key(k)} = {_value(v)}" for k, v in keys.items()]
+        lines += [f"{_key(k)} = {_value(v)}" for k, v in keys.items() if k not in arrays]
         parts.append("\n".join(lines) + "\n")
+        for key, entries in arrays.items():
+            for entry in entries:
+                lines = [f"[[{_key(name)}.{_key(key)}]]"]
+                lines += [f"{_key(k)} = {_value(v)}" for k, v in entry.items()]
+                parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+def _is_tables(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
 def _key(name: str) -> str:
