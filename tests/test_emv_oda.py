@@ -514,6 +514,27 @@ def test_book2_random_certificates_raise_only_oda_error(cert: bytes, rem: bytes 
                 pass
 
 
+@settings(max_examples=150, deadline=None)
+@given(modulus=st.binary(max_size=260), e=st.sampled_from([0, 1, 2, 3, 65537]),
+       signed=st.binary(max_size=260), tail=st.binary(max_size=16))
+def test_book2_random_keys_raise_only_oda_error(modulus: bytes, e: int, signed: bytes,
+                                               tail: bytes) -> None:
+    """Book 2 5.4, 6.4, 6.5.2, 6.6.2: any key (empty, short, zero-led, too long, a bad
+    exponent) with any signature fails with OdaError, never another exception."""
+    key = PublicKey(modulus, e)
+    for candidate in (signed, signed[:len(modulus)].rjust(len(modulus), b"\x01")):
+        for call in (lambda c: oda.icc_key(key, c, tail, b"\x03", tail, PAN, TODAY),
+                     lambda c: oda.verify_sda(key, c, tail),
+                     lambda c: oda.verify_dda(key, c, tail),
+                     lambda c: oda.verify_cda(key, c, tail, 0, tail, tail, tail),
+                     lambda c: oda.issuer_key(CaKey(RID, 1, modulus, e, TODAY), c, tail,
+                                              b"\x03", PAN, TODAY, frozenset())):
+            try:
+                call(candidate)
+            except OdaError:
+                pass
+
+
 def test_book2_seeded_blocks_with_right_frame_and_hash_raise_only_oda_error() -> None:
     """Book 2 5.3, 6.4, 5.4, 6.5.2: blocks that pass steps 1-3 (6A .. BC) and, once in
     two, the hash, but whose fields are otherwise random, are caught by a named check

@@ -114,11 +114,12 @@ def _template_70(record: bytes) -> bytes | None:
 
 # -- the pieces every check shares ----------------------------------------------
 
-def _recover(key: PublicKey, signed: bytes, what: str) -> bytes:
+def _recover(key: PublicKey, signed: bytes, least: int, what: str) -> bytes:
     """Annex A2.1 recovery, then steps 1 to 3 of every Book 2 check: the length equals
-    the key's modulus, the trailer is BC, the header is 6A."""
+    the key's modulus, the trailer is BC, the header is 6A. `least`: the fixed part of
+    the recovered layout, which a shorter key cannot hold."""
     n = int.from_bytes(key.modulus, "big")
-    if not key.modulus or key.modulus[0] == 0 or n < 3 or key.size > MAX_MODULUS \
+    if not least <= key.size <= MAX_MODULUS or key.modulus[0] == 0 \
             or key.exponent not in EXPONENTS:
         raise OdaError(f"{what}: the key is not usable ({key.size} bytes, "
                        f"exponent {key.exponent})")
@@ -195,6 +196,7 @@ def _exponent(x: bytes, at: int, exponent: bytes, what: str) -> int:
 
 
 def _pan_digits(pan: str) -> str:
+    """The card's PAN (5A) as digits, without its F padding."""
     if not pan.isdigit() or not 1 <= len(pan) <= 19:
         raise OdaError("PAN is not 1 to 19 digits")
     return pan
@@ -218,7 +220,7 @@ def issuer_key(ca: CaKey, cert: bytes, remainder: bytes | None, exponent: bytes,
     if ca.expiry < today:
         raise OdaError(f"{what}: CA key {ca.rid.hex().upper()} {ca.index:02X} expired "
                        f"on {ca.expiry.isoformat()}")
-    x = _recover(PublicKey(ca.modulus, ca.exponent), cert, what)  # steps 1 to 3
+    x = _recover(PublicKey(ca.modulus, ca.exponent), cert, 36, what)  # steps 1 to 3
     _format(x, 0x02, what)  # step 4
     # Table 6: 6A | 02 | issuer id 4 | expiry 2 | serial 3 | hash alg | pk alg | N_I |
     # exponent length | N_CA - 36 bytes of key | hash 20 | BC
@@ -256,7 +258,7 @@ def icc_key(issuer: PublicKey, cert: bytes, remainder: bytes | None, exponent: b
     expiry; algorithm 01."""
     what = "ICC certificate"
     pan = _pan_digits(pan)
-    x = _recover(issuer, cert, what)  # steps 1 to 3
+    x = _recover(issuer, cert, 42, what)  # steps 1 to 3
     _format(x, 0x04, what)  # step 4
     # Table 14: 6A | 04 | PAN 10 | expiry 2 | serial 3 | hash alg | pk alg | N_IC |
     # exponent length | N_I - 42 bytes of key | hash 20 | BC
@@ -284,7 +286,7 @@ def verify_sda(issuer: PublicKey, ssad: bytes, static: bytes) -> bytes:
     """Book 2 5.4: tag 93 recovered with the issuer key: 6A, format 03, hash over
     format..static data, BC. Returns the data authentication code (2 bytes, for 9F45)."""
     what = "SSAD"
-    x = _recover(issuer, ssad, what)  # steps 1 to 3
+    x = _recover(issuer, ssad, 26, what)  # steps 1 to 3
     _format(x, 0x03, what)  # step 4
     # Table 7: 6A | 03 | hash alg | data authentication code 2 | pad BB | hash 20 | BC
     _hash_algorithm(x[2], what)
@@ -314,7 +316,7 @@ def verify_dda(icc: PublicKey, sdad: bytes, ddol_data: bytes) -> bytes:
     hash over format..ICC dynamic data ..pad (BB) ..DDOL data, BC. Returns the ICC
     dynamic number."""
     what = "SDAD"
-    x = _recover(icc, sdad, what)  # steps 1 to 3
+    x = _recover(icc, sdad, 28, what)  # steps 1 to 3
     data = _dynamic(x, what)  # step 4, Table 17
     # step 5: format .. pad, then the data the DDOL asked for; steps 6, 7
     _check_hash(x, x[1:-1 - HASH_LEN] + ddol_data, what)
@@ -336,7 +338,7 @@ def verify_cda(icc: PublicKey, sdad: bytes, unpredictable: bytes, cid: int,
     For the second GENERATE AC, `cdol_data` is the CDOL1 data followed by the CDOL2
     data (6.6.2 step 9). `genac_without_sdad(answer)` builds the third argument."""
     what = "SDAD"
-    x = _recover(icc, sdad, what)  # steps 1 to 3
+    x = _recover(icc, sdad, 57, what)  # steps 1 to 3
     data = _dynamic(x, what)  # step 4, Tables 22 and 19
     # step 5: format .. pad, then the terminal's unpredictable number; steps 6, 7
     _check_hash(x, x[1:-1 - HASH_LEN] + unpredictable, what)
