@@ -1,7 +1,7 @@
 """Offline data authentication (EMV 4.4 Book 2 sections 5 and 6; Book 3 10.3).
 
 The certificates and signatures are built here, per Book 2 Tables 6, 7, 14, 17 and
-22 (and 19, the ICC dynamic data of CDA), with RSA keys that `cryptography` makes
+22 (and 6.6.1's ICC dynamic data of CDA), with RSA keys that `cryptography` makes
 for the test only; the kernel's module only ever sees public keys. Each corrupted
 field must fail with its own message. Published vectors (openemv emv-utils'
 tests: the Visa 1984-bit test CA key 94 and the Mastercard 1408-bit test CA key F1

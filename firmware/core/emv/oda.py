@@ -339,10 +339,10 @@ def verify_cda(icc: PublicKey, sdad: bytes, unpredictable: bytes, cid: int,
     data (6.6.2 step 9). `genac_without_sdad(answer)` builds the third argument."""
     what = "SDAD"
     x = _recover(icc, sdad, 57, what)  # steps 1 to 3
-    data = _dynamic(x, what)  # step 4, Tables 22 and 19
+    data = _dynamic(x, what)  # step 4, Table 22
     # step 5: format .. pad, then the terminal's unpredictable number; steps 6, 7
     _check_hash(x, x[1:-1 - HASH_LEN] + unpredictable, what)
-    # Table 19: number length | number | CID | application cryptogram 8 | hash code 20
+    # 6.6.1, the ICC dynamic data: number length | number | CID | cryptogram 8 | hash code 20
     n = data[0]
     if len(data) < 1 + n + 1 + 8 + HASH_LEN:
         raise OdaError(f"{what}: ICC dynamic data of {len(data)} bytes is too short for CDA")
