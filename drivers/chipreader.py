@@ -25,12 +25,13 @@ Commands (`power_on`, `transmit`, `power_off`: blocking, run by the runtime in a
 worker thread, on a PC/SC context of their own). `power_on` connects SHARED with
 T=0 or T=1, whichever the ATR offers, and returns the ATR. `transmit` is the
 transport layer of EMV Book 1 9.3 (TTL): under T=0 a case 4 command goes without
-its Le (Book 1 9.3.1.1), `61xx` is followed by GET RESPONSE with Le = xx (again
+its Le (Book 1 9.3.1), `61xx` is followed by GET RESPONSE with Le = xx (again
 while the card answers 61xx, the data put together), `6Cxx` by the same command
 with Le = xx, and a `62xx`/`63xx` warning to a case 4 command by GET RESPONSE
-with Le = 00, the warning kept as the status (Book 1 9.3.1.1.4 and Annex A). The
-same 61xx/6Cxx handling applies under T=1 should a card use them. At most 64 GET
-RESPONSEs and 64 KiB of data per command: a card past that is an error.
+with Le = 00, the warning kept as the status (Book 1 9.3.1, transport of APDUs
+by T=0, and its Annex A cases). The same 61xx/6Cxx handling applies under T=1
+should a card use them. At most 64 GET RESPONSEs and 64 KiB of data per command:
+a card past that is an error.
 
 Errors: the card out (SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD) raises
 `ChipRemovedError`; a mute card (no usable ATR, SCARD_W_UNRESPONSIVE_CARD,
@@ -106,7 +107,7 @@ def is_case4(apdu: bytes) -> bool:
 
 
 def usable_atr(atr: bytes) -> bool:
-    """TS is 3B (direct) or 3F (inverse) and T0 follows (EMV Book 1 8.3)."""
+    """TS is 3B (direct) or 3F (inverse) and T0 follows (EMV Book 1 8.3, the ATR)."""
     return len(atr) >= 2 and atr[0] in (0x3B, 0x3F)
 
 
@@ -311,7 +312,7 @@ class PcscReader:
             out = bytearray()
             warning: int | None = None
             if t0 and case4 and sw >> 8 in (0x62, 0x63) and not data:
-                warning = sw  # Book 1 9.3.1.1.4: fetch the data, keep the warning
+                warning = sw  # Book 1 9.3.1 (T=0, case 4): fetch the data, keep the warning
                 command = bytes([apdu[0] & 0x03, 0xC0, 0, 0, 0])  # class bits kept
                 data, sw = self._exchange(command)
             for _ in range(MAX_GET_RESPONSES + 1):
@@ -390,7 +391,7 @@ class PcscReader:
         hr, states = scard.SCardGetStatusChange(
             self._ctx, int(self._settle * 1000), [(self._reader, self._state)])
         if hr != scard.SCARD_S_SUCCESS:
-            return hr != scard.SCARD_E_TIMEOUT
+            return bool(hr != scard.SCARD_E_TIMEOUT)
         event = states[0][1]
         return not event & scard.SCARD_STATE_PRESENT or (event >> 16) != (self._state >> 16)
 

@@ -129,6 +129,20 @@ def test_pcscd_killed_is_a_failure_and_back_with_the_card(reader_with, pcsc: Pcs
     assert event == {"event": "ChipInserted", "atr": ATR_T1.hex().upper()}
 
 
+def test_pcscd_back_without_a_card_is_told_as_removed(pcsc: Pcscd) -> None:  # noqa: F811
+    """pcscd gone then back with the reader empty: ChipReaderFailed, then ChipRemoved (the
+    reader's state told again, so the core learns the outage is over)."""
+    proc = ReaderProcess(pcsc)
+    try:
+        assert proc.no_event(1.0) is None  # empty at start: nothing to tell
+        pcsc.kill()
+        assert proc.event()["event"] == "ChipReaderFailed"
+        pcsc.restart()
+        assert proc.event() == {"event": "ChipRemoved"}
+    finally:
+        proc.close()
+
+
 # ---- EMV Book 1 9.3: the transport layer ------------------------------------------------
 
 
@@ -143,7 +157,7 @@ def test_t1_exchange_passes_the_command_as_built(reader_with) -> None:  # noqa: 
 
 
 def test_t0_case4_goes_without_le_and_61xx_chains_get_response(reader_with) -> None:  # noqa: ANN001
-    """Book 1 9.3.1.1: under T=0 a case 4 command is sent without Le; 61xx is answered
+    """Book 1 9.3.1 (T=0): under T=0 a case 4 command is sent without Le; 61xx is answered
     by GET RESPONSE with Le = xx, again while the card says 61xx, the data put together."""
     select = "00A404000E315041592E5359532E4444463031"
     card = ScriptedCard(ATR_T0, {
@@ -158,7 +172,7 @@ def test_t0_case4_goes_without_le_and_61xx_chains_get_response(reader_with) -> N
 
 
 def test_t0_6cxx_repeats_the_command_with_le(reader_with) -> None:  # noqa: ANN001
-    """Book 1 9.3.1.1 (case 2): 6Cxx means "Le should be xx": the same command again."""
+    """Book 1 9.3.1 (T=0, case 2): 6Cxx means "Le should be xx": the same command again."""
     read = "00B2010C00"
     card = ScriptedCard(ATR_T0, {read: ["6C05"], "00B2010C05": ["70035A01019000"]})
     proc = _insert(reader_with, card)
@@ -167,7 +181,7 @@ def test_t0_6cxx_repeats_the_command_with_le(reader_with) -> None:  # noqa: ANN0
 
 
 def test_t0_case4_warning_fetches_data_and_keeps_the_warning(reader_with) -> None:  # noqa: ANN001
-    """Book 1 9.3.1.1.4 / Annex A: a 62xx or 63xx to a case 4 command under T=0: GET
+    """Book 1 9.3.1 (T=0) and Annex A: a 62xx or 63xx to a case 4 command under T=0: GET
     RESPONSE (Le = 00) fetches the data; the status returned is the warning (6283)."""
     select = "00A4040007A0000000031010"
     card = ScriptedCard(ATR_T0, {
@@ -207,7 +221,7 @@ def test_mute_card_is_a_mute_error(reader_with) -> None:  # noqa: ANN001
 
 
 def test_case4_recognised() -> None:
-    """ISO 7816-4 5.1 / Book 1 9.3.1.1: header, Lc, data, Le is case 4; case 2 and 3 not."""
+    """ISO 7816-4 5.1 / Book 1 9.3.1 (T=0): header, Lc, data, Le is case 4; case 2 and 3 not."""
     assert is_case4(bytes.fromhex("00A4040002AABB00"))
     assert not is_case4(bytes.fromhex("00A4040002AABB"))  # case 3
     assert not is_case4(bytes.fromhex("00B2010C00"))  # case 2
@@ -222,7 +236,7 @@ def test_reader_chosen_by_exact_name_else_prefix() -> None:
 
 
 def test_usable_atr() -> None:
-    """Book 1 8.3.1: TS is 3B or 3F."""
+    """Book 1 8.3 (the ATR): TS is 3B or 3F."""
     assert usable_atr(ATR_T1) and usable_atr(ATR_T0)
     assert not usable_atr(b"") and not usable_atr(b"\x3b") and not usable_atr(b"\x00\x00")
 
