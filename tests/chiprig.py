@@ -159,7 +159,7 @@ class Pcscd:
         with open(self.dir / "pcscd.log", "ab") as out:
             self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script],
                                          stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_us)
 
     def _reader_listening(self) -> bool:
         """True once pcscd answers on its socket with the reader listed (asked by a child:
@@ -181,6 +181,14 @@ class Pcscd:
                              text=True, timeout=30)
         return any(n.startswith(READER) for n in out.stdout.splitlines()) \
             and "Address already in use" not in self.log()
+
+
+def _die_with_us() -> None:
+    """In the child before exec: SIGKILL when the test process dies (prctl
+    PR_SET_PDEATHSIG, kept across exec), so a killed test leaves no pcscd behind."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 @pytest.fixture
