@@ -25,6 +25,7 @@ HARDWARE = {  # library -> the only driver modules that may import it
     "smbus2": {"drivers/lcd.py", "drivers/gauge.py"},
     "RPi": {"drivers/gpio.py"},
     "escpos": {"drivers/printer.py"},
+    "smartcard": {"drivers/chipreader.py"},
 }
 DRIVER_MAY = ("firmware.core.events", "firmware.core.card", "firmware.ports", "firmware.errors",
               "drivers")
