@@ -63,6 +63,15 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
+async def _call(fn: Callable[[], Any]) -> None:
+    """Run `fn`: a coroutine function on the loop, any other in a worker thread (it may
+    block, as a thread's join does)."""
+    if inspect.iscoroutinefunction(fn):
+        await fn()
+    else:
+        await _maybe_await(await asyncio.to_thread(fn))
+
+
 class ChipSlot:
     """The card slot of vpcd's virtual reader on `port` (of `host`)."""
 
@@ -89,12 +98,15 @@ class ChipSlot:
 
     def state(self) -> dict[str, Any]:
         """What the status shows: the port, the card's profile (None: empty)."""
+        if self._link is not None and getattr(self._link, "pulled", False) is True:
+            self.card_left()  # the card raised CardPulled: its link ended by itself
         return {"port": self.port, "host": self.host, "card": self.profile}
 
     async def insert(self, profile: str) -> dict[str, Any]:
         """Make a card of `profile` and put it in the reader; SlotError when a card is
         already in or the profile is unknown. Waits out the settle time after a removal."""
         async with self._lock:
+            self.state()  # a card pulled out by itself leaves the slot free
             if self._link is not None:
                 raise SlotError(f"a card is already in the slot ({self.profile}); remove it "
                                 "first")
@@ -134,14 +146,15 @@ class ChipSlot:
         link, profile = self._link, self.profile
         self._link = self.profile = None
         try:
-            await _maybe_await(link.stop())
+            await _call(link.stop)  # vpcd.VpcdLink.stop joins its thread: off the loop
         finally:
             self._removed_at = self._clock()
             log.info("chip card %s removed", profile)
 
     def card_left(self) -> None:
-        """The card left the reader by itself (the link ended: CardPulled, vpcd gone)."""
+        """The card left the reader by itself (CardPulled: its link ended)."""
         if self._link is not None:
+            log.info("chip card %s left the reader by itself", self.profile)
             self._link = self.profile = None
             self._removed_at = self._clock()
             self._changed()

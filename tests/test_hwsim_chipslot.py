@@ -198,3 +198,71 @@ def test_the_ops_drive_the_slot_and_the_host() -> None:
     assert kinds == ["chip_wrong_arpc", "chip_scripts"]
     no_slot = _dispatch(FakeSim(None), {"op": "chip_insert", "profile": "offline_y1"})
     assert no_slot["ok"] is False and "--vpcd-port 0" in no_slot["error"]
+
+
+def test_a_pulled_card_leaves_the_slot_free() -> None:
+    slot, _, _ = make_slot()
+
+    async def run() -> None:
+        await slot.insert("offline_y1")
+        slot._link.pulled = True  # what vpcd.VpcdLink says after the card's CardPulled
+        assert slot.state()["card"] is None
+        await slot.insert("dda_online_pin")
+        assert slot.state()["card"] == "dda_online_pin"
+
+    asyncio.run(run())
+
+
+class FakeCard:
+    ATR = bytes.fromhex("3B6500002063CBA000")
+
+    def power_on(self) -> bytes:
+        return self.ATR
+
+    def reset(self) -> bytes:
+        return self.ATR
+
+    def power_off(self) -> None:
+        pass
+
+    def apdu(self, command: bytes) -> bytes:
+        return b"\x90\x00"
+
+
+def test_the_slot_with_the_real_vpcd_link_against_a_fake_vpcd() -> None:
+    """vpcd's side (hardware.md): the card connects; 01 then 04 gets the ATR; an APDU
+    its answer; remove closes the connection."""
+    import socket
+    import struct
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.settimeout(10)
+
+    def exchange(conn: socket.socket, payload: bytes | None) -> bytes:
+        if payload is not None:
+            conn.sendall(struct.pack(">H", len(payload)) + payload)
+        header = conn.recv(2, socket.MSG_WAITALL)
+        if len(header) < 2:
+            return b""
+        (n,) = struct.unpack(">H", header)
+        return conn.recv(n, socket.MSG_WAITALL)
+
+    slot = ChipSlot(port, make_card=lambda profile: FakeCard())
+
+    async def run() -> None:
+        await slot.insert("any")
+        conn, _ = await asyncio.to_thread(server.accept)
+        conn.settimeout(10)
+        with conn:
+            conn.sendall(struct.pack(">H", 1) + b"\x01")  # power on: not answered
+            assert await asyncio.to_thread(exchange, conn, b"\x04") == FakeCard.ATR
+            apdu = bytes.fromhex("00A404000E315041592E5359532E444446303100")
+            assert await asyncio.to_thread(exchange, conn, apdu) == b"\x90\x00"
+            await slot.remove()
+            assert await asyncio.to_thread(conn.recv, 10) == b""  # the card left
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.close()
