@@ -51,11 +51,20 @@ def profiles() -> list[dict[str, str]]:
         if callable(describe):
             text = str(describe())
         elif callable(getattr(chipprofiles, "describe", None)):
-            text = str(chipprofiles.describe(name))
+            text = _module_describe(chipprofiles.describe, name)
         else:
             text = str(getattr(profile, "meant_for", ""))
         out.append({"name": name, "describe": text})
     return out
+
+
+def _module_describe(describe: Callable[..., Any], name: str) -> str:
+    """chipprofiles.describe(name), or describe() as a mapping of every profile."""
+    try:
+        return str(describe(name))
+    except TypeError:
+        every = describe()
+        return str(every.get(name, "")) if isinstance(every, dict) else ""
 
 
 async def _maybe_await(value: Any) -> None:

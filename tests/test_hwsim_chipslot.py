@@ -266,3 +266,18 @@ def test_the_slot_with_the_real_vpcd_link_against_a_fake_vpcd() -> None:
         asyncio.run(run())
     finally:
         server.close()
+
+
+def test_profiles_come_from_chipprofiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from hwsim import chipslot
+
+    fake = types.ModuleType("hwsim.chipprofiles")
+    fake.PROFILES = {"dda_online_pin": object(), "offline_y1": object()}  # type: ignore[attr-defined]
+    fake.describe = lambda name: f"about {name}"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hwsim.chipprofiles", fake)
+    monkeypatch.setattr(sys.modules["hwsim"], "chipprofiles", fake, raising=False)
+    assert chipslot.profiles() == [{"name": "dda_online_pin", "describe": "about dda_online_pin"},
+                                   {"name": "offline_y1", "describe": "about offline_y1"}]
