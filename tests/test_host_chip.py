@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import iso8583
 import pytest
 
 from firmware.core.emv import tlv
@@ -425,3 +426,32 @@ def test_wire_view_masks_52_53_and_shows_55_without_card_data_9_2() -> None:
     assert "9F26=" + ARQC in view["55"] and "5A=[8 bytes hidden]" in view["55"]
     assert PAN not in str(view) and "1B9C1845" not in str(view)
     assert view["23"] == "001"
+
+
+def test_chip_sale_over_the_wire_0210_carries_91_and_the_wire_log_no_card_data() -> None:
+    """Sections 1, 2 and 8.1 over loopback: the 0210 decodes with field 55 = tag 91."""
+    import asyncio
+    import struct
+
+    async def run() -> tuple[dict[str, str], list[dict[str, object]]]:
+        host = AcquirerHost(rng_seed=1)
+        events: list[dict[str, object]] = []
+        host.on_wire = events.append
+        port = await host.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(hostproto.frame(hostproto.encode(sale())))
+            await writer.drain()
+            (n,) = struct.unpack(">H", await asyncio.wait_for(reader.readexactly(2), 5))
+            answer, _ = iso8583.decode(bytearray(await reader.readexactly(n)), hostproto.SPEC)
+            writer.close()
+            return answer, events
+        finally:
+            await host.stop()
+
+    answer, events = asyncio.run(run())
+    assert answer["t"] == "0210" and answer["39"] == "00"
+    assert answer["55"] == "910A8F42F33023B584543030"
+    assert PAN not in str(events)
+    shown = [e for e in events if e.get("dir") == "out"][0]["fields"]
+    assert shown["55"] == "91=8F42F33023B584543030"  # type: ignore[index]
