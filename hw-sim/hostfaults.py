@@ -9,6 +9,9 @@ matches.
 Connection faults ignore the MTI: `refuse` resets the next `count` connection
 attempts, `blackhole` silently discards the next `count` requests. A count of 0
 means "until cleared".
+
+`ChipFaults` is apart: it does not take a request but changes the next 0210 built
+with tag 91 (host-interface 8.2): a wrong ARPC, issuer scripts.
 """
 
 from __future__ import annotations
