@@ -1,7 +1,7 @@
 """The `hwsim` command: run the simulator, or control a running one.
 
     hwsim run --dir DIR [--tls] [--host-port N] [--external-host HOST:PORT] [--seed N]
-              [--web [HOST:]PORT]
+              [--web [HOST:]PORT] [--vpcd-port N]
     hwsim ctl --dir DIR OP ...      (swipe, press, display, receipts, fault, ...)
 
 `run` serves until SIGINT or SIGTERM and logs to stderr. `ctl` sends one
@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hwsim import ctlview
+from hwsim.chipslot import DEFAULT_VPCD_PORT
 from hwsim.client import HwsimClient, HwsimError, HwsimUnavailable
 from hwsim.ops import OPS
 from hwsim.opspec import Arg, Op
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve the simulated terminal as a web page (live display, keypad, "
                      "card slot, receipts, faults) on PORT of HOST, 127.0.0.1 unless given; "
                      "--web alone: 127.0.0.1:8580, 0: any free port")
+    run.add_argument("--vpcd-port", type=int, default=DEFAULT_VPCD_PORT, metavar="N",
+                     help="port of vpcd's virtual reader that the chip card slot connects "
+                     f"to (default {DEFAULT_VPCD_PORT}; 0: no chip slot)")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
 
     ctl = commands.add_parser(
@@ -94,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
 
             web = parse_web_address(args.web)
         sim = Simulator(args.dir, tls=args.tls, host_port=args.host_port,
-                        external_host=args.external_host, seed=args.seed, web=web)  # fmt: skip
+                        external_host=args.external_host, seed=args.seed, web=web,
+                        vpcd_port=args.vpcd_port)  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

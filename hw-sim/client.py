@@ -209,6 +209,26 @@ class HwsimClient:
         their order; with no argument only read it. Returns the latency now in force."""
         return float(self.call(ops.host_latency, seconds=seconds)["seconds"])
 
+    def chip_wrong_arpc(self, count: int = 1) -> None:
+        """The next `count` 0210s built with tag 91 carry a wrong ARPC (the ARC right)."""
+        self.call(ops.chip_wrong_arpc, count=count)
+
+    def chip_scripts(self, commands: list[str] | None = None, templates: str = "72") -> int:
+        """The next 0210 built with tag 91 carries issuer scripts; returns their bytes."""
+        return int(self.call(ops.chip_scripts, commands=commands, templates=templates)["bytes"])
+
+    def chip_insert(self, profile: str) -> dict[str, Any]:
+        """Insert a test chip card of `profile` into vpcd's reader; the slot's state."""
+        return self.call(ops.chip_insert, profile=profile)
+
+    def chip_remove(self) -> dict[str, Any]:
+        """Take the chip card out; the slot's state."""
+        return self.call(ops.chip_remove)
+
+    def chip_cards(self) -> dict[str, Any]:
+        """The chip card profiles ({"name", "describe"}) and the slot (None: no slot)."""
+        return self.call(ops.chip_cards)
+
     def host_out_of_balance(self, count: int = 1) -> int | None:
         """Answer the next `count` batch closes (0500) 95, out of balance, whatever the
         totals; 0: every one until cleared. Returns how many are still forced (None: all)."""

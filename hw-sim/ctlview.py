@@ -150,3 +150,19 @@ def gpio(reply: Reply, args: argparse.Namespace | None = None) -> str:
         lines.append("recent output changes:")
         lines += [f"  {h['t']:.3f} pin {h['pin']} -> {h['level']}" for h in recent]
     return "\n".join(lines)
+
+
+def chip_slot(slot: Reply | None) -> str:
+    """The chip reader's slot: the card in it, or empty; its vpcd port."""
+    if slot is None:
+        return "no chip slot (hwsim runs with --vpcd-port 0)"
+    card = slot.get("card")
+    return (f"chip reader (vpcd port {slot['port']}): "
+            + (f"card {card} inserted" if card else "empty"))
+
+
+def chip_cards(reply: Reply, args: argparse.Namespace | None = None) -> str:
+    """The chip card profiles, one a line, then the slot."""
+    lines = [f"{p['name']}: {p['describe']}" if p.get("describe") else p["name"]
+             for p in reply["profiles"]] or ["no chip card profiles"]
+    return "\n".join([*lines, chip_slot(reply["slot"])])

@@ -35,6 +35,9 @@ class LedgerEntry:
     offline_approval: str | None
     batch: str | None
     invoice: str | None
+    entry_mode: str | None = None  # field 22
+    aid: str | None = None  # a chip sale's application (tag 84), hex
+    cryptogram: str | None = None  # a chip sale's: "ARQC", "TC" or "AAC"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

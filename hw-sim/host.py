@@ -1,7 +1,8 @@
 """The simulated acquirer host: a TCP (optionally TLS) server in hwsim's event loop.
 
-It speaks the host interface, version 1.1 (framing and codec in `hostproto`, the
-ledger and decision rules in `ledger`, batch close and upload in `settlement`),
+It speaks the host interface, version 1.2 (framing and codec in `hostproto`, the
+ledger and decision rules in `ledger`, the chip rules in `hostchip`, batch close and
+upload in `settlement`),
 and lets tests and people inject faults (`hostfaults`): delays, silence, dropped
 connections, garbage answers, refused connections, a host that is gone, batch
 closes forced out of balance. Each request is processed as it arrives, in
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import hostchip
 from .hostfaults import Fault, FaultPlan
 from .hostproto import GARBAGE_PAYLOAD, FrameError, Message, decode, describe, encode, frame
 from .hostproto import read_frame, wire_view
@@ -232,16 +234,52 @@ class AcquirerHost:
         log.info("fault added: %s x%s on %s %s", fault.kind, count or "until cleared",
                  fault.mti, fault.params or "")
 
+    def chip_wrong_arpc(self, count: int = 1) -> None:
+        """The next `count` 0210s built with tag 91 carry a wrong ARPC (the ARC right)."""
+        self._books.chip.add_wrong_arpc(count)
+        log.info("next %d 0210(s) with tag 91: wrong ARPC", count)
+
+    def chip_scripts(self, templates: str, commands: tuple[str, ...]) -> int:
+        """The next 0210 built with tag 91 carries issuer scripts: templates "71", "72"
+        or "both", each with these commands (hostchip.SCRIPT_COMMANDS); returns their
+        size, at most hostchip.MAX_SCRIPTS bytes (ValueError beyond, or for an unknown
+        template or command)."""
+        if templates not in hostchip.SCRIPT_TEMPLATES:
+            raise ValueError(f"script templates are {', '.join(hostchip.SCRIPT_TEMPLATES)}, "
+                             f"not {templates!r}")
+        unknown = [c for c in commands if c not in hostchip.SCRIPT_COMMANDS]
+        if unknown or not commands:
+            raise ValueError(f"script commands are {', '.join(hostchip.SCRIPT_COMMANDS)}"
+                             + (f", not {', '.join(unknown)}" if unknown else ""))
+        size = hostchip.scripts_size(templates, tuple(commands))
+        if size > hostchip.MAX_SCRIPTS:
+            raise ValueError(f"scripts of {size} bytes: at most {hostchip.MAX_SCRIPTS} in "
+                             "one 0210")
+        self._books.chip.add_scripts(templates, tuple(commands))
+        log.info("next 0210 with tag 91: scripts %s %s (%d bytes)", templates,
+                 " ".join(commands), size)
+        return size
+
+    @property
+    def pin_check(self) -> Callable[[Message], str | None] | None:
+        """The PIN checks of host-interface 9.2 (request -> 55/75/81, None when right)."""
+        return self._books.pin_check
+
+    @pin_check.setter
+    def pin_check(self, check: Callable[[Message], str | None] | None) -> None:
+        self._books.pin_check = check
+
     def clear_faults(self) -> None:
-        """Clear every fault, and the forced out-of-balance answers."""
+        """Clear every fault (the chip ones too), and the forced out-of-balance answers."""
         self._faults.clear()
+        self._books.chip.clear()
         self._books.clear_out_of_balance()
         log.info("faults cleared")
 
     def faults(self) -> list[dict[str, Any]]:
         """The faults still pending, for a control interface."""
         return [{"kind": f.kind, "mti": f.mti, "remaining": 0 if f.unlimited else f.remaining,
-                 **f.params} for f in self._faults.pending()]
+                 **f.params} for f in self._faults.pending()] + self._books.chip.pending()
 
     @property
     def is_down(self) -> bool:

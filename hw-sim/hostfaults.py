@@ -9,6 +9,9 @@ matches.
 Connection faults ignore the MTI: `refuse` resets the next `count` connection
 attempts, `blackhole` silently discards the next `count` requests. A count of 0
 means "until cleared".
+
+`ChipFaults` is apart: it does not take a request but changes the next 0210 built
+with tag 91 (host-interface 8.2): a wrong ARPC, issuer scripts.
 """
 
 from __future__ import annotations
@@ -164,3 +167,40 @@ class FaultPlan:
                         self._faults.remove(fault)
                 return fault
         return None
+
+
+class ChipFaults:
+    """What the next 0210s built with tag 91 carry besides the right ARPC (host-interface
+    8.2): a wrong ARPC (the ARC stays right), issuer scripts (templates, commands). A
+    replayed answer takes nothing: only a 0210 being built does."""
+
+    def __init__(self) -> None:
+        self.wrong_arpc = 0
+        self.scripts: list[tuple[str, tuple[str, ...]]] = []
+
+    def add_wrong_arpc(self, count: int = 1) -> None:
+        if count < 1:
+            raise ValueError(f"chip-wrong-arpc count must be 1 or more, got {count}")
+        self.wrong_arpc += count
+
+    def add_scripts(self, templates: str, commands: tuple[str, ...]) -> None:
+        self.scripts.append((templates, commands))
+
+    def take(self) -> tuple[bool, tuple[str, tuple[str, ...]] | None]:
+        """(wrong ARPC?, scripts or None) for the 0210 being built now."""
+        wrong = self.wrong_arpc > 0
+        if wrong:
+            self.wrong_arpc -= 1
+        return wrong, self.scripts.pop(0) if self.scripts else None
+
+    def clear(self) -> None:
+        self.wrong_arpc = 0
+        self.scripts.clear()
+
+    def pending(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.wrong_arpc:
+            out.append({"kind": "chip_wrong_arpc", "mti": "0200", "remaining": self.wrong_arpc})
+        out.extend({"kind": "chip_scripts", "mti": "0200", "remaining": 1,
+                    "templates": t, "commands": list(c)} for t, c in self.scripts)
+        return out

@@ -1,9 +1,12 @@
 """Wire format of the simulated acquirer host: framing, ISO 8583 codec, MTI rules.
 
-Everything here follows the host interface, version 1.1, sections 1 and 2: a 2-byte
+Everything here follows the host interface, version 1.2, sections 1 and 2: a 2-byte
 big-endian length before each message (1 to 2048 bytes), ISO 8583:1987 encoded as
-`iso8583.specs.default` of pyiso8583 4.x describes it. Nothing here does I/O
-except `read_frame`, which reads one frame from an asyncio stream.
+`iso8583.specs.default` of pyiso8583 4.x describes it, but for fields 52 and 53
+(binary, a 2-digit length counting bytes: 8 or 16, 10 or 12). The host decodes both
+up to 99 bytes so that it can answer a wrong length `30` (hostchip.check_format).
+Nothing here does I/O except `read_frame`, which reads one frame from an asyncio
+stream.
 """
 
 from __future__ import annotations
@@ -18,10 +21,20 @@ import iso8583.specs
 from iso8583.decoder import DecodeError
 from iso8583.encoder import EncodeError
 
+from firmware.core.emv import tlv
+
 Message = dict[str, str]
 
 MAX_FRAME: Final = 2048
-SPEC: Final = iso8583.specs.default
+# Section 2 (version 1.2): fields 52 and 53 differ from specs.default; up to 99 bytes
+# here, so that a wrong length is answered rather than dropped as undecodable.
+SPEC: Final = {
+    **iso8583.specs.default,
+    "52": {"data_enc": "b", "len_enc": "ascii", "len_type": 2, "max_len": 99,
+           "desc": "PIN Data"},
+    "53": {"data_enc": "b", "len_enc": "ascii", "len_type": 2, "max_len": 99,
+           "desc": "Security Related Control Information"},
+}
 
 # The requests the host understands; anything else is a protocol error.
 KNOWN_MTIS: Final = frozenset({"0200", "0220", "0221", "0320", "0321", "0400", "0401", "0500",
@@ -31,7 +44,7 @@ KNOWN_MTIS: Final = frozenset({"0200", "0220", "0221", "0320", "0321", "0400", "
 ECHOED_FIELDS: Final = ("3", "4", "7", "11", "41", "42", "49", "70")
 
 # Fields that must never appear in a log line or a record in clear.
-SECRET_FIELDS: Final = frozenset({"2", "35", "52"})
+SECRET_FIELDS: Final = frozenset({"2", "35", "52", "53"})
 
 # A frame of valid length whose content no ISO 8583 decoder accepts: the MTI
 # is not ASCII.
@@ -138,8 +151,12 @@ def mask_pan(pan: str) -> str:
 # Fields a person may see on hwsim's wire timeline as they are; every other field is
 # shown only by its length, and field 2 masked. Card data (2, 14, 35, 36, 45, 52, 55)
 # is never in this list: a new field is hidden until someone decides it is safe.
-SHOWN_FIELDS: Final = frozenset({"3", "4", "7", "11", "12", "13", "22", "24", "25", "37",
-                                 "38", "39", "41", "42", "49", "60", "62", "70", "90"})
+SHOWN_FIELDS: Final = frozenset({"3", "4", "7", "11", "12", "13", "22", "23", "24", "25",
+                                 "37", "38", "39", "41", "42", "49", "60", "62", "70", "90"})
+# Host-interface 8.1: data objects that never travel in field 55 (card data, PIN data):
+# the host answers them 30 and the wire log never shows their values.
+ICC_CARD_DATA: Final = frozenset({0x57, 0x5A, 0x56, 0x5F20, 0x5F24, 0x5F30, 0x9F1F, 0x9F20,
+                                  0x9F6B, 0x99})
 _CARD_NUMBER_LIKE = re.compile(r"\d{13,}")
 
 
@@ -151,7 +168,8 @@ def mask_card_numbers(text: str) -> str:
 
 def wire_view(message: Message) -> dict[str, str]:
     """The fields of a message as hwsim's page may show them: the MTI and SHOWN_FIELDS,
-    field 2 masked (first 6, last 4), any other field as its length only. In a shown
+    field 2 masked (first 6, last 4), 52 and 53 as section 9.2 says, 55 object by
+    object without card data (`hostchip.icc_view`), any other field as its length only. In a shown
     field every run of 13 or more digits is masked (`mask_card_numbers`), so a card
     number in a field where none belongs still does not show; field 90, 42 digits by
     design, is shown split into the original's MTI, STAN, field 7 and the rest when it
@@ -162,6 +180,13 @@ def wire_view(message: Message) -> dict[str, str]:
             view["t"] = value
         elif field == "2":
             view["2"] = mask_pan(value)
+        elif field == "52":  # 9.2: zero bytes of its length
+            view["52"] = "0" * len(value)
+        elif field == "53":  # 9.2: the KSN's first 6 and last 4 hex digits
+            view["53"] = value[:6] + "*" * max(0, len(value) - 10) + value[-4:] \
+                if len(value) > 10 else "*" * len(value)
+        elif field == "55":  # each data object; never a card-data tag's value
+            view["55"] = icc_view(value)
         elif field == "90" and original_of(value) is not None:
             view["90"] = f"{value[:4]} {value[4:10]} {value[10:20]} {value[20:]}"
         elif field in SHOWN_FIELDS:
@@ -169,6 +194,22 @@ def wire_view(message: Message) -> dict[str, str]:
         else:
             view[field] = f"[{len(value)} characters hidden]"
     return view
+
+
+def icc_view(hexvalue: str) -> str:
+    """Field 55 as the wire log shows it: each top-level tag with its value, except a
+    forbidden tag's (shown by its length); `[n characters hidden]` when it does not
+    parse."""
+    try:
+        objects = tlv.parse(bytes.fromhex(hexvalue))
+    except (ValueError, tlv.TlvError):
+        return f"[{len(hexvalue)} characters hidden]"
+    parts = []
+    for o in objects:
+        hidden = o.tag in ICC_CARD_DATA or any(c.tag in ICC_CARD_DATA for c in tlv.walk(o.children))
+        value = f"[{len(o.value)} bytes hidden]" if hidden else o.value.hex().upper()
+        parts.append(f"{o.tag:X}={value}")
+    return " ".join(parts)
 
 
 def _field_order(field: str) -> int:

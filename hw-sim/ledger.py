@@ -1,7 +1,8 @@
 """The simulated acquirer's books: the ledger, the idempotency store, the rules.
 
 `Books.answer(request)` turns one decoded request into its response, following
-the host interface, version 1.1, sections 3 to 5 and 7:
+the host interface, version 1.2, sections 3 to 5, 7 and 8 (the chip rules are
+`hostchip`'s):
 
 - the idempotency key is (41, 11, 7): a key already processed is answered with
   the first response again (under the MTI of the new request's class); answers
@@ -21,6 +22,15 @@ the host interface, version 1.1, sections 3 to 5 and 7:
   reversal does (`00`, also when there was nothing to undo), `25` when unknown;
 - 0500 and 0320 (batch close and upload) go to `settlement.Settlement`; they
   never change money.
+- chip (section 7's order): format errors `30` first (fields 22, 23, 52, 53, 55's
+  placement, a reversal's or an upload's field 55: `hostchip.check_format`); then for
+  a 0200 the busy cents `91`/`96`; then field 55 malformed or inconsistent `30`; a
+  wrong cryptogram or an application whose keys the host does not hold `05` (not for
+  a refund); the PIN checks (`pin_check`, a hook: a request with field 52 and no hook
+  is answered `81`, never approved blindly); the other cents; `00`. A 0220's field
+  55 is checked the same way (a wrong TC: `05`). The 0210 to a chip purchase whose
+  cryptogram the host could check carries field 55: tag 91 (ARPC || ARC), and the
+  issuer scripts a test asked for (`chip`, hostfaults.ChipFaults).
 
 Every entry records its batch (field 60) and invoice (field 62). A forced code
 (a `decline` fault or a default answer) replaces the decision for a fresh
@@ -32,10 +42,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any, Final
 
+from . import hostchip
 from .entries import KIND_OF, LedgerEntry, Totals, totals_of
 from .hostproto import FormatProblem, Message, key_of, mask_pan, mti_class, original_of
+from .hostfaults import ChipFaults
 from .hostproto import response, response_mti
 from .settlement import Settlement
 
@@ -76,6 +89,11 @@ class Books:
         self._settlement = Settlement()
         self._rrn_prefix = f"{rng.randrange(1_000_000):06d}"
         self._rrn_seq = 0
+        self.chip = ChipFaults()
+        # the PIN checks (host-interface 9.2): the request -> "55", "75", "81", or None
+        # when the PIN is right; None here: a PIN block is answered 81
+        self.pin_check: Callable[[Message], str | None] | None = None
+        self._scripts_issued = 0
 
     # -- control -----------------------------------------------------------
     def set_default_answer(self, mti: str, code: str | None) -> None:
@@ -128,6 +146,7 @@ class Books:
             missing = [f for f in REQUIRED[cls] if f not in request]
             if missing:
                 raise FormatProblem(f"missing field(s) {', '.join(missing)}")
+            hostchip.check_format(request)
             if cls in ("0200", "0220"):
                 _check_original(request)
             if cls == "0200":
@@ -152,36 +171,81 @@ class Books:
 
     def _sale(self, req: Message, key: Key, forced: str | None) -> tuple[Message, bool]:
         amount = _amount(req["4"])
+        cents = AMOUNT_CONVENTIONS.get(req["4"][-2:], "00")
+        icc: hostchip.Icc | None = None
+        checked = False  # the host checked the cryptogram: the 0210 carries tag 91
         if key in self._cancelled_unknown:
             code = "12"
-        elif forced is not None:
-            code = forced
+        elif forced in NOT_PROCESSED:
+            code = str(forced)
         elif req["3"] not in (PURCHASE, REFUND):
             code = "12"
+        elif forced is None and cents in NOT_PROCESSED:
+            code = cents
         else:
-            code = AMOUNT_CONVENTIONS.get(req["4"][-2:], "00")
+            code = ""
+            if "55" in req:
+                icc = hostchip.check_icc(req)  # FormatProblem: 30
+                if req["3"] == PURCHASE:
+                    code, checked = self._cryptogram(req, icc, "ARQC")
+            if not code and "52" in req:
+                code = (self.pin_check(req) or "") if self.pin_check else "81"
+            if not code:
+                code = forced if forced is not None else cents
         rrn = self._rrn()
         if code in NOT_PROCESSED:
             return response(req, code, {"37": rrn}), False
         approval = f"{self._rng.randrange(1_000_000):06d}" if code == "00" else None
-        self._record(req, key, amount, rrn, code, approval, offline=None)
+        self._record(req, key, amount, rrn, code, approval, offline=None, icc=icc)
         extra = {"37": rrn}
         if approval is not None:
             extra["38"] = approval
+        if checked and icc is not None:
+            extra["55"] = self._issuer_data(req, icc, code)
         return response(req, code, extra), True
+
+    def _cryptogram(self, req: Message, icc: hostchip.Icc, what: str) -> tuple[str, bool]:
+        """("05", ...) for an application whose keys the host does not hold or a wrong
+        cryptogram, else ("", True); the flag: the host could check it."""
+        if not hostchip.holds_keys(icc):
+            log.info("%s stan=%s: application %s is not the test scheme's: 05", req["t"],
+                     req["11"], icc.aid)
+            return "05", False
+        if not hostchip.verify(req, icc):
+            log.warning("cryptogram failure: %s stan=%s, wrong %s (ATC %04X): 05", req["t"],
+                        req["11"], what, icc.atc)
+            return "05", True
+        return "", True
+
+    def _issuer_data(self, req: Message, icc: hostchip.Icc, code: str) -> str:
+        wrong, scripts = self.chip.take()
+        data = b""
+        if scripts is not None:
+            self._scripts_issued += len(hostchip.SCRIPT_TEMPLATES[scripts[0]])
+            data = hostchip.build_scripts(scripts[0], scripts[1],
+                                          hostchip.session_key(req, icc), icc.atc,
+                                          icc.tags[0x9F26], self._scripts_issued)
+        if wrong:
+            log.info("0210 stan=%s carries a wrong ARPC (chip-wrong-arpc)", req["11"])
+        return hostchip.issuer_data(req, icc, code, wrong_arpc=wrong, scripts=data)
 
     def _advice(self, req: Message, key: Key, forced: str | None) -> tuple[Message, bool]:
         amount = _amount(req["4"])
+        icc = hostchip.check_icc(req) if "55" in req else None  # FormatProblem: 30
+        code = ""
         if key in self._cancelled_unknown:
             code = "12"
         elif req["3"] != PURCHASE:  # refunds are never approved offline
             code = "12"
-        else:
+        elif icc is not None:
+            code, _ = self._cryptogram(req, icc, "TC")
+        if not code:
             code = forced if forced is not None else "00"
         rrn = self._rrn()
         if code in NOT_PROCESSED:
             return response(req, code, {"37": rrn}), False
-        self._record(req, key, amount, rrn, code, approval=None, offline=req.get("38"))
+        self._record(req, key, amount, rrn, code, approval=None, offline=req.get("38"),
+                     icc=icc)
         return response(req, code, {"37": rrn}), True
 
     def _reversal(self, req: Message, forced: str | None) -> tuple[Message, bool]:
@@ -194,7 +258,7 @@ class Books:
                 "MTI + STAN + field 7 + 22 zeros" if void else "42 digits"))
         orig_mti, orig_stan, orig_f7 = original
         if void:
-            carried = [f for f in ("2", "14", "35") if f in req]
+            carried = [f for f in ("2", "14", "23", "35", "55") if f in req]
             if carried:
                 raise FormatProblem(f"a void carries no card data, got field(s) "
                                     f"{', '.join(carried)}")  # fmt: skip
@@ -229,7 +293,8 @@ class Books:
 
     # -- helpers -----------------------------------------------------------
     def _record(self, req: Message, key: Key, amount: int, rrn: str, code: str,
-                approval: str | None, offline: str | None) -> None:
+                approval: str | None, offline: str | None,
+                icc: hostchip.Icc | None = None) -> None:
         kind = KIND_OF.get(req["3"], "other")
         cancelled = self._cancelled_unknown.get(key)
         self._entries[key] = LedgerEntry(
@@ -240,6 +305,8 @@ class Books:
             credited=code == "00" and kind == "refund",
             reversed=cancelled == "reversed", voided=cancelled == "voided",
             offline_approval=offline, batch=req["60"], invoice=req["62"],
+            entry_mode=req.get("22"), aid=icc.aid if icc else None,
+            cryptogram=icc.kind if icc else None,
         )
 
     def _rrn(self) -> str:

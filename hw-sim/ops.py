@@ -21,11 +21,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hwsim import ctlview
 from hwsim.cards import BAD_SWIPE_KINDS, bad_swipe, swipe_line
+from hwsim.chipslot import profiles as chip_profiles
+from hwsim.hostchip import SCRIPT_COMMANDS, SCRIPT_TEMPLATES
 from hwsim.gpio import PIN_POWER_FAIL
 from hwsim.hostfaults import KINDS, PARAM_TYPES, REQUEST_CLASSES
 from hwsim.opspec import Arg, CliOption, Registry, Reply, RequestError
 
 if TYPE_CHECKING:
+    from hwsim.chipslot import ChipSlot
     from hwsim.host import AcquirerHost
     from hwsim.sim import Simulator
 
@@ -40,6 +43,7 @@ MAX_RAW_SWIPE: Final = 512
 KEYS_HELP: Final = "keys: 0-9 (or digit strings such as 1250), OK, CLEAR, CANCEL, F1-F4"
 MODEM_REGISTRATION: Final = {"registered": 1, "searching": 2, "denied": 3, "roaming": 5}
 ON_OFF: Final = {"on": True, "off": False}
+DEFAULT_SCRIPT: Final = "unblock"
 
 
 def _host(sim: Simulator) -> AcquirerHost:
@@ -459,6 +463,55 @@ async def host_down(sim: Simulator) -> Reply:
 @op(help="bring the host back", page=True, command="up", show=_done("host is up"))
 async def host_up(sim: Simulator) -> Reply:
     return await _host_updown(sim, False)
+
+
+# -- chip cards: the host's controls and the card slot (vpcd) --------------------------------
+
+@op(Arg("count", int, 1, "how many 0210s", metavar="N"),
+    help="the next 0210s built with tag 91 carry a wrong ARPC (the ARC stays right)",
+    page=True, command="chip-wrong-arpc",
+    show=lambda r, args: f"next {args.count or 1} 0210(s) with tag 91: wrong ARPC")
+def chip_wrong_arpc(sim: Simulator, count: int) -> Reply:
+    _host(sim).chip_wrong_arpc(count)
+    return {}
+
+
+@op(Arg("commands", list, None, "script commands, each CLA 84 with a 4-byte MAC: "
+        + ", ".join(SCRIPT_COMMANDS) + f" (default {DEFAULT_SCRIPT})", flag="", nargs="*",
+        metavar="COMMAND"),
+    Arg("templates", str, "72", "71 (before the second GENERATE AC), 72 (after it) or both",
+        choices=tuple(SCRIPT_TEMPLATES)),
+    help="the next 0210 built with tag 91 carries issuer scripts (at most 128 bytes)",
+    page=True, command="chip-scripts",
+    show=lambda r, args: f"next 0210 with tag 91: {r['bytes']} bytes of issuer scripts")
+def chip_scripts(sim: Simulator, commands: list[str] | None, templates: str) -> Reply:
+    return {"bytes": _host(sim).chip_scripts(templates, tuple(commands or (DEFAULT_SCRIPT,)))}
+
+
+def _slot(sim: Simulator) -> ChipSlot:
+    if sim.chip_slot is None:
+        raise RequestError("no chip slot: hwsim runs with --vpcd-port 0")
+    return sim.chip_slot
+
+
+@op(Arg("profile", str, help="a chip card profile (`hwsim ctl cards` lists them)", flag=""),
+    help="insert a test chip card into the chip reader (vpcd)", page=True, command="insert",
+    show=lambda r, args: ctlview.chip_slot(r))
+async def chip_insert(sim: Simulator, profile: str) -> Reply:
+    return await _slot(sim).insert(profile)
+
+
+@op(help="take the chip card out of the chip reader", page=True, command="remove",
+    show=lambda r, args: ctlview.chip_slot(r))
+async def chip_remove(sim: Simulator) -> Reply:
+    return await _slot(sim).remove()
+
+
+@op(help="the test chip card profiles, and the card in the chip reader", page=True,
+    command="cards", show=ctlview.chip_cards)
+def chip_cards(sim: Simulator) -> Reply:
+    slot = sim.chip_slot
+    return {"profiles": chip_profiles(), "slot": slot.state() if slot is not None else None}
 
 
 # -- the 4G modem and the primary path ----------------------------------------------------

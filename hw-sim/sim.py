@@ -3,8 +3,10 @@
 `Simulator.start` brings every part up on the same wires a terminal uses (a
 pty for the card reader, found at the stable path DIR/card-reader; TCP for the
 printer and the host; the control socket for the I2C, GPIO and keypad
-stand-ins), then writes `hwsim.json` (where everything is) and `posterm.toml`
-(the firmware configuration pointing at it), and only then logs "hwsim ready".
+stand-ins; the chip card slot, a card connected to vpcd's port when one is
+inserted, unless `vpcd_port` is 0), then writes `hwsim.json` (where everything
+is) and `posterm.toml` (the firmware configuration pointing at it), and only
+then logs "hwsim ready".
 `stop` takes it all down again.
 """
 
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwsim import ops
 from hwsim.cardreader import CardReaderSim
+from hwsim.chipslot import DEFAULT_VPCD_PORT, ChipSlot
 from hwsim.control import ControlServer, StartError, claim_socket_path
 from hwsim.fwconfig import TomlValue, render_config
 from hwsim.gauge import Max17048Sim
@@ -177,6 +180,7 @@ class Simulator:
         seed: int | None = None,
         config_overrides: Mapping[str, Mapping[str, TomlValue]] | None = None,
         web: tuple[str, int] | None = None,
+        vpcd_port: int = DEFAULT_VPCD_PORT,
     ) -> None:
         self.dir = os.path.abspath(dirpath)
         self.tls = tls
@@ -198,6 +202,10 @@ class Simulator:
         self.gauge = Max17048Sim()
         self.i2c.attach(GAUGE_BUS, GAUGE_ADDRESS, self.gauge)
         self.modem = ModemSim(self.gpio, address_map=self._modem_address)
+        if not 0 <= vpcd_port < 65536:
+            raise StartError(f"--vpcd-port must be 0 (no chip slot) to 65535, not {vpcd_port}")
+        # the chip card slot: vpcd's virtual reader on that port (0: none)
+        self.chip_slot: ChipSlot | None = ChipSlot(vpcd_port) if vpcd_port else None
         self.primary: PrimaryProxy | None = None  # the firmware's primary path to the host
         self.host: AcquirerHost | None = None
         self.control: ControlServer | None = None
@@ -247,6 +255,7 @@ class Simulator:
             "primary_host": LOOPBACK,  # the firmware reaches the host through this proxy
             "primary_port": primary_port,
             "modem": modem_pty,
+            "vpcd_port": self.chip_slot.port if self.chip_slot is not None else 0,
             "external_host": self.external is not None,
             "tls": self.tls,
             "ca_file": tls_files.get("ca", ""),
@@ -287,6 +296,8 @@ class Simulator:
             "outputs" if pin in (PIN_BUZZER, PIN_LED_ONLINE) else "status"))
         self.modem.on_change = lambda: web.changed("status")
         self.expander.fault.on_change = lambda: web.changed("status")
+        if self.chip_slot is not None:
+            self.chip_slot.on_change = lambda: web.changed("status")
         if self.host is not None:
             self.host.on_wire = web.wire_event
         assert self.control is not None
@@ -309,6 +320,8 @@ class Simulator:
             await self.primary.stop()
             self.primary = None
         await self.modem.close()
+        if self.chip_slot is not None:
+            await self.chip_slot.close()
         if self.host is not None:
             await self.host.stop()
             self.host = None

@@ -328,6 +328,7 @@ class WebUI:
                                             "link_open", "latency")},
             "primary": {"mode": primary["mode"], "up": primary["up"]},
             "reader": {"plugged": sim.card_reader.plugged},
+            "chip": sim.chip_slot.state() if sim.chip_slot is not None else None,
             "display_fault": {"active": sim.expander.fault.active},
             "host": host,
         }  # fmt: skip

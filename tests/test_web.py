@@ -504,8 +504,10 @@ def test_wire_view_masks_every_kind_of_card_data() -> None:
     assert pan not in text and "3012" not in text and "NAME" not in text
     assert view["2"] == "476173******0010"
     assert view["62"] == "X476173******0010Y"  # a PAN where none belongs is masked too
-    for field in ("14", "35", "45", "52", "55", "63"):
+    for field in ("14", "35", "45", "63"):
         assert view[field] == f"[{len(message[field])} characters hidden]"
+    assert view["52"] == "0" * 16  # host-interface 9.2: zero bytes of its length
+    assert view["55"] == "9F26=AABBCCDDEEFF0011"  # object by object, never card data (8.1)
     assert view["3"] == "000000" and view["4"] == "000000001250" and view["t"] == "0200"
     # a card number run together with other digits is masked all the same
     joined = wire_view({"t": "0200", "62": pan + "3012", "60": "000001"})

@@ -15,7 +15,7 @@
  */
 import { arr, bindErrorBox, on } from "./dom.js";
 import { connect, page, setCatalogue } from "./socket.js";
-import { bindCardSlot, buildBadReads, buildCards } from "./panels/card.js";
+import { bindCardSlot, bindChipSlot, buildBadReads, buildCards, loadChipCards } from "./panels/card.js";
 import { bindKeypad, blankDisplay, onDisplay, resetDisplay } from "./panels/display.js";
 import { bindHostControls, buildFaultButtons, buildFaultClasses, updateHostVisibility } from "./panels/host.js";
 import { onLedger } from "./panels/ledger.js";
@@ -31,6 +31,7 @@ function onHello(msg) {
   resetWire();
   buildCards(arr(msg.cards));
   buildBadReads(arr(msg.bad_kinds));
+  loadChipCards();
   buildFaultButtons(arr(msg.fault_kinds));
   buildFaultClasses(arr(msg.fault_classes));
   updateHostVisibility();
@@ -57,6 +58,7 @@ function start() {
   bindErrorBox();
   bindKeypad();
   bindCardSlot();
+  bindChipSlot();
   bindStatusControls();
   bindHostControls();
   connect(onMessage);

@@ -1,6 +1,7 @@
-/* The card slot: the test cards, the bad reads and a raw reader line. The slot is
- * the only place a full card number shows. */
-import { $, el, groupPan, obj, on, str } from "../dom.js";
+/* The card slot: the test cards, the bad reads and a raw reader line; and the chip
+ * reader: a test chip card by profile inserted into vpcd's reader, or removed. The slot
+ * is the only place a full card number shows. */
+import { $, arr, el, groupPan, obj, on, setState, showError, str } from "../dom.js";
 import { ops, send } from "../socket.js";
 
 const BAD_LABELS = {
@@ -63,4 +64,65 @@ export function bindCardSlot() {
   on(raw, "keydown", function (e) {
     if (e.key === "Enter") { e.preventDefault(); swipeRaw(); }
   });
+}
+
+// ---- the chip reader -------------------------------------------------------------------
+
+let chipAbout = {}; // profile -> what it is meant for
+
+// The chip card profiles, asked for once the catalogue is known (the hello).
+export function loadChipCards() {
+  if (!ops.chip_cards) return;
+  send(ops.chip_cards, {}).then(function (reply) {
+    reply = obj(reply);
+    const select = $("chip-profile");
+    if (!select || reply.ok === false) return;
+    const before = select.value;
+    select.textContent = "";
+    chipAbout = {};
+    arr(reply.profiles).forEach(function (p) {
+      p = obj(p);
+      const name = str(p.name);
+      if (!name) return;
+      chipAbout[name] = str(p.describe);
+      const o = el("option", null, name);
+      o.value = name;
+      select.appendChild(o);
+    });
+    if (before) select.value = before;
+    showChipAbout();
+    applyChip(reply.slot);
+  });
+}
+
+function showChipAbout() {
+  const select = $("chip-profile");
+  const about = $("chip-profile-about");
+  if (select && about) about.textContent = chipAbout[select.value] || "";
+}
+
+// The slot as the status says: the card in it, or empty; hidden without a chip slot.
+export function applyChip(slot) {
+  const box = $("chip-slot");
+  if (!box) return;
+  box.hidden = slot === null || slot === undefined;
+  if (box.hidden) return;
+  slot = obj(slot);
+  const card = str(slot.card);
+  setState("chip-state", card ? card + " inserted" : "empty", card ? "good" : "");
+  const insert = $("chip-insert");
+  const remove = $("chip-remove");
+  if (insert) insert.disabled = !!card;
+  if (remove) remove.disabled = !card;
+}
+
+export function bindChipSlot() {
+  on("chip-profile", "change", showChipAbout);
+  on("chip-insert", "click", function () {
+    const select = $("chip-profile");
+    const profile = select ? select.value : "";
+    if (!profile) { showError("insert: no chip card profile chosen"); return; }
+    send(ops.chip_insert, { profile: profile });
+  });
+  on("chip-remove", "click", function () { send(ops.chip_remove, {}); });
 }

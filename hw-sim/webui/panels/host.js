@@ -136,5 +136,10 @@ export function bindHostControls() {
   on("host-latency-set", "click", setLatency);
   onEnter("host-latency", setLatency);
   on("host-oob", "click", function () { send(ops.host_out_of_balance, { count: 1 }); });
+  on("chip-wrong-arpc", "click", function () { send(ops.chip_wrong_arpc, { count: 1 }); });
+  on("chip-scripts", "click", function () {
+    const templates = ($("chip-script-templates") || {}).value || "72";
+    send(ops.chip_scripts, { templates: templates });
+  });
   on("host-oob-clear", "click", function () { send(ops.host_out_of_balance, { clear: true }); });
 }

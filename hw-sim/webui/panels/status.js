@@ -6,6 +6,7 @@ import {
   trackDrag
 } from "../dom.js";
 import { ops, page, send } from "../socket.js";
+import { applyChip } from "./card.js";
 import { applyHost, updateHostVisibility } from "./host.js";
 
 const CHARGE_RATE = 10.0; // %/h sent for "charging"
@@ -74,6 +75,7 @@ export function onStatus(msg) {
   applyPrimary(obj(msg.primary));
   applyPrinter(obj(msg.printer));
   applyReader(obj(msg.reader));
+  applyChip(msg.chip);
   applyDisplayFault(obj(msg.display_fault));
   applyHost(obj(msg.host));
   updateHostVisibility();
