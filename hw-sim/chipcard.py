@@ -47,7 +47,7 @@ def _tck(body: bytes) -> bytes:
 # historical bytes "POSTERM01" (proprietary); TCK (Book 1 8.3)
 ATR_T1 = _tck(bytes.fromhex("3BE900008131FE45") + b"POSTERM01")
 # T=0: TB1 00, TC1 00, no TD1 (T=0 only, no TCK); 14 historical bytes
-ATR_T0 = bytes.fromhex("3B6E00008031806 6B0840C016E01830090 00".replace(" ", ""))
+ATR_T0 = bytes.fromhex("3B6E0000" + "80318066B0840C016E0183009000")
 
 Answer = tuple[bytes, int]
 

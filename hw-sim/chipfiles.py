@@ -9,7 +9,7 @@ What `build` makes is what a personalisation bureau writes into a card:
   SFI 1 record 1, the one record for offline data authentication: 5A, 5F24, 5F25,
   5F28, 5F34, 9F07, 8E, 8C, 8D, 9F0D-9F0F, 9F08, 9F42, 9F14, 9F23, 5F30, 9F4A;
   SFI 1 record 2: 57 and 5F20; SFI 2: the certificates (90 alone; 8F, 9F32, 92;
-  9F46 alone; 9F47, 9F48, 9F49) or, for SDA, 8F, 9F32, 92, 90 and 93;
+  9F46 alone; 9F47, 9F48, 9F49) or, for SDA, 90; 8F, 9F32, 92; 93;
 - the certificates signed by `emvca` over the static data to be authenticated
   (Book 3 10.3: an SFI 1-10 record's value without its tag 70 and length, then the
   AIP because 9F4A lists 82).

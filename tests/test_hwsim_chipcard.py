@@ -671,3 +671,59 @@ def test_reset_clears_the_transaction_but_not_the_counters() -> None:
     select_app(card)
     gpo(card)
     assert first_ac(card, "80")[0x9F36] == b"\x00\x22"
+
+
+def transmit(card: ChipCard, command: bytes) -> tuple[bytes, int]:
+    """A terminal's transport layer (Book 1 9.3.1.1 and Annex A): under T=0, case 4
+    commands go without Le, 61xx is fetched with GET RESPONSE, 6Cxx repeated with Le."""
+    t0 = card.profile.protocol == "T=0"
+    if t0 and len(command) > 5 and len(command) == 6 + command[4]:
+        command = command[:-1]
+    r = card.apdu(command)
+    for _ in range(10):
+        if t0 and r[0] == 0x6C:
+            r = card.apdu(command[:4] + r[1:2])
+        elif t0 and r[-2] == 0x61:
+            data = r[:-2]
+            r = card.apdu(bytes([0, 0xC0, 0, 0, r[-1]]))
+            r = data + r
+        else:
+            break
+    return r[:-2], int.from_bytes(r[-2:], "big")
+
+
+PLAIN = [n for n, p in PROFILES.items() if not p.fault and not p.pulled_at
+         and p.protocol != "mute"]
+
+
+@pytest.mark.parametrize("name", PLAIN)
+def test_every_plain_profile_runs_a_transaction_book3_10(name: str) -> None:
+    """Selection (PSE or AID), GPO with zeros for the PDOL, the AFL's records, an ARQC
+    that emvkeys reproduces; under T=0 through GET RESPONSE and 6Cxx."""
+    card = make(name)
+    card.power_on()
+    if card.profile.pse:
+        fci, sw = transmit(card, bytes.fromhex(cmd("00A40400", PSE)))
+        assert sw == 0x9000
+        sfi = tlv.find(tlv.parse(fci), 0x88)[0]  # type: ignore[index]
+        directory, sw = transmit(card, bytes([0, 0xB2, 1, sfi << 3 | 4, 0]))
+        aid = tlv.find(tlv.parse(directory), 0x4F)
+    else:
+        aid = card.files.apps[0].aid
+    fci, sw = transmit(card, bytes.fromhex(cmd("00A40400", aid.hex())))  # type: ignore[union-attr]
+    assert sw == 0x9000
+    pdol = tlv.find(tlv.parse(fci), 0x9F38) or b""
+    size = sum(n for _, n in tlv.parse_dol(pdol))
+    data, sw = transmit(card, bytes.fromhex(cmd("80A80000", f"83{size:02X}" + "00" * size)))
+    assert sw == 0x9000
+    aip, afl = afl_of(data)
+    for i in range(0, len(afl), 4):
+        for n in range(afl[i + 1], afl[i + 2] + 1):
+            rec, sw = transmit(card, bytes([0, 0xB2, n, afl[i] | 4, 0]))
+            assert sw == 0x9000 and tlv.parse(rec)[0].tag == 0x70
+    atc = card.memory.atc + 1
+    data, sw = transmit(card, bytes.fromhex(cmd("80AE8000", cdol1())))
+    assert sw == 0x9000
+    ac = ac_fields(data)
+    assert ac[0x9F27] == b"\x80" and int.from_bytes(ac[0x9F36], "big") == atc
+    assert ac[0x9F26] == expected_ac(name, atc, aip, ac[0x9F10], EXAMPLE)
