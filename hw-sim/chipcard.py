@@ -115,8 +115,10 @@ class ChipCard:
 
     def apdu(self, command: bytes) -> bytes:
         """One command APDU; the response data and SW1 SW2. Raises CardPulled."""
+        if not self.atr:
+            return b""  # a mute card does not answer
         if not self.powered:
-            return b""  # a card without power (or a mute one) does not answer
+            return _sw(0x6F00)  # no reset yet (or pulled): nothing a card could say
         t0 = self.profile.protocol == "T=0"
         if t0 and len(command) == 5 and command[:4] == b"\x00\xc0\x00\x00":
             return self._get_response(command[4])

@@ -82,6 +82,9 @@ class Profile:
     fault: str = ""  # one of FAULTS, or ""
     pulled_at: str = ""  # one of PULL_STEPS, or ""
 
+    def describe(self) -> str:
+        return self.description
+
     @property
     def aip_bytes(self) -> bytes:
         if self.aip:
@@ -195,6 +198,6 @@ PROFILES.update({
     for step in PULL_STEPS})
 
 
-def describe() -> list[tuple[str, str]]:
+def describe() -> dict[str, str]:
     """Every profile's name and one-line description, in the table's order."""
-    return [(name, p.description) for name, p in PROFILES.items()]
+    return {name: p.description for name, p in PROFILES.items()}

@@ -640,8 +640,8 @@ def _luhn(pan: str) -> bool:
 
 
 def test_profiles_table() -> None:
-    names = [n for n, _ in describe()]
-    assert names == list(PROFILES)
+    assert list(describe()) == list(PROFILES)
+    assert describe()["mute"] == PROFILES["mute"].describe()
     for required in ("online-pin", "offline-pin", "cda-enciphered-pin", "no-pse", "mute",
                      "blocked-app", "blocked-card", "expired", "not-yet-effective",
                      "aac-first", "bad-issuer-cert", "bad-sdad", "unknown-ca-index",
