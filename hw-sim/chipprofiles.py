@@ -147,8 +147,8 @@ PROFILES: dict[str, Profile] = {
                          last_online_atc=0x0014),
     "new-card": _p("last online ATC 0000 (never online): the card goes online"
                    " [5413330089010129 PSN 01]", "5413330089010129", last_online_atc=0),
-    "arpc-required": _p("CDOL2 asks for 91: the card checks the ARPC in the second AC and"
-                        " declines (AAC) when it is wrong [5413330089010137 PSN 01]",
+    "arpc-required": _p("online only; CDOL2 asks for 91: the card checks the ARPC in the"
+                        " second AC, AAC when it is wrong [5413330089010137 PSN 01]",
                         "5413330089010137", cdol2_91=True, online_only=True),
     "pin-blocked": _p("offline plaintext PIN, try counter already 0: VERIFY answers 6983"
                       " [5413330089010145 PSN 01]", "5413330089010145", cvm="41031F00",
