@@ -112,7 +112,9 @@ class FakeCard:
         if ins == 0xA8:
             return self.gpo()
         if ins == 0xCA:
-            value = {0x9F36: self.atc, 0x9F13: self.last_online}[(p1 << 8) | p2]
+            value = {0x9F36: self.atc, 0x9F13: self.last_online}.get((p1 << 8) | p2)
+            if value is None:
+                return Response(b"", 0x6A88)
             return Response(e((p1 << 8) | p2, value.to_bytes(2, "big")), self.get_data_sw)
         if ins == 0x88:
             return Response(e(0x80, bytes(64)), OK)
