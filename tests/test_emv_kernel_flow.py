@@ -76,7 +76,7 @@ def _patch_oda(monkeypatch: pytest.MonkeyPatch, fail: str = "") -> list[tuple[st
                 raise oda.OdaError(name)
             return result
         return f
-    key = oda.PublicKey(bytes(16), b"\x03")  # type: ignore[call-arg]
+    key = oda.PublicKey(bytes(16), 3)
     monkeypatch.setattr(oda, "static_data", step("static", b"STATIC"))
     monkeypatch.setattr(oda, "issuer_key", step("issuer", key))
     monkeypatch.setattr(oda, "icc_key", step("icc", key))
@@ -159,8 +159,32 @@ def test_cda_requested_and_verified_at_generate_ac_book2_6_6(
     cda = [c for c in calls if c[0] == "cda"][0][1]
     assert cda[2] == bytes.fromhex("11223344") and cda[3] == 0x80  # type: ignore[index]
     assert cda[4] == e(0x9F27, b"\x80") + e(0x9F36, b"\x00\x08") + e(0x9F10, b"\x06\x01")  # type: ignore[index]
+    assert cda[5] == b"" and cda[6] == sent(card, 0xAE)[0][5:-1]  # type: ignore[index]
     assert run.online[0].cryptogram == "CA00FC7521318666"
     assert sent(card, 0xAE)[1][2] == 0x00  # unknown -> AAC, no CDA for an AAC
+
+
+def test_cda_at_second_generate_ac_hashes_cdol1_and_cdol2_book2_6_6_2(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Book 2 6.6.2 step 9: at the second GENERATE AC (TC asked with CDA, P1 50) the
+    transaction data hash covers the CDOL1 data then the CDOL2 data."""
+    calls = _patch_oda(monkeypatch)
+
+    def hook(apdu: bytes) -> Response | None:
+        if apdu[1] == 0xAE:
+            cid = b"\x80" if apdu[2] & 0xC0 == 0x80 else b"\x40"
+            return Response(e(0x77, e(0x9F27, cid) + e(0x9F36, b"\x00\x08")
+                              + e(0x9F4B, bytes(64))), OK)
+        return None
+    card = FakeCard(aip=bytes.fromhex("1D01"), records=with_records(**ODA_DATA), hook=hook)
+    run = drive(card, t=txn(amount=6000), terminal=test_terminal(ca_keys=(_ca(),)),
+                host=lambda chip: HostReply("unreachable", offline_ok=True))
+    gacs = sent(card, 0xAE)
+    assert [g[2] for g in gacs] == [0x90, 0x50]
+    cdas = [c[1] for c in calls if c[0] == "cda"]
+    assert cdas[1][6] == gacs[0][5:-1] + gacs[1][5:-1]  # type: ignore[index]
+    assert run.outcome.decision == "approved" and run.outcome.chip is not None
+    assert run.outcome.chip.cryptogram == "CA00FC7521318666"
 
 
 def test_cda_failure_on_tc_declines_book2_6_6_2(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,7 +65,9 @@ def perform(ctx: Ctx) -> Generator[Step, Reply, None]:
             return
         icc = oda.icc_key(issuer, card[0x9F46], card.get(0x9F48), card[0x9F47], static,
                           pan(ctx), today)
-    except oda.OdaError:
+    except oda.OdaError as exc:
+        if isinstance(exc, oda.OdaMissing):  # a remainder the certificate needs
+            ctx.set(tvr.ICC_DATA_MISSING)
         ctx.set(FAILED[chosen])
         return
     if chosen == "CDA":  # Book 2 6.6: the signature comes with GENERATE AC

@@ -59,18 +59,21 @@ def generate_ac(ctx: Ctx, ask: int, dol_tag: int) -> Generator[Step, Reply, Answ
                         f"GENERATE AC ({which}, {NAMES[ask]})")
     if r.sw != 0x9000:
         raise _failed(f"GENERATE AC ({which}): {r.sw:04X}")
-    answer, objs = _parse(r.data)
+    answer = _parse(r.data)
     kind = answer.cid & 0xC0
     if kind not in RANK or RANK[kind] > RANK[ask] or (which == "second" and kind == ARQC):
         raise _failed(f"GENERATE AC ({which}): {answer.cid:02X} to a {NAMES[ask]} request")
+    if which == "first":
+        ctx.cdol1_data = data
     if cda and kind != AAC:
-        answer = _cda(ctx, answer, objs, data)
+        # Book 2 6.6.2 step 9: at the second GENERATE AC the hash covers CDOL1 and CDOL2
+        answer = _cda(ctx, answer, r.data, data if which == "first" else ctx.cdol1_data + data)
     ctx.card[0x9F36] = answer.atc
     ctx.chip = chip_data(ctx, answer.cid, answer.ac, answer.atc, answer.iad)
     return answer
 
 
-def _parse(data: bytes) -> tuple[Answer, tuple[tlv.Tlv, ...]]:
+def _parse(data: bytes) -> Answer:
     """Format 1 (80: CID 1, ATC 2, AC 8, IAD) or format 2 (77: 9F27, 9F36, 9F26 or
     9F4B, 9F10); Book 3 6.5.5.4."""
     try:
@@ -81,7 +84,7 @@ def _parse(data: bytes) -> tuple[Answer, tuple[tlv.Tlv, ...]]:
         v = objs[0].value
         if not 11 <= len(v) <= 43:
             raise _failed("GENERATE AC: format 1 of a wrong length")
-        return Answer(v[0], v[1:3], v[3:11], v[11:]), ()
+        return Answer(v[0], v[1:3], v[3:11], v[11:])
     if len(objs) == 1 and objs[0].tag == 0x77:
         children = objs[0].children
         cid = tlv.find(children, 0x9F27)
@@ -90,20 +93,20 @@ def _parse(data: bytes) -> tuple[Answer, tuple[tlv.Tlv, ...]]:
         if cid is None or len(cid) != 1 or atc is None or len(atc) != 2 \
                 or (ac and len(ac) != 8) or (not ac and tlv.find(children, 0x9F4B) is None):
             raise _failed("GENERATE AC: format 2 lacks CID, ATC or the cryptogram")
-        return Answer(cid[0], atc, ac, tlv.find(children, 0x9F10) or b""), children
+        return Answer(cid[0], atc, ac, tlv.find(children, 0x9F10) or b"")
     raise _failed("GENERATE AC: neither format 1 nor format 2")
 
 
-def _cda(ctx: Ctx, answer: Answer, objs: tuple[tlv.Tlv, ...], cdol: bytes) -> Answer:
-    """Book 2 6.6.2: the signature verified, the cryptogram recovered from 9F4B. A failure
-    sets "CDA failed"; the caller declines (Book 2 6.6.2, Book 3 10.8)."""
-    sdad = tlv.find(objs, 0x9F4B)
-    rest = b"".join(o.encode() for o in objs if o.tag != 0x9F4B)
+def _cda(ctx: Ctx, answer: Answer, raw: bytes, cdol: bytes) -> Answer:
+    """Book 2 6.6.2: the signature verified, the cryptogram recovered from 9F4B (format 2
+    only). A failure sets "CDA failed"; the caller declines (Book 3 10.8)."""
     try:
+        objs = tlv.parse(raw)[0].children
+        sdad = tlv.find(objs, 0x9F4B)
         if not sdad or ctx.icc_key is None:
             raise oda.OdaError("no signed dynamic application data")
-        ac = oda.verify_cda(ctx.icc_key, sdad, ctx.txn.unpredictable, answer.cid, rest,
-                            ctx.pdol_data, cdol)
+        ac = oda.verify_cda(ctx.icc_key, sdad, ctx.txn.unpredictable, answer.cid,
+                            oda.genac_without_sdad(raw), ctx.pdol_data, cdol)
     except oda.OdaError:
         ctx.set(tvr.CDA_FAILED)
         return replace(answer, cda_ok=False)

@@ -81,6 +81,7 @@ class Ctx:
     cvm_results: bytes = bytes.fromhex("3F0000")
     cvm_text: str = ""
     pdol_data: bytes = b""
+    cdol1_data: bytes = b""  # for CDA's hash at the second GENERATE AC (Book 2 6.6.2)
     oda_records: list[tuple[int, bytes]] = field(default_factory=list)
     oda_method: str = ""  # "SDA", "DDA", "CDA", "" (none)
     icc_key: oda.PublicKey | None = None  # when CDA is to be verified
