@@ -560,3 +560,32 @@ def test_final_field55_has_the_second_cryptogram_and_cdol2_values_host_interface
     assert value[0x9F27] == b"\x40" and value[0x9F26].hex().upper() == chip.cryptogram
     cdol2_tvr = sent(card, 0xAE)[1][5 + 6 + 6 + 2:5 + 6 + 6 + 2 + 5]
     assert value[0x95] == cdol2_tvr
+
+
+def test_removed_during_scripts_after_the_final_cryptogram_book3_10_10() -> None:
+    """Book 3 10.10: the card's TC is final; removed during the 72 scripts that follow
+    it, the sale stays approved and the scripts count as failed."""
+    def hook(apdu: bytes) -> Response | None:
+        return Response(b"", 0, "CARD REMOVED") if apdu[1] == 0x24 else None
+    run = drive(FakeCard(hook=hook), host=scripts_reply)
+    o = run.outcome
+    assert (o.decision, o.stage) == ("approved", "second")
+    assert tvr(o.chip)[4] & 0x10
+
+
+def test_removed_at_second_generate_ac_is_failed_at_second_stage() -> None:
+    """After the online step a reader error is "failed" at stage "second" (the host's
+    approval must then be reversed: host-interface 8.1)."""
+    def hook(apdu: bytes) -> Response | None:
+        return Response(b"", 0, "CARD REMOVED") if apdu[1] == 0xAE and card.gacs else None
+    card = FakeCard()
+    card.hook = hook
+    run = drive(card)
+    assert (run.outcome.decision, run.outcome.stage) == ("failed", "second")
+    assert run.outcome.chip is not None and run.outcome.chip.kind == "ARQC"
+
+
+def test_service_not_allowed_book4_6_3_7() -> None:
+    """Book 4 6.3.7 Table 3: an AAC with CID reason 'service not allowed': NOT ACCEPTED."""
+    run = drive(FakeCard(decide=lambda asked, n: 0x09), terminal=offline_terminal())
+    assert (run.outcome.decision, run.outcome.message) == ("declined", "NOT ACCEPTED")

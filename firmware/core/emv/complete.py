@@ -21,7 +21,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, replace
 
 from firmware.core.emv import oda, tlv, tvr
-from firmware.core.emv.context import Ctx, Reply, Step, Stop, apdu, send
+from firmware.core.emv.context import CardGone, Ctx, Reply, Step, Stop, apdu, send
 from firmware.core.emv.field55 import chip_data
 from firmware.core.emv.riskmgmt import AAC, ARQC, TC, default_analysis
 from firmware.core.emv.steps import ChipData, HostReply, Online, Outcome
@@ -134,10 +134,14 @@ def first(ctx: Ctx, ask: int) -> Generator[Step, Reply, Outcome]:
     ctx.tsi_set(tvr.TSI_CARD_RISK)
     if ctx.txn.kind == "refund":  # host-interface 8.1: online with the AAC
         reply = yield Online(_chip(ctx))
+        ctx.online = True
         code = reply.code if isinstance(reply, HostReply) and reply.kind == "answered" else ""
         if code == "00":
             return outcome(ctx, "approved", "second", "APPROVED")
         return outcome(ctx, "declined", "second", "DECLINED")
+    if kind == AAC and answer.cid & 0x0F == 0x09:
+        # CID advice + reason "service not allowed": Book 4 6.3.7 Table 3
+        return outcome(ctx, "declined", "first", "NOT ACCEPTED")
     if kind == AAC or (kind == TC and not answer.cda_ok):
         return outcome(ctx, "declined", "first", "DECLINED")
     if kind == TC:
@@ -147,6 +151,7 @@ def first(ctx: Ctx, ask: int) -> Generator[Step, Reply, Outcome]:
         ctx.extra[0x8A] = b"Z1"
         return (yield from second(ctx, AAC, "DECLINED"))
     reply = yield Online(_chip(ctx))
+    ctx.online = True
     return (yield from online(ctx, reply))
 
 
@@ -179,7 +184,13 @@ def online(ctx: Ctx, reply: Reply) -> Generator[Step, Reply, Outcome]:
     yield from _scripts(ctx, [s for s in scripts if s.tag == 0x71], tvr.SCRIPT_FAILED_BEFORE)
     host_ok = reply.kind == "answered" and reply.code == "00"
     result = yield from second(ctx, ask, "DECLINED BY CARD" if host_ok else "DECLINED")
-    yield from _scripts(ctx, [s for s in scripts if s.tag == 0x72], tvr.SCRIPT_FAILED_AFTER)
+    try:
+        yield from _scripts(ctx, [s for s in scripts if s.tag == 0x72],
+                            tvr.SCRIPT_FAILED_AFTER)
+    except CardGone:
+        # the card's final word is in; a card removed during the scripts that follow it
+        # fails those scripts, not the transaction (Book 3 10.10)
+        ctx.set(tvr.SCRIPT_FAILED_AFTER)
     return _refresh(ctx, result)
 
 

@@ -87,6 +87,7 @@ class Ctx:
     icc_key: oda.PublicKey | None = None  # when CDA is to be verified
     used: dict[int, bytes] = field(default_factory=dict)  # values of the last cryptogram
     chip: ChipData | None = None  # the last cryptogram's data
+    online: bool = False  # the host was asked (Online yielded)
     script_results: bytearray = field(default_factory=bytearray)
 
     @property

@@ -36,14 +36,20 @@ def run(txn: Txn, terminal: Terminal) -> Generator[Step, Reply, Outcome]:
     try:
         return (yield from _flow(ctx))
     except Stop as stop:
-        stage = "first" if ctx.chip is not None and stop.decision == "failed" else ""
-        return complete.outcome(ctx, stop.decision, stage, stop.message, stop.detail)
+        return complete.outcome(ctx, stop.decision, _stage(ctx), stop.message, stop.detail)
     except CardGone as gone:
         message = gone.error if len(gone.error) <= 20 else "CARD ERROR"
         if not ctx.selected:  # host-interface 8.1: no application selected -> fallback
             return complete.outcome(ctx, "fallback", "", message, str(gone))
-        return complete.outcome(ctx, "failed", "first" if ctx.chip else "", message,
-                                str(gone))
+        return complete.outcome(ctx, "failed", _stage(ctx), message, str(gone))
+
+
+def _stage(ctx: Ctx) -> str:
+    """Where a failure left the transaction: after the online step, after the first
+    cryptogram, or before any."""
+    if ctx.online:
+        return "second"
+    return "first" if ctx.chip is not None else ""
 
 
 def _flow(ctx: Ctx) -> Generator[Step, Reply, Outcome]:

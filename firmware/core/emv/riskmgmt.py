@@ -67,9 +67,9 @@ def _velocity(ctx: Ctx) -> Generator[Step, Reply, None]:
     lcol = ctx.card[0x9F14][0]
     ucol = ctx.card[0x9F23][0]
     offline = atc - last
-    if offline > lcol or atc <= last:
+    if offline > lcol:
         ctx.set(tvr.LCOL_EXCEEDED)
-    if offline > ucol or atc <= last:
+    if offline > ucol:
         ctx.set(tvr.UCOL_EXCEEDED)
     if last == 0:
         ctx.set(tvr.NEW_CARD)
