@@ -589,3 +589,43 @@ def test_service_not_allowed_book4_6_3_7() -> None:
     """Book 4 6.3.7 Table 3: an AAC with CID reason 'service not allowed': NOT ACCEPTED."""
     run = drive(FakeCard(decide=lambda asked, n: 0x09), terminal=offline_terminal())
     assert (run.outcome.decision, run.outcome.message) == ("declined", "NOT ACCEPTED")
+
+
+def test_tc_hash_with_default_tdol_book3_5_4() -> None:
+    """Book 3 5.4 / Annex C5 byte 5 bit 8: CDOL1 asks for the TC hash value (98) and the
+    card has no TDOL: SHA-1 over the default TDOL's data, "default TDOL used" set."""
+    import hashlib
+    t = offline_terminal()
+    t = replace(t, aids=(replace(t.aids[0], tdol=bytes.fromhex("9F0206")),))
+    card = FakeCard(records=with_records(t8C=CDOL1_98))
+    run = drive(card, terminal=t)
+    assert sent(card, 0xAE)[0][5:-1][-20:] == hashlib.sha1(
+        bytes.fromhex("000000001250")).digest()
+    assert tvr(run.outcome.chip)[4] & 0x80
+    card = FakeCard()  # CDOL1 without 98: no TDOL used, no bit
+    run = drive(card, terminal=t)
+    assert not tvr(run.outcome.chip)[4] & 0x80
+
+
+CDOL1_98 = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F37049814")
+
+
+def test_cda_failure_on_arqc_declines_offline_book2_6_6_2(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Book 2 6.6.2 / Book 4 6.3.2: CDA failing on an ARQC: no online step; the card is
+    closed with a second GENERATE AC asking an AAC (8A Z1); declined at the first stage."""
+    _patch_oda(monkeypatch, fail="cda")
+
+    def hook(apdu: bytes) -> Response | None:
+        if apdu[1] == 0xAE:
+            cid = b"\x80" if apdu[2] & 0xC0 == 0x80 else b"\x00"
+            return Response(e(0x77, e(0x9F27, cid) + e(0x9F36, b"\x00\x08")
+                              + e(0x9F26, bytes(8)) + e(0x9F4B, bytes(64))), OK)
+        return None
+    card = FakeCard(aip=bytes.fromhex("1D01"), records=with_records(**ODA_DATA), hook=hook)
+    run = drive(card, t=txn(amount=6000), terminal=test_terminal(ca_keys=(_ca(),)))
+    assert run.online == []
+    gacs = sent(card, 0xAE)
+    assert [g[2] for g in gacs] == [0x90, 0x00] and gacs[1][-3:-1] == b"Z1"
+    assert (run.outcome.decision, run.outcome.stage) == ("declined", "first")
+    assert tvr(run.outcome.chip)[0] & 0x04

@@ -47,8 +47,9 @@ def _failed(detail: str) -> Stop:
 def generate_ac(ctx: Ctx, ask: int, dol_tag: int) -> Generator[Step, Reply, Answer]:
     """One GENERATE AC (Book 3 6.5.5) and its answer checked; raises Stop."""
     which = "first" if dol_tag == 0x8C else "second"
-    _tc_hash(ctx)
     try:
+        if any(tag == 0x98 for tag, _ in tlv.parse_dol(ctx.card[dol_tag])):
+            _tc_hash(ctx)
         data = ctx.dol(ctx.card[dol_tag])
         ctx.used = {tag: ctx.get(tag) or b"" for tag, _ in tlv.parse_dol(ctx.card[dol_tag])}
     except tlv.TlvError as e:
@@ -149,7 +150,8 @@ def first(ctx: Ctx, ask: int) -> Generator[Step, Reply, Outcome]:
     if not answer.cda_ok:
         # Book 2 6.6.2: CDA failed on an ARQC: declined offline, the card closed with an AAC
         ctx.extra[0x8A] = b"Z1"
-        return (yield from second(ctx, AAC, "DECLINED"))
+        result = yield from second(ctx, AAC, "DECLINED")
+        return replace(result, decision="declined", stage="first")  # never went online
     reply = yield Online(_chip(ctx))
     ctx.online = True
     return (yield from online(ctx, reply))
