@@ -446,6 +446,10 @@ class AcquirerHost:
         entry: dict[str, Any] = {
             "mti": request.get("t"), "tid": request.get("41"), "stan": request.get("11"),
             "f7": request.get("7"), "code": None, "time": time.time(), "fault": fault,
+            # what tests read of a request besides its identity: never card data (field
+            # 55 carries none: host-interface 8.1 forbids it)
+            "fields": {k: request[k] for k in ("3", "22", "23", "38", "39", "55")
+                       if k in request},
         }
         self._messages.append(entry)
         return entry

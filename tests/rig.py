@@ -67,8 +67,12 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 class Rig:
     def __init__(self, tmp: pathlib.Path, *, tls: bool = False, web: bool = False,
-                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
+                 overrides: dict[str, dict[str, Any]] | None = None,
+                 pcsc: Any = None) -> None:
         self.tmp = tmp
+        # a private pcscd with a vpcd reader (tests/chiprig.py): hwsim's chip slot plugs
+        # into it and the firmware's [chip] reader is its reader
+        self.pcsc = pcsc
         self.sim_dir = tmp / "hwsim"
         self.state_dir = tmp / "state"
         self.tls = tls
@@ -91,6 +95,7 @@ class Rig:
             args.append("--tls")
         if self.web:
             args += ["--web", "127.0.0.1:0"]
+        args += ["--vpcd-port", str(self.pcsc.port if self.pcsc is not None else 0)]
         self.sim = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL,
                                     stderr=open(self.tmp / "hwsim.log", "ab"))
         info_path = self.sim_dir / "hwsim.json"
@@ -115,7 +120,8 @@ class Rig:
         for table, keys in extra.items():
             overrides.setdefault(table, {}).update(keys)
         self.config_path.write_text(render_config(self.info, state_dir=str(self.state_dir),
-                                                  overrides=overrides))
+                                                  overrides=overrides,
+                                                  chip=self.pcsc is not None))
         return self.config_path
 
     def start_fw(self, *, failpoint: str | None = None, raise_at: str | None = None,
@@ -125,6 +131,8 @@ class Rig:
         if not self.config_path.exists():
             self.write_config()
         extra = {"POSTERM_FAILPOINT": failpoint} if failpoint else {}
+        if self.pcsc is not None:
+            extra["PCSCLITE_CSOCK_NAME"] = self.pcsc.socket
         if raise_at:
             extra["POSTERM_RAISE"] = raise_at
         extra.update(env or {})
@@ -198,12 +206,18 @@ class Rig:
     def key_amount(self, digits: str) -> None:
         self.hw.press(digits)
         self.hw.press("OK")
-        self.hw.wait_display("SWIPE CARD")
+        self.hw.wait_display("SWIPE")  # SWIPE CARD, or SWIPE OR INSERT CARD with [chip]
 
     def sale(self, digits: str, pan: str = "4761739001010010", **swipe: Any) -> None:
         self.hw.wait_display("ENTER AMOUNT")
         self.key_amount(digits)
         self.hw.swipe(pan, **swipe)
+
+    def chip_sale(self, digits: str, profile: str) -> None:
+        """Key the amount, then insert a chip card of that profile (a Rig with pcsc)."""
+        self.hw.wait_display("ENTER AMOUNT")
+        self.key_amount(digits)
+        self.hw.chip_insert(profile)
 
     def wait_online(self, timeout: float = 20.0) -> None:
         """Wait until the idle screen no longer shows the OFFLINE indicator."""

@@ -104,9 +104,10 @@ def show(state: State) -> Show:
     if phase == Phase.CHIP_CHOOSE and isinstance(flow, SaleFlow):
         labels = [f"{i} {label}" for i, label in enumerate(flow.labels[:3], 1)]
         return Show(rows(f"SELECT 1-{min(3, len(flow.labels))}  CANCEL=NO", *labels))
-    if phase == Phase.REMOVE_CARD:
-        return Show(rows(*(state.message.split("\n")[:2] if state.message else [""]),
-                         "REMOVE CARD"))
+    if phase == Phase.REMOVE_CARD:  # the last words: why it ended, else its result
+        said = state.message.split("\n")[:2] if state.message else \
+            list(result_lines(state.result)) if state.result is not None else [""]
+        return Show(rows(*said, "REMOVE CARD"))
     if phase == Phase.AUTHORIZING:
         return Show(rows(amount_row, "AUTHORIZING", state.message or "PLEASE WAIT", ""))
     if phase == Phase.BUSY_WAIT:

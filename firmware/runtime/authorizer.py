@@ -50,8 +50,9 @@ class Authorizer:
                  response_timeout: float, before_request: Callable[[], object],
                  reversal_recorded: Callable[[], None],
                  on_result: Callable[[bool, str], None] = lambda ok, why: None,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, pin_pad: bool = False) -> None:
         self.journal, self.link, self.ident, self.clock = journal, link, ident, clock
+        self.pin_pad = pin_pad  # field 22's third digit
         self.response_timeout = response_timeout
         self.before_request = before_request
         self.reversal_recorded = reversal_recorded
@@ -107,11 +108,11 @@ class Authorizer:
         failpoints.hit("before_record_sending")
         utc = self.clock.utc()
         code = iso.REFUND if request.kind == "refund" else iso.PURCHASE
-        base = iso.sale_fields(self.ident, card=request.card, amount=request.amount,
-                               processing_code=code, local=request.local, batch=0, invoice=0)
+        base = request_fields(self.ident, request, code, self.pin_pad)
         attempt, fixed = self.journal.start_attempt(
             sale_id, fields=base, card=request.card, kind=request.kind, amount=request.amount,
-            currency=self.ident.currency, local=request.local, f7=iso.f7(utc))
+            currency=self.ident.currency, local=request.local, f7=iso.f7(utc),
+            chip=request.chip)
         progress.attempt = attempt
         failpoints.hit("after_record_sending")
         doc = iso.financial_request(fixed, stan=int(attempt.stan), utc=utc,
@@ -151,7 +152,8 @@ class Authorizer:
                                             rrn=answer.get("37", ""))
         progress.answered = record
         failpoints.hit("after_answer_recorded")
-        return HostAnswered(record)
+        # a chip sale's answer carries the issuer's data for the card (tag 91, scripts)
+        return HostAnswered(record, icc=answer.get("55", "") if request.chip else "")
 
     def _unknown(self, attempt: Attempt, reason: str, why: str,
                  progress: _Progress | None = None) -> Event:
@@ -165,6 +167,16 @@ class Authorizer:
                     why, reason)
         self.reversal_recorded()
         return HostOutcomeUnknown(record, why)
+
+
+def request_fields(ident: iso.Identity, request: SaleRequest, code: str,
+                   pin_pad: bool) -> dict[str, str]:
+    """A sale's fixed fields: field 22 from how the card was read; a chip sale's 23 and 55."""
+    chip = request.chip
+    return iso.sale_fields(ident, card=request.card, amount=request.amount,
+                           processing_code=code, local=request.local, batch=0, invoice=0,
+                           entry=iso.entry_mode(request.entry, pin_pad),
+                           psn=chip.psn if chip else "", icc=chip.field55 if chip else b"")
 
 
 async def _maybe_await(value: object) -> None:

@@ -15,12 +15,14 @@ import logging
 from collections.abc import Callable
 
 from firmware.core import iso
-from firmware.core.effects import CloseSale, DecideOffline, FindForVoid
+from firmware.core.effects import ChipSettle, CloseSale, DecideOffline, FindForVoid
+from firmware.core.emv import tlv
 from firmware.core.events import (
-    AttemptFailed, Event, OfflineDecided, SaleClosed, VoidCandidate, VoidRecorded,
+    AttemptFailed, ChipSettled, Event, OfflineDecided, SaleClosed, VoidCandidate, VoidRecorded,
 )
 from firmware.core.model import SaleRecord
 from firmware.runtime import failpoints
+from firmware.runtime.authorizer import request_fields
 from firmware.runtime.journal import Journal
 from firmware.runtime.supervisor import is_fatal
 
@@ -30,8 +32,8 @@ log = logging.getLogger("posterm")
 class Decisions:
     def __init__(self, journal: Journal, ident: iso.Identity, *,
                  emit: Callable[[Event], None], queue_changed: Callable[[], None],
-                 kick: Callable[[], None]) -> None:
-        self.journal, self.ident, self.emit = journal, ident, emit
+                 kick: Callable[[], None], pin_pad: bool = False) -> None:
+        self.journal, self.ident, self.emit, self.pin_pad = journal, ident, emit, pin_pad
         self.queue_changed, self.kick = queue_changed, kick
 
     def close_sale(self, effect: CloseSale) -> None:
@@ -42,12 +44,11 @@ class Decisions:
     def decide_offline(self, effect: DecideOffline) -> None:
         req = effect.request
         code = iso.REFUND if req.kind == "refund" else iso.PURCHASE
-        fields = iso.sale_fields(self.ident, card=req.card, amount=req.amount,
-                                 processing_code=code, local=req.local, batch=0, invoice=0)
+        fields = request_fields(self.ident, req, code, self.pin_pad)
         record = self.journal.record_offline(
             effect.sale_id, approved=effect.approved, reason=effect.reason, fields=fields,
             card=req.card, kind=req.kind, amount=req.amount, currency=self.ident.currency,
-            local=req.local)
+            local=req.local, chip=req.chip, prefix=effect.code)
         # journaled: from here on this record is the outcome, whatever fails next
         self.emit(OfflineDecided(record))
         try:
@@ -72,6 +73,31 @@ class Decisions:
         if effect.sale_id is None:
             return AttemptFailed(None, "TERMINAL ERROR")
         return SaleClosed(self.journal.close_sale(effect.sale_id, "TERMINAL ERROR"))
+
+    def settle_chip(self, effect: ChipSettle) -> None:
+        """The card's decision on a purchase the host approved, journaled before it shows
+        (host-interface 8.1): its TC, or a reversal (06) and DECLINED BY CARD."""
+        out = effect.outcome
+        chip = out.chip
+        approved = out.decision == "approved" and chip is not None and chip.kind == "TC"
+        aac = ""
+        if not approved and chip is not None and chip.kind == "AAC" and chip.cryptogram:
+            aac = tlv.encode_all([(0x9F26, bytes.fromhex(chip.cryptogram)),
+                                  (0x9F27, bytes([chip.cid])),
+                                  (0x9F36, bytes.fromhex(chip.atc))]).hex().upper()
+        record = self.journal.settle_chip(effect.sale_id, chip, approved=approved, aac=aac,
+                                          script_results=out.script_results.hex().upper())
+        failpoints.hit("after_chip_settled")
+        self.emit(ChipSettled(record))
+        if not approved:
+            log.warning("sale %d: the host approved it, the card did not (%s): reversal 06 "
+                        "recorded", effect.sale_id, out.message or out.decision)
+            self.kick()
+            self.queue_changed()
+
+    def chip_failed(self, effect: ChipSettle) -> Event:
+        """ChipSettle could not run: the sale is reversed like a card that declined."""
+        return ChipSettled(self.journal.settle_chip(effect.sale_id, None, approved=False))
 
     def find_for_void(self, effect: FindForVoid) -> None:
         rec, problem = self.journal.void_candidate(effect.invoice)

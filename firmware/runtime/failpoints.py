@@ -50,6 +50,9 @@ POINTS = (
     "upload_item_answered",  # a 0330 journaled, the next item not yet sent
     "close_960000_sent",  # 0500 960000 written after the upload, no 0510 yet
     "close_done",  # batch closed and advanced in the journal, Z report not yet printed
+    # chip sales (firmware/runtime/chip.py, decisions.py)
+    "chip_second_ac",  # the host's answer journaled, the second GENERATE AC not yet sent
+    "after_chip_settled",  # the card's decision journaled, not yet shown
 )
 
 

@@ -16,13 +16,18 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from firmware.config import Config
-from firmware.core.events import AdviceRefused, Event, LinkChanged, PathChanged, QueueChanged
+from firmware.core.effects import ChipBegin, ChipChoice, ChipComplete, ChipStop
+from firmware.core.emv.steps import Outcome
+from firmware.core.events import (
+    AdviceRefused, ChipFinished, Event, LinkChanged, PathChanged, QueueChanged,
+)
 from firmware.core.link import UP
 from firmware.errors import HostError
 from firmware.runtime import batch as batch_close
-from firmware.runtime import maintenance, recovery, threads
+from firmware.runtime import failpoints, maintenance, recovery, threads
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
+from firmware.runtime.chip import ChipSession
 from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.current import Current
 from firmware.runtime.decisions import Decisions
@@ -78,10 +83,18 @@ class Parts:
             journal, self.link, cfg.host, sale_active=current.sale_active,
             link_usable=lambda: self.monitor.state != "DOWN", on_result=self.monitor.report,
             on_queue_change=self.queue_changed, on_error=background_error, clock=clock)
+        chip = cfg.core.chip
+        pin_pad = chip.pin_pad if chip is not None else False
         self.authorizer = Authorizer(journal, self.link, ident, cfg.host.response_timeout,
                                      before_request=self.forwarder.flush,
                                      reversal_recorded=self.forwarder.kick,
-                                     on_result=self.monitor.report, clock=clock)
+                                     on_result=self.monitor.report, clock=clock,
+                                     pin_pad=pin_pad)
+        # the chip reader and the EMV kernel's session (chip.py), when [chip] is configured
+        reader = getattr(devices, "chip_reader", None)
+        self.chip = ChipSession(reader, chip, emit=emit, pan_hash=journal.vault.pan_hash,
+                                sequence=lambda: int(journal.allocate_stan()), spawn=spawn) \
+            if chip is not None and reader is not None else None
         self.operator = OperatorGuard(cfg.operator.pin_hash,
                                       attempts=cfg.operator.lockout_attempts,
                                       lockout_minutes=cfg.operator.lockout_minutes,
@@ -114,7 +127,8 @@ class Parts:
             monotonic=clock.monotonic)
         # the journal writes the core asks for directly (decisions.py)
         self.decisions = Decisions(journal, ident, emit=emit,
-                                   queue_changed=self.queue_changed, kick=self.forwarder.kick)
+                                   queue_changed=self.queue_changed, kick=self.forwarder.kick,
+                                   pin_pad=pin_pad)
         # screens to the display; a sale's outcome, once shown, journaled and logged
         self.announcer = Announcer(self.display, journal, cfg.core.currency_code,
                                    on_fatal=fail)
@@ -134,8 +148,10 @@ class Parts:
         """The supervised tasks of a running terminal, by name (supervisor.py restarts
         each with backoff)."""
         reader, keypad = self.devices.card_reader, self.devices.keypad
+        chip_reader = getattr(self.devices, "chip_reader", None) if self.chip else None
         tasks: dict[str, TaskFactory] = {
             "card reader": lambda: reader.run(self.emit),
+            **({"chip reader": lambda: chip_reader.run(self.emit)} if chip_reader else {}),
             "keypad": lambda: keypad.run(self.emit),
             "printer watch": self.spooler.run,
             "forwarder": self.forwarder.run,
@@ -155,6 +171,26 @@ class Parts:
             tasks.update(self.power.tasks())
         return tasks
 
+    def chip_begin(self, effect: ChipBegin) -> None:
+        if self.chip is None:  # a [chip] without a reader: the core is told at once
+            self.emit(ChipFinished(Outcome("fallback", message="CHIP ERROR",
+                                           detail="no chip reader")))
+            return
+        self.chip.begin(effect)
+
+    def chip_choose(self, effect: ChipChoice) -> None:
+        if self.chip is not None:
+            self.chip.choose(effect.index)
+
+    def chip_stop(self, effect: ChipStop) -> None:
+        if self.chip is not None:
+            self.chip.stop()
+
+    def chip_complete(self, effect: ChipComplete) -> None:
+        failpoints.hit("chip_second_ac")
+        if self.chip is not None:
+            self.chip.complete(effect)
+
     async def connect_at_start(self) -> None:
         """Connect and sign on now, so an unreachable host shows before the first sale."""
         try:
@@ -166,6 +202,8 @@ class Parts:
         """At the end of a run, its tasks cancelled: the display let go, the queues'
         requests ended, the link and the modem's data session closed."""
         self.display.close()
+        if self.chip is not None:
+            self.chip.close()
         await self.forwarder.stop()  # before the link closes and fails their requests
         await self.link.close()
         if self.paths is not None and self.paths.modem is not None:

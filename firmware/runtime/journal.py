@@ -17,8 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from firmware.core.card import CardData
+from firmware.core.emv.steps import ChipData
+from firmware.core.texts import CARD_DECLINED
 from firmware.core.model import SaleRecord, SaleStatus
-from firmware.runtime.journal_base import SCHEMA, JournalBase, record_from_row
+from firmware.runtime.journal_base import (
+    SCHEMA, JournalBase, record_from_row,
+)
+from firmware.runtime.journal_chip import chip_json, upload_icc
 from firmware.runtime.journal_batch import BatchStore
 from firmware.runtime.journal_queues import QueueStore
 from firmware.runtime.outbox import PendingAdvice, PendingReversal
@@ -62,7 +67,7 @@ class Journal(QueueStore, BatchStore):
 
     def start_attempt(self, sale_id: int | None, *, fields: dict[str, str], card: CardData,
                       kind: str, amount: int, currency: str, local: datetime,
-                      f7: str) -> tuple[Attempt, dict[str, str]]:
+                      f7: str, chip: ChipData | None = None) -> tuple[Attempt, dict[str, str]]:
         """Record a 0200 about to be written: one transaction, before the send.
 
         Returns the attempt and the sale's fixed fields (batch and invoice set)."""
@@ -71,7 +76,7 @@ class Journal(QueueStore, BatchStore):
             if sale_id is None:  # the sale is new: it is inserted with its first STAN
                 sale_id, fixed = self._create_sale(
                     db, fields=fields, card=card, kind=kind, amount=amount, currency=currency,
-                    local=local, status=SaleStatus.AUTHORIZING, stan=stan)
+                    local=local, status=SaleStatus.AUTHORIZING, stan=stan, chip=chip)
             else:
                 fixed = self.sale_fields(sale_id)
                 db.execute("UPDATE sales SET stan=? WHERE id=?", (stan, sale_id))
@@ -90,6 +95,10 @@ class Journal(QueueStore, BatchStore):
 
     def record_answer(self, attempt: Attempt, *, code: str, approval: str,
                       rrn: str) -> SaleRecord:
+        """The host's final answer. A chip purchase it approved now waits for the card's
+        decision (`awaiting`): its card data stays sealed, because a card that declines
+        means a reversal (settle_chip), and so does a crash before the card's word
+        (recover)."""
         status = SaleStatus.APPROVED if code == "00" else SaleStatus.DECLINED
         with self.tx() as db:
             db.execute("UPDATE attempts SET state='answered', response_code=? WHERE id=?",
@@ -98,8 +107,56 @@ class Journal(QueueStore, BatchStore):
                              "stan=? WHERE id=? RETURNING *",
                              (status, code, approval, rrn, attempt.stan,
                               attempt.sale_id)).fetchall()[0]
-            db.execute("DELETE FROM card_data WHERE sale_id=?", (attempt.sale_id,))
+            chip = json.loads(row["chip"]) if row["chip"] else {}
+            if chip.get("entry") == "CHIP" and status == SaleStatus.APPROVED and \
+                    row["kind"] == "purchase":
+                chip["state"] = "awaiting"
+                row = db.execute("UPDATE sales SET chip=? WHERE id=? RETURNING *",
+                                 (json.dumps(chip), attempt.sale_id)).fetchall()[0]
+            else:
+                db.execute("DELETE FROM card_data WHERE sale_id=?", (attempt.sale_id,))
         return record_from_row(row)
+
+    def settle_chip(self, sale_id: int, chip: ChipData | None, *, approved: bool,
+                    aac: str = "", script_results: str = "",
+                    crashed: bool = False) -> SaleRecord:
+        """The card's decision on a purchase the host approved, in one transaction.
+        Approved (its TC): the sale stands; its final cryptogram is kept for the batch
+        upload (9F26 9F27 9F36 95 9B 9F5B) and its card data deleted. Declined (an AAC),
+        or the card could not finish: a pending reversal with reason 06 (field 55: the
+        AAC's 9F26 9F27 9F36, when the card gave one) and DECLINED BY CARD."""
+        with self.tx() as db:
+            row = db.execute("SELECT chip FROM sales WHERE id=?", (sale_id,)).fetchone()
+            old = json.loads(row["chip"]) if row and row["chip"] else {}
+            if old.get("state") != "awaiting":
+                return self.sale(sale_id)  # settled already (a repeat after a restart)
+            new = json.loads(chip_json("05", chip)) if chip is not None else dict(old)
+            new["state"] = "settled"
+            if approved:
+                if chip is not None:
+                    new["upload"] = upload_icc(chip, script_results)
+                db.execute("UPDATE sales SET chip=? WHERE id=?", (json.dumps(new), sale_id))
+                db.execute("DELETE FROM card_data WHERE sale_id=?", (sale_id,))
+            else:
+                attempt = db.execute("SELECT id FROM attempts WHERE sale_id=? AND "
+                                     "state='answered' ORDER BY id DESC LIMIT 1",
+                                     (sale_id,)).fetchone()
+                # `crashed`: the terminal stopped before the card's word (recover): the
+                # customer was told nothing, the sale is not completed
+                status, why = (SaleStatus.NOT_COMPLETED, "NOT COMPLETED") if crashed else \
+                    (SaleStatus.DECLINED, CARD_DECLINED)
+                db.execute("UPDATE sales SET status=?, reason=?, chip=? WHERE id=?",
+                           (status, why, json.dumps(new), sale_id))
+                db.execute("INSERT INTO reversals (sale_id, attempt_id, reason, icc) "
+                           "VALUES (?,?,?,?)", (sale_id, attempt["id"], "06", aac))
+                self._queues_changed()
+        return self.sale(sale_id)
+
+    def chip_awaiting(self) -> list[int]:
+        """Chip purchases the host approved whose card's decision was never journaled."""
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM sales WHERE status=? AND chip LIKE '%\"state\": \"awaiting\"%'",
+            (SaleStatus.APPROVED,))]
 
     def attempt_unknown(self, attempt: Attempt, reason: str) -> SaleRecord:
         """The request went out but its outcome is unknown: record a pending reversal."""
@@ -201,6 +258,11 @@ class Journal(QueueStore, BatchStore):
     def recover(self) -> Recovery:
         """Resolve what a crash left unfinished (ARCHITECTURE.md, durability rule 5)."""
         reversed_, closed = [], []
+        # the host approved a chip sale and the terminal stopped before the card's decision
+        # was journaled: the customer saw no approval, so the sale is reversed (06)
+        for sale_id in self.chip_awaiting():
+            self.settle_chip(sale_id, None, approved=False, crashed=True)
+            reversed_.append(sale_id)
         with self.tx() as db:
             for row in db.execute("SELECT * FROM attempts WHERE state='sending'").fetchall():
                 self._reverse(db, row["sale_id"], row["id"], "68")

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from firmware.core.card import CardData
+from firmware.core.emv.steps import ChipData
+from firmware.runtime.journal_chip import SEALED, chip_json, chip_view
 from firmware.core.iso import next_stan, stan_str
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.errors import JournalError, KeyStoreError
@@ -41,7 +43,8 @@ CREATE TABLE IF NOT EXISTS sales (
     copy_printed INTEGER NOT NULL DEFAULT 0,
     result_shown INTEGER NOT NULL DEFAULT 0,
     voided INTEGER NOT NULL DEFAULT 0,
-    pan_hash TEXT NOT NULL DEFAULT ''
+    pan_hash TEXT NOT NULL DEFAULT '',
+    chip TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -65,7 +68,8 @@ CREATE TABLE IF NOT EXISTS reversals (
     orig_mti TEXT NOT NULL DEFAULT '0200',
     orig_stan TEXT,
     orig_f7 TEXT,
-    orig_rrn TEXT NOT NULL DEFAULT ''
+    orig_rrn TEXT NOT NULL DEFAULT '',
+    icc TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS advices (
     id INTEGER PRIMARY KEY,
@@ -110,6 +114,9 @@ MIGRATIONS = (
     ("reversals", "orig_stan", "TEXT", "SELECT 1"),
     ("reversals", "orig_f7", "TEXT", "SELECT 1"),
     ("reversals", "orig_rrn", "TEXT NOT NULL DEFAULT ''", "SELECT 1"),
+    # chip sales (journal_chip.py); a reversal after the card declined carries its AAC
+    ("sales", "chip", "TEXT NOT NULL DEFAULT ''", "SELECT 1"),
+    ("reversals", "icc", "TEXT NOT NULL DEFAULT ''", "SELECT 1"),
 )
 
 # Tables added after the first release: (table, statements creating it). A journal
@@ -346,7 +353,8 @@ class JournalBase:
 
     def _create_sale(self, db: sqlite3.Connection, *, fields: dict[str, str], card: CardData,
                      kind: str, amount: int, currency: str, local: datetime,
-                     status: str, stan: str = "") -> tuple[int, dict[str, str]]:
+                     status: str, stan: str = "",
+                     chip: ChipData | None = None) -> tuple[int, dict[str, str]]:
         """Insert a sale (masked PAN, keyed PAN hash, the STAN of its first 0200 if it has
         one) and its sealed card data; give it the open batch and that batch's next
         invoice number (1, 2, ... in each batch), which its 0200 or 0220 carries in fields
@@ -354,18 +362,21 @@ class JournalBase:
         batch = self._meta("batch")
         invoice = self._next_invoice(db, batch)
         fixed = {**fields, "60": f"{batch:06d}", "62": f"{invoice:06d}"}
-        public = {k: v for k, v in fixed.items() if k not in ("2", "14", "35")}
+        public = {k: v for k, v in fixed.items() if k not in SEALED}
         cur = db.execute(
             "INSERT INTO sales (local, kind, amount, currency, pan_masked, status, "
-            "batch, invoice, fields, pan_hash, stan) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "batch, invoice, fields, pan_hash, stan, chip) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (local.isoformat(timespec="seconds"), kind, amount, currency, card.masked,
              status, batch, invoice, json.dumps(public), self.vault.pan_hash(card.pan),
-             stan))
+             stan, chip_json(fields.get("22", ""), chip)))
         sale_id = int(cur.lastrowid or 0)
         if self._in_hand_noted:  # the sale is in the journal: the note has served (in_hand)
             db.execute("DELETE FROM meta WHERE key=?", (f"note:{IN_HAND}",))
             self._in_hand_noted = False
-        secret = json.dumps({"2": card.pan, "14": card.expiry}).encode()
+        # the card data and, for a chip sale, its field 55 (the cryptogram an advice or a
+        # busy retry must send again): sealed, and deleted once nothing pending needs them
+        secret = json.dumps({"2": card.pan, "14": card.expiry,
+                             **({"55": fixed["55"]} if "55" in fixed else {})}).encode()
         db.execute("INSERT INTO card_data VALUES (?, ?)",
                    (sale_id, self.vault.seal(f"sale:{sale_id}", secret)))
         return sale_id, fixed
@@ -435,4 +446,5 @@ def record_from_row(row: sqlite3.Row) -> SaleRecord:
         rrn=row["rrn"], stan=row["stan"], batch=row["batch"], invoice=row["invoice"],
         reason=row["reason"], receipt_printed=bool(row["receipt_printed"]),
         voided=bool(row["voided"]), pan_hash=row["pan_hash"],
+        **chip_view(row["chip"] if "chip" in row.keys() else ""),
     )

@@ -297,7 +297,8 @@ class BatchStore(JournalBase):
     def upload_items(self, batch: int, *, pending_only: bool = True) -> list[UploadItem]:
         """The batch's upload items, oldest transaction first, each with its original's
         stored request fields (no card data: none is unsealed)."""
-        sql = ("SELECT u.*, s.fields AS sale_fields FROM batch_uploads u JOIN sales s ON "
+        sql = ("SELECT u.*, s.fields AS sale_fields, s.chip AS sale_chip FROM batch_uploads u JOIN "
+               "sales s ON "
                "s.id = u.sale_id WHERE u.batch = ?")
         if pending_only:
             sql += " AND u.state = 'pending'"
@@ -380,4 +381,5 @@ def _item_from_row(row: sqlite3.Row) -> UploadItem:
         approval=row["approval"], stan=row["stan"], f7=row["f7"], written=bool(row["written"]),
         state=row["state"], code=row["code"],
         fields={k: v for k, v in json.loads(row["sale_fields"]).items()
-                if k not in ("2", "14", "35")})
+                if k not in ("2", "14", "35")},
+        icc=json.loads(row["sale_chip"]).get("upload", "") if row["sale_chip"] else "",)

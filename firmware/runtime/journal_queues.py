@@ -22,10 +22,12 @@ from datetime import datetime
 from pathlib import Path
 
 from firmware.core.card import CardData
+from firmware.core.emv.steps import ChipData
 from firmware.core.iso import next_stan, stan_str
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.core.risk import QueueStats, offline_code
 from firmware.runtime.journal_base import queued, record_from_row
+from firmware.runtime.journal_chip import chip_json, upload_icc
 from firmware.runtime.journal_void import VoidResult, VoidStore
 from firmware.runtime.outbox import (VOID_REASON, Answer, Identity, Kind, OutboxItem, OutboxKey,
                                      PendingAdvice, PendingReversal, PendingVoid)
@@ -75,16 +77,25 @@ class QueueStore(VoidStore):
 
     def record_offline(self, sale_id: int | None, *, approved: bool, reason: str,
                        fields: dict[str, str], card: CardData, kind: str, amount: int,
-                       currency: str, local: datetime) -> SaleRecord:
+                       currency: str, local: datetime, chip: ChipData | None = None,
+                       prefix: str = "Y3") -> SaleRecord:
         """An offline decision in one transaction: approved means the sale, its advice
         and its sealed card data; refused means the sale closed with its reason."""
         with self.tx() as db:
             if sale_id is None:
                 sale_id, _ = self._create_sale(
                     db, fields=fields, card=card, kind=kind, amount=amount, currency=currency,
-                    local=local, status=SaleStatus.AUTHORIZING)
+                    local=local, status=SaleStatus.AUTHORIZING, chip=chip)
+            elif chip is not None:  # busy through the retries: the card's TC replaces the
+                # ARQC the 0200s carried (sealed with the card data), the chip data too
+                self._reseal_icc(db, sale_id, fields.get("55", ""))
+                db.execute("UPDATE sales SET chip=? WHERE id=?",
+                           (chip_json("05", chip), sale_id))
             if approved:
-                code = offline_code(sale_id)
+                code = offline_code(sale_id, prefix)
+                if chip is not None:
+                    db.execute("UPDATE sales SET chip=? WHERE id=?",
+                               (chip_json("05", chip, upload=upload_icc(chip)), sale_id))
                 db.execute("UPDATE sales SET status=?, approval=?, reason=?, stan='' "
                            "WHERE id=?", (SaleStatus.OFFLINE_APPROVED, code, reason, sale_id))
                 db.execute("INSERT INTO advices (sale_id, approval) VALUES (?, ?)",
@@ -95,6 +106,15 @@ class QueueStore(VoidStore):
                            (SaleStatus.FAILED, reason, sale_id))
                 self._forget_card(db, sale_id)
         return self.sale(sale_id)
+
+    def _reseal_icc(self, db: sqlite3.Connection, sale_id: int, icc: str) -> None:
+        row = db.execute("SELECT blob FROM card_data WHERE sale_id=?", (sale_id,)).fetchone()
+        if row is None:
+            return
+        secret = json.loads(self.vault.unseal(f"sale:{sale_id}", row["blob"]))
+        secret["55"] = icc
+        db.execute("UPDATE card_data SET blob=? WHERE sale_id=?",
+                   (self.vault.seal(f"sale:{sale_id}", json.dumps(secret).encode()), sale_id))
 
     # -- the outbox: one queue code for reversals, voids, advices and uploads -------------
     def pending_keys(self, *kinds: Kind) -> list[OutboxKey]:
@@ -132,7 +152,7 @@ class QueueStore(VoidStore):
                           orig_stan=r["o_stan"] or "", orig_f7=r["o_f7"] or "",
                           fields=self.sale_fields(r["sale_id"]), stan=r["stan"], f7=r["f7"],
                           tries=r["tries"], written=bool(r["written"]),
-                          orig_mti=r["orig_mti"], orig_rrn=r["orig_rrn"])
+                          orig_mti=r["orig_mti"], orig_rrn=r["orig_rrn"], icc=r["icc"])
                 out[rev.key] = rev
         advs = [k.id for k in keys if k.kind is Kind.ADVICE]
         if advs:

@@ -148,6 +148,7 @@ class PendingReversal:
     written: bool = False  # a transmission was written: the next one is a 0401
     orig_mti: str = "0200"  # the original's first transmission: 0200, or 0220 (a void)
     orig_rrn: str = ""  # field 37 of the original's answer, when known (a void)
+    icc: str = ""  # field 55 after a decline by the card: its AAC's 9F26 9F27 9F36 (hex)
 
     IDENTIFIED: ClassVar[str] = "after_reversal_identity"
     WRITTEN: ClassVar[str] = "after_reversal_sent"
@@ -171,7 +172,8 @@ class PendingReversal:
 
     def message(self, stan: int, f7: str) -> Fields:
         return iso.reversal(self.fields, orig_mti="0200", orig_stan=self.orig_stan,
-                            orig_f7=self.orig_f7, stan=stan, f7=f7, reason=self.reason)
+                            orig_f7=self.orig_f7, stan=stan, f7=f7, reason=self.reason,
+                            icc=self.icc)
 
     def is_final(self, code: str) -> bool:
         return code in REVERSAL_DONE
@@ -272,6 +274,7 @@ class UploadItem:
     code: str
     fields: dict[str, str] = field(default_factory=dict, compare=False)  # the original's
     tries: int = 0  # the close counts its tries itself (UPLOAD_TRIES)
+    icc: str = ""  # a chip sale's final cryptogram for field 55 (journal_base.upload_icc)
 
     IDENTIFIED: ClassVar[str] = ""
     WRITTEN: ClassVar[str] = "upload_item_sent"
@@ -290,7 +293,7 @@ class UploadItem:
     def message(self, stan: int, f7: str) -> Fields:
         return iso.batch_upload(self.fields, orig_mti=self.orig_mti, orig_stan=self.orig_stan,
                                 orig_f7=self.orig_f7, rrn=self.rrn, approval=self.approval,
-                                code="00", stan=stan, f7=f7)
+                                code="00", stan=stan, f7=f7, icc=self.icc)
 
     def is_final(self, code: str) -> bool:
         return _not_busy(code)

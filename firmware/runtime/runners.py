@@ -9,11 +9,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from firmware.core.effects import (
-    Authorize, Beep, CheckPin, CloseBatch, CloseSale, DecideOffline, FindForVoid, Log, Print,
-    PrintReport, PrintTotals, Show, StartTimer, Void,
+    Authorize, Beep, CheckPin, ChipBegin, ChipChoice, ChipComplete, ChipSettle, ChipStop,
+    CloseBatch, CloseSale, DecideOffline, FindForVoid, Log, Print, PrintReport, PrintTotals,
+    Show, StartTimer, Void,
 )
+from firmware.core.emv.steps import Outcome
 from firmware.core.events import (
-    CloseFinished, Event, PinChecked, PrintFinished, SaleClosed, VoidCandidate,
+    ChipFinished, CloseFinished, Event, PinChecked, PrintFinished, SaleClosed, VoidCandidate,
 )
 from firmware.runtime.current import Current
 from firmware.runtime.graph import Parts, Spawn
@@ -53,6 +55,13 @@ def table(p: Parts, current: Current, journal: Journal, *, spawn: Spawn,
         CloseBatch: (lambda e: spawn(p.closer.run(e.scheduled), "batch close"),
                      lambda e: CloseFinished(False, journal.open_batch(),
                                              message="TERMINAL ERROR")),
+        ChipBegin: (p.chip_begin, lambda e: ChipFinished(Outcome(
+            "fallback", message="CHIP ERROR", detail="the chip session could not start"))),
+        ChipChoice: (p.chip_choose, None),
+        ChipComplete: (p.chip_complete, lambda e: ChipFinished(Outcome(
+            "failed", message="CHIP ERROR", detail="the card could not be told the answer"))),
+        ChipSettle: (p.decisions.settle_chip, p.decisions.chip_failed),
+        ChipStop: (p.chip_stop, None),
         PrintTotals: (lambda e: spawn(p.prints.totals(e.kind), "totals"),
                       lambda e: PrintFinished(False, "PRINTER FAULT", job="x-report"
                                               if e.kind == "X" else "z-report")),

@@ -92,10 +92,12 @@ class Devices:
     gauge: GaugePort | None = None  # the battery gauge, when [battery] names one
     modem: Any = None  # the 4G modem (drivers/modem.py), when [modem] names one; its
     # port opens and the module powers on in the background, in firmware/runtime/paths.py
+    chip_reader: Any = None  # the PC/SC chip reader (drivers/chipreader.py), with [chip]
 
     def close(self) -> None:
         for dev in (self.card_reader, self.keypad, self.printer, self.display, self.pins,
-                    *((self.gauge,) if self.gauge is not None else ())):
+                    *((self.gauge,) if self.gauge is not None else ()),
+                    *((self.chip_reader,) if self.chip_reader is not None else ())):
             try:
                 dev.close()
             except Exception as exc:  # closing must never mask the real reason we stop
@@ -115,7 +117,17 @@ def open_devices(cfg: Config) -> Devices:
     pins = _pins(cfg)
     printer = _printer(cfg)
     return Devices(reader, keypad, printer, display, pins, gauge=open_gauge(cfg),
-                   modem=open_modem(cfg))
+                   modem=open_modem(cfg), chip_reader=open_chip_reader(cfg))
+
+
+def open_chip_reader(cfg: Config) -> Any:
+    """The PC/SC reader [chip] names (by name or prefix). Nothing is opened here: the
+    reader's watch (its `run`) finds it, and reports it missing until it appears."""
+    if cfg.core.chip is None:
+        return None
+    from drivers.chipreader import PcscReader
+
+    return PcscReader(cfg.chip.reader)
 
 
 def open_modem(cfg: Config) -> Any:
