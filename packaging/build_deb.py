@@ -59,6 +59,7 @@ DEPENDS = (
     "python3-evdev (>= 1.6)",           # 1.6.1: keypad
     "python3-smbus2 (>= 0.4)",          # 0.4.2: display
     "python3-cryptography (>= 38)",     # 38.0.4: AESGCM (card data), Ed25519 (updates)
+    "python3-pyscard (>= 2.0)",         # 2.0.5: the chip reader over PC/SC
     # python-escpos 3.1's own requirements that Debian has. Not needed: argcomplete
     # (its command line only), setuptools (build time only), pyusb (USB printers: an
     # extra, and posterm drives network and serial printers). importlib-resources is
@@ -72,6 +73,7 @@ DEPENDS = (
 # On Raspberry Pi OS only: not in Debian, so never a hard dependency.
 RECOMMENDS = ("python3-rpi.gpio | python3-rpi-lgpio",
               "dpkg-repack",  # posterm update keeps the running version for a rollback
+              "pcscd, libccid",  # the chip reader's daemon and USB CCID driver ([chip])
               )
 SUGGESTS = ("python3-usb",)
 

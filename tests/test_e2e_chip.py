@@ -234,3 +234,28 @@ def test_the_journal_keeps_no_card_data_of_a_chip_sale(chip: Rig) -> None:
     (fields, chip_json), = db.execute("SELECT fields, chip FROM sales").fetchall()
     assert '"55"' not in fields and '"35"' not in fields
     assert '"state": "settled"' in chip_json and '"upload"' in chip_json
+
+
+def test_issuer_scripts_run_and_their_results_are_kept_for_the_upload(chip: Rig) -> None:
+    """host-interface 8.1 and Book 3 10.10: scripts 71 (before) and 72 (after the second
+    GENERATE AC) from the 0210; their results (9F5B) travel with the 0320 of the sale."""
+    chip.hw.chip_scripts(templates="both")
+    chip.chip_sale("1250", ONLINE)
+    _done(chip, "APPROVED")
+    _remove(chip)
+    db = sqlite3.connect(f"file:{chip.journal_path}?mode=ro", uri=True)
+    (chip_json,), = db.execute("SELECT chip FROM sales").fetchall()
+    assert "9F5B" in chip_json, chip_json
+    wait_and_check(chip)
+
+
+def test_a_ca_key_the_terminal_lacks_fails_offline_authentication_and_goes_online(
+        chip: Rig) -> None:
+    """Book 3 10.3: no CA public key for the card's index -> offline data authentication
+    failed (TVR byte 1); TAC-Online sends the sale to the host, which approves it."""
+    chip.chip_sale("1250", "unknown-ca-index")
+    _done(chip, "APPROVED")
+    receipt = chip.wait_receipts(1)[-1]
+    tvr = next(line.split()[-1] for line in receipt.splitlines() if line.startswith("TVR"))
+    assert int(tvr[:2], 16) & 0x0C or int(tvr[:2], 16) & 0x80, tvr  # DDA/CDA failed or not done
+    _remove(chip)

@@ -148,10 +148,11 @@ def test_package_contents(debs: dict[str, Any], capsys: pytest.CaptureFixture[st
     depends = [d.strip() for d in fields["Depends"].split(",")]
     for name in ("python3 (>= 3.11)", "python3-serial", "python3-evdev", "python3-smbus2",
                  "python3-cryptography", "python3-pil", "python3-qrcode", "python3-yaml",
-                 "python3-appdirs", "python3-six", "adduser"):
+                 "python3-appdirs", "python3-six", "python3-pyscard", "adduser"):
         assert any(d == name or d.startswith(name + " ") for d in depends), (name, depends)
     assert "rpi" not in fields["Depends"]  # Raspberry Pi OS only: a Recommends
-    assert fields["Recommends"] == "python3-rpi.gpio | python3-rpi-lgpio, dpkg-repack"
+    assert fields["Recommends"] == ("python3-rpi.gpio | python3-rpi-lgpio, dpkg-repack, "
+                                    "pcscd, libccid")
     conffiles = _run(["dpkg-deb", "--info", str(deb), "conffiles"]).stdout
     assert conffiles.split() == ["/etc/posterm/posterm.toml"]
 
