@@ -3,9 +3,19 @@
 Run it with `./run demo`. Everything runs on this machine: hwsim simulates the
 keypad, card reader, display, printer, GPIO and the acquirer host; posterm is the
 real firmware, talking to them through the same wires as on a terminal.
-Options: --amount 12.50, --pan 4761739001010010, --keep (leave both running),
---web [[HOST:]PORT] (serve the terminal as a web page, 127.0.0.1:8580 by default, and
-keep running until Ctrl-C: open the address it prints).
+
+Then, when it can, a chip sale: a test chip card inserted into the chip reader, read
+by the firmware's EMV kernel through PC/SC, the host's answer given to the card, the
+receipt, the card taken out. The chip reader is a private pcscd (in a mount namespace
+of its own, as tests/chiprig.py starts it for the tests) with vpcd's virtual reader,
+into which hwsim's chip slot plugs its cards: that needs root, pcscd, vpcd's driver
+and pyscard (`./run demo` as root installs them). Without them the demo says why in
+one line and shows the swipe sale only.
+
+Options: --amount 12.50, --pan 4761739001010010, --chip-amount 20.00, --chip online-pin
+(a profile of hw-sim/chipprofiles.py), --no-chip, --keep (leave them running), --web
+[[HOST:]PORT] (serve the terminal as a web page, 127.0.0.1:8580 by default, and keep
+running until Ctrl-C: open the address it prints).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,10 +44,111 @@ def step(title: str, hw: HwsimClient) -> None:
     print(draw_display(hw.display()))
 
 
-PIDS = "demo.pids"  # hwsim's and posterm's process ids while a demo runs (--keep, --web)
+PIDS = "demo.pids"  # the demo's process ids while it runs (--keep, --web): hwsim, posterm, pcscd
+PCSC_HOW = "run `./run demo` as root: it installs Debian's pcscd and vsmartcard-vpcd and pyscard"
+SOCKET_MAX = 107  # a Unix socket's path: at most 107 bytes (sun_path)
 
 
-def fresh_world(base: pathlib.Path, sim_dir: pathlib.Path, state_dir: pathlib.Path) -> None:
+def print_screen(rows: list[str]) -> None:
+    print(draw_display(rows))
+
+
+def print_receipt(receipt: str) -> None:
+    print("+" + "-" * 34 + "+")
+    for line in receipt.splitlines():
+        print(f"| {line:<32} |")
+    print("+" + "-" * 34 + "+")
+
+
+def start_pcscd(where: pathlib.Path) -> tuple[Any, str]:
+    """A private pcscd with vpcd's reader for the chip sale, or (None, why not).
+
+    tests/chiprig.py's `Pcscd`, but one that outlives the demo when it is asked to
+    (--keep): its pid goes into the demo's pid file like hwsim's and posterm's, and the
+    next demo stops it."""
+    try:
+        from tests import chiprig
+    except ImportError as exc:  # pytest: the test extras that ./run installs
+        return None, f"the chip reader's rig cannot be loaded ({exc})"
+    if os.geteuid() != 0:
+        return None, "the demo starts its own pcscd and needs root"
+    why = chiprig.missing()
+    if why:
+        return None, why
+    if len(str(where / "sock" / "pcscd.comm").encode()) > SOCKET_MAX:
+        return None, f"the path of pcscd's socket under {where} is too long (give a shorter --dir)"
+
+    class DemoPcscd(chiprig.Pcscd):
+        def _spawn(self) -> None:  # as chiprig's, without dying with the demo
+            sock = self.dir / "sock"
+            sock.mkdir(parents=True, exist_ok=True)
+            for stale in sock.iterdir():
+                stale.unlink()
+            os.makedirs("/run/pcscd", exist_ok=True)
+            script = f"mount --bind {sock} /run/pcscd && exec pcscd -f -c {self.dir / 'conf'}"
+            with open(self.dir / "pcscd.log", "ab") as out:
+                self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script],
+                                             stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+    where.mkdir(parents=True, exist_ok=True)
+    pcscd = DemoPcscd(where)
+    try:
+        return pcscd.start(), ""
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pcscd.stop()
+        return None, f"pcscd did not start ({str(exc).splitlines()[0]})"
+
+
+def follow(hw: HwsimClient, done: Any, timeout: float) -> list[str]:
+    """Print each screen the display shows until `done(rows)`; the last rows."""
+    shown: list[str] | None = None
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = hw.display()
+        if rows != shown:
+            print_screen(rows)
+            shown = rows
+        if done(rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError("the display did not get there within "
+                                 f"{timeout:g} s:\n" + draw_display(rows))
+        time.sleep(0.02)
+
+
+def chip_sale(hw: HwsimClient, amount: str, profile: str) -> None:
+    """Key the amount, insert the chip card, show the screens, the receipt and the host's
+    ledger entry, take the card out."""
+    hw.wait_display("ENTER AMOUNT", timeout=40)
+    digits = amount.replace(".", "").lstrip("0")
+    hw.press(digits)
+    hw.wait_display(f"EUR {int(digits) // 100}.{int(digits) % 100:02d}")
+    hw.press("OK")
+    hw.wait_display("SWIPE OR INSERT CARD")
+    step(f"chip sale: keyed {amount}, waiting for the card", hw)
+    receipts = len(hw.receipts())
+    hw.chip_insert(profile)
+    print(f"\n(inserted test chip card {profile!r})\n")
+    follow(hw, lambda rows: "REMOVE CARD" in [r.strip() for r in rows], timeout=60)
+    for _ in range(100):
+        if len(hw.receipts()) > receipts:
+            break
+        time.sleep(0.1)
+    print("\n== printed receipt (chip)")
+    for receipt in hw.receipts()[receipts:]:
+        print_receipt(receipt)
+    entry = hw.ledger()[-1]
+    print(f"\n== host ledger: stan {entry['stan']} amount {entry['amount']} "
+          f"charged={entry['charged']} approval {entry['approval']} "
+          f"entry mode {entry.get('entry_mode', '?')}")
+    hw.chip_remove()
+    print("\n(card taken out)")
+    hw.wait_display("ENTER AMOUNT", timeout=20)
+    step("card removed: the terminal is idle", hw)
+
+
+def fresh_world(base: pathlib.Path, *dirs: pathlib.Path) -> None:
     """Every demo starts a new world: the firmware's journal and the host's ledger are
     both new, so that they always agree (hwsim's host keeps no ledger between runs; a
     journal kept from the last demo would hold sales this host never saw, and its
@@ -56,7 +168,7 @@ def fresh_world(base: pathlib.Path, sim_dir: pathlib.Path, state_dir: pathlib.Pa
                             break
                         time.sleep(0.1)
         pids.unlink(missing_ok=True)
-    for old in (sim_dir, state_dir):
+    for old in dirs:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -64,6 +176,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--amount", default="12.50")
     parser.add_argument("--pan", default="4761739001010010")
+    parser.add_argument("--chip-amount", default="20.00", help="the chip sale's amount")
+    parser.add_argument("--chip", default="online-pin", metavar="PROFILE",
+                        help="the test chip card of the chip sale (hw-sim/chipprofiles.py)")
+    parser.add_argument("--no-chip", action="store_true", help="the swipe sale only")
     parser.add_argument("--dir", default=str(ROOT / "run-state" / "demo"))
     parser.add_argument("--keep", action="store_true", help="leave hwsim and posterm running")
     parser.add_argument("--web", nargs="?", const="8580", metavar="[HOST:]PORT",
@@ -72,16 +188,29 @@ def main() -> int:
     args = parser.parse_args()
 
     base = pathlib.Path(args.dir)
-    sim_dir, state_dir = base / "hwsim", base / "state"
+    sim_dir, state_dir, pcsc_dir = base / "hwsim", base / "state", base / "pcscd"
     base.mkdir(parents=True, exist_ok=True)
-    fresh_world(base, sim_dir, state_dir)
+    fresh_world(base, sim_dir, state_dir, pcsc_dir)
+    pids = base / PIDS
+    pcscd: Any = None
+    if args.no_chip:
+        print("chip sale skipped: --no-chip")
+    else:
+        pcscd, why = start_pcscd(pcsc_dir)
+        if pcscd is None:
+            print(f"chip sale skipped: {why}; to see one, {PCSC_HOW}")
+        else:
+            print(f"chip reader: pcscd with vpcd's virtual reader on port {pcscd.port} "
+                  f"(socket {pcscd.socket})")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     web = ["--web", args.web] if args.web else []
-    sim = subprocess.Popen([sys.executable, "-m", "hwsim", "run", "--dir", str(sim_dir), *web],
-                           env=env, stderr=open(base / "hwsim.log", "w"))
+    # hwsim's chip slot plugs its cards into vpcd's reader; no slot without one
+    vpcd = ["--vpcd-port", str(pcscd.port if pcscd is not None else 0)]
+    sim = subprocess.Popen([sys.executable, "-m", "hwsim", "run", "--dir", str(sim_dir), *web,
+                            *vpcd], env=env, stderr=open(base / "hwsim.log", "w"))
     fw = None
-    pids = base / PIDS
     try:
+        pids.write_text(" ".join(str(p) for p in own_pids(pcscd, sim, fw)) + "\n")
         info_path = sim_dir / "hwsim.json"
         for _ in range(400):
             if info_path.exists() or sim.poll() is not None:
@@ -94,12 +223,13 @@ def main() -> int:
         if "web" in info:
             print(f"\n   hwsim's web page: {info['web']}   (open it in a browser)\n")
         config = base / "posterm.toml"
-        config.write_text(render_config(info, state_dir=str(state_dir)))
+        config.write_text(render_config(info, state_dir=str(state_dir), chip=pcscd is not None))
         print(f"hwsim running in {sim_dir}; firmware configuration {config}")
         log_path = base / "posterm.log"
+        fw_env = dict(env, PCSCLITE_CSOCK_NAME=pcscd.socket) if pcscd is not None else env
         fw = subprocess.Popen([sys.executable, "-m", "firmware", "--config", str(config)],
-                              env=env, stderr=open(log_path, "w"))
-        pids.write_text(f"{sim.pid} {fw.pid}\n")
+                              env=fw_env, stderr=open(log_path, "w"))
+        pids.write_text(" ".join(str(p) for p in own_pids(pcscd, sim, fw)) + "\n")
         hw = HwsimClient.from_dir(str(sim_dir))
         for _ in range(400):
             if "posterm ready" in log_path.read_text():
@@ -115,7 +245,7 @@ def main() -> int:
         hw.wait_display(f"EUR {int(digits) // 100}.{int(digits) % 100:02d}")
         step(f"keyed {args.amount}", hw)
         hw.press("OK")
-        hw.wait_display("SWIPE CARD")
+        hw.wait_display("SWIPE")  # SWIPE CARD, or SWIPE OR INSERT CARD with a chip reader
         step("amount confirmed: waiting for the card", hw)
         hw.swipe(args.pan)
         print(f"\n(swiped test card {args.pan[:6]}...{args.pan[-4:]})")
@@ -127,13 +257,13 @@ def main() -> int:
             time.sleep(0.1)
         print("\n== printed receipt")
         for receipt in hw.receipts()[-1:]:
-            print("+" + "-" * 34 + "+")
-            for line in receipt.splitlines():
-                print(f"| {line:<32} |")
-            print("+" + "-" * 34 + "+")
+            print_receipt(receipt)
         entry = hw.ledger()[-1]
         print(f"\n== host ledger: stan {entry['stan']} amount {entry['amount']} "
               f"charged={entry['charged']} approval {entry['approval']}")
+        if pcscd is not None:
+            print("\n\n==== a chip sale: the card in the reader, read by the EMV kernel")
+            chip_sale(hw, args.chip_amount, args.chip)
         print(f"\nlogs: {log_path}  {base / 'hwsim.log'}")
         if "web" in info:
             print(f"\nhwsim and posterm keep running: open {info['web']} to use the terminal "
@@ -152,7 +282,17 @@ def main() -> int:
                 if proc is not None and proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=10)
+            if pcscd is not None:
+                pcscd.stop()
             pids.unlink(missing_ok=True)
+
+
+def own_pids(pcscd: Any, *procs: subprocess.Popen[bytes] | None) -> list[int]:
+    """The process ids the next demo stops if this one is left running."""
+    out = [p.pid for p in procs if p is not None]
+    if pcscd is not None and pcscd.proc is not None:
+        out.append(pcscd.proc.pid)
+    return out
 
 
 if __name__ == "__main__":

@@ -6,10 +6,15 @@ click keys and cards, type on the computer keyboard, inject faults with the
 page's buttons, and check what the page shows against what the simulator's
 models hold. Screenshots go to test-artifacts/web/ (POSTERM_ARTIFACTS to move
 it), with the key-to-display times the page measured.
+
+The chip card tests also need the chip reader's rig (tests/chiprig.py: root, pcscd,
+vpcd): the page's chip slot puts hwsim's test chip cards into vpcd's reader, which the
+firmware reads through its own pcscd. Without it they skip and say how to get it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -20,6 +25,7 @@ import pytest
 
 from hwsim.receipt_image import PAPER_WIDTH
 from tests.browser import find_chromium, launch
+from tests.chiprig import Pcscd, pcsc  # noqa: F401  (the fixture)
 from tests.rig import ROOT, Rig
 
 pytestmark = pytest.mark.xdist_group("browser")  # one browser at a time, on one worker
@@ -58,7 +64,17 @@ def rig(tmp_path: pathlib.Path) -> Iterator[Rig]:
 
 
 @pytest.fixture
-def page(browser: Any, rig: Rig) -> Iterator[Page]:
+def chip_rig(tmp_path: pathlib.Path, pcsc: Pcscd) -> Iterator[Rig]:  # noqa: F811
+    # hwsim's chip slot plugs into the private pcscd's vpcd reader, the firmware reads it
+    with Rig(tmp_path, web=True, pcsc=pcsc) as rig:
+        rig.start()
+        yield rig
+
+
+@contextlib.contextmanager
+def _opened(browser: Any, rig: Rig) -> Iterator[Page]:
+    """The page of `rig`'s simulator in a new browser context, once it shows the settled
+    idle screen; no console error nor page error while it was open."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     problems: list[str] = []
@@ -73,6 +89,18 @@ def page(browser: Any, rig: Rig) -> Iterator[Page]:
     yield page
     context.close()
     assert problems == [], problems
+
+
+@pytest.fixture
+def page(browser: Any, rig: Rig) -> Iterator[Page]:
+    with _opened(browser, rig) as page:
+        yield page
+
+
+@pytest.fixture
+def chip_page(browser: Any, chip_rig: Rig) -> Iterator[Page]:
+    with _opened(browser, chip_rig) as page:
+        yield page
 
 
 def display(page: Page) -> list[str]:
@@ -187,6 +215,108 @@ def test_a_raw_reader_line_typed_in_the_card_slot_shows_nowhere_else(page: Page)
         return copy.textContent + ' ' + copy.innerHTML;
     }""")
     assert pan not in outside and "TESTER/PAGE" not in outside and "=2909" not in outside
+
+
+def _key_amount(page: Page, keys: str, shown: str) -> None:
+    for key in keys:
+        page.click(f'[data-key="{key}"]')
+    expect(page.locator("#display")).to_contain_text(shown)
+    page.click('[data-key="OK"]')
+    expect(page.locator("#display")).to_contain_text("SWIPE OR INSERT CARD")
+
+
+def _record_screens(page: Page) -> None:
+    """From now on the page keeps each screen its display shows (rows joined by |), so a
+    screen that lasts less than a look is still seen: window.shownScreens."""
+    page.evaluate("""() => {
+        const display = document.querySelector('#display');
+        const rows = () => Array.from(display.querySelectorAll('.row'),
+                                      r => r.textContent).join('|');
+        window.shownScreens = [rows()];
+        new MutationObserver(() => {
+            const now = rows();
+            if (window.shownScreens[window.shownScreens.length - 1] !== now) {
+                window.shownScreens.push(now);
+            }
+        }).observe(display, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def _screens(page: Page) -> list[str]:
+    return [str(s) for s in page.evaluate("window.shownScreens")]
+
+
+def _slot_card(rig: Rig) -> Any:
+    """The card in hwsim's chip slot, as its status says (None: empty)."""
+    return rig.hw.chip_cards()["slot"]["card"]
+
+
+def test_a_chip_card_inserted_from_the_page_is_read_approved_and_removed(
+        chip_page: Page, chip_rig: Rig) -> None:
+    page, rig = chip_page, chip_rig
+    slot = page.locator("#chip-slot")
+    expect(slot).to_be_visible()
+    expect(page.locator("#chip-state")).to_have_text("empty")
+    expect(page.locator("#chip-remove")).to_be_disabled()
+    # the terminal offers the chip: SWIPE OR INSERT CARD
+    _key_amount(page, "2000", "EUR 20.00")
+    # the profile chosen in the select, what it is meant for shown under it
+    page.select_option("#chip-profile", "online-pin")
+    expect(page.locator("#chip-profile-about")).to_contain_text("4761739001010218")
+    _record_screens(page)
+    page.click("#chip-insert")
+    # the slot, from hwsim's status: the card is in
+    expect(page.locator("#chip-state")).to_have_text("online-pin inserted")
+    expect(page.locator("#chip-insert")).to_be_disabled()
+    expect(page.locator("#chip-remove")).to_be_enabled()
+    assert _slot_card(rig) == "online-pin"
+    # the chip at work, then the result with REMOVE CARD while the card is in
+    expect(page.locator("#display")).to_contain_text("APPROVED", timeout=30_000)
+    expect(page.locator("#display .row").nth(2)).to_have_text("REMOVE CARD".ljust(20))
+    screens = _screens(page)
+    assert any("PLEASE WAIT" in s and "DO NOT REMOVE CARD" in s for s in screens), screens
+    assert display(page) == rig.hw.display()
+    # the chip receipt on the paper roll, the host's ledger with the card masked
+    expect(page.locator("#paper img.receipt").first).to_have_attribute(
+        "src", "/receipts/1.png", timeout=15_000)
+    receipt = rig.wait_receipts(1)[-1]
+    for word in ("CHIP", "F0000000011010", "TC", "SIGNATURE"):
+        assert word in receipt, receipt
+    expect(page.locator("#ledger")).to_contain_text("476173******0218")
+    expect(page.locator("#ledger")).to_contain_text("20.00")
+    outside = page.evaluate("""() => {
+        const copy = document.body.cloneNode(true);
+        copy.querySelector('#card-slot')?.remove();
+        return copy.textContent + ' ' + copy.innerHTML;
+    }""")
+    assert "4761739001010218" not in outside  # the full number only in the card slot
+    shot(page, "chip-approved")
+    # taken out from the page: the slot is empty, the terminal back to idle
+    page.click("#chip-remove")
+    expect(page.locator("#chip-state")).to_have_text("empty")
+    expect(page.locator("#chip-insert")).to_be_enabled()
+    assert _slot_card(rig) is None
+    expect(page.locator("#display")).to_contain_text("ENTER AMOUNT", timeout=15_000)
+    ledger = rig.hw.ledger()
+    assert len(ledger) == 1 and ledger[0]["charged"] and ledger[0]["amount"] == 2000, ledger
+    assert str(ledger[0].get("entry_mode", "")).startswith("05"), ledger
+
+
+def test_the_cardholder_chooses_the_application_with_the_pages_keys(
+        chip_page: Page, chip_rig: Rig) -> None:
+    page, rig = chip_page, chip_rig
+    _key_amount(page, "1500", "EUR 15.00")
+    page.select_option("#chip-profile", "no-pse")
+    page.click("#chip-insert")
+    expect(page.locator("#chip-state")).to_have_text("no-pse inserted")
+    expect(page.locator("#display")).to_contain_text("SELECT 1-2", timeout=20_000)
+    shot(page, "chip-choose")
+    page.click('[data-key="2"]')
+    expect(page.locator("#display")).to_contain_text("APPROVED", timeout=30_000)
+    assert "F0000000012010" in rig.wait_receipts(1)[-1]
+    page.click("#chip-remove")
+    expect(page.locator("#chip-state")).to_have_text("empty")
+    expect(page.locator("#display")).to_contain_text("ENTER AMOUNT", timeout=15_000)
 
 
 def _pending(rig: Rig) -> list[str]:
