@@ -72,10 +72,17 @@ class ChipSession:
         self._task = asyncio.get_running_loop().create_task(self._run(txn), name="chip")
 
     def choose(self, index: int | None) -> None:
-        self._answer(index)
+        if not self._answer(index):
+            self.emit(ChipFinished(Outcome("failed", message="CHIP ERROR",
+                                           detail="a choice came with no card session")))
 
     def complete(self, effect: ChipComplete) -> None:
-        self._answer(effect.reply)
+        """The host's answer for the card. With no kernel waiting for it (a bug, or the
+        session lost) the core is still told the card did not finish: a sale the host
+        approved is then reversed, never left waiting."""
+        if not self._answer(effect.reply):
+            self.emit(ChipFinished(Outcome("failed", "second", message="CHIP ERROR",
+                                           detail="the answer came with no card session")))
 
     def stop(self) -> None:
         """The sale ended without the card: stop the kernel, power the card off."""
@@ -84,12 +91,13 @@ class ChipSession:
             self.spawn(self._off(), "chip power off")
         self._task, self._reply = None, None
 
-    def _answer(self, value: object) -> None:
+    def _answer(self, value: object) -> bool:
         reply = self._reply
         if reply is None or reply.done():
-            log.warning("chip: an answer came with no question pending; ignored")
-            return
+            log.warning("chip: an answer came with no question pending")
+            return False
         reply.set_result(value)
+        return True
 
     # -- the run ----------------------------------------------------------------------
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
