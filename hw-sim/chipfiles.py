@@ -28,7 +28,9 @@ from hwsim import emvca
 from hwsim.chipprofiles import CDOL1, CDOL2, CDOL2_91, DDOL, App, Profile
 
 PSE_NAME = b"1PAY.SYS.DDF01"
-ICC_KEY_FOR_CA = {0x92: "A", 0x94: "B", 0x95: "C"}
+# the ICC key a card of each CA carries: never longer than its issuer's (Book 2 6.1: a
+# terminal refuses an ICC key longer than the key that certified it)
+ICC_KEY_FOR_CA = {0x92: "A", 0x94: "B", 0x95: "A"}
 # IACs as the scheme's TACs (hardware.md); denial only "service not allowed"
 IAC_DENIAL = "0010000000"
 IAC_ONLINE = "DC4004F800"

@@ -171,3 +171,18 @@ def test_hostile_and_refusing_cards_end_with_words(profile: str) -> None:
     out = _finished(events).outcome
     assert out.decision in ("terminated", "fallback", "failed", "declined"), out
     assert out.message and len(out.message) <= 20
+
+
+@pytest.mark.parametrize("profile", ["cda-enciphered-pin", "t0-cda", "online-pin", "sda"])
+def test_offline_data_authentication_passes_on_good_cards(profile: str) -> None:
+    """Book 3 10.3 / Book 2 5, 6: hwsim's certificates verify: no "offline data
+    authentication not performed", "SDA failed", "DDA failed" or "CDA failed" bit in
+    the TVR's first byte, and the TSI says it was performed."""
+    reader = CardReader(profile)
+    if profile.startswith("t0"):
+        pytest.skip("T=0 needs the driver's GET RESPONSE handling: tests/test_e2e_chip.py")
+    events, _ = asyncio.run(_sale(reader, amount=9000))
+    chip = _finished(events).outcome.chip
+    assert chip is not None
+    assert int(chip.tvr[:2], 16) & 0xCC == 0, chip.tvr
+    assert int(chip.tsi[:2], 16) & 0x80, chip.tsi
