@@ -11,6 +11,7 @@ only what a person or the money needs:
     AUTHORIZING --answer / unknown / busy--> CHIP_COMPLETING (ChipComplete: chipdone.py)
     CHIP_COMPLETING --ChipFinished--> ChipSettle (host approved) or the result
     CHIP_COMPLETING --ChipSettled / OfflineDecided--> PRINTING ... RESULT
+    CHIP_COMPLETING --AttemptFailed / SaleClosed (no offline decision)--> NOT COMPLETED
     CHIP_READING --ChipFinished (TC at the first GENERATE AC)--> offline approval Y1
     CHIP_READING --ChipFinished (fallback)--> WAIT_CARD, a swipe now entry 80
     RESULT --timer/key, card still in--> REMOVE_CARD --ChipRemoved--> IDLE
@@ -32,10 +33,10 @@ from firmware.core.effects import Beep, ChipBegin, ChipChoice, ChipSettle, ChipS
 from firmware.core.effects import Log
 from firmware.core.emv.steps import Outcome
 from firmware.core.events import (
-    ChipAsked, ChipFinished, ChipInserted, ChipRead, ChipRemoved, ChipSettled, Event,
-    KeyPressed, OfflineDecided, TimerFired,
+    AttemptFailed, ChipAsked, ChipFinished, ChipInserted, ChipRead, ChipRemoved, ChipSettled,
+    Event, KeyPressed, OfflineDecided, SaleClosed, TimerFired,
 )
-from firmware.core.model import SaleRequest, SaleStatus
+from firmware.core.model import SaleRecord, SaleRequest, SaleStatus
 from firmware.core.moves import go, refresh, to_idle
 from firmware.core.risk import chip_offline
 from firmware.core.sale import REMIND_SECONDS, _duplicate, _finish, _send, ended
@@ -188,6 +189,23 @@ def _settled(state: State, event: Event, now: Now) -> Step:
     return _finish(state, event.record)
 
 
+def _not_decided(state: State, event: Event, now: Now) -> Step:
+    """The offline decision (Y1, Y3) could not be journaled: DecideOffline's fallback
+    (decisions.offline_failed). The sale ends as the journal holds it, never approved:
+    CHIP_COMPLETING has no timer and refuses CANCEL, so nothing else would end it."""
+    assert isinstance(event, AttemptFailed | SaleClosed)
+    if isinstance(event, SaleClosed):
+        return _finish(state, event.record)
+    sale = _flow(state).sale
+    assert sale is not None and sale.request is not None
+    request = sale.request
+    record = SaleRecord(sale_id=0, kind=request.kind, amount=request.amount,
+                        pan_masked=request.card.masked, local=request.local,
+                        status=SaleStatus.FAILED, reason=event.reason)
+    st, eff = _finish(state, record)
+    return replace(st, last=state.last), eff  # not the journal's: the last sale stays
+
+
 def _completing_key(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, KeyPressed)
     if event.key == "CANCEL":  # never while the card and the host are being settled
@@ -223,6 +241,8 @@ ROWS = {
     (Phase.CHIP_COMPLETING, ChipFinished): _last_word,
     (Phase.CHIP_COMPLETING, ChipSettled): _settled,
     (Phase.CHIP_COMPLETING, OfflineDecided): _settled,
+    (Phase.CHIP_COMPLETING, AttemptFailed): _not_decided,
+    (Phase.CHIP_COMPLETING, SaleClosed): _not_decided,
     (Phase.CHIP_COMPLETING, KeyPressed): _completing_key,
     (Phase.REMOVE_CARD, ChipRemoved): _removed,
     (Phase.REMOVE_CARD, TimerFired): _remind,

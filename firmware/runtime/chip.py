@@ -87,6 +87,13 @@ class ChipSession:
     def _answer(self, value: object) -> None:
         reply = self._reply
         if reply is None or reply.done():
+            if self._task is None or self._task.done():
+                # no kernel runs (it ended, or was stopped): the core waits for its last
+                # word, so it gets one, and the sale ends as a card that could not finish
+                log.warning("chip: an answer came with no kernel running; the card failed")
+                self.emit(ChipFinished(Outcome("failed", message="CHIP ERROR",
+                                               detail="no kernel to take the answer")))
+                return
             log.warning("chip: an answer came with no question pending; ignored")
             return
         reply.set_result(value)
