@@ -18,12 +18,16 @@ import pytest
 from firmware.core import iso
 from firmware.core.iso import MessageError
 from firmware.core.card import CardData
-from firmware.core.effects import ChipComplete, ChipSettle, DecideOffline, Print
+from firmware.core.effects import (
+    Authorize, ChipComplete, ChipSettle, ChipStop, DecideOffline, Print,
+)
 from firmware.core.emv import tlv
 from firmware.core.emv.params import Terminal
 from firmware.core.emv.steps import ChipData, HostReply, Outcome
 from firmware.core.events import (
-    AttemptFailed, ChipFinished, ChipSettled, Event, HostBusy, OfflineDecided, SaleClosed,
+    AttemptFailed, ChipAsked, ChipFinished, ChipInserted, ChipRead, ChipRemoved, ChipSettled,
+    Event, HostAnswered, HostBusy, KeyPressed, OfflineDecided, PrintFinished, SaleClosed,
+    TimerFired,
 )
 from firmware.core.machine import Phase
 from firmware.core.model import SaleRecord, SaleRequest, SaleStatus
@@ -34,7 +38,7 @@ from firmware.runtime.journal import Journal
 from firmware.runtime.outbox import Answer, Kind
 from firmware.runtime.vault import Vault
 from tests.test_core_chip import inserted, online
-from tests.test_core_sale import record, run, shown
+from tests.test_core_sale import keys, record, run, shown
 
 IDENT = iso.Identity("TERM0001", "MERCHANT0000001", "978")
 PAN = "4761739001010218"
@@ -321,3 +325,36 @@ def test_a_chip_complete_with_no_kernel_running_still_ends_the_sale() -> None:
     asyncio.run(scenario())
     finished = [e for e in events if isinstance(e, ChipFinished)]
     assert len(finished) == 1 and finished[0].outcome.decision == "failed"
+
+
+# -- the kernel let go when the sale ends without the card -------------------------------
+
+def _duplicate() -> Any:
+    """A chip sale read (ChipRead) with the same card and amount as a recent approval."""
+    st, _ = online()
+    st, _ = run(st, HostAnswered(record(SaleStatus.APPROVED, pan_hash="h")),
+                ChipFinished(Outcome("approved", "second", chip=TC)),
+                ChipSettled(record(SaleStatus.APPROVED, pan_hash="h")),
+                PrintFinished(True), KeyPressed("OK"), ChipRemoved())
+    assert st.phase == Phase.IDLE and st.recent
+    st, _ = run(st, *keys("1250", "OK"), ChipInserted("3B6E"), ChipRead(ARQC, pan_hash="h"))
+    assert st.phase == Phase.DUPLICATE
+    return st
+
+
+@pytest.mark.parametrize("event", [KeyPressed("CANCEL"), "timer"])
+def test_a_duplicate_refused_stops_the_kernel_waiting_at_its_online_step(event: Any) -> None:
+    st = _duplicate()
+    ev = TimerFired("duplicate", st.token) if event == "timer" else event
+    st, eff = run(st, ev)
+    assert ChipStop() in eff, "the kernel waits for ever for the host's answer"
+    assert not any(isinstance(e, Authorize | DecideOffline) for e in eff)
+    assert st.phase == Phase.REMOVE_CARD and "SALE CANCELLED" in shown(eff)
+
+
+def test_a_card_removed_while_choosing_ends_at_once() -> None:
+    st, _ = inserted()
+    st, _ = run(st, ChipAsked(("TEST CREDIT", "TEST DEBIT")))
+    st, eff = run(st, ChipRemoved())
+    assert ChipStop() in eff
+    assert st.phase == Phase.IDLE and "CARD REMOVED" in shown(eff)

@@ -86,6 +86,13 @@ def _choose_key(state: State, event: Event, now: Now) -> Step:
     return state, [Log("debug", f"key {event.key} ignored in CHIP_CHOOSE")]
 
 
+def _choose_removed(state: State, event: Event, now: Now) -> Step:
+    """The card left while the cardholder was to choose: nothing was sent; the kernel,
+    waiting for the choice, is stopped at once rather than at the card timer."""
+    st, eff = ended(state, "CARD REMOVED")
+    return st, [ChipStop(), Beep(), *eff]
+
+
 def _choose_timeout(state: State, event: Event, now: Now) -> Step:
     st, eff = go(state, Phase.CHIP_READING, None, message="")
     return st, [*eff, ChipChoice(None)]
@@ -238,6 +245,7 @@ ROWS = {
     (Phase.CHIP_CHOOSE, KeyPressed): _choose_key,
     (Phase.CHIP_CHOOSE, TimerFired): _choose_timeout,
     (Phase.CHIP_CHOOSE, ChipFinished): _first_word,
+    (Phase.CHIP_CHOOSE, ChipRemoved): _choose_removed,
     (Phase.CHIP_COMPLETING, ChipFinished): _last_word,
     (Phase.CHIP_COMPLETING, ChipSettled): _settled,
     (Phase.CHIP_COMPLETING, OfflineDecided): _settled,

@@ -59,7 +59,9 @@ from datetime import timedelta
 
 from firmware.core import chipdone
 from firmware.core.card import CardData, luhn_ok
-from firmware.core.effects import Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print
+from firmware.core.effects import (
+    Authorize, Beep, ChipStop, CloseSale, DecideOffline, Effect, Log, Print,
+)
 from firmware.core.emv.steps import HostReply
 from firmware.core.events import (
     AttemptFailed, CardReadFailed, CardSwiped, Event, HostAnswered, HostBusy,
@@ -223,8 +225,19 @@ def _duplicate_key(state: State, event: Event, now: Now) -> Step:
         return st, [Log("info", f"possible duplicate confirmed by the operator: card "
                                 f"{sale.request.card.masked}"), *eff]
     if event.key in ("CANCEL", "CLEAR"):
-        return ended(state, "SALE CANCELLED")
+        return _duplicate_dropped(state, event, now)
     return state, [Log("debug", f"key {event.key} ignored in DUPLICATE")]
+
+
+def _duplicate_dropped(state: State, event: Event, now: Now) -> Step:
+    """POSSIBLE DUPLICATE refused or unanswered: nothing went to the host. A chip's
+    kernel waits at its online step for an answer that will not come: it is stopped, the
+    card powered off, and REMOVE CARD asked."""
+    sale = _sale(state)
+    st, eff = ended(state, "SALE CANCELLED")
+    if sale.request is not None and sale.request.chip is not None:
+        return st, [ChipStop(), *eff]
+    return st, eff
 
 
 # the duplicate guard remembers at most this many approvals (the most recent): memory
@@ -429,7 +442,7 @@ ROWS = {
     (Phase.WAIT_CARD, CardSwiped): _card_swiped,
     (Phase.WAIT_CARD, TimerFired): _timed_out("NO CARD - CANCELLED"),
     (Phase.DUPLICATE, KeyPressed): _duplicate_key,
-    (Phase.DUPLICATE, TimerFired): _timed_out("SALE CANCELLED"),
+    (Phase.DUPLICATE, TimerFired): _duplicate_dropped,
     (Phase.AUTHORIZING, HostAnswered): _answered,
     (Phase.AUTHORIZING, OfflineDecided): _answered,
     (Phase.AUTHORIZING, SaleClosed): _answered,
