@@ -358,3 +358,27 @@ def test_a_card_removed_while_choosing_ends_at_once() -> None:
     st, eff = run(st, ChipRemoved())
     assert ChipStop() in eff
     assert st.phase == Phase.IDLE and "CARD REMOVED" in shown(eff)
+
+
+def test_a_cancel_that_overtakes_the_kernels_online_request_sends_nothing() -> None:
+    """ChipStop in CHIP_READING while the kernel's ChipRead is already queued: the late
+    ChipRead is ignored, so no request reaches the host for a sale the screen ended."""
+    st, _ = inserted()
+    st, eff = run(st, KeyPressed("CANCEL"))
+    assert ChipStop() in eff and st.phase == Phase.REMOVE_CARD
+    st, eff = run(st, ChipRead(ARQC, pan_hash="h"))
+    assert not any(isinstance(e, Authorize | DecideOffline | ChipComplete) for e in eff)
+    assert st.phase == Phase.REMOVE_CARD
+
+
+def test_cancel_while_busy_closes_the_sale_and_the_card_gives_an_aac() -> None:
+    st, _ = online()
+    st, _ = run(st, HostBusy(7, "91"))
+    assert st.phase == Phase.BUSY_WAIT
+    st, eff = run(st, KeyPressed("CANCEL"))
+    closed = record(SaleStatus.FAILED, code="", reason="SALE CANCELLED", approval="")
+    st, eff = run(st, SaleClosed(closed))
+    assert ChipComplete(HostReply("unknown")) in eff and st.phase == Phase.CHIP_COMPLETING
+    st, eff = run(st, ChipFinished(Outcome("declined", "second", chip=AAC)))
+    assert not any(isinstance(e, ChipSettle | DecideOffline) for e in eff)
+    assert "NOT COMPLETED" in shown(eff) and "APPROVED" not in shown(eff)
