@@ -31,13 +31,14 @@ from firmware.core.events import (
 )
 from firmware.core.machine import Phase
 from firmware.core.model import SaleRecord, SaleRequest, SaleStatus
+from firmware.core.risk import OfflineRules, QueueStats
 from firmware.runtime.authorizer import request_fields
 from firmware.runtime.chip import ChipSession
 from firmware.runtime.decisions import Decisions
 from firmware.runtime.journal import Journal
 from firmware.runtime.outbox import Answer, Kind
 from firmware.runtime.vault import Vault
-from tests.test_core_chip import inserted, online
+from tests.test_core_chip import CHIP_CFG, inserted, online
 from tests.test_core_sale import keys, record, run, shown
 
 IDENT = iso.Identity("TERM0001", "MERCHANT0000001", "978")
@@ -382,3 +383,19 @@ def test_cancel_while_busy_closes_the_sale_and_the_card_gives_an_aac() -> None:
     st, eff = run(st, ChipFinished(Outcome("declined", "second", chip=AAC)))
     assert not any(isinstance(e, ChipSettle | DecideOffline) for e in eff)
     assert "NOT COMPLETED" in shown(eff) and "APPROVED" not in shown(eff)
+
+
+@pytest.mark.parametrize("rules,queue", [
+    (OfflineRules(enabled=False), QueueStats()),
+    (OfflineRules(), QueueStats(count=20, total=100)),  # the queue is full
+])
+def test_a_tc_at_the_first_generate_ac_still_obeys_the_terminals_offline_rules(
+        rules: OfflineRules, queue: QueueStats) -> None:
+    """The kernel asks for a TC only through the action codes: with action codes that do
+    not send an exceeded floor limit online, a card may answer a TC although the terminal's
+    offline rules (offline off, the queue full) allow no offline approval. No Y1 then."""
+    st, _ = inserted(replace(CHIP_CFG, offline=rules))
+    st = replace(st, queue=queue)
+    st, eff = run(st, ChipFinished(Outcome("approved", "first", chip=TC)))
+    decide, = (e for e in eff if isinstance(e, DecideOffline))
+    assert decide.approved is False and decide.code == "Y1"

@@ -140,9 +140,16 @@ def _first_word(state: State, event: Event, now: Now) -> Step:
         request = SaleRequest(kind=sale.kind, amount=sale.amount, card=chip.card,
                               local=now.local, entry="05", chip=chip)
         approved = out.decision == "approved"
+        reason = "APPROVED BY CARD" if approved else "DECLINED BY CARD"
+        if approved:  # the terminal's own offline rules bind a Y1 too: the kernel only
+            # asks for it through the action codes, which a configuration may not tie to
+            # them (riskmgmt.py: an exceeded floor limit), so the rules are asked again
+            rules = chip_offline(state.cfg.offline, state.queue, kind=sale.kind,
+                                 amount=sale.amount, now=now.local)
+            if not rules.approved:
+                approved, reason = False, rules.reason
         st, eff = go(state, Phase.CHIP_COMPLETING, None, message="", flow=replace(
             flow, sale=replace(sale, request=request), chip=chip))
-        reason = "APPROVED BY CARD" if approved else "DECLINED BY CARD"
         return st, [log, *eff, DecideOffline(request, None, approved, reason, code="Y1")]
     terminal = state.cfg.chip
     if out.decision == "fallback" and terminal is not None and terminal.fallback:
