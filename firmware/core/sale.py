@@ -59,9 +59,7 @@ from datetime import timedelta
 
 from firmware.core import chipdone
 from firmware.core.card import CardData, luhn_ok
-from firmware.core.effects import (
-    Authorize, Beep, ChipStop, CloseSale, DecideOffline, Effect, Log, Print,
-)
+from firmware.core.effects import Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print
 from firmware.core.emv.steps import HostReply
 from firmware.core.events import (
     AttemptFailed, CardReadFailed, CardSwiped, Event, HostAnswered, HostBusy,
@@ -214,30 +212,19 @@ def _duplicate(state: State, sale: Sale, now: Now) -> bool:
 
 
 def _duplicate_key(state: State, event: Event, now: Now) -> Step:
-    """POSSIBLE DUPLICATE: OK goes on exactly as the swipe would have; CANCEL stops."""
-    assert isinstance(event, KeyPressed)
+    """POSSIBLE DUPLICATE: OK goes on exactly as the swipe would have; CANCEL (or the
+    timer) stops, and a chip's kernel waiting at its online step with it (chipdone)."""
     sale = _sale(state)
-    assert sale.request is not None
+    if isinstance(event, TimerFired) or getattr(event, "key", "") in ("CANCEL", "CLEAR"):
+        return chipdone.dropped(state, ended(state, "SALE CANCELLED"))
+    assert isinstance(event, KeyPressed) and sale.request is not None
     if event.key == "OK":
         chip = sale.request if sale.request.chip is not None else None
         st, eff = _send(replace(state, flow=_with(state, sale=replace(sale, request=None))),
                         sale.request.card, now, chip)
         return st, [Log("info", f"possible duplicate confirmed by the operator: card "
                                 f"{sale.request.card.masked}"), *eff]
-    if event.key in ("CANCEL", "CLEAR"):
-        return _duplicate_dropped(state, event, now)
     return state, [Log("debug", f"key {event.key} ignored in DUPLICATE")]
-
-
-def _duplicate_dropped(state: State, event: Event, now: Now) -> Step:
-    """POSSIBLE DUPLICATE refused or unanswered: nothing went to the host. A chip's
-    kernel waits at its online step for an answer that will not come: it is stopped, the
-    card powered off, and REMOVE CARD asked."""
-    sale = _sale(state)
-    st, eff = ended(state, "SALE CANCELLED")
-    if sale.request is not None and sale.request.chip is not None:
-        return st, [ChipStop(), *eff]
-    return st, eff
 
 
 # the duplicate guard remembers at most this many approvals (the most recent): memory
@@ -442,7 +429,7 @@ ROWS = {
     (Phase.WAIT_CARD, CardSwiped): _card_swiped,
     (Phase.WAIT_CARD, TimerFired): _timed_out("NO CARD - CANCELLED"),
     (Phase.DUPLICATE, KeyPressed): _duplicate_key,
-    (Phase.DUPLICATE, TimerFired): _duplicate_dropped,
+    (Phase.DUPLICATE, TimerFired): _duplicate_key,
     (Phase.AUTHORIZING, HostAnswered): _answered,
     (Phase.AUTHORIZING, OfflineDecided): _answered,
     (Phase.AUTHORIZING, SaleClosed): _answered,
