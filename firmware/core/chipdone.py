@@ -3,14 +3,15 @@
 `sale.py` calls these from its AUTHORIZING rows when the sale was read from a chip:
 instead of showing the result at once, the card is told the host's answer (or that
 there is none) and the sale waits in CHIP_COMPLETING for the card's decision
-(`chipsale.py` takes it from there). No import of the sale flow: it imports this.
+(`chipsale.py` takes it from there); a sale dropped before its request was sent
+lets the kernel go (`dropped`). No import of the sale flow: it imports this.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from firmware.core.effects import ChipComplete
+from firmware.core.effects import ChipComplete, ChipStop
 from firmware.core.emv.steps import HostReply
 from firmware.core.model import SaleRecord
 from firmware.core.moves import go
@@ -42,3 +43,11 @@ def unreachable(state: State, decision: Decision, cause: str) -> Step:
     st, eff = go(state, Phase.CHIP_COMPLETING, None, message="",
                  flow=replace(flow, offline=(decision.approved, decision.reason), cause=cause))
     return st, [*eff, ChipComplete(HostReply("unreachable", offline_ok=decision.approved))]
+
+
+def dropped(state: State, step: Step) -> Step:
+    """The sale ended before its request was sent (a possible duplicate refused): a chip's
+    kernel, waiting at its online step for an answer that will not come, is stopped and
+    the card powered off (ChipStop)."""
+    st, eff = step
+    return (st, [ChipStop(), *eff]) if is_chip(state) else step

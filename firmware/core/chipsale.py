@@ -11,6 +11,7 @@ only what a person or the money needs:
     AUTHORIZING --answer / unknown / busy--> CHIP_COMPLETING (ChipComplete: chipdone.py)
     CHIP_COMPLETING --ChipFinished--> ChipSettle (host approved) or the result
     CHIP_COMPLETING --ChipSettled / OfflineDecided--> PRINTING ... RESULT
+    CHIP_COMPLETING --AttemptFailed / SaleClosed (no offline decision)--> NOT COMPLETED
     CHIP_READING --ChipFinished (TC at the first GENERATE AC)--> offline approval Y1
     CHIP_READING --ChipFinished (fallback)--> WAIT_CARD, a swipe now entry 80
     RESULT --timer/key, card still in--> REMOVE_CARD --ChipRemoved--> IDLE
@@ -32,10 +33,10 @@ from firmware.core.effects import Beep, ChipBegin, ChipChoice, ChipSettle, ChipS
 from firmware.core.effects import Log
 from firmware.core.emv.steps import Outcome
 from firmware.core.events import (
-    ChipAsked, ChipFinished, ChipInserted, ChipRead, ChipRemoved, ChipSettled, Event,
-    KeyPressed, OfflineDecided, TimerFired,
+    AttemptFailed, ChipAsked, ChipFinished, ChipInserted, ChipRead, ChipRemoved, ChipSettled,
+    Event, KeyPressed, OfflineDecided, SaleClosed, TimerFired,
 )
-from firmware.core.model import SaleRequest, SaleStatus
+from firmware.core.model import SaleRecord, SaleRequest, SaleStatus
 from firmware.core.moves import go, refresh, to_idle
 from firmware.core.risk import chip_offline
 from firmware.core.sale import REMIND_SECONDS, _duplicate, _finish, _send, ended
@@ -85,6 +86,13 @@ def _choose_key(state: State, event: Event, now: Now) -> Step:
     return state, [Log("debug", f"key {event.key} ignored in CHIP_CHOOSE")]
 
 
+def _choose_removed(state: State, event: Event, now: Now) -> Step:
+    """The card left while the cardholder was to choose: nothing was sent; the kernel,
+    waiting for the choice, is stopped at once rather than at the card timer."""
+    st, eff = ended(state, "CARD REMOVED")
+    return st, [ChipStop(), Beep(), *eff]
+
+
 def _choose_timeout(state: State, event: Event, now: Now) -> Step:
     st, eff = go(state, Phase.CHIP_READING, None, message="")
     return st, [*eff, ChipChoice(None)]
@@ -132,9 +140,16 @@ def _first_word(state: State, event: Event, now: Now) -> Step:
         request = SaleRequest(kind=sale.kind, amount=sale.amount, card=chip.card,
                               local=now.local, entry="05", chip=chip)
         approved = out.decision == "approved"
+        reason = "APPROVED BY CARD" if approved else "DECLINED BY CARD"
+        if approved:  # the terminal's own offline rules bind a Y1 too: the kernel only
+            # asks for it through the action codes, which a configuration may not tie to
+            # them (riskmgmt.py: an exceeded floor limit), so the rules are asked again
+            rules = chip_offline(state.cfg.offline, state.queue, kind=sale.kind,
+                                 amount=sale.amount, now=now.local)
+            if not rules.approved:
+                approved, reason = False, rules.reason
         st, eff = go(state, Phase.CHIP_COMPLETING, None, message="", flow=replace(
             flow, sale=replace(sale, request=request), chip=chip))
-        reason = "APPROVED BY CARD" if approved else "DECLINED BY CARD"
         return st, [log, *eff, DecideOffline(request, None, approved, reason, code="Y1")]
     terminal = state.cfg.chip
     if out.decision == "fallback" and terminal is not None and terminal.fallback:
@@ -188,6 +203,23 @@ def _settled(state: State, event: Event, now: Now) -> Step:
     return _finish(state, event.record)
 
 
+def _not_decided(state: State, event: Event, now: Now) -> Step:
+    """The offline decision (Y1, Y3) could not be journaled: DecideOffline's fallback
+    (decisions.offline_failed). The sale ends as the journal holds it, never approved:
+    CHIP_COMPLETING has no timer and refuses CANCEL, so nothing else would end it."""
+    assert isinstance(event, AttemptFailed | SaleClosed)
+    if isinstance(event, SaleClosed):
+        return _finish(state, event.record)
+    sale = _flow(state).sale
+    assert sale is not None and sale.request is not None
+    request = sale.request
+    record = SaleRecord(sale_id=0, kind=request.kind, amount=request.amount,
+                        pan_masked=request.card.masked, local=request.local,
+                        status=SaleStatus.FAILED, reason=event.reason)
+    st, eff = _finish(state, record)
+    return replace(st, last=state.last), eff  # not the journal's: the last sale stays
+
+
 def _completing_key(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, KeyPressed)
     if event.key == "CANCEL":  # never while the card and the host are being settled
@@ -220,9 +252,12 @@ ROWS = {
     (Phase.CHIP_CHOOSE, KeyPressed): _choose_key,
     (Phase.CHIP_CHOOSE, TimerFired): _choose_timeout,
     (Phase.CHIP_CHOOSE, ChipFinished): _first_word,
+    (Phase.CHIP_CHOOSE, ChipRemoved): _choose_removed,
     (Phase.CHIP_COMPLETING, ChipFinished): _last_word,
     (Phase.CHIP_COMPLETING, ChipSettled): _settled,
     (Phase.CHIP_COMPLETING, OfflineDecided): _settled,
+    (Phase.CHIP_COMPLETING, AttemptFailed): _not_decided,
+    (Phase.CHIP_COMPLETING, SaleClosed): _not_decided,
     (Phase.CHIP_COMPLETING, KeyPressed): _completing_key,
     (Phase.REMOVE_CARD, ChipRemoved): _removed,
     (Phase.REMOVE_CARD, TimerFired): _remind,

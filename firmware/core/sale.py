@@ -212,18 +212,18 @@ def _duplicate(state: State, sale: Sale, now: Now) -> bool:
 
 
 def _duplicate_key(state: State, event: Event, now: Now) -> Step:
-    """POSSIBLE DUPLICATE: OK goes on exactly as the swipe would have; CANCEL stops."""
-    assert isinstance(event, KeyPressed)
+    """POSSIBLE DUPLICATE: OK goes on exactly as the swipe would have; CANCEL (or the
+    timer) stops, and a chip's kernel waiting at its online step with it (chipdone)."""
     sale = _sale(state)
-    assert sale.request is not None
+    if isinstance(event, TimerFired) or getattr(event, "key", "") in ("CANCEL", "CLEAR"):
+        return chipdone.dropped(state, ended(state, "SALE CANCELLED"))
+    assert isinstance(event, KeyPressed) and sale.request is not None
     if event.key == "OK":
         chip = sale.request if sale.request.chip is not None else None
         st, eff = _send(replace(state, flow=_with(state, sale=replace(sale, request=None))),
                         sale.request.card, now, chip)
         return st, [Log("info", f"possible duplicate confirmed by the operator: card "
                                 f"{sale.request.card.masked}"), *eff]
-    if event.key in ("CANCEL", "CLEAR"):
-        return ended(state, "SALE CANCELLED")
     return state, [Log("debug", f"key {event.key} ignored in DUPLICATE")]
 
 
@@ -429,7 +429,7 @@ ROWS = {
     (Phase.WAIT_CARD, CardSwiped): _card_swiped,
     (Phase.WAIT_CARD, TimerFired): _timed_out("NO CARD - CANCELLED"),
     (Phase.DUPLICATE, KeyPressed): _duplicate_key,
-    (Phase.DUPLICATE, TimerFired): _timed_out("SALE CANCELLED"),
+    (Phase.DUPLICATE, TimerFired): _duplicate_key,
     (Phase.AUTHORIZING, HostAnswered): _answered,
     (Phase.AUTHORIZING, OfflineDecided): _answered,
     (Phase.AUTHORIZING, SaleClosed): _answered,

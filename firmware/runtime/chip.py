@@ -72,7 +72,7 @@ class ChipSession:
         self._task = asyncio.get_running_loop().create_task(self._run(txn), name="chip")
 
     def choose(self, index: int | None) -> None:
-        if not self._answer(index):
+        if not self._answer(index) and not self._running():
             self.emit(ChipFinished(Outcome("failed", message="CHIP ERROR",
                                            detail="a choice came with no card session")))
 
@@ -80,7 +80,7 @@ class ChipSession:
         """The host's answer for the card. With no kernel waiting for it (a bug, or the
         session lost) the core is still told the card did not finish: a sale the host
         approved is then reversed, never left waiting."""
-        if not self._answer(effect.reply):
+        if not self._answer(effect.reply) and not self._running():
             self.emit(ChipFinished(Outcome("failed", "second", message="CHIP ERROR",
                                            detail="the answer came with no card session")))
 
@@ -90,6 +90,9 @@ class ChipSession:
             self._task.cancel()
             self.spawn(self._off(), "chip power off")
         self._task, self._reply = None, None
+
+    def _running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def _answer(self, value: object) -> bool:
         reply = self._reply
