@@ -249,3 +249,13 @@ def test_every_chip_screen_fits_the_display() -> None:
                 assert all(len(row) <= 20 and row.isascii() for row in e.rows), e.rows
 
 
+
+
+def test_a_card_already_in_the_reader_is_read_once_the_amount_is_confirmed() -> None:
+    st, _ = initial(CHIP_CFG)
+    st, _ = run(st, ChipInserted("3B6E"))  # left in, or inserted before the amount
+    assert st.phase == Phase.IDLE and st.chip_in
+    st, eff = run(st, *keys("1250", "OK"))
+    assert st.phase == Phase.CHIP_READING
+    assert [e for e in eff if isinstance(e, ChipBegin)] == [
+        ChipBegin("purchase", 1250, now().local, True)]

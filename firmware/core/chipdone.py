@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from firmware.core.effects import ChipComplete, ChipStop
+from firmware.core.effects import ChipBegin, ChipComplete, ChipStop
 from firmware.core.emv.steps import HostReply
 from firmware.core.model import SaleRecord
 from firmware.core.moves import go
-from firmware.core.risk import Decision
-from firmware.core.state import Phase, SaleFlow, State, Step
+from firmware.core.risk import Decision, chip_offline
+from firmware.core.state import Now, Phase, SaleFlow, State, Step
+
+
+def start(state: State, now: Now) -> Step:
+    """The card is in the reader and the amount known: the kernel runs (CHIP_READING),
+    told whether the terminal's own offline rules would allow an offline approval."""
+    flow = state.flow
+    assert isinstance(flow, SaleFlow) and flow.sale is not None
+    sale = flow.sale
+    offline = chip_offline(state.cfg.offline, state.queue, kind=sale.kind,
+                           amount=sale.amount, now=now.local)
+    st, eff = go(state, Phase.CHIP_READING, None, message="")
+    return st, [*eff, ChipBegin(sale.kind, sale.amount, now.local, offline.approved)]
 
 
 def is_chip(state: State) -> bool:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from firmware.core.effects import Beep, ChipBegin, ChipChoice, ChipSettle, ChipStop, DecideOffline
+from firmware.core import chipdone
+from firmware.core.effects import Beep, ChipChoice, ChipSettle, ChipStop, DecideOffline
 from firmware.core.effects import Log
 from firmware.core.emv.steps import Outcome
 from firmware.core.events import (
@@ -57,12 +58,7 @@ def _inserted(state: State, event: Event, now: Now) -> Step:
         return state, [Log("debug", "ChipInserted ignored in WAIT_CARD: no [chip] reader")]
     if flow.fallback:  # the chip failed already: the swipe is what is asked for
         return refresh(state, "CHIP FAILED: SWIPE")
-    sale = flow.sale
-    assert sale is not None
-    offline = chip_offline(state.cfg.offline, state.queue, kind=sale.kind,
-                           amount=sale.amount, now=now.local)
-    st, eff = go(state, Phase.CHIP_READING, None, message="")
-    return st, [*eff, ChipBegin(sale.kind, sale.amount, now.local, offline.approved)]
+    return chipdone.start(state, now)
 
 
 # -- CHIP_READING, CHIP_CHOOSE -------------------------------------------------------

@@ -128,8 +128,10 @@ def _amount_key(state: State, event: Event, now: Now) -> Step:
         amount = int(flow.digits) if flow.digits else 0
         if amount <= 0:
             return refresh(state, "ENTER AN AMOUNT")
-        return go(state, Phase.WAIT_CARD, state.cfg.card_timeout,
-                  flow=replace(flow, sale=Sale(amount=amount, kind=flow.kind)), message="")
+        st, eff = go(state, Phase.WAIT_CARD, state.cfg.card_timeout,
+                     flow=replace(flow, sale=Sale(amount=amount, kind=flow.kind)), message="")
+        # a card left in the chip reader (inserted before the amount) is read now
+        return chipdone.start(st, now) if st.chip_in and st.cfg.chip else (st, eff)
     return state, [Log("debug", f"key {key} ignored in AMOUNT")]
 
 
