@@ -49,7 +49,7 @@ import pytest
 from firmware.runtime import failpoints
 from tests.chiprig import Pcscd, pcsc  # noqa: F401  (the fixture)
 from tests.invariants import check_batches, wait_and_check
-from tests.rig import Rig
+from tests.rig import Rig, wait_until
 
 PAN = "4761739001010010"
 REPEATS = int(os.environ.get("POSTERM_CRASH_REPEATS", "4"))
@@ -205,6 +205,21 @@ def _first_transmissions_are_originals(rig: Rig) -> None:
     assert not repeats_first, f"the host saw a repeat before its original: {repeats_first}"
 
 
+def _wait_last_slip(rig: Rig) -> None:
+    """The last sale's slip, never printed before the kill, comes out as a copy after the
+    restart (printed after READY: before the next kill)."""
+    def printed() -> bool:
+        db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT receipt_printed FROM sales ORDER BY id DESC LIMIT 1"
+                             ).fetchone()
+        finally:
+            db.close()
+        return row is not None and bool(row[0])
+
+    wait_until(printed, 10, lambda: f"the last sale's slip never printed: {rig.hw.receipts()}")
+
+
 def _restart_and_check(rig: Rig, expect: str | None) -> None:
     rig.hw.host_clear()
     rig.hw.host_up()
@@ -274,6 +289,8 @@ def test_kill_at_fault_point(tmp_path: pathlib.Path, point: str) -> None:
                 _restart_after_close_kill(rig)
             else:
                 _restart_and_check(rig, expect)
+            if point in ("after_record_sending", "after_send", "after_answer"):
+                _wait_last_slip(rig)
             rig.kill_fw()
         receipts = rig.hw.receipts()
         approved = [r for r in receipts if "APPROVED" in r]
@@ -281,7 +298,7 @@ def test_kill_at_fault_point(tmp_path: pathlib.Path, point: str) -> None:
             assert approved and all("*** COPY ***" in r for r in approved[-1:])
         if point in ("after_record_sending", "after_send", "after_answer"):
             assert approved == [] and not any(e["charged"] for e in rig.hw.ledger())
-            assert any("NOT COMPLETED" in r and "*** COPY ***" in r for r in receipts)
+            assert any("NOT COMPLETED" in r and "*** COPY ***" in r for r in receipts), receipts
 
 
 # -- chip sales -------------------------------------------------------------------------
@@ -357,6 +374,7 @@ def test_kill_chip_sale_at_fault_point(tmp_path: pathlib.Path, pcsc: Pcscd,  # n
                 assert reversals == [(reason, "done")], reversals
                 if reason == "06":
                     assert state == "settled", state
+                _wait_last_slip(rig)
             elif expect == CARD_DECLINED:
                 assert status == "DECLINED" and state == "settled" and now == charged
                 assert reversals == [("06", "done")], reversals
