@@ -16,7 +16,17 @@ with the host's ledger and returns every violation found:
   host credited; a credit the terminal never recorded;
 - a transaction the operator voided that the host still charges or credits;
 - amounts that differ between terminal and host;
-- queues not drained: a reversal, void or advice still pending.
+- queues not drained: a reversal, void or advice still pending;
+- chip purchases (host-interface 8.1): one shown APPROVED without the card's decision
+  journaled (its chip state "settled" with the final cryptogram's field 55 for the
+  upload; an offline one: the card's TC and that field 55); one whose chip state is
+  still "awaiting" (recovery settles those); one the card declined (or a crash left
+  without the card's word) without its reversal 06 acknowledged by the host, or
+  charged;
+- card data in the journal: a PAN in clear anywhere in the database's bytes (its file
+  and WAL; the ledger's PANs when it has them in clear, hwsim's test cards' PANs), a
+  sale's public fields holding a sealed field (2, 14, 35, 55), or a field 55 kept in
+  clear (a chip sale's upload, a reversal's AAC) holding tag 57, 5A or 5F20.
 
 `wait_and_check(rig)` waits until the terminal's queues have drained, then
 asserts that the list is empty.
@@ -24,13 +34,22 @@ asserts that the list is empty.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from firmware.core.emv import tlv
+from hwsim.cards import TEST_CARDS
+from hwsim.chipprofiles import PROFILES
+
 APPROVED = {"APPROVED", "OFFLINE_APPROVED"}
+SEALED = ("2", "14", "35", "55")  # a sale's fields kept only sealed, never in `fields`
+CARD_TAGS = {0x57: "57 (track 2 equivalent)", 0x5A: "5A (PAN)", 0x5F20: "5F20 (name)"}
+TEST_PANS = frozenset({c.pan for c in TEST_CARDS} | {p.pan for p in PROFILES.values()})
 
 
 def _rows(db: sqlite3.Connection, sql: str) -> list[sqlite3.Row]:
@@ -56,11 +75,17 @@ def pending(journal_path: Path) -> int:
         db.close()
 
 
-def check(journal_path: Path, ledger: list[dict[str, Any]], terminal_id: str) -> list[str]:
+def check(journal_path: Path, ledger: list[dict[str, Any]], terminal_id: str, *,
+          pans: Iterable[str] | None = None) -> list[str]:
+    """Every violation found; `pans` are the card numbers that must not be in the journal
+    in clear (default: the ledger's, when it has them in clear, and hwsim's test cards')."""
     db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
         sales = {r["id"]: r for r in _rows(db, "SELECT * FROM sales")}
+        reversals: dict[int, list[sqlite3.Row]] = defaultdict(list)
+        for r in _rows(db, "SELECT * FROM reversals"):
+            reversals[r["sale_id"]].append(r)
         keys: dict[tuple[str, str], int] = {}
         for a in _rows(db, "SELECT sale_id, stan, f7 FROM attempts"):
             keys[(a["stan"], a["f7"])] = a["sale_id"]
@@ -117,6 +142,7 @@ def check(journal_path: Path, ledger: list[dict[str, Any]], terminal_id: str) ->
                     problems.append(f"refund {sale_id}: terminal amount {sale['amount']} but "
                                     f"host credited {entry['amount']}")
             continue
+        problems += _chip_problems(sale, reversals.get(sale_id, []), len(got))
         if voided:
             if got:
                 problems.append(f"voided sale {sale_id} is still charged at the host "
@@ -134,6 +160,99 @@ def check(journal_path: Path, ledger: list[dict[str, Any]], terminal_id: str) ->
             if int(entry["amount"]) != int(sale["amount"]):
                 problems.append(f"sale {sale_id}: terminal amount {sale['amount']} but host "
                                 f"charged {entry['amount']}")
+    for sale_id, sale in sales.items():
+        problems += _card_data_problems(sale, reversals.get(sale_id, []))
+    if pans is None:
+        pans = TEST_PANS | {str(e["pan"]) for e in ledger
+                            if str(e.get("pan", "")).isdigit() and len(str(e["pan"])) >= 12}
+    problems += _pans_in_clear(journal_path, pans)
+    return problems
+
+
+def _chip(sale: sqlite3.Row) -> dict[str, Any]:
+    raw = sale["chip"] if "chip" in sale.keys() else ""
+    try:
+        return dict(json.loads(raw)) if raw else {}
+    except ValueError:
+        return {"entry": "CHIP", "unreadable": raw}
+
+
+def _chip_problems(sale: sqlite3.Row, reversals: list[sqlite3.Row], charged: int) -> list[str]:
+    """host-interface 8.1 for a chip purchase: APPROVED only with the card's TC journaled;
+    the card's refusal (or a crash before its word) reversed with reason 06, not charged."""
+    chip = _chip(sale)
+    if chip.get("entry") != "CHIP":
+        return []
+    sale_id, shown, state = sale["id"], sale["status"], chip.get("state")
+    if "unreadable" in chip:
+        return [f"chip sale {sale_id}: its chip state is not JSON: {chip['unreadable']!r}"]
+    problems = []
+    if state == "awaiting":
+        problems.append(f"chip sale {sale_id} still awaits the card's decision ({shown}): "
+                        "the terminal never settled it with the card nor reversed it")
+    if shown == "APPROVED" and (state != "settled" or not chip.get("upload")):
+        problems.append(f"chip sale {sale_id} shows APPROVED without the card's decision "
+                        f"journaled (chip state {state!r}, upload {chip.get('upload', '')!r})")
+    if shown == "OFFLINE_APPROVED" and (chip.get("ac") != "TC" or not chip.get("upload")):
+        problems.append(f"chip sale {sale_id} shows OFFLINE_APPROVED without the card's TC "
+                        f"journaled (cryptogram {chip.get('ac')!r}, upload "
+                        f"{chip.get('upload', '')!r})")
+    if state == "settled" and shown != "APPROVED":  # the card refused, or never answered
+        words = "declined by the card" if shown == "DECLINED" else f"{shown} after the " \
+            "host's approval"
+        sixes = [r for r in reversals if r["reason"] == "06"]
+        if not sixes:
+            problems.append(f"chip sale {sale_id} {words} has no reversal 06")
+        elif not any(r["state"] == "done" for r in sixes):
+            problems.append(f"chip sale {sale_id} {words}: its reversal 06 was not "
+                            f"acknowledged ({', '.join(r['state'] for r in sixes)})")
+        if charged:
+            problems.append(f"chip sale {sale_id} {words} is charged at the host "
+                            f"({charged} time(s))")
+    return problems
+
+
+def _card_data_problems(sale: sqlite3.Row, reversals: list[sqlite3.Row]) -> list[str]:
+    """No sealed field in a sale's public fields; no card data in a field 55 kept in
+    clear (a chip sale's upload, a reversal's AAC)."""
+    sale_id, problems = sale["id"], []
+    try:
+        fields = json.loads(sale["fields"]) if sale["fields"] else {}
+    except ValueError:
+        fields = {}
+    for key in SEALED:
+        if key in fields:
+            problems.append(f"sale {sale_id}: field {key} stored in clear in its fields "
+                            "(it is kept sealed)")
+    stored = [("its upload's field 55", str(_chip(sale).get("upload", "")))]
+    stored += [(f"reversal {r['id']}'s field 55", str(r["icc"]))
+               for r in reversals if "icc" in r.keys()]
+    for where, icc in stored:
+        if not icc:
+            continue
+        try:
+            tags = {t.tag for t in tlv.walk(tlv.parse(bytes.fromhex(icc)))}
+        except ValueError as exc:
+            problems.append(f"sale {sale_id}: {where} is not BER-TLV ({exc}): {icc!r}")
+            continue
+        problems += [f"sale {sale_id}: {where} holds tag {name}"
+                     for tag, name in CARD_TAGS.items() if tag in tags]
+    return problems
+
+
+def _pans_in_clear(journal_path: Path, pans: Iterable[str]) -> list[str]:
+    """A PAN in the database's bytes (file and WAL), as text or packed BCD (tag 5A)."""
+    raw = b""
+    for path in (journal_path, Path(f"{journal_path}-wal")):
+        try:
+            raw += path.read_bytes()
+        except FileNotFoundError:
+            pass
+    problems = []
+    for pan in sorted(set(pans)):
+        forms = [pan.encode()] + ([bytes.fromhex(pan)] if len(pan) % 2 == 0 else [])
+        if any(form in raw for form in forms):
+            problems.append(f"the journal holds PAN {pan[:6]}...{pan[-4:]} in clear")
     return problems
 
 

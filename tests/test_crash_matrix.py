@@ -21,11 +21,21 @@ closed batch's totals must equal the host ledger's, each batch closed once
 (`check_batches`); a further test kills at random close steps until each of three
 batches is closed.
 
-POSTERM_CRASH_REPEATS (default 4) sets how many times each sale step is repeated.
+Chip sales (a private pcscd and vpcd per test, tests/chiprig.py) are killed at the
+sale's steps and at their own: `chip_second_ac` (the host's answer journaled, the
+second GENERATE AC not yet sent) and `after_chip_settled` (the card's decision
+journaled, not yet shown). After each kill the card is taken out and the firmware
+restarts: a sale killed between the host's answer and the card's decision ends
+reversed (reason 06, LAST SALE REVERSED); one killed after the card's decision
+stands as the card decided (its copy printed; a decline's reversal sent).
+
+POSTERM_CRASH_REPEATS (default 4) sets how many times each sale step is repeated
+(a chip step: half as many, at least once).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import random
@@ -37,8 +47,9 @@ from typing import Any
 import pytest
 
 from firmware.runtime import failpoints
+from tests.chiprig import Pcscd, pcsc  # noqa: F401  (the fixture)
 from tests.invariants import check_batches, wait_and_check
-from tests.rig import Rig
+from tests.rig import Rig, wait_until
 
 PAN = "4761739001010010"
 REPEATS = int(os.environ.get("POSTERM_CRASH_REPEATS", "4"))
@@ -179,7 +190,8 @@ OVERRIDES: dict[str, Any] = {
 
 
 def test_every_fault_point_has_a_scenario() -> None:
-    assert set(MATRIX) == set(failpoints.POINTS)
+    assert set(MATRIX) | {point for point, _, _ in CHIP_MATRIX.values()} == \
+        set(failpoints.POINTS)
 
 
 def _first_transmissions_are_originals(rig: Rig) -> None:
@@ -191,6 +203,21 @@ def _first_transmissions_are_originals(rig: Rig) -> None:
             first.setdefault((m["mti"][:3], m["stan"]), m["mti"])
     repeats_first = {k: v for k, v in first.items() if v.endswith("1")}
     assert not repeats_first, f"the host saw a repeat before its original: {repeats_first}"
+
+
+def _wait_last_slip(rig: Rig) -> None:
+    """The last sale's slip, never printed before the kill, comes out as a copy after the
+    restart (printed after READY: before the next kill)."""
+    def printed() -> bool:
+        db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT receipt_printed FROM sales ORDER BY id DESC LIMIT 1"
+                             ).fetchone()
+        finally:
+            db.close()
+        return row is not None and bool(row[0])
+
+    wait_until(printed, 10, lambda: f"the last sale's slip never printed: {rig.hw.receipts()}")
 
 
 def _restart_and_check(rig: Rig, expect: str | None) -> None:
@@ -262,6 +289,8 @@ def test_kill_at_fault_point(tmp_path: pathlib.Path, point: str) -> None:
                 _restart_after_close_kill(rig)
             else:
                 _restart_and_check(rig, expect)
+            if point in ("after_record_sending", "after_send", "after_answer"):
+                _wait_last_slip(rig)
             rig.kill_fw()
         receipts = rig.hw.receipts()
         approved = [r for r in receipts if "APPROVED" in r]
@@ -269,7 +298,99 @@ def test_kill_at_fault_point(tmp_path: pathlib.Path, point: str) -> None:
             assert approved and all("*** COPY ***" in r for r in approved[-1:])
         if point in ("after_record_sending", "after_send", "after_answer"):
             assert approved == [] and not any(e["charged"] for e in rig.hw.ledger())
-            assert any("NOT COMPLETED" in r and "*** COPY ***" in r for r in receipts)
+            assert any("NOT COMPLETED" in r and "*** COPY ***" in r for r in receipts), receipts
+
+
+# -- chip sales -------------------------------------------------------------------------
+
+CHIP_ONLINE = "online-pin"  # online only: every sale goes to the host, ARQC then TC
+CHIP_OFFLINE = "offline-pin"  # its own TC (Y1) under the floor limit
+CHIP_REPEATS = FEW
+CARD_DECLINED = "LAST SALE DECLINED"
+
+
+def _chip_online_sale(rig: Rig, rng: random.Random) -> None:
+    rig.hw.host_fault("delay", seconds=round(rng.uniform(0, 0.3), 3))
+    rig.chip_sale(_amount(rng), CHIP_ONLINE)
+
+
+def _chip_declined_by_card(rig: Rig, rng: random.Random) -> None:
+    rig.hw.chip_wrong_arpc()  # the host approves, the card refuses its ARPC: an AAC
+    rig.chip_sale(_amount(rng), CHIP_ONLINE)
+
+
+def _chip_offline_sale(rig: Rig, rng: random.Random) -> None:
+    rig.chip_sale(_amount(rng)[:-1], CHIP_OFFLINE)  # under the floor limit: the card's TC
+
+
+# case -> (point, scenario, what the idle screen must say after the restart)
+CHIP_MATRIX: dict[str, tuple[str, Scenario, str]] = {
+    "online-after_record_sending": ("after_record_sending", _chip_online_sale, REVERSED),
+    "online-after_send": ("after_send", _chip_online_sale, REVERSED),
+    # the host's 00 journaled, the card never asked: reversed (06), never approved
+    "online-after_answer_recorded": ("after_answer_recorded", _chip_online_sale, REVERSED),
+    "online-chip_second_ac": ("chip_second_ac", _chip_online_sale, REVERSED),
+    "online-after_chip_settled": ("after_chip_settled", _chip_online_sale, COPY),
+    "y1-after_offline_recorded": ("after_offline_recorded", _chip_offline_sale, COPY),
+    "declined-after_chip_settled": ("after_chip_settled", _chip_declined_by_card,
+                                    CARD_DECLINED),
+}
+
+
+def _chip_journal(rig: Rig) -> tuple[str, str, list[tuple[str, str]]]:
+    """The last sale's status and chip state, and its reversals (reason, state)."""
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        sale_id, status, chip = db.execute(
+            "SELECT id, status, chip FROM sales ORDER BY id DESC LIMIT 1").fetchone()
+        reversals = [(str(r[0]), str(r[1])) for r in db.execute(
+            "SELECT reason, state FROM reversals WHERE sale_id=?", (sale_id,))]
+    finally:
+        db.close()
+    state = str(json.loads(chip).get("state", "")) if chip else ""
+    return str(status), state, reversals
+
+
+@pytest.mark.parametrize("case", sorted(CHIP_MATRIX))
+def test_kill_chip_sale_at_fault_point(tmp_path: pathlib.Path, pcsc: Pcscd,  # noqa: F811
+                                       case: str) -> None:
+    point, scenario, expect = CHIP_MATRIX[case]
+    rng = random.Random(case)
+    with Rig(tmp_path, overrides=OVERRIDES, pcsc=pcsc) as rig:
+        rig.start_sim()
+        for _ in range(CHIP_REPEATS):
+            charged = sum(bool(e["charged"]) for e in rig.hw.ledger())
+            rig.start_fw(failpoint=point)
+            scenario(rig, rng)
+            assert rig.wait_fw_exit(timeout=30) == -9, f"fault point {point} never fired"
+            rig.hw.chip_remove()  # the card taken out while the terminal is dead
+            _restart_and_check(rig, expect)
+            status, state, reversals = _chip_journal(rig)
+            now = sum(bool(e["charged"]) for e in rig.hw.ledger())
+            if expect == REVERSED:
+                assert status == "NOT_COMPLETED" and now == charged, (status, now)
+                # after the host's answer the card's word is what is missing: reason 06
+                reason = "06" if point in ("after_answer_recorded", "chip_second_ac") else "68"
+                assert reversals == [(reason, "done")], reversals
+                if reason == "06":
+                    assert state == "settled", state
+                _wait_last_slip(rig)
+            elif expect == CARD_DECLINED:
+                assert status == "DECLINED" and state == "settled" and now == charged
+                assert reversals == [("06", "done")], reversals
+            else:
+                assert status in ("APPROVED", "OFFLINE_APPROVED") and now == charged + 1
+                assert reversals == [] and state in ("settled", ""), (reversals, state)
+            rig.kill_fw()
+        receipts = rig.hw.receipts()
+        approved = [r for r in receipts if "APPROVED" in r]
+        if expect == COPY:  # the card's decision printed once, as a copy
+            assert approved and "*** COPY ***" in approved[-1] and "CHIP" in approved[-1]
+        else:
+            assert approved == [], approved
+        if point == "chip_second_ac" or point == "after_answer_recorded":
+            rev = [m for m in rig.hw.messages() if m["mti"] == "0400"]
+            assert rev and all(m.get("fields", {}).get("39") == "06" for m in rev), rev
 
 
 def _last_sale(rig: Rig) -> tuple[int, str, int] | None:
