@@ -45,7 +45,10 @@ def _demo(base: pathlib.Path, *extra: str) -> str:
 def _chip_sale_shown(text: str) -> None:
     """The chip sale after the swipe: its screens, its receipt, the host's entry."""
     chip = text[text.index("==== a chip sale"):]
-    for screen in ("SWIPE OR INSERT CARD", "DO NOT REMOVE CARD", "APPROVED", "REMOVE CARD"):
+    # PLEASE WAIT / DO NOT REMOVE CARD stays on the glass only while the card is read (a
+    # few tens of milliseconds against hwsim): the demo's polling may not catch it; the
+    # browser test sees it through the page's own record of every screen
+    for screen in ("SWIPE OR INSERT CARD", "APPROVED", "REMOVE CARD"):
         assert screen in chip, chip
     receipt = chip[chip.index("== printed receipt (chip)"):chip.index("== host ledger")]
     for line in ("476173******0218", "CHIP", "F0000000011010", "TVR", "TSI", "TC ",
