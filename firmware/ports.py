@@ -13,10 +13,11 @@ with a clear message; the runtime runs them in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from firmware.core.emv.steps import PinResult, PinStep
 from firmware.core.events import Event
 
 Emit = Callable[[Event], None]
@@ -46,6 +47,28 @@ class ChipReaderPort(Protocol):
     def power_off(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class PinPadPort(Protocol):
+    """Takes the cardholder's PIN (hardware.md "PIN entry"). Two shapes fit it: the
+    terminal's own keypad (firmware/runtime/pinentry.py: keys are routed to it, never to
+    the core, while it takes a PIN) and an external certified PIN pad, which returns only
+    an encrypted PIN block and its KSN, or sends the offline PIN to the card itself. The
+    PIN never leaves it in clear: results say only how the entry went."""
+
+    async def online(self, pan: str, amount: int, *, bypass: bool) -> PinResult:
+        """Take a PIN to be checked online: "entered" means a PIN block (field 52) and
+        its KSN (field 53) are held for `take_block`."""
+
+    def take_block(self) -> tuple[bytes, bytes] | None:
+        """The held (PIN block, KSN), once; then it is forgotten."""
+
+    async def offline(self, step: PinStep,
+                      transmit: Callable[[bytes], Awaitable[tuple[bytes, int]]]) -> PinResult:
+        """Take a PIN and send it to the card (VERIFY; GET CHALLENGE first when
+        enciphered) through `transmit`; the card's answer, not the PIN, comes back."""
+
+    def cancel(self) -> None: ...
 
 
 class KeypadPort(Protocol):

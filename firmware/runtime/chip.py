@@ -26,7 +26,9 @@ from typing import Any
 from firmware.core.effects import ChipBegin, ChipComplete
 from firmware.core.emv import kernel
 from firmware.core.emv.params import Terminal
-from firmware.core.emv.steps import Choose, HostReply, Online, Outcome, Response, Send, Txn
+from firmware.core.emv.steps import (
+    Choose, HostReply, Online, Outcome, PinResult, PinStep, Response, Send, Txn,
+)
 from firmware.core.events import ChipAsked, ChipFinished, ChipRead, Event
 from firmware.errors import ChipError, ChipMuteError, ChipReaderGoneError, ChipRemovedError
 from firmware.ports import ChipReaderPort
@@ -35,7 +37,7 @@ from firmware.runtime import threads
 log = logging.getLogger("posterm.chip")
 
 APDU_TIMEOUT = 15.0  # a command the card has not answered by then: the card is mute
-Step = Send | Choose | Online
+Step = Send | Choose | Online | PinStep
 Kernel = Generator[Step, Any, Outcome]
 
 
@@ -166,6 +168,8 @@ class ChipSession:
             reply = await self._ask(ChipRead(step.chip, self.pan_hash(step.chip.card.pan)))
             assert isinstance(reply, HostReply)
             return reply
+        if isinstance(step, PinStep):  # no PIN pad yet: Book 3 "PIN pad not present"
+            return PinResult("no_pinpad")
         raise TypeError(f"the kernel asked for {type(step).__name__}")
 
     async def _off(self) -> None:

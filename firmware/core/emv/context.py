@@ -17,10 +17,10 @@ from firmware.core.emv import oda, tags, tlv
 from firmware.core.emv.params import AidParams, Terminal
 from firmware.core.emv.tvr import Bit, set_bit
 from firmware.core.emv.steps import (
-    ChipData, Choose, HostReply, Online, Outcome, Response, Send, Txn,
+    ChipData, Choose, HostReply, Online, Outcome, PinStep, Response, Send, Txn,
 )
 
-Step = Send | Choose | Online
+Step = Send | Choose | Online | PinStep
 Reply = Response | int | None | HostReply
 Flow = Generator[Step, Reply, Outcome]
 

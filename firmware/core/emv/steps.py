@@ -51,6 +51,37 @@ class Choose:
 
 
 @dataclass(frozen=True)
+class PinStep:
+    """The card's CVM asks for the cardholder's PIN (Book 3 10.5, Book 4 6.3.4); the
+    reply is a `PinResult`. The PIN never reaches the kernel: the PIN pad makes the
+    online PIN block itself, or sends the offline PIN to the card itself (VERIFY, after
+    GET CHALLENGE when enciphered), and says only how it went."""
+
+    kind: str  # "online", "offline_plain", "offline_enciphered"
+    tries_left: int | None = None  # the card's PIN try counter (GET DATA 9F17), if known
+    bypass: bool = False  # the CVM rule lets the cardholder bypass PIN entry
+    # offline enciphered: the public key to encipher under (Book 2 7.1: the ICC PIN
+    # encipherment key, else the ICC key), as (modulus, exponent)
+    key: tuple[bytes, int] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PinResult:
+    """How one PIN entry went (the PIN itself is never in it).
+
+    status: "verified" (the card said 9000 to VERIFY), "wrong" (63Cx: `tries_left` left),
+    "blocked" (6983/6984, or 63C0), "entered" (an online PIN block is made and held by
+    the PIN pad for the request), "bypassed", "cancelled", "timeout", "no_pinpad" (none
+    configured, or it failed: Book 3 "PIN pad not present or not working"), "failed"
+    (the card answered VERIFY or GET CHALLENGE otherwise: `sw`).
+    """
+
+    status: str
+    tries_left: int | None = None
+    sw: int = 0
+
+
+@dataclass(frozen=True)
 class ChipData:
     """What a chip sale carries to the host and onto the receipt (no tag 57, 5A or 5F20
     in `field55`; the card data travels in `card`, in memory only)."""
