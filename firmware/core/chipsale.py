@@ -40,7 +40,8 @@ from firmware.core.events import (
 from firmware.core.model import SaleRecord, SaleRequest, SaleStatus
 from firmware.core.moves import go, refresh, to_idle
 from firmware.core.risk import chip_offline
-from firmware.core.sale import REMIND_SECONDS, _duplicate, _finish, _send, ended
+from firmware.core.dupguard import duplicate
+from firmware.core.sale import REMIND_SECONDS, _finish, _send, ended
 from firmware.core.state import Now, Phase, SaleFlow, State, Step
 
 
@@ -113,7 +114,7 @@ def _read(state: State, event: Event, now: Now) -> Step:
                           local=now.local, entry="05", chip=chip)
     sale = replace(sale, pan_hash=event.pan_hash)
     st = replace(state, flow=replace(flow, sale=sale, chip=chip))
-    if _duplicate(st, sale, now):
+    if duplicate(st, sale, now):
         st, eff = go(st, Phase.DUPLICATE, state.cfg.card_timeout,
                      flow=replace(_flow(st), sale=replace(sale, request=request)), message="")
         return st, [Log("warning", f"possible duplicate: card {chip.card.masked}, same "

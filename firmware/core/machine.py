@@ -41,7 +41,7 @@ from firmware.core.events import (
 from firmware.core.model import CoreConfig, SaleRecord, SaleStatus
 from firmware.core.moves import Handler, PrintHandler, blocking, ignored, print_elsewhere
 from firmware.core.receipt import refused_slip
-from firmware.core.sale import RECENT_MAX
+from firmware.core.dupguard import RECENT_MAX, forget, remember_all
 from firmware.core.state import Now, Phase, Recent, Sale, State, Step
 
 # the phases whose screen shows the terminal's standing (link, queue, conditions): they are
@@ -53,7 +53,7 @@ def initial(cfg: CoreConfig, *, last: SaleRecord | None = None, notice: str = ""
             recent: Iterable[SaleRecord] = ()) -> Step:
     """The state at start. `recent`: the journal's approved purchases of the last
     `cfg.duplicate_minutes` (journal.recent_approvals), for the duplicate guard."""
-    state = sale.remember_all(State(cfg=cfg, last=last, notice=notice), recent)
+    state = remember_all(State(cfg=cfg, last=last, notice=notice), recent)
     return state, [screens.show(state)]
 
 
@@ -161,7 +161,7 @@ def _void_recorded(state: State, event: Event, now: Now) -> Step:
     """The voided sale leaves the duplicate guard, whatever the phase; VOIDING then
     moves on."""
     assert isinstance(event, VoidRecorded)
-    return _by_phase(sale.forget(state, event.record), event, now)
+    return _by_phase(forget(state, event.record), event, now)
 
 
 def _chip_slot(state: State, event: Event, now: Now) -> Step:

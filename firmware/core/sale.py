@@ -53,12 +53,11 @@ the runtime sends that event only after the journal has recorded the answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import replace
-from datetime import timedelta
 
 from firmware.core import chipdone
 from firmware.core.card import CardData, luhn_ok
+from firmware.core.dupguard import duplicate, remember
 from firmware.core.effects import Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print
 from firmware.core.emv.steps import HostReply
 from firmware.core.events import (
@@ -70,7 +69,7 @@ from firmware.core.model import SaleRecord, SaleRequest, SaleStatus
 from firmware.core.moves import Handler, go, key_digit, refresh, to_idle
 from firmware.core.receipt import sale_receipt
 from firmware.core.risk import Decision, chip_offline, offline_decision
-from firmware.core.state import Now, Phase, Recent, Sale, SaleFlow, State, Step
+from firmware.core.state import Now, Phase, Sale, SaleFlow, State, Step
 
 AMOUNT_DIGITS = 12
 
@@ -169,7 +168,7 @@ def _card_swiped(state: State, event: Event, now: Now) -> Step:
         return st, [Log("info", f"card {card.masked} has a chip (service code "
                                 f"{card.service_code}): asked to insert it"), Beep(), *eff]
     sale = replace(_sale(state), pan_hash=event.pan_hash)
-    if _duplicate(state, sale, now):
+    if duplicate(state, sale, now):
         request = SaleRequest(kind=sale.kind, amount=sale.amount, card=card, local=now.local,
                               entry=_read(state))
         st, eff = go(state, Phase.DUPLICATE, state.cfg.card_timeout,
@@ -203,16 +202,6 @@ def _send(state: State, card: CardData, now: Now, request: SaleRequest | None = 
     return st, [*eff, Authorize(request, None)]
 
 
-def _duplicate(state: State, sale: Sale, now: Now) -> bool:
-    """A purchase with the same card (keyed hash) and amount as one approved within the
-    last `duplicate_minutes`."""
-    if sale.kind != "purchase" or not sale.pan_hash or state.cfg.duplicate_minutes <= 0:
-        return False
-    window = timedelta(minutes=state.cfg.duplicate_minutes)
-    return any(r.pan_hash == sale.pan_hash and r.amount == sale.amount
-               and now.local - r.local <= window for r in state.recent)
-
-
 def _duplicate_key(state: State, event: Event, now: Now) -> Step:
     """POSSIBLE DUPLICATE: OK goes on exactly as the swipe would have; CANCEL (or the
     timer) stops, and a chip's kernel waiting at its online step with it (chipdone)."""
@@ -227,37 +216,6 @@ def _duplicate_key(state: State, event: Event, now: Now) -> Step:
         return st, [Log("info", f"possible duplicate confirmed by the operator: card "
                                 f"{sale.request.card.masked}"), *eff]
     return state, [Log("debug", f"key {event.key} ignored in DUPLICATE")]
-
-
-# the duplicate guard remembers at most this many approvals (the most recent): memory
-# stays bounded however busy the window gets (a counter rarely sells 200 in 10 minutes)
-RECENT_MAX = 200
-
-
-def remember(state: State, rec: SaleRecord, pan_hash: str = "") -> State:
-    """Keep an approved purchase for the duplicate guard (and forget the expired ones)."""
-    key = rec.pan_hash or pan_hash
-    if rec.kind != "purchase" or rec.voided or not key or rec.status not in (
-            SaleStatus.APPROVED, SaleStatus.OFFLINE_APPROVED):
-        return state
-    window = timedelta(minutes=state.cfg.duplicate_minutes)
-    kept = tuple(r for r in state.recent
-                 if r.sale_id != rec.sale_id and rec.local - r.local <= window)
-    kept = kept[len(kept) - RECENT_MAX + 1:] if len(kept) >= RECENT_MAX else kept
-    return replace(state, recent=(*kept, Recent(rec.sale_id, key, rec.amount, rec.local)))
-
-
-def remember_all(state: State, records: Iterable[SaleRecord]) -> State:
-    for rec in records:
-        state = remember(state, rec)
-    return state
-
-
-def forget(state: State, rec: SaleRecord) -> State:
-    """A voided sale leaves the duplicate guard (and the last sale shows it voided)."""
-    last = rec if state.last is not None and state.last.sale_id == rec.sale_id else state.last
-    return replace(state, last=last,
-                   recent=tuple(r for r in state.recent if r.sale_id != rec.sale_id))
 
 
 # -- AUTHORIZING, BUSY_WAIT -------------------------------------------------
@@ -392,7 +350,7 @@ REMIND_SECONDS = 5.0  # REMOVE CARD beeps again after this long
 
 def _finish(state: State, record: SaleRecord) -> Step:
     sale = _flow(state).sale
-    state = remember(state, record, sale.pan_hash if sale else "")
+    state = remember(state, record, sale.pan_hash if sale else "")  # the duplicate guard
     st, eff = go(state, Phase.PRINTING, None, flow=_with(state, result=record), last=record,
                  message="")
     lines = tuple(sale_receipt(state.cfg, record))

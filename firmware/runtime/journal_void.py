@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from firmware.core.iso import VOID_REASON
-from firmware.core.sale import RECENT_MAX
+from firmware.core.dupguard import RECENT_MAX
 from firmware.core.model import SaleRecord, SaleStatus
 from firmware.runtime.journal_base import JournalBase, record_from_row
 
