@@ -205,7 +205,7 @@ def test_every_merchant_screen_fits_the_display_and_its_character_set() -> None:
     merchant = set(Phase) - {Phase.BUSY_WAIT, Phase.PRINTING, Phase.RESULT,  # walked above
                              # the chip's screens: tests/test_core_chip.py
                              Phase.CHIP_READING, Phase.CHIP_CHOOSE, Phase.CHIP_COMPLETING,
-                             Phase.REMOVE_CARD}
+                             Phase.REMOVE_CARD, Phase.PIN_ENTRY}
     assert merchant - seen == set()  # the walk reached every screen of the merchant's
 
 

@@ -14,13 +14,14 @@ from firmware.core import machine
 from firmware.core.card import CardData
 from firmware.core.effects import Log, StartTimer
 from firmware.core.emv.params import Terminal
-from firmware.core.emv.steps import ChipData, Outcome
+from firmware.core.emv.steps import ChipData, Outcome, PinResult
 from firmware.core.events import (
     AdviceRefused, AttemptFailed, BatteryRead, CardReadFailed, CardSwiped, ChipAsked,
     ChipFinished, ChipInserted, ChipRead, ChipReaderFailed, ChipRemoved, ChipSettled, CloseDue,
     CloseFinished, CloseProgress, ConditionChanged, DeviceFault, Event, HostAnswered,
     HostBusy, HostOutcomeUnknown, HostUntrusted, KeyPressed, LinkChanged, MaintenanceNotice,
-    OfflineDecided, PathChanged, PinChecked, PrintFinished, QueueChanged, SaleClosed,
+    OfflineDecided, PathChanged, PinAsked, PinChecked, PinKeyed, PinTaken, PrintFinished,
+    QueueChanged, SaleClosed,
     TimerFired, VoidCandidate, VoidRecorded,
 )
 from firmware.core.iso import Identity
@@ -55,6 +56,7 @@ EVENTS: list[Event] = [
     CloseProgress("UPLOADING"), CloseFinished(True, 1), CloseDue(),
     ChipInserted("3B00"), ChipRemoved(), ChipReaderFailed("CHIP READER FAULT"),
     ChipAsked(("CREDIT", "DEBIT")), ChipRead(CHIP), ChipFinished(TC), ChipSettled(REC),
+    PinAsked("offline_plain", 3), PinKeyed(4), PinTaken(PinResult("verified")),
 ]
 
 
@@ -86,6 +88,7 @@ def _reach_every_phase() -> dict[Phase, State]:
     run(again, k("1"), k("2"), k("5"), k("0"), k("OK"), CardSwiped(CARD, pan_hash="h"))
     # a chip sale: inserted, the application chosen, online, the card's TC, REMOVE CARD
     run(st, k("1"), k("OK"), ChipInserted("3B00"), ChipAsked(("CREDIT", "DEBIT")), k("1"),
+        PinAsked("offline_plain", 3), PinKeyed(4), PinTaken(PinResult("verified")),
         ChipRead(CHIP), HostAnswered(REC), ChipFinished(TC), ChipSettled(REC),
         PrintFinished(True), TimerFired("phase"))
     menu = run(st, k("F1"), k("3"), k("CANCEL"))

@@ -123,7 +123,7 @@ def _read(state: State, event: Event, now: Now) -> Step:
     return _send(st, chip.card, now, request)
 
 
-def _first_word(state: State, event: Event, now: Now) -> Step:
+def first_word(state: State, event: Event, now: Now) -> Step:
     """The kernel ended before any online step: a TC or an AAC at the first GENERATE
     AC, or no cryptogram at all (the chip failed, the card refused, cancelled)."""
     assert isinstance(event, ChipFinished)
@@ -244,11 +244,11 @@ ROWS = {
     (Phase.WAIT_CARD, ChipInserted): _inserted,
     (Phase.CHIP_READING, ChipAsked): _asked,
     (Phase.CHIP_READING, ChipRead): _read,
-    (Phase.CHIP_READING, ChipFinished): _first_word,
+    (Phase.CHIP_READING, ChipFinished): first_word,
     (Phase.CHIP_READING, KeyPressed): _reading_key,
     (Phase.CHIP_CHOOSE, KeyPressed): _choose_key,
     (Phase.CHIP_CHOOSE, TimerFired): _choose_timeout,
-    (Phase.CHIP_CHOOSE, ChipFinished): _first_word,
+    (Phase.CHIP_CHOOSE, ChipFinished): first_word,
     (Phase.CHIP_CHOOSE, ChipRemoved): _choose_removed,
     (Phase.CHIP_COMPLETING, ChipFinished): _last_word,
     (Phase.CHIP_COMPLETING, ChipSettled): _settled,

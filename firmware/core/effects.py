@@ -152,10 +152,19 @@ class ChipSettle:
 
 
 @dataclass(frozen=True)
+class TakePin:
+    """Take the cardholder's PIN for a swiped card whose service code asks for one (an
+    online PIN: the PIN pad holds the block for the request); PinKeyed and PinTaken
+    follow."""
+
+    request: SaleRequest = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ChipStop:
     """Stop talking to the card (power it off): the sale ended without it."""
 
 
 Effect = (Show | Print | StartTimer | Authorize | CloseSale | DecideOffline | PrintReport | Log
           | Beep | CheckPin | FindForVoid | Void | PrintTotals | CloseBatch | ChipBegin
-          | ChipChoice | ChipComplete | ChipSettle | ChipStop)
+          | ChipChoice | ChipComplete | ChipSettle | ChipStop | TakePin)

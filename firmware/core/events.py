@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from firmware.core.card import CardData
-from firmware.core.emv.steps import ChipData, Outcome
+from firmware.core.emv.steps import ChipData, Outcome, PinResult
 from firmware.core.model import SaleRecord
 from firmware.core.risk import QueueStats
 
@@ -86,6 +86,33 @@ class ChipSettled:
     stands) or its refusal (the sale is declined by the card, a reversal recorded)."""
 
     record: SaleRecord
+
+
+@dataclass(frozen=True)
+class PinAsked:
+    """The card's CVM asks for the cardholder's PIN: the PIN pad takes it now (keys go to
+    the PIN pad, never to the core)."""
+
+    kind: str  # "online", "offline_plain", "offline_enciphered"
+    tries_left: int | None = None
+    bypass: bool = False
+
+
+@dataclass(frozen=True)
+class PinKeyed:
+    """How many digits the cardholder has keyed (the digits themselves never leave the
+    PIN pad); `message` when the PIN pad has something to say (4 TO 12 DIGITS)."""
+
+    count: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PinTaken:
+    """The PIN entry ended: entered (online block held), verified by the card, wrong,
+    blocked, bypassed, cancelled, timed out."""
+
+    result: PinResult
 
 
 @dataclass(frozen=True)
@@ -294,6 +321,9 @@ class CloseDue:
 
 Event = (
     KeyPressed
+    | PinAsked
+    | PinKeyed
+    | PinTaken
     | ChipInserted
     | ChipRemoved
     | ChipReaderFailed

@@ -124,11 +124,18 @@ def sale_fields(
     return doc
 
 
-def financial_request(base: Fields, *, stan: int, utc: datetime, track2: str | None) -> Fields:
-    """A 0200 from the sale's fixed fields; track 2 only when the card was swiped."""
+def financial_request(base: Fields, *, stan: int, utc: datetime, track2: str | None,
+                      pin: tuple[bytes, bytes] | None = None) -> Fields:
+    """A 0200 from the sale's fixed fields; track 2 when the card has one; an online PIN's
+    block and KSN in 52 and 53 (section 9: never in another message, never stored)."""
     doc: Fields = {"t": "0200", **base, "7": f7(utc), "11": stan_str(stan)}
     if track2:
         doc["35"] = track2
+    if pin is not None:
+        block, ksn = pin
+        if len(block) not in (8, 16) or len(ksn) not in (10, 12):
+            raise MessageError("a PIN block of 8 or 16 bytes and a KSN of 10 or 12 are needed")
+        doc["52"], doc["53"] = block.hex().upper(), ksn.hex().upper()
     return doc
 
 
@@ -242,6 +249,8 @@ def safe_summary(doc: dict[str, Any]) -> str:
         parts.append(f"stan={doc['11']}")
     if "2" in doc:
         parts.append(f"pan={mask_pan(str(doc['2']))}")
+    if "52" in doc:
+        parts.append("pin=yes")
     if "4" in doc:
         parts.append(f"amount={doc['4']}")
     if "39" in doc:

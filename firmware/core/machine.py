@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from firmware.core import chipsale, menu, merchant, sale, screens
+from firmware.core import chipsale, menu, merchant, pinsale, sale, screens
 from firmware.core.effects import Beep, Effect, Log, Print
 from firmware.core.events import (
     AdviceRefused, BatteryRead, ChipInserted, ChipReaderFailed, ChipRemoved, ConditionChanged,
@@ -210,8 +210,8 @@ def _joined(*parts: dict) -> dict:  # type: ignore[type-arg]
     return table
 
 
-TABLE: dict[tuple[Phase, type[Event]], Handler] = _joined(menu.ROWS, sale.ROWS, chipsale.ROWS,
-                                                          merchant.ROWS)
+TABLE: dict[tuple[Phase, type[Event]], Handler] = _joined(
+    menu.ROWS, sale.ROWS, chipsale.ROWS, pinsale.ROWS, merchant.ROWS)
 PRINT_JOBS: dict[str, PrintHandler] = _joined(menu.PRINT_JOBS, merchant.PRINT_JOBS)
 
 __all__ = ["Phase", "State", "Now", "Sale", "Recent", "step", "initial", "blocking",

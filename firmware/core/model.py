@@ -32,6 +32,7 @@ class CoreConfig:
     pin_set: bool = False
     duplicate_minutes: float = 10.0  # 0: no duplicate guard
     chip: Terminal | None = None  # EMV parameters ([chip]); None: no chip reader
+    pin_entry: bool = False  # a PIN pad takes the cardholder's PIN ([pin])
 
 
 class SaleStatus:
@@ -59,6 +60,7 @@ class SaleRequest:
     # swiped after the chip of that card failed
     entry: str = "90"
     chip: ChipData | None = field(default=None, repr=False)  # the chip's data, entry 05
+    pin: bool = False  # an online PIN was entered: the PIN pad holds its block (52, 53)
 
 
 @dataclass(frozen=True)

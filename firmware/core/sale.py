@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from firmware.core import chipdone
+from firmware.core import chipdone, pinask
 from firmware.core.card import CardData, luhn_ok
 from firmware.core.dupguard import duplicate, remember
 from firmware.core.effects import Authorize, Beep, CloseSale, DecideOffline, Effect, Log, Print
@@ -198,6 +198,8 @@ def _send(state: State, card: CardData, now: Now, request: SaleRequest | None = 
         if request.chip is not None:
             return chipdone.unreachable(st, _chip_rules(st, request, now), cause)
         return st, [_offline(st, request, None, now)]
+    if pinask.needs_online_pin(state, request):  # the PIN first, then the request
+        return pinask.ask(replace(state, flow=_with(state, sale=sale)), request)
     st, eff = go(state, Phase.AUTHORIZING, None, flow=_with(state, sale=sale), message="")
     return st, [*eff, Authorize(request, None)]
 

@@ -104,6 +104,10 @@ def show(state: State) -> Show:
     if phase == Phase.CHIP_CHOOSE and isinstance(flow, SaleFlow):
         labels = [f"{i} {label}" for i, label in enumerate(flow.labels[:3], 1)]
         return Show(rows(f"SELECT 1-{min(3, len(flow.labels))}  CANCEL=NO", *labels))
+    if phase == Phase.PIN_ENTRY and isinstance(flow, SaleFlow):  # one star per digit
+        title = "LAST PIN TRY" if flow.pin_tries == 1 else "ENTER PIN"
+        return Show(rows(title, amount_row, "*" * flow.pin_count,
+                         state.message or "OK=ENTER CANCEL=STOP"))
     if phase == Phase.REMOVE_CARD:  # the last words: why it ended, else its result
         said = state.message.split("\n")[:2] if state.message else \
             list(result_lines(state.result)) if state.result is not None else [""]

@@ -47,6 +47,7 @@ class Phase(enum.Enum):
     CHIP_CHOOSE = "CHIP_CHOOSE"  # the cardholder chooses the card's application
     CHIP_COMPLETING = "CHIP_COMPLETING"  # the card decides after the online step
     REMOVE_CARD = "REMOVE_CARD"  # the sale is over, the card still in the reader
+    PIN_ENTRY = "PIN_ENTRY"  # the cardholder keys the PIN into the PIN pad
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ class SaleFlow:
     fallback: bool = False
     waiting: SaleRecord | None = None
     offline: tuple[bool, str] | None = None  # (the rules allow it, their reason)
+    # the cardholder's PIN (pinsale.py): for a swipe or for the chip's CVM, the digits
+    # keyed so far (a count: the digits stay in the PIN pad), the card's tries left
+    pin_for: str = ""
+    pin_count: int = 0
+    pin_tries: int | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ RESPONSES: dict[str, tuple[str, bool]] = {
     "54": ("EXPIRED CARD", True),
     "55": ("INCORRECT PIN", True),
     "57": ("NOT PERMITTED", True),
+    "75": ("PIN TRIES EXCEEDED", True),
+    "81": ("PIN ERROR", True),
     "91": ("HOST BUSY", False),
     "95": ("BATCH OUT OF BALANCE", True),
     "96": ("HOST BUSY", False),

@@ -227,6 +227,8 @@ class App:
         if self._stopping and isinstance(event, PEOPLE):
             return  # stopping: no new sale, no menu
         p, was_active = self.parts, self.current.sale_active()
+        if p.pinpad is not None and p.pinpad.takes(event):  # a PIN's keys: never the core's
+            return
         if isinstance(event, CardSwiped) and not event.pan_hash:
             # the duplicate guard compares keyed hashes, never PANs
             event = replace(event, pan_hash=self.journal.vault.pan_hash(event.card.pan))

@@ -50,9 +50,14 @@ class Authorizer:
                  response_timeout: float, before_request: Callable[[], object],
                  reversal_recorded: Callable[[], None],
                  on_result: Callable[[bool, str], None] = lambda ok, why: None,
-                 clock: Clock = SYSTEM, pin_pad: bool = False) -> None:
+                 clock: Clock = SYSTEM, pin_pad: bool = False,
+                 pin_block: Callable[[], tuple[bytes, bytes] | None] = lambda: None) -> None:
         self.journal, self.link, self.ident, self.clock = journal, link, ident, clock
         self.pin_pad = pin_pad  # field 22's third digit
+        # the online PIN's block and KSN (fields 52, 53), from the PIN pad: in memory only,
+        # never journaled; a retry after 91/96 sends the same again (host-interface 9.1)
+        self.pin_block = pin_block
+        self._pin: tuple[bytes, bytes] | None = None
         self.response_timeout = response_timeout
         self.before_request = before_request
         self.reversal_recorded = reversal_recorded
@@ -116,7 +121,8 @@ class Authorizer:
         progress.attempt = attempt
         failpoints.hit("after_record_sending")
         doc = iso.financial_request(fixed, stan=int(attempt.stan), utc=utc,
-                                    track2=request.card.track2)
+                                    track2=request.card.track2, pin=self._pin_for(request,
+                                                                                   sale_id))
         iso.encode(doc)  # a message that cannot be encoded is never half sent
         try:
             await self.link.ensure_connected()
@@ -148,12 +154,24 @@ class Authorizer:
         if is_busy(rc):
             self.journal.attempt_busy(attempt, rc)
             return HostBusy(attempt.sale_id, f"host answered {rc}")
+        self._pin = None  # final: the PIN block is not needed again
         record = self.journal.record_answer(attempt, code=rc, approval=answer.get("38", ""),
                                             rrn=answer.get("37", ""))
         progress.answered = record
         failpoints.hit("after_answer_recorded")
         # a chip sale's answer carries the issuer's data for the card (tag 91, scripts)
         return HostAnswered(record, icc=answer.get("55", "") if request.chip else "")
+
+    def _pin_for(self, request: SaleRequest, sale_id: int | None) -> tuple[bytes, bytes] | None:
+        """The sale's PIN block: taken from the PIN pad on its first attempt, the same
+        one on a retry (same 52, 53 with a new STAN); none without an online PIN."""
+        if not request.pin:
+            return None
+        if sale_id is None or self._pin is None:
+            self._pin = self.pin_block()
+            if self._pin is None:
+                raise HostError("the online PIN's block is gone: the sale cannot carry it")
+        return self._pin
 
     def _unknown(self, attempt: Attempt, reason: str, why: str,
                  progress: _Progress | None = None) -> Event:

@@ -29,9 +29,9 @@ from firmware.core.emv.params import Terminal
 from firmware.core.emv.steps import (
     Choose, HostReply, Online, Outcome, PinResult, PinStep, Response, Send, Txn,
 )
-from firmware.core.events import ChipAsked, ChipFinished, ChipRead, Event
+from firmware.core.events import ChipAsked, ChipFinished, ChipRead, Event, PinAsked, PinTaken
 from firmware.errors import ChipError, ChipMuteError, ChipReaderGoneError, ChipRemovedError
-from firmware.ports import ChipReaderPort
+from firmware.ports import ChipReaderPort, PinPadPort
 from firmware.runtime import threads
 
 log = logging.getLogger("posterm.chip")
@@ -56,17 +56,21 @@ class ChipSession:
 
     def __init__(self, reader: ChipReaderPort, terminal: Terminal, *,
                  emit: Callable[[Event], None], pan_hash: Callable[[str], str],
-                 sequence: Callable[[], int], spawn: Callable[[Any, str], None]) -> None:
+                 sequence: Callable[[], int], spawn: Callable[[Any, str], None],
+                 pinpad: PinPadPort | None = None) -> None:
         self.reader, self.terminal, self.emit = reader, terminal, emit
+        self.pinpad = pinpad
         self.pan_hash, self.sequence, self.spawn = pan_hash, sequence, spawn
         self._pool = threads.pool("chip")
         self._reply: asyncio.Future[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self.last: Outcome | None = None  # the last outcome (bench, status)
+        self._amount = 0
 
     # -- the effects ------------------------------------------------------------------
     def begin(self, effect: ChipBegin) -> None:
         self.stop()
+        self._amount = effect.amount
         txn = Txn(kind=effect.kind, amount=effect.amount, local=effect.local,
                   unpredictable=secrets.token_bytes(4),
                   random_percent=secrets.randbelow(99) + 1,
@@ -168,9 +172,32 @@ class ChipSession:
             reply = await self._ask(ChipRead(step.chip, self.pan_hash(step.chip.card.pan)))
             assert isinstance(reply, HostReply)
             return reply
-        if isinstance(step, PinStep):  # no PIN pad yet: Book 3 "PIN pad not present"
-            return PinResult("no_pinpad")
+        if isinstance(step, PinStep):
+            return await self._pin(step)
         raise TypeError(f"the kernel asked for {type(step).__name__}")
+
+    async def _pin(self, step: PinStep) -> PinResult:
+        """The card's CVM asks for the PIN: the PIN pad takes it (the core shows ENTER PIN
+        and the stars) and makes the online block, or sends it to the card itself."""
+        if self.pinpad is None:  # Book 3 10.5: "PIN pad not present or not working"
+            return PinResult("no_pinpad")
+        self.emit(PinAsked(step.kind, step.tries_left, step.bypass))
+        if step.kind == "online":
+            result = await self.pinpad.online(step.pan, self._amount, bypass=step.bypass)
+        else:
+            result = await self.pinpad.offline(step, self._transmit)
+        self.emit(PinTaken(result))
+        return result
+
+    async def _transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        """The PIN pad's way to the card (VERIFY, GET CHALLENGE); a reader failure is a
+        status word of 0 (the PIN pad answers "failed")."""
+        try:
+            data, sw = await self._call(self.reader.transmit, apdu)
+        except (ChipError, TimeoutError) as exc:
+            log.warning("chip: PIN command failed: %s", _why(exc))
+            return b"", 0
+        return bytes(data), int(sw)
 
     async def _off(self) -> None:
         try:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from firmware.config import Config
-from firmware.core.effects import ChipBegin, ChipChoice, ChipComplete, ChipStop
-from firmware.core.emv.steps import Outcome
+from firmware.core.effects import ChipBegin, ChipChoice, ChipComplete, ChipStop, TakePin
+from firmware.core.emv.steps import Outcome, PinResult
 from firmware.core.events import (
-    AdviceRefused, ChipFinished, Event, LinkChanged, PathChanged, QueueChanged,
+    AdviceRefused, ChipFinished, Event, LinkChanged, PathChanged, PinTaken, QueueChanged,
 )
 from firmware.core.link import UP
 from firmware.errors import HostError
@@ -40,6 +40,7 @@ from firmware.runtime.linkmonitor import LinkMonitor
 from firmware.runtime.maintenance import DailyRestart
 from firmware.runtime.operator import OperatorGuard
 from firmware.runtime.outcomes import Announcer
+from firmware.runtime.pinentry import KeypadPinPad, pin_keys
 from firmware.runtime.paths import MODEM, Failover, ModemKeeper, Paths, PrimaryProbe
 from firmware.runtime.power import PowerMonitor, monitor_for
 from firmware.runtime.printing import Prints
@@ -89,11 +90,17 @@ class Parts:
                                      before_request=self.forwarder.flush,
                                      reversal_recorded=self.forwarder.kick,
                                      on_result=self.monitor.report, clock=clock,
-                                     pin_pad=pin_pad)
+                                     pin_pad=pin_pad or cfg.core.pin_entry,
+                                     pin_block=lambda: self.pinpad.take_block()
+                                     if self.pinpad is not None else None)
+        # the cardholder's PIN (pinentry.py), when a PIN pad is configured: the keypad
+        self.pinpad: KeypadPinPad | None = KeypadPinPad(
+            emit, pin_keys(cfg, journal)) if cfg.core.pin_entry else None
         # the chip reader and the EMV kernel's session (chip.py), when [chip] is configured
         reader = getattr(devices, "chip_reader", None)
         self.chip = ChipSession(reader, chip, emit=emit, pan_hash=journal.vault.pan_hash,
-                                sequence=lambda: int(journal.allocate_stan()), spawn=spawn) \
+                                sequence=lambda: int(journal.allocate_stan()), spawn=spawn,
+                                pinpad=self.pinpad) \
             if chip is not None and reader is not None else None
         self.operator = OperatorGuard(cfg.operator.pin_hash,
                                       attempts=cfg.operator.lockout_attempts,
@@ -177,6 +184,19 @@ class Parts:
                                            detail="no chip reader")))
             return
         self.chip.begin(effect)
+
+    def take_pin(self, effect: TakePin) -> None:
+        """A swipe's online PIN: the PIN pad takes it, the core hears how it went."""
+        pad = self.pinpad
+        if pad is None:
+            self.emit(PinTaken(PinResult("no_pinpad")))
+            return
+        request = effect.request
+
+        async def take() -> None:
+            self.emit(PinTaken(await pad.online(request.card.pan, request.amount,
+                                                bypass=False)))
+        self.spawn(take(), "pin entry")
 
     def chip_choose(self, effect: ChipChoice) -> None:
         if self.chip is not None:

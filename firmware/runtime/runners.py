@@ -11,11 +11,12 @@ from typing import Any
 from firmware.core.effects import (
     Authorize, Beep, CheckPin, ChipBegin, ChipChoice, ChipComplete, ChipSettle, ChipStop,
     CloseBatch, CloseSale, DecideOffline, FindForVoid, Log, Print, PrintReport, PrintTotals,
-    Show, StartTimer, Void,
+    Show, StartTimer, TakePin, Void,
 )
-from firmware.core.emv.steps import Outcome
+from firmware.core.emv.steps import Outcome, PinResult
 from firmware.core.events import (
-    ChipFinished, CloseFinished, Event, PinChecked, PrintFinished, SaleClosed, VoidCandidate,
+    ChipFinished, CloseFinished, Event, PinChecked, PinTaken, PrintFinished, SaleClosed,
+    VoidCandidate,
 )
 from firmware.runtime.current import Current
 from firmware.runtime.graph import Parts, Spawn
@@ -62,6 +63,7 @@ def table(p: Parts, current: Current, journal: Journal, *, spawn: Spawn,
             "failed", message="CHIP ERROR", detail="the card could not be told the answer"))),
         ChipSettle: (p.decisions.settle_chip, p.decisions.chip_failed),
         ChipStop: (p.chip_stop, None),
+        TakePin: (p.take_pin, lambda e: PinTaken(PinResult("no_pinpad"))),
         PrintTotals: (lambda e: spawn(p.prints.totals(e.kind), "totals"),
                       lambda e: PrintFinished(False, "PRINTER FAULT", job="x-report"
                                               if e.kind == "X" else "z-report")),

@@ -63,6 +63,7 @@ class PinStep:
     # offline enciphered: the public key to encipher under (Book 2 7.1: the ICC PIN
     # encipherment key, else the ICC key), as (modulus, exponent)
     key: tuple[bytes, int] | None = field(default=None, repr=False)
+    pan: str = field(default="", repr=False)  # online: the PAN the PIN block is bound to
 
 
 @dataclass(frozen=True)
