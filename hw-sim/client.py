@@ -209,6 +209,11 @@ class HwsimClient:
         their order; with no argument only read it. Returns the latency now in force."""
         return float(self.call(ops.host_latency, seconds=seconds)["seconds"])
 
+    def pin_reset(self, pan: str | None = None) -> int:
+        """Forget the host's wrong PINs in a row (of one card, or every card); returns how
+        many cards had a count."""
+        return int(self.call(ops.pin_reset, **({"pan": pan} if pan else {}))["reset"])
+
     def chip_wrong_arpc(self, count: int = 1) -> None:
         """The next `count` 0210s built with tag 91 carry a wrong ARPC (the ARC right)."""
         self.call(ops.chip_wrong_arpc, count=count)

@@ -1,8 +1,8 @@
 """The simulated acquirer host: a TCP (optionally TLS) server in hwsim's event loop.
 
 It speaks the host interface, version 1.2 (framing and codec in `hostproto`, the
-ledger and decision rules in `ledger`, the chip rules in `hostchip`, batch close and
-upload in `settlement`),
+ledger and decision rules in `ledger`, the chip rules in `hostchip`, the PIN checks in
+`hostpin`, installed as the books' `pin_check`, batch close and upload in `settlement`),
 and lets tests and people inject faults (`hostfaults`): delays, silence, dropped
 connections, garbage answers, refused connections, a host that is gone, batch
 closes forced out of balance. Each request is processed as it arrives, in
@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import hostchip
+from . import hostchip, hostpin
 from .hostfaults import Fault, FaultPlan
 from .hostproto import GARBAGE_PAYLOAD, FrameError, Message, decode, describe, encode, frame
 from .hostproto import read_frame, wire_view
@@ -119,6 +119,9 @@ class AcquirerHost:
         self._latency = check_latency(latency)
         self._ssl = server_tls_context(tls_cert, tls_key) if tls_cert else None
         self._books = Books(random.Random(rng_seed))
+        self._pins = hostpin.PinChecks()
+        self._books.pin_check = self._pins
+        self._books.pin_not_processed = self._pins.not_processed
         self._faults = FaultPlan()
         self._messages: list[dict[str, Any]] = []
         self._attempts = 0
@@ -268,6 +271,15 @@ class AcquirerHost:
     @pin_check.setter
     def pin_check(self, check: Callable[[Message], str | None] | None) -> None:
         self._books.pin_check = check
+
+    def pin_reset(self, pan: str | None = None) -> int:
+        """Forget the wrong PINs in a row of one PAN (None: every PAN), so that a card
+        answered 75 is checked again (9.2); returns how many PANs had a count."""
+        return self._pins.reset(pan)
+
+    def pins_blocked(self) -> int:
+        """How many cards' PINs are answered 75 now."""
+        return self._pins.blocked()
 
     def clear_faults(self) -> None:
         """Clear every fault (the chip ones too), and the forced out-of-balance answers."""
@@ -450,6 +462,7 @@ class AcquirerHost:
             # 55 carries none: host-interface 8.1 forbids it)
             "fields": {k: request[k] for k in ("3", "22", "23", "38", "39", "55")
                        if k in request},
+            "pin": "52" in request,  # an online PIN was sent; never its block or KSN
         }
         self._messages.append(entry)
         return entry

@@ -27,12 +27,15 @@ the host interface, version 1.2, sections 3 to 5, 7 and 8 (the chip rules are
   a 0200 the busy cents `91`/`96`; then field 55 malformed or inconsistent `30`; a
   wrong cryptogram or an application whose keys the host does not hold `05` (not for
   a refund); the PIN checks (`pin_check`, a hook: a request with field 52 and no hook
-  is answered `81`, never approved blindly); the other cents; `00`. A 0220's field
+  is answered `81`, never approved blindly; `pin_not_processed`, a hook too, hears of a
+  0200 with field 52 answered `91`/`96`, whose KSN may come back once, host-interface
+  9.1); the other cents; `00`. A 0220's field
   55 is checked the same way (a wrong TC: `05`). The 0210 to a chip purchase whose
   cryptogram the host could check carries field 55: tag 91 (ARPC || ARC), and the
   issuer scripts a test asked for (`chip`, hostfaults.ChipFaults).
 
-Every entry records its batch (field 60) and invoice (field 62). A forced code
+Every entry records its batch (field 60) and invoice (field 62), and for a 0200
+whether it carried an online PIN (`pin`: field 52 there; never PIN data). A forced code
 (a `decline` fault or a default answer) replaces the decision for a fresh
 request; the request is then recorded as neither charged nor credited. No I/O
 here; the PAN is kept masked and track data is never kept.
@@ -93,6 +96,9 @@ class Books:
         # the PIN checks (host-interface 9.2): the request -> "55", "75", "81", or None
         # when the PIN is right; None here: a PIN block is answered 81
         self.pin_check: Callable[[Message], str | None] | None = None
+        # told of a 0200 with a PIN block answered 91/96: its KSN may be resent (9.1)
+        self.pin_not_processed: Callable[[Message], None] | None = None
+        self._with_pin: set[Key] = set()  # the entries whose request carried field 52
         self._scripts_issued = 0
 
     # -- control -----------------------------------------------------------
@@ -119,7 +125,8 @@ class Books:
         return self._settlement.forced_pending()
 
     def entries(self) -> list[dict[str, Any]]:
-        return [entry.as_dict() for entry in self._entries.values()]
+        return [{**entry.as_dict(), "pin": key in self._with_pin}
+                for key, entry in self._entries.items()]
 
     def batches(self) -> list[dict[str, Any]]:
         return self._settlement.batches(self._entries)
@@ -127,6 +134,7 @@ class Books:
     # -- processing --------------------------------------------------------
     def not_processed(self, request: Message, code: str) -> Message:
         """A busy answer (91/96): nothing recorded, nothing stored."""
+        self._not_processed_pin(request)
         extra = {"37": self._rrn()} if mti_class(request["t"]) in ("0200", "0220") else None
         return response(request, code, extra)
 
@@ -194,7 +202,10 @@ class Books:
                 code = forced if forced is not None else cents
         rrn = self._rrn()
         if code in NOT_PROCESSED:
+            self._not_processed_pin(req)
             return response(req, code, {"37": rrn}), False
+        if "52" in req:
+            self._with_pin.add(key)
         approval = f"{self._rng.randrange(1_000_000):06d}" if code == "00" else None
         self._record(req, key, amount, rrn, code, approval, offline=None, icc=icc)
         extra = {"37": rrn}
@@ -308,6 +319,10 @@ class Books:
             entry_mode=req.get("22"), aid=icc.aid if icc else None,
             cryptogram=icc.kind if icc else None,
         )
+
+    def _not_processed_pin(self, req: Message) -> None:
+        if self.pin_not_processed is not None and "52" in req and req.get("t") == "0200":
+            self.pin_not_processed(req)
 
     def _rrn(self) -> str:
         self._rrn_seq += 1

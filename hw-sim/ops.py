@@ -465,6 +465,21 @@ async def host_up(sim: Simulator) -> Reply:
     return await _host_updown(sim, False)
 
 
+def _pin_reset_said(reply: Reply, args: argparse.Namespace) -> str:
+    whom = "that card" if args.pan else "every card"
+    return f"PIN tries reset for {whom} ({reply['reset']} card(s) had wrong PINs counted)"
+
+
+@op(Arg("pan", str, None, "only this card (default every card)", secret=True),
+    help="forget the host's count of wrong PINs in a row, so that a card answered 75 (PIN "
+    "tries exceeded) is checked again", page=True, command="pin-reset",
+    about="The simulated host counts wrong online PINs in a row per card, across terminals: "
+    "the first two are answered 55, the third and every later PIN 75 until this reset "
+    "(host-interface 9.2).", show=_pin_reset_said)
+def pin_reset(sim: Simulator, pan: str | None) -> Reply:
+    return {"reset": _host(sim).pin_reset(pan or None)}
+
+
 # -- chip cards: the host's controls and the card slot (vpcd) --------------------------------
 
 @op(Arg("count", int, 1, "how many 0210s", metavar="N"),

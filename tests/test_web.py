@@ -494,6 +494,81 @@ def _rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def test_a_pin_typed_through_the_page_reaches_nothing_the_page_gets(rig: Rig) -> None:
+    """hardware.md "PIN entry": a PIN keyed through the page's key op (here the
+    supervisor's, the PIN entry this terminal has) shows as stars and nowhere else: not
+    in the display, the replies to the key presses, the status, the ledger, the wire,
+    nor hwsim's log; and the page's own code logs and lists no key press."""
+    pin = "97531864"  # the longest supervisor PIN (8 digits); not the configured one
+
+    async def go() -> tuple[list[str], Frames, Frames]:
+        async with Page(rig.web_url) as page:
+            await page.wait_display("ENTER AMOUNT")
+            await page.send("press", keys=["F1"])
+            await page.wait_display("MENU")
+            await page.send("press", keys=["5"])
+            await page.wait_display("SUPERVISOR PIN")
+            typed = len(page.frames)
+            replies = [await page.send("press", keys=[digit]) for digit in pin]
+            await page.wait_display("*" * len(pin))
+            done = len(page.frames)
+            await page.send("press", keys=["OK"])
+            await page.wait(lambda f: f["type"] == "display"
+                            and "*" * len(pin) not in " ".join(f["rows"]), start=done)
+            await page.send("press", keys=["CANCEL"])
+            await asyncio.sleep(0.5)
+            return page.raw[typed:], page.frames[typed:], replies
+
+    raw, frames, replies = run(go())
+    assert all(set(r) == {"type", "id", "ok", "listeners"} and r["ok"] for r in replies)
+    entry = [f for f in frames if f["type"] == "display" and "SUPERVISOR PIN" in f["rows"][0]]
+    assert len(entry) >= len(pin)
+    for frame in entry:  # the digits never, one star each
+        assert not any(ch.isdigit() for ch in " ".join(frame["rows"])), frame
+    everything = "\n".join(raw) + (rig.tmp / "hwsim.log").read_text()
+    assert pin not in everything
+    strings: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    collect(frames)
+    assert not any(pin[:4] in s for s in strings)  # no part of it, in any text
+    code = "\n".join((pathlib.Path(__file__).parents[1] / "hw-sim" / "webui" / name
+                      ).read_text() for name in STATIC_FILES if name.endswith(".js"))
+    assert "console.log" not in code  # the page writes no key press to the console
+
+
+def test_the_wire_and_the_ledger_keep_pin_data_hidden_9_2() -> None:
+    """Host-interface 9.2: the wire log shows field 52 as zero bytes of its length and
+    field 53 as its first 6 and last 4 hex digits; the ledger says only that a sale
+    carried a PIN."""
+    import random
+
+    from hwsim.ledger import Books
+
+    block, ksn = "A912150391AB65A67E52883D81CE2D15", "123456789012345600000001"
+    sale = {"t": "0200", "2": "4111111111111111", "3": "000000", "4": "000000001000",
+            "7": "1207101500", "11": "000001", "12": "101500", "13": "1207", "14": "3012",
+            "22": "901", "25": "00", "41": "TERM0001", "42": "MERCHANT0000001", "49": "978",
+            "52": block, "53": ksn, "60": "000001", "62": "000001"}
+    view = json.dumps(wire_view(sale))
+    assert block not in view and ksn not in view and ksn[6:-4] not in view
+    assert wire_view(sale)["52"] == "0" * 32 and wire_view(sale)["53"] == "123456**************0001"
+    books = Books(random.Random(1))
+    books.pin_check = lambda req: None
+    assert books.answer(sale)["39"] == "00"
+    entry = books.entries()[0]
+    assert entry["pin"] is True and block not in json.dumps(entry) and ksn not in json.dumps(entry)
+
+
 def test_wire_view_masks_every_kind_of_card_data() -> None:
     pan = "4761739001010010"
     message = {"t": "0200", "2": pan, "3": "000000", "4": "000000001250", "14": "3012",

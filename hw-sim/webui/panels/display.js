@@ -1,5 +1,10 @@
 /* The terminal's 20x4 display and its keypad (clicks and the computer's keyboard),
- * and the key-to-display time the page measures. */
+ * and the key-to-display time the page measures.
+ *
+ * A PIN's digits never show on the page: the display mirrors the terminal's, which
+ * shows one star a digit; no key press is logged or listed; and while the display asks
+ * for a PIN, a digit typed on the computer's keyboard flashes the whole keypad, not its
+ * key (someone watching the screen must not read the PIN from the flashes). */
 import { $, el, str } from "../dom.js";
 import { ops, page, send } from "../socket.js";
 
@@ -88,9 +93,23 @@ function flash(key) {
   flashTimers.set(b, setTimeout(function () { b.classList.remove("flash"); flashTimers.delete(b); }, 140));
 }
 
+// Whether the display asks for a PIN (the cardholder's or the supervisor's).
+function pinEntry() {
+  return lastRows !== null && lastRows.some(function (r) { return /\bPIN\b/.test(r); });
+}
+
+function flashKeypad() {
+  const pad = document.querySelector(".keypad");
+  if (!pad) return;
+  pad.classList.add("flash");
+  if (flashTimers.has(pad)) clearTimeout(flashTimers.get(pad));
+  flashTimers.set(pad, setTimeout(function () { pad.classList.remove("flash"); flashTimers.delete(pad); }, 140));
+}
+
 function pressKey(key) {
   keyTime = performance.now();
-  flash(key);
+  if (/^[0-9]$/.test(key) && pinEntry()) flashKeypad();
+  else flash(key);
   send(ops.press, { keys: [key] });
 }
 

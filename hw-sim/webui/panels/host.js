@@ -128,6 +128,7 @@ export function bindHostControls() {
   on("host-down", "click", function () { send(ops.host_down, {}); });
   on("host-up", "click", function () { send(ops.host_up, {}); });
   on("host-clear", "click", function () { send(ops.host_clear, {}); });
+  on("host-pin-reset", "click", function () { send(ops.pin_reset, {}); });
   const setLatency = function () {
     const v = parseFloat(($("host-latency") || {}).value);
     if (!isFinite(v) || v < 0) { showError("host latency: a number of seconds, 0 or more"); return; }

@@ -38,8 +38,9 @@ export function onLedger(msg) {
     let tr = el("tr", "st-" + (state === "—" ? "none" : state));
     tr.dataset.stan = str(e.stan);
     tr.appendChild(el("td", null, str(e.stan)));
-    let td = el("td", null, type.text);
-    td.title = type.title;
+    // e.pin: the sale carried an online PIN (never its digits or block)
+    let td = el("td", null, type.text + (e.pin === true ? " · PIN" : ""));
+    td.title = type.title + (e.pin === true ? ", online PIN" : "");
     tr.appendChild(td);
     tr.appendChild(el("td", null, maskPans(e.pan)));
     tr.appendChild(el("td", "num-col", formatAmount(e.amount, e.currency)));
