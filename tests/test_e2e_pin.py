@@ -1,0 +1,120 @@
+"""The cardholder's PIN end to end: the keypad as the PIN pad, DUKPT online PINs checked
+by hwsim's host (host-interface 9.2: PIN 1234, 55 then 75 after three wrong), offline
+PINs checked by hwsim's chip cards through pcscd and vpcd. No digit may appear in the
+firmware's log, its journal (and WAL) or hwsim's log."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+from tests.chiprig import Pcscd, pcsc  # noqa: F401  (the fixture)
+from tests.invariants import wait_and_check
+from tests.rig import Rig, wait_until
+
+PIN = "1234"
+WRONG = "9876"
+STRIPE_PIN_CARD = "6011000990139424"  # service code 120: PIN required (hardware.md)
+
+
+@pytest.fixture
+def pinrig(tmp_path: pathlib.Path) -> Iterator[Rig]:
+    r = Rig(tmp_path, pin=True)
+    try:
+        yield r.start()
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def chippin(tmp_path: pathlib.Path, pcsc: Pcscd) -> Iterator[Rig]:  # noqa: F811
+    r = Rig(tmp_path, pcsc=pcsc, pin=True)
+    try:
+        yield r.start()
+    finally:
+        r.stop()
+
+
+def _key_pin(rig: Rig, pin: str) -> None:
+    rig.hw.wait_display("PIN", timeout=20)
+    rig.hw.press(pin)
+    rig.hw.wait_display("*" * len(pin))
+    rig.hw.press("OK")
+
+
+def _no_digits_anywhere(rig: Rig, *pins: str) -> None:
+    for pin in pins:
+        assert pin not in rig.log()
+        for path in rig.state_dir.glob("journal*"):
+            assert pin.encode() not in path.read_bytes(), path
+        assert pin not in (rig.tmp / "hwsim.log").read_text(errors="replace")
+
+
+def test_a_stripe_that_requires_a_pin_is_approved_with_the_right_pin(pinrig: Rig) -> None:
+    pinrig.sale("1250", STRIPE_PIN_CARD, service_code="120")
+    _key_pin(pinrig, PIN)
+    pinrig.hw.wait_display("APPROVED", timeout=20)
+    entry = pinrig.hw.ledger()[-1]
+    assert entry["charged"] and entry.get("pin"), entry
+    wait_and_check(pinrig)
+    _no_digits_anywhere(pinrig, PIN)
+
+
+def test_wrong_pins_are_incorrect_then_tries_exceeded(pinrig: Rig) -> None:
+    for shown in ("INCORRECT PIN", "INCORRECT PIN", "PIN TRIES EXCEEDED"):
+        pinrig.sale("1250", STRIPE_PIN_CARD, service_code="120")
+        _key_pin(pinrig, WRONG)
+        pinrig.hw.wait_display(shown, timeout=20)
+        pinrig.wait_idle(timeout=30)
+    assert not any(e["charged"] for e in pinrig.hw.ledger())
+    _no_digits_anywhere(pinrig, WRONG)
+
+
+def test_cancel_at_the_pin_sends_nothing(pinrig: Rig) -> None:
+    pinrig.sale("1250", STRIPE_PIN_CARD, service_code="120")
+    pinrig.hw.wait_display("ENTER PIN", timeout=20)
+    pinrig.hw.press("1", "2", "CANCEL")
+    pinrig.hw.wait_display("PIN CANCELLED", timeout=20)
+    assert pinrig.hw.ledger() == []
+
+
+def test_a_chip_online_pin_goes_in_fields_52_and_53(chippin: Rig) -> None:
+    """hardware.md's first card: CVM online PIN first (Book 3 10.5)."""
+    chippin.chip_sale("1250", "online-pin")
+    _key_pin(chippin, PIN)
+    chippin.hw.wait_display("APPROVED", timeout=30)
+    assert chippin.hw.ledger()[-1].get("pin")
+    receipt = chippin.wait_receipts(1)[-1]
+    assert "PIN" in receipt and "SIGNATURE:" not in receipt, receipt
+    _no_digits_anywhere(chippin, PIN)
+
+
+def test_an_offline_plaintext_pin_is_verified_by_the_card(chippin: Rig) -> None:
+    """hardware.md's second card: offline plaintext PIN, Y1 under the floor limit."""
+    chippin.chip_sale("1000", "offline-pin")
+    _key_pin(chippin, WRONG)
+    chippin.hw.wait_display("INCORRECT PIN", timeout=30)
+    _key_pin(chippin, PIN)
+    rows = chippin.hw.wait_display("APPROVED OFFLINE", timeout=30)
+    assert any("Y1" in r for r in rows), rows
+    receipt = chippin.wait_receipts(1)[-1]
+    assert "PIN VERIFIED" in receipt, receipt
+    _no_digits_anywhere(chippin, PIN, WRONG)
+
+
+def test_an_offline_enciphered_pin_is_verified_by_the_card(chippin: Rig) -> None:
+    chippin.chip_sale("1000", "cda-enciphered-pin")
+    _key_pin(chippin, PIN)
+    chippin.hw.wait_display("APPROVED", timeout=30)
+    receipt = chippin.wait_receipts(1)[-1]
+    assert "PIN VERIFIED" in receipt, receipt
+
+
+def test_a_blocked_pin_is_said_and_the_next_cvm_applies(chippin: Rig) -> None:
+    chippin.chip_sale("1000", "pin-blocked")
+    rows = wait_until(lambda: (lambda r: r if any(
+        w in " ".join(r) for w in ("PIN BLOCKED", "APPROVED", "DECLINED", "NOT")) else None)(
+        chippin.hw.display()), 30, "no outcome")
+    assert rows
