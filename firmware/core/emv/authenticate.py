@@ -6,7 +6,9 @@ byte 1 bits 1, 6, 7 against 9F33 byte 3 bits 4, 7, 8); none sets "offline data
 authentication was not performed". The certificates and signatures are `oda`'s: this
 module chooses the CA key (RID of the selected AID, index 8F), asks INTERNAL
 AUTHENTICATE for DDA, and turns `oda.OdaError` into the TVR bit of the method. CDA's
-signature is checked at GENERATE AC (`complete.py`) with the key recovered here."""
+signature is checked at GENERATE AC (`complete.py`) with the key recovered here.
+`pin_key` gives offline enciphered PIN its key (Book 2 7.1), from ODA's keys or
+recovered for it."""
 
 from __future__ import annotations
 
@@ -60,11 +62,13 @@ def perform(ctx: Ctx) -> Generator[Step, Reply, None]:
         static = oda.static_data(ctx.oda_records, card.get(0x9F4A), card[0x82])
         issuer = oda.issuer_key(ca, card[0x90], card.get(0x92), card[0x9F32], pan(ctx),
                                 today, ctx.terminal.revoked)
+        ctx.issuer_public = issuer  # kept for offline enciphered PIN (Book 2 7.1)
         if chosen == "SDA":  # Book 2 5.4
             ctx.extra[0x9F45] = oda.verify_sda(issuer, card[0x93], static)
             return
         icc = oda.icc_key(issuer, card[0x9F46], card.get(0x9F48), card[0x9F47], static,
                           pan(ctx), today)
+        ctx.icc_public = icc
     except oda.OdaError as exc:
         if isinstance(exc, oda.OdaMissing):  # a remainder the certificate needs
             ctx.set(tvr.ICC_DATA_MISSING)
@@ -83,6 +87,56 @@ def _ca_key(ctx: Ctx, today: date) -> CaKey | None:
     if key is None or key.expiry < today:
         return None
     return key
+
+
+def pin_key(ctx: Ctx) -> oda.PublicKey | None:
+    """Book 2 7.1: the key an offline PIN is enciphered under. The ICC PIN encipherment
+    public key when the card has its certificate (9F2D, with 9F2E and 9F2F), else the
+    ICC public key (9F46, 9F47, 9F48); either recovered with the issuer key and checked
+    as 6.3 and 6.4 check them (the revocation list and the CA key's expiry included),
+    reusing the keys ODA recovered. When ODA did not recover them (not performed, SDA,
+    or it failed) they are recovered here from the card's data and the static data read.
+    None when no key can be recovered: a card with a 9F2D that fails is not enciphered
+    under its ICC key instead (7.1 makes the PIN encipherment key the one to use when
+    present). The caller then fails the CVM."""
+    card, today = ctx.card, ctx.txn.local.date()
+    try:
+        if card.get(0x9F2D):
+            issuer = _issuer(ctx, today)
+            exponent = card.get(0x9F2E)
+            if issuer is None or not exponent:
+                return None
+            return oda.icc_pin_key(issuer, card[0x9F2D], card.get(0x9F2F), exponent,
+                                   pan(ctx), today)
+        if ctx.icc_public is not None:
+            return ctx.icc_public
+        if not card.get(0x9F46) or not card.get(0x9F47):
+            return None
+        issuer = _issuer(ctx, today)
+        if issuer is None:
+            return None
+        static = oda.static_data(ctx.oda_records, card.get(0x9F4A), card[0x82])
+        ctx.icc_public = oda.icc_key(issuer, card[0x9F46], card.get(0x9F48), card[0x9F47],
+                                     static, pan(ctx), today)
+        return ctx.icc_public
+    except oda.OdaError:
+        return None
+
+
+def _issuer(ctx: Ctx, today: date) -> oda.PublicKey | None:
+    """The issuer public key ODA recovered, else recovered now (Book 2 6.3); raises
+    OdaError when its certificate fails."""
+    if ctx.issuer_public is not None:
+        return ctx.issuer_public
+    card = ctx.card
+    if any(not card.get(tag) for tag in (0x8F, 0x90, 0x9F32)):
+        return None
+    ca = _ca_key(ctx, today)
+    if ca is None:
+        return None
+    ctx.issuer_public = oda.issuer_key(ca, card[0x90], card.get(0x92), card[0x9F32],
+                                       pan(ctx), today, ctx.terminal.revoked)
+    return ctx.issuer_public
 
 
 def _dda(ctx: Ctx, icc: oda.PublicKey) -> Generator[Step, Reply, None]:

@@ -17,11 +17,11 @@ from firmware.core.emv import oda, tags, tlv
 from firmware.core.emv.params import AidParams, Terminal
 from firmware.core.emv.tvr import Bit, set_bit
 from firmware.core.emv.steps import (
-    ChipData, Choose, HostReply, Online, Outcome, PinStep, Response, Send, Txn,
+    ChipData, Choose, HostReply, Online, Outcome, PinResult, PinStep, Response, Send, Txn,
 )
 
 Step = Send | Choose | Online | PinStep
-Reply = Response | int | None | HostReply
+Reply = Response | int | None | HostReply | PinResult
 Flow = Generator[Step, Reply, Outcome]
 
 MAX_RECORDS = 64  # READ RECORD commands for application data (Book 3 10.2), all AFL entries
@@ -29,6 +29,7 @@ MAX_RECORD_BYTES = 8192  # total record bytes kept
 MAX_DIR_RECORDS = 32  # records of the PSE directory (Book 1 12.3.2)
 MAX_OCCURRENCES = 16  # SELECT next occurrence for one partial AID (Book 1 12.3.3)
 MAX_CANDIDATES = 32
+MAX_PIN_ENTRIES = 16  # PIN entries for one CVM: a card's 63Cx counts down from 15 at most
 
 TERMINAL_TAGS = frozenset({0x95, 0x9B, 0x9F02, 0x9F03, 0x9F1A, 0x5F2A, 0x9A, 0x9C, 0x9F37,
                            0x9F35, 0x9F33, 0x9F40, 0x9F1E, 0x9F09, 0x9F21, 0x9F41, 0x9F1B,
@@ -85,6 +86,10 @@ class Ctx:
     oda_records: list[tuple[int, bytes]] = field(default_factory=list)
     oda_method: str = ""  # "SDA", "DDA", "CDA", "" (none)
     icc_key: oda.PublicKey | None = None  # when CDA is to be verified
+    # the keys ODA recovered (whatever the method, even if a later check failed), kept
+    # for offline enciphered PIN (Book 2 7.1); recovered then if ODA did not
+    issuer_public: oda.PublicKey | None = None
+    icc_public: oda.PublicKey | None = None
     used: dict[int, bytes] = field(default_factory=dict)  # values of the last cryptogram
     chip: ChipData | None = None  # the last cryptogram's data
     online: bool = False  # the host was asked (Online yielded)

@@ -10,7 +10,8 @@ The steps, each in its module:
    (`records.py`); a GPO answered 6985 sends selection to the next candidate;
 3. offline data authentication, 10.3, and processing restrictions, 10.4
    (`authenticate.py`; the cryptography is `oda.py`'s);
-4. cardholder verification, 10.5 (`cvm.py`);
+4. cardholder verification, 10.5 (`cvm.py`): a PIN CVM yields `PinStep` and takes
+   the PIN pad's `PinResult`;
 5. terminal risk management, 10.6, and terminal action analysis, 10.7
    (`riskmgmt.py`);
 6. card action analysis, online processing, issuer authentication, scripts and
@@ -65,7 +66,7 @@ def _flow(ctx: Ctx) -> Generator[Step, Reply, Outcome]:
     yield from records.read(ctx)  # 10.2
     yield from authenticate.perform(ctx)  # 10.3
     authenticate.restrictions(ctx)  # 10.4
-    cvm.process(ctx)  # 10.5
+    yield from cvm.process(ctx)  # 10.5 (asks the PIN pad: PinStep)
     yield from riskmgmt.terminal_risk(ctx)  # 10.6
     ask = riskmgmt.action_analysis(ctx)  # 10.7
     return (yield from complete.first(ctx, ask))  # 10.8 to 10.10

@@ -12,11 +12,12 @@ issuer public key from tag 90 (`issuer_key`); the issuer key recovers either the
 signed static application data, tag 93 (SDA, `verify_sda`), or the ICC public key
 from tag 9F46 (`icc_key`); the ICC key recovers the signed dynamic application data
 9F4B of INTERNAL AUTHENTICATE (DDA, `verify_dda`) or of GENERATE AC (CDA,
-`verify_cda`). Every check names its Book 2 step; a failed one raises `OdaError`
-whose message names the object and the check. `OdaMissing` (an `OdaError`) is the
-one failure that is missing card data (a key remainder the certificate says is
-needed): Book 3 10.3 has the kernel also set "ICC data missing" for it. Setting the
-TVR is the kernel's job, not this module's.
+`verify_cda`). For offline enciphered PIN (Book 2 7.1) the issuer key also recovers the
+ICC PIN encipherment public key from 9F2D (`icc_pin_key`). Every check names its
+Book 2 step; a failed one raises `OdaError` whose message names the object and the
+check. `OdaMissing` (an `OdaError`) is the one failure that is missing card data (a
+key remainder the certificate says is needed): Book 3 10.3 has the kernel also set
+"ICC data missing" for it. Setting the TVR is the kernel's job, not this module's.
 
 Pure: integers, `pow` and hashlib; no clock (the caller passes today's date).
 """
@@ -248,7 +249,7 @@ def issuer_key(ca: CaKey, cert: bytes, remainder: bytes | None, exponent: bytes,
     return PublicKey(modulus, _exponent(x, 14, exponent, what))
 
 
-# -- the ICC public key (Book 2 6.4) ----------------------------------------------
+# -- the ICC public key (Book 2 6.4) and the ICC PIN encipherment key (7.1) ----------
 
 def icc_key(issuer: PublicKey, cert: bytes, remainder: bytes | None, exponent: bytes,
             static: bytes, pan: str, today: date) -> PublicKey:
@@ -256,7 +257,24 @@ def icc_key(issuer: PublicKey, cert: bytes, remainder: bytes | None, exponent: b
     Checks: length == issuer modulus length; 6A..BC; format 04; hash over
     format..static data; PAN (F-padded 10 bytes cn) equals the card's PAN exactly;
     expiry; algorithm 01."""
-    what = "ICC certificate"
+    return _icc_certificate(issuer, cert, remainder, exponent, static, pan, today,
+                            "ICC certificate")
+
+
+def icc_pin_key(issuer: PublicKey, cert: bytes, remainder: bytes | None, exponent: bytes,
+                pan: str, today: date) -> PublicKey:
+    """Book 2 7.1: recover the ICC PIN encipherment public key from 9F2D (remainder 9F2F,
+    exponent 9F2E). The certificate has the ICC public key certificate's format (Table
+    14, format 04) and is checked as 6.4 checks that one, but its hash covers the
+    certificate's fields, the remainder and the exponent only: no static data to be
+    authenticated (7.1: the data signed by the issuer, Table 23, holds none)."""
+    return _icc_certificate(issuer, cert, remainder, exponent, b"", pan, today,
+                            "ICC PIN encipherment certificate")
+
+
+def _icc_certificate(issuer: PublicKey, cert: bytes, remainder: bytes | None,
+                     exponent: bytes, static: bytes, pan: str, today: date,
+                     what: str) -> PublicKey:
     pan = _pan_digits(pan)
     x = _recover(issuer, cert, 42, what)  # steps 1 to 3
     _format(x, 0x04, what)  # step 4
@@ -274,8 +292,8 @@ def icc_key(issuer: PublicKey, cert: bytes, remainder: bytes | None, exponent: b
     _expiry(expiry, today, what)  # step 9
     if x[18] != RSA:  # step 10
         raise OdaError(f"{what}: public key algorithm {x[18]:02X} not supported")
-    if length > issuer.size:  # 6.1: N_IC <= N_I
-        raise OdaError(f"{what}: ICC key of {length} bytes is longer than the issuer key")
+    if length > issuer.size:  # 6.1, 7.1: N_IC (N_PE) <= N_I
+        raise OdaError(f"{what}: key of {length} bytes is longer than the issuer key")
     # step 11: leftmost digits and remainder make the modulus
     return PublicKey(modulus, _exponent(x, 20, exponent, what))
 

@@ -55,6 +55,7 @@ class Terminal:
     revoked: frozenset[tuple[bytes, int, bytes]] = frozenset()
     fallback: bool = True  # take a swipe (80x) after the chip failed technically
     pin_pad: bool = False  # a PIN pad is configured (field 22's third digit; CVM)
+    pin_bypass: bool = False  # the merchant may let PIN entry be bypassed (Book 4 6.3.4.3)
     forced_online: bool = False  # merchant forces the sale online (TVR byte 4 bit 4)
 
     def ca_key(self, rid: bytes, index: int) -> CaKey | None:
