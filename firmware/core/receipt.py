@@ -53,7 +53,7 @@ def sale_receipt(cfg: CoreConfig, rec: SaleRecord, *, copy: bool = False,
     lines.append(BOLD + two_cols("AMOUNT", money(rec.amount, cfg.currency_code), WIDTH))
     lines.append(RULE)
     lines += refund_verdict_lines(rec) if rec.kind == "refund" else verdict_lines(rec)
-    if dict(rec.emv).get("CVM") == "SIGNATURE" and rec.status in (
+    if "SIGNATURE" in dict(rec.emv).get("CVM", "") and rec.status in (
             SaleStatus.APPROVED, SaleStatus.OFFLINE_APPROVED):
         lines += ["", "SIGNATURE:", "", "_" * WIDTH]
     if rec.voided:

@@ -55,7 +55,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from firmware.core.emv import authenticate, tlv, tvr
+from firmware.core.emv import authenticate, records, tlv, tvr
 from firmware.core.emv.context import MAX_PIN_ENTRIES, Ctx, Reply, Step, Stop, apdu, send
 from firmware.core.emv.steps import PinResult, PinStep
 
@@ -208,7 +208,8 @@ def _pin(ctx: Ctx, rule: Rule, pad: _Pad) -> Generator[Step, Reply, str]:
     bypass = _bypass(ctx, rule)
     result = PinResult("failed")
     for _ in range(MAX_PIN_ENTRIES):
-        reply = yield PinStep(kind, tries, bypass, key)
+        reply = yield PinStep(kind, tries, bypass, key,
+                              pan=records.pan(ctx) if kind == "online" else "")
         result = reply if isinstance(reply, PinResult) else PinResult("failed")
         if result.status != "wrong" or kind == "online":
             break
