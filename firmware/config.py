@@ -75,7 +75,7 @@ class Config:
     modem: ModemConfig
     operator: OperatorConfig
     chip: ChipTable  # the reader's name; the EMV parameters are core.chip (None: no chip)
-    pin: PinTable = PinTable()  # the cardholder's PIN and the DUKPT key file
+    pin: PinTable  # the cardholder's PIN and the DUKPT key file
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

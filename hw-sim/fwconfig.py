@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from firmware import dukpt
+from firmware import dukpt, pinkeyfile
 from firmware.core.emv.params import CaKey
 
 Scalar = str | int | float | bool | list[str]
@@ -92,9 +92,9 @@ def chip_table() -> dict[str, TomlValue]:
 def pin_key_text(method: str = dukpt.AES) -> str:
     """The simulated terminal's DUKPT key file: its initial key from the test BDK."""
     if method == dukpt.AES:
-        return dukpt.key_text(method, dukpt.aes_initial_key(TEST_AES_BDK, PIN_KEY_ID),
+        return pinkeyfile.key_text(method, dukpt.aes_initial_key(TEST_AES_BDK, PIN_KEY_ID),
                               PIN_KEY_ID)
-    return dukpt.key_text(method, dukpt.tdes_ipek(TEST_TDES_BDK, PIN_INITIAL_KSN),
+    return pinkeyfile.key_text(method, dukpt.tdes_ipek(TEST_TDES_BDK, PIN_INITIAL_KSN),
                           PIN_INITIAL_KSN)
 
 

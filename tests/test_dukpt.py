@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from firmware import dukpt
+from firmware import dukpt, pinkeyfile
 from firmware.dukpt import AES, TDES, DukptError
 
 H = bytes.fromhex
@@ -208,23 +208,23 @@ def test_offline_enciphered_pin_data_opens_with_the_private_key() -> None:
 # -- the key file's text ----------------------------------------------------------------
 def test_key_text_round_trip_and_refusals() -> None:
     ik = dukpt.aes_initial_key(AES_BDK, IKID)
-    text = dukpt.key_text(AES, ik, IKID)
-    assert dukpt.parse_key_text(text, AES) == (AES, bytearray(ik), IKID)
+    text = pinkeyfile.key_text(AES, ik, IKID)
+    assert pinkeyfile.parse_key_text(text, AES) == (AES, bytearray(ik), IKID)
     kcv = dukpt.aes_check_value(ik).hex()
     short = f"initial_key = {ik.hex()}\ninitial_key_id = {IKID.hex()}\ncheck_value = {kcv[:6]}"
-    assert dukpt.parse_key_text(short, AES)[0] == AES
+    assert pinkeyfile.parse_key_text(short, AES)[0] == AES
     bad = short.replace(kcv[:6], "000000")
     with pytest.raises(DukptError, match="does not match") as err:
-        dukpt.parse_key_text(bad, AES)
+        pinkeyfile.parse_key_text(bad, AES)
     assert ik.hex() not in str(err.value).lower()
     with pytest.raises(DukptError, match="configuration"):
-        dukpt.parse_key_text(text, TDES)
+        pinkeyfile.parse_key_text(text, TDES)
     ipek = dukpt.tdes_ipek(TDES_BDK, TDES_IKSN)
-    ttext = dukpt.key_text(TDES, ipek, TDES_IKSN)
+    ttext = pinkeyfile.key_text(TDES, ipek, TDES_IKSN)
     assert "check_value = " + dukpt.tdes_check_value(ipek).hex().upper() in ttext
-    assert dukpt.parse_key_text(ttext, TDES) == (TDES, bytearray(ipek), TDES_IKSN)
+    assert pinkeyfile.parse_key_text(ttext, TDES) == (TDES, bytearray(ipek), TDES_IKSN)
     with pytest.raises(DukptError, match="counter"):
-        dukpt.parse_key_text(ttext.replace(TDES_IKSN.hex().upper(), "FFFF9876543210E00001"),
+        pinkeyfile.parse_key_text(ttext.replace(TDES_IKSN.hex().upper(), "FFFF9876543210E00001"),
                              TDES)
     with pytest.raises(DukptError, match="missing"):
-        dukpt.parse_key_text(f"initial_key = {ik.hex()}\ncheck_value = {kcv}", AES)
+        pinkeyfile.parse_key_text(f"initial_key = {ik.hex()}\ncheck_value = {kcv}", AES)

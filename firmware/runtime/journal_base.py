@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -343,23 +343,6 @@ class JournalBase:
         stan = self._meta("next_stan")
         self._set_meta("next_stan", next_stan(stan))
         return stan_str(stan)
-
-    def counter(self, key: str) -> int:
-        """A counter of the meta table that another part keeps there (the DUKPT
-        transaction counter, firmware/runtime/pinkeys.py); 0 when it was never set."""
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def advance_counter(self, key: str, advance: Callable[[int], int | None]) -> int | None:
-        """Set that counter to `advance(its value)` in one durable transaction (one fsync),
-        and return the new value once it is on disk; None, and nothing written, when
-        `advance` returns None (the counter is exhausted)."""
-        with self.tx() as db:
-            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-            new = advance(int(row[0]) if row else 0)
-            if new is not None:
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(new)))
-        return new
 
     def allocate_stan(self) -> str:
         with self.tx():

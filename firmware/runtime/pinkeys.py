@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from firmware import dukpt
+from firmware import dukpt, pinkeyfile
 from firmware.errors import PinKeyError
 from firmware.runtime.statedir import LOCK_NAME
 
@@ -85,7 +85,7 @@ def read_key_file(path: Path, method: str | None = None) -> tuple[str, bytearray
         if len(raw) > MAX_KEY_FILE_BYTES:
             raise PinKeyError(f"DUKPT key file {path} is damaged (too large)")
         try:
-            return dukpt.parse_key_text(raw.decode("ascii"), method)
+            return pinkeyfile.parse_key_text(raw.decode("ascii"), method)
         except (UnicodeDecodeError, dukpt.DukptError) as exc:
             why = "not ASCII text" if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise PinKeyError(f"DUKPT key file {path} is damaged: {why}") from None
@@ -256,7 +256,7 @@ def install(text: str, path: Path, method: str, state_dir: Path) -> str:
     if len(text) > MAX_KEY_FILE_BYTES:
         raise PinKeyError("the key's text is too long: it is not a key")
     try:
-        found, key, ident = dukpt.parse_key_text(text, method)
+        found, key, ident = pinkeyfile.parse_key_text(text, method)
     except dukpt.DukptError as exc:
         raise PinKeyError(str(exc)) from None
     journal = state_dir / "journal.sqlite3"
@@ -269,7 +269,7 @@ def install(text: str, path: Path, method: str, state_dir: Path) -> str:
                                       "start posterm to finish them, stop it, then load the "
                                       "new key")
             owner = state_dir if state_dir.is_dir() else path.parent
-            _write_private(path, dukpt.key_text(found, key, ident).encode("ascii"), owner)
+            _write_private(path, pinkeyfile.key_text(found, key, ident).encode("ascii"), owner)
         kcv = dukpt.check_value(found, key).hex().upper()
     finally:
         key[:] = bytes(len(key))
