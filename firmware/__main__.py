@@ -58,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         "the PIN is asked twice without echo; otherwise it is read from the first line of "
         "standard input. The PIN itself is never printed or stored. Needs no configuration "
         "file.")
+    kl = sub.add_parser(
+        "key-load", help="load the DUKPT initial key that online PINs are enciphered under",
+        description="Key injection: read the terminal's DUKPT initial key once, from SOURCE "
+        "(a file readable by its owner alone) or standard input, as lines \"initial_key = "
+        "<hex>\", \"initial_key_id = <16 hex>\" (AES DUKPT) or \"initial_ksn = <20 hex>\" "
+        "(TDES DUKPT), and \"check_value = <hex>\" (AES: AES-CMAC of a zero block, 3 to 5 "
+        "bytes; TDES: TDES of a zero block, 3 bytes), and write it to [pin] key_file "
+        "(mode 600, owned by the service user). The key is never printed. Refused while "
+        "posterm runs, when the check value does not match, and when a key is already "
+        "loaded while the journal has unfinished sales. Exit codes: 0 loaded, 1 refused "
+        "(nothing changed).")
+    kl.add_argument("source", nargs="?", default="-",
+                    help='the key\'s file, or "-" (the default) for standard input')
     return parser
 
 
@@ -87,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(f"{args.config}: configuration is valid")
             return 0
+        if args.command == "key-load":
+            return _key_load(cfg, args.source)
         if args.command == "status":
             return _status(cfg, as_json=args.json)
         if args.command == "device-allow":
@@ -137,14 +152,31 @@ def _pin_hash() -> int:
     return 0
 
 
+def _key_load(cfg: config_mod.Config, source: str) -> int:
+    """`posterm key-load`: one line on success or refusal; the key is never printed."""
+    from firmware.errors import PinKeyError
+    from firmware.runtime import pinkeys
+
+    path = pinkeys.key_path(cfg.pin.key_file, cfg.state_dir)
+    try:
+        text = pinkeys.read_source(source)
+        print(pinkeys.install(text, path, cfg.pin.method, cfg.state_dir))
+    except PinKeyError as exc:
+        print(f"posterm: key-load: {exc}; nothing loaded", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _status(cfg: config_mod.Config, *, as_json: bool) -> int:
     import json
 
-    from firmware.runtime import status
+    from firmware.runtime import pinkeys, status
 
     doc = status.ask(status.socket_paths(cfg.runtime_dir, cfg.state_dir))
+    pin = (pinkeys.key_path(cfg.pin.key_file, cfg.state_dir), cfg.pin.method) \
+        if cfg.pin.enabled else None
     facts = status.Facts.from_doc(doc) if doc is not None else \
-        status.read_journal(cfg.state_dir / "journal.sqlite3", cfg.state_dir / "card.key")
+        status.read_journal(cfg.state_dir / "journal.sqlite3", cfg.state_dir / "card.key", pin)
     code, reasons = status.health(facts)
     if as_json:
         print(json.dumps({**facts.to_doc(), "health": code, "reasons": reasons}, indent=2,

@@ -33,7 +33,7 @@ from firmware.config_devices import (
 from firmware.config_schema import backends, keys, limits, read_table
 from firmware.config_tables import (
     BatteryConfig, HostConfig, LogTable, Maintenance, ModemConfig, OfflineTable, OperatorConfig,
-    PowerConfig, TerminalTable, TimeoutsTable, UpdatePolicy, parse_window,
+    PinTable, PowerConfig, TerminalTable, TimeoutsTable, UpdatePolicy, parse_window,
 )
 from firmware.config_values import (
     ADDRESS_LINES, AMOUNT_MAX, BAUDRATES, BLOCKED_BINS_MAX, HOSTNAME_WHAT, MAX_FILE_BYTES,
@@ -50,7 +50,8 @@ __all__ = ["ADDRESS_LINES", "AMOUNT_MAX", "BAUDRATES", "BLOCKED_BINS_MAX", "DEVI
            "HOSTNAME_WHAT", "LIMITS", "MAX_FILE_BYTES", "NAME_MAX_BYTES", "PATH_MAX_BYTES",
            "RECEIPT_WIDTH", "REQUIRED_TABLES", "SOCKET_MAX_BYTES", "TABLES", "BatteryConfig",
            "ChipTable", "Config", "DeviceConfig", "HostConfig", "Maintenance", "ModemConfig",
-           "OperatorConfig", "PowerConfig", "UpdatePolicy", "load", "parse", "parse_window"]
+           "OperatorConfig", "PinTable", "PowerConfig", "UpdatePolicy", "load", "parse",
+           "parse_window"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +75,7 @@ class Config:
     modem: ModemConfig
     operator: OperatorConfig
     chip: ChipTable  # the reader's name; the EMV parameters are core.chip (None: no chip)
+    pin: PinTable  # the cardholder's PIN and the DUKPT key file
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -154,6 +156,11 @@ def _check_power(t: Table, power: PowerConfig, _: dict[str, Any]) -> None:
                       power.fail_pin)
 
 
+def _check_pin(t: Table, pin: PinTable, _: dict[str, Any]) -> None:
+    if pin.max_length < pin.min_length:
+        raise t.error("max_length", f"must be at least min_length ({pin.min_length})")
+
+
 _DEVICE = "missing table (the device's backend and path)"
 TABLES: tuple[TableDecl, ...] = _with_entries((  # in the order they are read
     TableDecl("terminal", TerminalTable, "missing table", check=_check_terminal),
@@ -173,6 +180,7 @@ TABLES: tuple[TableDecl, ...] = _with_entries((  # in the order they are read
     TableDecl("battery", BatteryConfig),
     TableDecl("power", PowerConfig, check=_check_power),
     TableDecl("chip", ChipTable, absent={"enabled": False}, check=check_chip),
+    TableDecl("pin", PinTable, check=_check_pin),
 ))
 SCHEMAS = {decl.name: decl.schema for decl in TABLES if not decl.within}
 REQUIRED_TABLES = tuple(decl.name for decl in TABLES if decl.missing)
@@ -250,7 +258,8 @@ def _assemble(tables: dict[str, Any], *, path: Path, raw: dict[str, Any]) -> Con
         battery=tables["battery"], power=tables["power"], log_level=tables["log"].level,
         link=LinkPolicy(down_after=o.down_after, probe_base=o.probe_base,
                         probe_cap=o.probe_cap),
-        modem=tables["modem"], operator=operator, chip=tables["chip"], raw=raw)
+        modem=tables["modem"], operator=operator, chip=tables["chip"], pin=tables["pin"],
+        raw=raw)
 
 
 # -- the file -----------------------------------------------------------------------------

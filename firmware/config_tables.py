@@ -327,3 +327,22 @@ class OperatorConfig:
         what='must be a local time "HH:MM" (e.g. "23:30") for the daily batch close, or "" for '
              "none")
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinTable:
+    """[pin]: the cardholder's PIN: its entry, and the DUKPT key online PINs are
+    enciphered under (host-interface 9; the key is loaded with `posterm key-load`)."""
+
+    enabled: bool = boolean(False, help="take cardholders' PINs (online and offline)")
+    method: str = text("aes", check=lambda v: v in ("aes", "tdes"),
+                       what='must be "aes" (AES DUKPT, X9.24-3) or "tdes" (TDES DUKPT, '
+                            "X9.24-1)",
+                       help="the online PIN's DUKPT: AES (format 4) or TDES (format 0)")
+    key_file: str = path("", optional=True, help='the DUKPT key file `posterm key-load` '
+                         'writes (mode 600); "": pin.key in state_dir')
+    min_length: int = integer(4, lo=4, hi=12, help="fewest PIN digits OK accepts")
+    max_length: int = integer(12, lo=4, hi=12, help="most PIN digits, at least min_length")
+    entry_timeout: float = number(30, lo=5, hi=120, help="seconds the PIN screen waits")
+    bypass: bool = boolean(False, help="the cardholder may bypass PIN entry where the card's "
+                           "CVM list allows it")

@@ -93,3 +93,8 @@ class JournalError(PostermError):
 
 class KeyStoreError(PostermError):
     """The store-and-forward key is missing, unreadable or does not match the stored data."""
+
+
+class PinKeyError(KeyStoreError):
+    """The DUKPT key file (online PINs) is missing, unreadable, damaged, or its transaction
+    counter is exhausted: the terminal takes no online PIN until a key is loaded."""

@@ -9,6 +9,12 @@ With a chip slot (`chip=True`) it writes [chip]: the virtual reader vpcd offers
 ("Virtual PCD"), the test scheme's two AIDs with its action codes (hardware.md,
 "Test chip cards") and the test certification authority's public keys
 (`hwsim.emvca.TEST_CA_KEYS`), which belong in no production configuration.
+
+With `pin=True` it writes [pin] (PIN entry on, AES DUKPT, the key file `pin.key` in the
+state directory), and `write_pin_key` writes that key file: the initial key derived from
+host-interface 9.2's test BDK for the initial key ID 1234567890123456, as a key
+injection facility would (firmware/dukpt.py's text, mode 600). The caller that writes
+the configuration writes the key file too; the test BDK stays in hwsim's host.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from firmware import dukpt, pinkeyfile
 from firmware.core.emv.params import CaKey
 
 Scalar = str | int | float | bool | list[str]
@@ -41,6 +50,13 @@ CHIP_FLOOR_LIMIT = 5000
 # floor limit is certain, never a draw; a test of the selection gives its own [[chip.aids]].
 RANDOM_SELECTION = {"random_threshold": 0, "random_target": 0, "random_max_target": 0}
 EXPONENT_BYTES = {3: b"\x03", 65537: b"\x01\x00\x01"}
+# The ANSI test base derivation keys (host-interface 9.2): tests and hwsim only, never
+# production; the simulated terminal's initial key ID (AES) and initial KSN (TDES).
+TEST_AES_BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")
+TEST_TDES_BDK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PIN_KEY_ID = bytes.fromhex("1234567890123456")
+PIN_INITIAL_KSN = bytes.fromhex("FFFF9876543210E00000")
+PIN_KEY_NAME = "pin.key"
 
 
 def emvca_keys() -> tuple[CaKey, ...]:
@@ -73,10 +89,38 @@ def chip_table() -> dict[str, TomlValue]:
             "ca_keys": [ca_key_table(key) for key in emvca_keys()]}
 
 
+def pin_key_text(method: str = dukpt.AES) -> str:
+    """The simulated terminal's DUKPT key file: its initial key from the test BDK."""
+    if method == dukpt.AES:
+        return pinkeyfile.key_text(method, dukpt.aes_initial_key(TEST_AES_BDK, PIN_KEY_ID),
+                              PIN_KEY_ID)
+    return pinkeyfile.key_text(method, dukpt.tdes_ipek(TEST_TDES_BDK, PIN_INITIAL_KSN),
+                          PIN_INITIAL_KSN)
+
+
+def write_pin_key(state_dir: str | Path, method: str = dukpt.AES) -> Path:
+    """Write the key file [pin] names (`pin.key` in the state directory), mode 600."""
+    path = Path(state_dir) / PIN_KEY_NAME
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, pin_key_text(method).encode("ascii"))
+    finally:
+        os.close(fd)
+    return path
+
+
+def pin_table(state_dir: str, method: str = dukpt.AES) -> dict[str, TomlValue]:
+    """[pin]: PIN entry on, AES DUKPT, the key file in the state directory (bypass stays
+    off, the default: a test of it overrides [pin] bypass)."""
+    return {"enabled": True, "method": method, "key_file": f"{state_dir}/{PIN_KEY_NAME}"}
+
+
 def base_config(info: Mapping[str, Any], *, state_dir: str,
-                chip: bool = False) -> dict[str, dict[str, TomlValue]]:
+                chip: bool = False, pin: bool = False) -> dict[str, dict[str, TomlValue]]:
     """The tables and keys of the configuration, before overrides; [chip] when hwsim
-    simulates a chip slot."""
+    simulates a chip slot; [pin] when the terminal takes PINs (`write_pin_key` too)."""
     socket = str(info["control_socket"])
     tables: dict[str, dict[str, TomlValue]] = {
         "terminal": {
@@ -121,6 +165,8 @@ def base_config(info: Mapping[str, Any], *, state_dir: str,
         tables["modem"] = {"backend": "serial", "port": str(info["modem"]), "apn": "internet"}
     if chip:
         tables["chip"] = chip_table()
+    if pin:
+        tables["pin"] = pin_table(state_dir)
     return tables
 
 
@@ -130,10 +176,12 @@ def render_config(
     state_dir: str,
     overrides: Mapping[str, Mapping[str, TomlValue]] | None = None,
     chip: bool = False,
+    pin: bool = False,
 ) -> str:
     """TOML text of the firmware configuration; `overrides` replace keys per table (an
-    array of tables, such as [chip] "aids", whole); `chip`: hwsim has a chip slot."""
-    tables = base_config(info, state_dir=state_dir, chip=chip)
+    array of tables, such as [chip] "aids", whole); `chip`: hwsim has a chip slot; `pin`:
+    [pin] on, its key file to be written with `write_pin_key(state_dir)`."""
+    tables = base_config(info, state_dir=state_dir, chip=chip, pin=pin)
     for name, keys in (overrides or {}).items():
         tables.setdefault(name, {}).update(keys)
     return dumps(tables)

@@ -13,6 +13,7 @@ soon as nothing pending needs them. Track data is never written.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,6 +65,23 @@ class Recovery:
 
 class Journal(QueueStore, BatchStore):
     """Sale attempts, answers and recovery, on top of the queues and the base."""
+
+    def counter(self, key: str) -> int:
+        """A counter of the meta table that another part keeps there (the DUKPT
+        transaction counter, firmware/runtime/pinkeys.py); 0 when it was never set."""
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def advance_counter(self, key: str, advance: Callable[[int], int | None]) -> int | None:
+        """Set that counter to `advance(its value)` in one durable transaction (one fsync),
+        and return the new value once it is on disk; None, and nothing written, when
+        `advance` returns None (the counter is exhausted)."""
+        with self.tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            new = advance(int(row[0]) if row else 0)
+            if new is not None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(new)))
+        return new
 
     def start_attempt(self, sale_id: int | None, *, fields: dict[str, str], card: CardData,
                       kind: str, amount: int, currency: str, local: datetime,

@@ -15,6 +15,7 @@ from firmware.runtime import status
 from firmware.runtime.current import Current
 from firmware.runtime.graph import Parts
 from firmware.runtime.paths import PRIMARY, modem_facts
+from firmware.runtime.pinkeys import key_path
 from firmware.runtime.status import StatusServer
 
 log = logging.getLogger("posterm")
@@ -47,8 +48,10 @@ class LiveStatus:
 
     async def doc(self) -> dict[str, Any]:
         state_dir = self.parts.cfg.state_dir
-        facts = await asyncio.to_thread(status.read_journal, state_dir / "journal.sqlite3",
-                                        state_dir / "card.key")
+        pin = self.parts.cfg.pin
+        facts = await asyncio.to_thread(
+            status.read_journal, state_dir / "journal.sqlite3", state_dir / "card.key",
+            (key_path(pin.key_file, state_dir), pin.method) if pin.enabled else None)
         return replace(facts, terminal=self.terminal()).to_doc()
 
     async def start(self) -> None:

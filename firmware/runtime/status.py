@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.runtime.journal_view import Batch, Closing, JournalView, LastClose, LastSale
+from firmware.runtime.pinkeys import PinKeyFacts, facts_doc
+from firmware.runtime.pinkeys import facts as pin_key_facts
 from firmware.runtime.journal_view import Queue as Queue  # app.py: the status line's queues
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
@@ -99,6 +101,8 @@ class Facts:
     last_sale: LastSale | None = None
     batch: Batch | None = None  # None: not read (no journal, or one without batches)
     terminal: Terminal | None = None  # None: the firmware is not running
+    pin_key: PinKeyFacts | None = None  # None: [pin] is not enabled
+
 
     @property
     def running(self) -> bool:
@@ -115,6 +119,8 @@ class Facts:
             doc["queue"] = queue
             doc["last_sale"] = asdict(self.last_sale) if self.last_sale else None
             doc["batch"] = asdict(self.batch) if self.batch else {}
+        if self.pin_key is not None:
+            doc["pin_key"] = facts_doc(self.pin_key)
         doc.update(running=self.running, version=self.version)
         t = self.terminal
         if t is not None:
@@ -148,11 +154,13 @@ class Facts:
             terminal = Terminal(**{**_known(Terminal, doc), "link": Link(
                 **_known(Link, doc.get("link") or {"state": "", "untrusted": False, "path": "",
                                                    "host": "", "connected": False}))})
+        pin = doc.get("pin_key")
         return cls(version=str(doc.get("version", "")), journal_path=journal.get("path", ""),
                    integrity=journal.get("integrity", ""),
                    key_present=bool(key.get("present")), key_readable=bool(key.get("readable")),
                    queue=queue, last_sale=LastSale(**last) if last else None, batch=batch,
-                   terminal=terminal)
+                   terminal=terminal,
+                   pin_key=PinKeyFacts(**_known(PinKeyFacts, pin)) if pin else None)
 
 
 def _known(cls: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,17 +170,21 @@ def _known(cls: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- gathering -------------------------------------------------------------------------
-def read_journal(journal_path: Path, key_path: Path) -> Facts:
+def read_journal(journal_path: Path, key_path: Path,
+                 pin_key: tuple[Path, str] | None = None) -> Facts:
     """What the journal and the key file say, read-only (JournalView: works with the
-    firmware stopped, and from any thread of the running firmware)."""
+    firmware stopped, and from any thread of the running firmware); `pin_key`: the DUKPT
+    key file and method when [pin] is enabled (its ID and counter, never the key)."""
     facts = Facts(version=version(), journal_path=str(journal_path),
                   key_present=key_path.exists(), key_readable=os.access(key_path, os.R_OK))
     if not journal_path.exists():
-        return replace(facts, integrity="no journal yet")
+        return replace(facts, integrity="no journal yet",
+                       pin_key=pin_key_facts(*pin_key, None) if pin_key else None)
     try:
         with JournalView(journal_path) as view:
             return replace(facts, integrity=view.integrity(), queue=view.queue(),
-                           last_sale=view.last_sale(), batch=view.batch())
+                           last_sale=view.last_sale(), batch=view.batch(),
+                           pin_key=pin_key_facts(*pin_key, view.db) if pin_key else None)
     except sqlite3.Error as exc:
         return replace(facts, integrity=f"cannot be read: {exc}")
 
@@ -245,6 +257,11 @@ def health(facts: Facts) -> tuple[int, list[str]]:
     if t is not None and t.display_fault:
         degraded.append(f"display faulty: {t.display_fault}")
     degraded += _power_problems((t.power if t else None) or {})
+    pin = facts.pin_key
+    if pin is not None and not pin.loaded:
+        degraded.append(f"no online PIN: {pin.problem}")
+    elif pin is not None and pin.exhausted:
+        degraded.append(f"no online PIN: DUKPT key {pin.key_id} exhausted, load a new key")
     if down:
         return DOWN, down + degraded
     return (DEGRADED, degraded) if degraded else (HEALTHY, [])
@@ -336,6 +353,11 @@ def render(facts: Facts) -> str:
     lines.append(f"journal:        {facts.integrity} ({facts.journal_path})")
     lines.append(f"key file:       {'present' if facts.key_present else 'MISSING'}, "
                  f"{'readable' if facts.key_readable else 'NOT readable'}")
+    pin = facts.pin_key
+    if pin is not None:
+        lines.append(f"PIN key:        {pin.method.upper()} DUKPT, key ID {pin.key_id}, counter "
+                     f"{pin.counter}" + (" (EXHAUSTED)" if pin.exhausted else "")
+                     if pin.loaded else "PIN key:        NONE (posterm key-load)")
     if t is not None and t.printer_fault:
         lines.append(f"printer:        {t.printer_fault}")
     if t is not None and t.display_fault:
