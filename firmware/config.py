@@ -22,7 +22,7 @@ import stat
 import ssl
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from firmware.config_values import (
 )
 from firmware.core.iso import Identity
 from firmware.core.link import LinkPolicy
+from firmware.core.emv.params import Terminal
 from firmware.core.model import CoreConfig
 from firmware.core.risk import OfflineRules
 from firmware.errors import ConfigError
@@ -232,6 +233,13 @@ def _read_table(source: str, decl: TableDecl, data: dict[str, Any],
     return DeviceConfig(values.backend, options, values) if decl.device else values
 
 
+def _with_pin(chip: Terminal | None, pin: PinTable) -> Terminal | None:
+    """The chip's PIN pad is [pin]'s: no PIN method without it; bypass as it says."""
+    if chip is None:
+        return None
+    return replace(chip, pin_pad=chip.pin_pad and pin.enabled, pin_bypass=pin.bypass)
+
+
 def _assemble(tables: dict[str, Any], *, path: Path, raw: dict[str, Any]) -> Config:
     terminal: TerminalTable = tables["terminal"]
     timeouts: TimeoutsTable = tables["timeouts"]
@@ -249,7 +257,9 @@ def _assemble(tables: dict[str, Any], *, path: Path, raw: dict[str, Any]) -> Con
         busy_backoff=timeouts.busy_backoff, sale_budget=timeouts.sale_budget, offline=offline,
         protect=operator.protect, pin_set=bool(operator.pin_hash),
         duplicate_minutes=operator.duplicate_minutes,
-        chip=chip_terminal(tables["chip"], terminal.id, terminal.currency))
+        chip=_with_pin(chip_terminal(tables["chip"], terminal.id, terminal.currency),
+                       tables["pin"]),
+        pin_entry=tables["pin"].enabled)
     return Config(
         path=path, core=core, host=tables["host"], state_dir=Path(terminal.state_dir),
         runtime_dir=Path(terminal.runtime_dir), card_reader=tables["card_reader"],

@@ -79,6 +79,12 @@ def ca_key_table(key: CaKey) -> dict[str, Scalar]:
             "expiry": key.expiry.isoformat(), "sha1": checksum.upper()}
 
 
+# 9F33 with a PIN pad (Book 4 Annex A2): manual key entry, stripe, IC with contacts;
+# plaintext PIN for ICC verification, enciphered PIN online, signature, enciphered PIN
+# offline, no CVM; SDA, DDA, card capture, CDA
+PIN_CAPABILITIES = "E0F8E8"
+
+
 def chip_table() -> dict[str, TomlValue]:
     """[chip] for hwsim's chip slot: vpcd's reader, the test scheme, the test CA's keys."""
     aids: list[dict[str, Scalar]] = [
@@ -167,6 +173,8 @@ def base_config(info: Mapping[str, Any], *, state_dir: str,
         tables["chip"] = chip_table()
     if pin:
         tables["pin"] = pin_table(state_dir)
+        if chip:  # the PIN methods in 9F33: offline plaintext and enciphered, online
+            tables["chip"]["capabilities"] = PIN_CAPABILITIES
     return tables
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from hwsim.client import HwsimClient
-from hwsim.fwconfig import render_config
+from hwsim.fwconfig import render_config, write_pin_key
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -68,8 +68,9 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Rig:
     def __init__(self, tmp: pathlib.Path, *, tls: bool = False, web: bool = False,
                  overrides: dict[str, dict[str, Any]] | None = None,
-                 pcsc: Any = None) -> None:
+                 pcsc: Any = None, pin: bool = False) -> None:
         self.tmp = tmp
+        self.pin = pin  # [pin] on, with hwsim's test DUKPT key in the state directory
         # a private pcscd with a vpcd reader (tests/chiprig.py): hwsim's chip slot plugs
         # into it and the firmware's [chip] reader is its reader
         self.pcsc = pcsc
@@ -121,7 +122,9 @@ class Rig:
             overrides.setdefault(table, {}).update(keys)
         self.config_path.write_text(render_config(self.info, state_dir=str(self.state_dir),
                                                   overrides=overrides,
-                                                  chip=self.pcsc is not None))
+                                                  chip=self.pcsc is not None, pin=self.pin))
+        if self.pin:
+            write_pin_key(self.state_dir)
         return self.config_path
 
     def start_fw(self, *, failpoint: str | None = None, raise_at: str | None = None,

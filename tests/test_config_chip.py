@@ -117,7 +117,7 @@ def test_a_full_chip_table_is_the_exact_terminal() -> None:
                        dt.date(2029, 12, 31))),
         revoked=frozenset({(bytes.fromhex("A000000003"), 0x92, bytes.fromhex("00A001"))}),
         fallback=False, forced_online=True,
-        pin_pad=True)  # 9F33 byte 2 B8: plaintext and enciphered offline PIN (Book 4 A2)
+        pin_pad=False)  # 9F33 byte 2 B8 has PIN methods, but no [pin]: no PIN pad
     assert cfg.core.chip.ca_key(bytes.fromhex("A000000003"), 0x57).exponent == 65537
 
 
@@ -394,3 +394,13 @@ def test_the_readme_table_shows_the_chip_keys() -> None:
                 "| chip.revoked | serial | required | hex of 3 bytes |"):
         assert row in readme
     assert [d.name for d in TABLES if d.within] == ["chip.aids", "chip.ca_keys", "chip.revoked"]
+
+
+def test_the_chips_pin_pad_is_pins() -> None:
+    """9F33's PIN methods need [pin] enabled for the kernel to ask for a PIN (a PIN pad
+    present, Book 3 10.5); [pin] bypass allows the CVM's bypass (Book 4 6.3.4.3)."""
+    data = with_chip()
+    data["pin"] = {"enabled": True, "bypass": True}
+    chip = parse(data).core.chip
+    assert chip is not None and chip.pin_pad and chip.pin_bypass
+    assert parse(data).core.pin_entry

@@ -111,7 +111,7 @@ def _read(state: State, event: Event, now: Now) -> Step:
     assert sale is not None
     chip = event.chip
     request = SaleRequest(kind=sale.kind, amount=sale.amount, card=chip.card,
-                          local=now.local, entry="05", chip=chip)
+                          local=now.local, entry="05", chip=chip, pin=flow.pin_online)
     sale = replace(sale, pan_hash=event.pan_hash)
     st = replace(state, flow=replace(flow, sale=sale, chip=chip))
     if duplicate(st, sale, now):

@@ -40,7 +40,9 @@ def _flow(state: State) -> SaleFlow:
 
 def _asked(state: State, event: Event, now: Now) -> Step:
     assert isinstance(event, PinAsked)
-    st, eff = go(state, Phase.PIN_ENTRY, None, message="", flow=replace(
+    # a new try after a wrong PIN keeps saying so under the stars
+    said = state.message if state.message == AFTER["wrong"] else ""
+    st, eff = go(state, Phase.PIN_ENTRY, None, message=said, flow=replace(
         _flow(state), pin_for="chip", pin_count=0, pin_tries=event.tries_left))
     tries = "" if event.tries_left is None else f", tries left {event.tries_left}"
     return st, [*eff, Log("info", f"PIN asked by the card ({event.kind}{tries})")]
@@ -57,8 +59,8 @@ def _taken(state: State, event: Event, now: Now) -> Step:
     flow, status = _flow(state), event.result.status
     flow = replace(flow, pin_count=0)
     if flow.pin_for == "chip":  # the kernel decides what follows
-        st, eff = go(state, Phase.CHIP_READING, None, flow=flow,
-                     message=AFTER.get(status, ""))
+        st, eff = go(state, Phase.CHIP_READING, None, message=AFTER.get(status, ""),
+                     flow=replace(flow, pin_online=flow.pin_online or status == "entered"))
         return st, [Log("info", f"PIN entry: {status}"), *eff]
     sale = flow.sale
     assert sale is not None and sale.request is not None

@@ -101,6 +101,7 @@ class SaleFlow:
     pin_for: str = ""
     pin_count: int = 0
     pin_tries: int | None = None
+    pin_online: bool = False  # the chip's CVM took an online PIN: the request carries it
 
 
 @dataclass(frozen=True)

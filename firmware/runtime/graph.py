@@ -40,7 +40,7 @@ from firmware.runtime.linkmonitor import LinkMonitor
 from firmware.runtime.maintenance import DailyRestart
 from firmware.runtime.operator import OperatorGuard
 from firmware.runtime.outcomes import Announcer
-from firmware.runtime.pinentry import KeypadPinPad, pin_keys
+from firmware.runtime.pinentry import KeypadPinPad, keypad_pinpad
 from firmware.runtime.paths import MODEM, Failover, ModemKeeper, Paths, PrimaryProbe
 from firmware.runtime.power import PowerMonitor, monitor_for
 from firmware.runtime.printing import Prints
@@ -94,8 +94,8 @@ class Parts:
                                      pin_block=lambda: self.pinpad.take_block()
                                      if self.pinpad is not None else None)
         # the cardholder's PIN (pinentry.py), when a PIN pad is configured: the keypad
-        self.pinpad: KeypadPinPad | None = KeypadPinPad(
-            emit, pin_keys(cfg, journal)) if cfg.core.pin_entry else None
+        self.pinpad: KeypadPinPad | None = keypad_pinpad(cfg, journal, emit) \
+            if cfg.core.pin_entry else None
         # the chip reader and the EMV kernel's session (chip.py), when [chip] is configured
         reader = getattr(devices, "chip_reader", None)
         self.chip = ChipSession(reader, chip, emit=emit, pan_hash=journal.vault.pan_hash,

@@ -23,8 +23,12 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pathlib import Path
+
 from firmware.core.emv.steps import PinResult, PinStep
 from firmware.core.events import Event, KeyPressed, PinKeyed
+from firmware.errors import KeyStoreError
+from firmware.runtime.pinkeys import PinKeys, key_path
 
 log = logging.getLogger("posterm.pin")
 
@@ -67,9 +71,10 @@ def verify_result(sw: int) -> PinResult:
 class KeypadPinPad:
     """PIN entry on the terminal's keypad, behind the PIN pad port."""
 
-    def __init__(self, emit: Callable[[Event], None], keys: Any, *,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, emit: Callable[[Event], None], keys: Any, *, timeout: float = 30.0,
+                 min_digits: int = MIN_DIGITS, max_digits: int = MAX_DIGITS) -> None:
         self.emit, self.keys, self.timeout = emit, keys, timeout
+        self.min_digits, self.max_digits = min_digits, max_digits
         self._digits = bytearray()
         self._done: asyncio.Future[str] | None = None
         self._bypass = False
@@ -87,7 +92,7 @@ class KeypadPinPad:
     def _key(self, key: str) -> None:
         assert self._done is not None
         if key.isdigit():
-            if len(self._digits) < MAX_DIGITS:
+            if len(self._digits) < self.max_digits:
                 self._digits.append(ord(key))
             self.emit(PinKeyed(len(self._digits)))
         elif key == "CLEAR":
@@ -96,12 +101,13 @@ class KeypadPinPad:
         elif key == "CANCEL":
             self._done.set_result("cancelled")
         elif key == "OK":
-            if MIN_DIGITS <= len(self._digits) <= MAX_DIGITS:
+            if self.min_digits <= len(self._digits) <= self.max_digits:
                 self._done.set_result("entered")
             elif not self._digits and self._bypass:
                 self._done.set_result("bypassed")
             else:
-                self.emit(PinKeyed(len(self._digits), f"{MIN_DIGITS} TO {MAX_DIGITS} DIGITS"))
+                self.emit(PinKeyed(len(self._digits),
+                                   f"{self.min_digits} TO {self.max_digits} DIGITS"))
 
     def _wipe(self) -> None:
         self._digits[:] = bytes(len(self._digits))
@@ -170,18 +176,19 @@ class KeypadPinPad:
         self._held = None
 
 
-def pin_keys(cfg: Any, journal: Any) -> Any:
+def pin_keys(cfg: Any, journal: Any) -> PinKeys | None:
     """The DUKPT key store [pin] names (firmware/runtime/pinkeys.py), or None when no
-    key is loaded: the PIN pad then answers "PIN pad not working" to an online PIN."""
+    key is loaded: the PIN pad then answers "PIN pad not working" to an online PIN, and
+    `posterm status` says the key is missing."""
     try:
-        from firmware.runtime.pinkeys import PinKeys
-    except ImportError:  # no key store in this build
-        return None
-    path = getattr(getattr(cfg, "pin", None), "key_file", "")
-    if not path:
-        return None
-    try:
-        return PinKeys.load(path, journal)
-    except Exception as exc:  # a missing or unreadable key: no online PIN, said once
+        return PinKeys.load(key_path(cfg.pin.key_file, Path(cfg.state_dir)), journal,
+                            cfg.pin.method)
+    except (KeyStoreError, OSError, ValueError) as exc:  # said once; offline PIN goes on
         log.error("online PIN disabled: %s", exc)
         return None
+
+
+def keypad_pinpad(cfg: Any, journal: Any, emit: Callable[[Event], None]) -> KeypadPinPad:
+    """The keypad as the PIN pad, as [pin] configures it."""
+    return KeypadPinPad(emit, pin_keys(cfg, journal), timeout=cfg.pin.entry_timeout,
+                        min_digits=cfg.pin.min_length, max_digits=cfg.pin.max_length)
