@@ -125,3 +125,42 @@ def test_a_blocked_pin_is_said_and_the_next_cvm_applies(chippin: Rig) -> None:
         w in " ".join(r) for w in ("PIN BLOCKED", "APPROVED", "DECLINED", "NOT")) else None)(
         chippin.hw.display()), 30, "no outcome")
     assert rows
+
+
+def test_three_wrong_offline_pins_block_it_with_a_last_try_warning(chippin: Rig) -> None:
+    """Book 3 6.5.12 and 10.5: 63C2, 63C1 (LAST PIN TRY), 63C0: PIN BLOCKED; the card's
+    next CVM (no CVM) lets the sale go on, with the TVR saying the try limit was hit."""
+    chippin.chip_sale("1000", "offline-pin")
+    _key_pin(chippin, WRONG)
+    chippin.hw.wait_display("INCORRECT PIN", timeout=30)
+    _key_pin(chippin, WRONG)
+    chippin.hw.wait_display("LAST PIN TRY", timeout=30)
+    chippin.hw.press(WRONG)
+    chippin.hw.press("OK")
+    chippin.hw.wait_display("PIN BLOCKED", timeout=30)
+    _no_digits_anywhere(chippin, WRONG)
+
+
+def test_pin_bypass_where_the_card_and_the_configuration_allow_it(
+        tmp_path: pathlib.Path, pcsc: Pcscd) -> None:  # noqa: F811
+    """Book 4 6.3.4.3: with [pin] bypass, OK with no digits bypasses the PIN; the card's
+    next CVM applies (offline-pin: no CVM)."""
+    with Rig(tmp_path, pcsc=pcsc, pin=True, overrides={"pin": {"bypass": True}}) as rig:
+        rig.start()
+        rig.chip_sale("1000", "offline-pin")
+        rig.hw.wait_display("ENTER PIN", timeout=30)
+        rig.hw.press("OK")
+        rows = rig.hw.wait_display("APPROVED", timeout=30)
+        assert rows
+        receipt = rig.wait_receipts(1)[-1]
+        assert "PIN VERIFIED" not in receipt, receipt
+
+
+def test_a_pin_entry_left_alone_times_out_and_sends_nothing(tmp_path: pathlib.Path) -> None:
+    with Rig(tmp_path, pin=True, overrides={"pin": {"entry_timeout": 5}}) as rig:
+        rig.start()
+        rig.sale("1250", STRIPE_PIN_CARD, service_code="120")
+        rig.hw.wait_display("ENTER PIN", timeout=20)
+        rig.hw.press("1")
+        rig.hw.wait_display("PIN TIMED OUT", timeout=20)
+        assert rig.hw.ledger() == []
