@@ -12,8 +12,17 @@ For each method it measures, over N blocks:
   the disk's fsync more than the cryptography.
 - the fsyncs that `online_block` adds, counted with strace (fsync and fdatasync of the
   process, a run of K blocks less a run of none). Goal: exactly one per PIN block.
+- end to end (tests/rig.py: hwsim and posterm as two processes, [pin] on with hwsim's
+  test AES DUKPT key, the host answering at once): N stripe sales whose service code
+  asks for a PIN (6011000990139424, 120), the right PIN keyed; for each, the time from
+  the OK key after the PIN (the midpoint of that control request) to the display
+  transfer after which the first row reads APPROVED (hwsim's I2C log, so the
+  benchmark's polling is not in it), and to the one that shows AUTHORIZING (the
+  terminal's first screen after the OK). That span holds the key's way through evdev,
+  the counter's durable write and the block, the sale's journal writes, the host's
+  round trip with its own DUKPT derivation and PIN check, and the display's transfers.
 
-    ./run bench        or        .venv/bin/python bench/pin.py --count 2000
+    ./run bench   or   .venv/bin/python bench/pin.py [--count 2000] [--sales 20] [--no-e2e]
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -138,6 +148,78 @@ def fsyncs(blocks: int) -> None:
               f"{extra:g} ({verdict}; goal: exactly 1)")
 
 
+# -- end to end ---------------------------------------------------------------------------
+
+PIN_PAN, PIN = "6011000990139424", "1234"  # service code 120: PIN required; host: 1234
+LCD = 0x27  # the display's I2C address
+POLL = 0.005
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def _wait(test: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not test():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the display never showed {what}")
+        time.sleep(POLL)
+
+
+def _e2e_sale(rig: Any, amount: str) -> tuple[float, float]:
+    """(OK -> APPROVED, OK -> AUTHORIZING), seconds, from hwsim's I2C log."""
+    rig.hw.wait_display("ENTER AMOUNT", timeout=30)
+    rig.sale(amount, PIN_PAN, service_code="120")
+    rig.hw.wait_display("ENTER PIN", timeout=20)
+    rig.hw.press(PIN)
+    rig.hw.wait_display("*" * len(PIN))
+    time.sleep(0.05)  # the stars' transfer done: the log's next entry is the OK's
+    mark = int(rig.hw.i2c_log(since=1 << 62)["next"])
+    t0 = time.time()
+    rig.hw.press("OK")
+    t1 = time.time()
+    _wait(lambda: rig.hw.display()[0].startswith("APPROVED"), 30, "APPROVED")
+    log = rig.hw.i2c_log(since=mark)
+    if log["dropped"]:
+        raise RuntimeError("hwsim's I2C log overflowed during a sale")
+    screens = [e for e in log["entries"] if e["addr"] == LCD and "rows" in e]
+    shown = next((e for e in screens if e["rows"][0].startswith("APPROVED")), None)
+    asked = next((e for e in screens if "AUTHORIZING" in e["rows"][1]), None)
+    if shown is None or asked is None:
+        raise RuntimeError(f"the I2C log has no AUTHORIZING or no APPROVED screen: {screens}")
+    rig.wait_idle(timeout=30)
+    ok = (t0 + t1) / 2
+    return float(shown["t"]) - ok, float(asked["t"]) - ok
+
+
+def e2e(sales: int) -> None:
+    from tests.rig import Rig
+
+    with tempfile.TemporaryDirectory(prefix="posterm-bench-") as tmp:
+        rig = Rig(pathlib.Path(tmp), pin=True, overrides={"operator": {"duplicate_minutes": 0}})
+        try:
+            rig.start()
+            rig.wait_online()
+            times = []
+            for n in range(sales + 2):
+                t = _e2e_sale(rig, str(1000 + n * 10))
+                if n >= 2:  # two warm-up sales
+                    times.append(t)
+            counter = rig.log().count("online PIN entered")
+            approved = sum(1 for e in rig.hw.ledger() if e["charged"] and e.get("pin"))
+        finally:
+            rig.stop()
+    print(f"end to end: stripe PIN sale, OK after the PIN -> APPROVED on the display, {sales} "
+          "sales (+2 warm-up), AES DUKPT, host answering at once; ms")
+    for name, part in (("OK -> APPROVED", 0), ("of which OK -> AUTHORIZING", 1)):
+        ms = [t[part] * 1000 for t in times]
+        print(f"  {name:<44} median {statistics.median(ms):7.1f} ms   p90 "
+              f"{_pct(ms, 90):7.1f} ms   max {max(ms):7.1f} ms")
+    print(f"  PIN blocks made {counter}, PIN sales charged by the host {approved}")
+
+
 def main() -> int:
     import logging
 
@@ -146,6 +228,8 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--method", default="aes", help=argparse.SUPPRESS)
+    ap.add_argument("--sales", type=int, default=20, help="end-to-end PIN sales (default 20)")
+    ap.add_argument("--no-e2e", action="store_true", help="no end-to-end part")
     args, _ = ap.parse_known_args()
     if args.child is not None:
         child(args.child, args.method)
@@ -153,6 +237,8 @@ def main() -> int:
     crypto(args.count)
     whole(max(50, args.count // 10))
     fsyncs(20)
+    if not args.no_e2e:
+        e2e(args.sales)
     return 0
 
 

@@ -29,6 +29,13 @@ restarts: a sale killed between the host's answer and the card's decision ends
 reversed (reason 06, LAST SALE REVERSED); one killed after the card's decision
 stands as the card decided (its copy printed; a decline's reversal sent).
 
+Online PIN sales (a stripe whose service code asks for a PIN, [pin] on with hwsim's
+test DUKPT key) are killed at `after_pin_counter` (the KSN counter advanced in the
+journal, the PIN block not yet made nor sent: LAST SALE NOT DONE) and at `after_send`
+(the 0200 with fields 52 and 53 written: reversed, reason 68, the 0400 without 52 or
+53). After each restart a second PIN sale is approved: its KSN is new (the host answers
+81 to a KSN it has seen), the journal's counter went on by one per block made.
+
 POSTERM_CRASH_REPEATS (default 4) sets how many times each sale step is repeated
 (a chip step: half as many, at least once).
 """
@@ -190,8 +197,8 @@ OVERRIDES: dict[str, Any] = {
 
 
 def test_every_fault_point_has_a_scenario() -> None:
-    assert set(MATRIX) | {point for point, _, _ in CHIP_MATRIX.values()} == \
-        set(failpoints.POINTS)
+    assert set(MATRIX) | {point for point, _, _ in CHIP_MATRIX.values()} | \
+        {point for point, _ in PIN_MATRIX.values()} == set(failpoints.POINTS)
 
 
 def _first_transmissions_are_originals(rig: Rig) -> None:
@@ -391,6 +398,104 @@ def test_kill_chip_sale_at_fault_point(tmp_path: pathlib.Path, pcsc: Pcscd,  # n
         if point == "chip_second_ac" or point == "after_answer_recorded":
             rev = [m for m in rig.hw.messages() if m["mti"] == "0400"]
             assert rev and all(m.get("fields", {}).get("39") == "06" for m in rev), rev
+
+
+# -- online PIN sales ---------------------------------------------------------------------
+
+PIN_PAN = "6011000990139424"  # service code 120: a PIN required (hardware.md)
+PIN = "1234"  # hwsim's host: the right PIN for every card (host-interface 9.2)
+
+# case -> (point, what the idle screen must say after the restart)
+PIN_MATRIX: dict[str, tuple[str, str]] = {
+    # the KSN counter on disk, no block made: nothing of the sale journaled, nothing sent
+    "stripe-after_pin_counter": ("after_pin_counter", NOT_DONE),
+    # the 0200 with 52 and 53 written, no answer: reversed (68), the 0400 without 52, 53
+    "stripe-after_send": ("after_send", REVERSED),
+}
+
+
+def _pin_sale(rig: Rig, rng: random.Random) -> None:
+    """A stripe whose service code asks for a PIN; the right PIN keyed, then OK."""
+    rig.sale(_amount(rng), PIN_PAN, service_code="120")
+    rig.hw.wait_display("ENTER PIN", timeout=20)
+    rig.hw.press(PIN)
+    rig.hw.wait_display("*" * len(PIN))
+    rig.hw.press("OK")
+
+
+def _ksn_counter(rig: Rig) -> int:
+    """The DUKPT transaction counter the journal holds (0 before the first PIN block)."""
+    if not rig.journal_path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{rig.journal_path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT value FROM meta WHERE key LIKE 'dukpt:%'").fetchall()
+    except sqlite3.OperationalError:  # no meta table yet
+        return 0
+    finally:
+        db.close()
+    assert len(rows) <= 1, rows  # one key, one counter
+    return int(rows[0][0]) if rows else 0
+
+
+def _pin_requests(rig: Rig) -> list[dict[str, Any]]:
+    return [m for m in rig.hw.messages() if m["mti"] == "0200" and m["pin"]]
+
+
+@pytest.mark.parametrize("case", sorted(PIN_MATRIX))
+def test_kill_pin_sale_at_fault_point(tmp_path: pathlib.Path, case: str) -> None:
+    """A stripe PIN sale killed at `point`, then, after the restart, a second PIN sale on
+    the same terminal. The KSN counter is durable before a block is made and never goes
+    back (host-interface 9.1): the second sale's KSN is new, so the host, which answers 81
+    to a KSN it has seen, approves it; the journal's counter went on by one per block
+    made, the killed one included; and no 0400 carries 52 or 53."""
+    point, expect = PIN_MATRIX[case]
+    rng = random.Random(case)
+    with Rig(tmp_path, overrides=OVERRIDES, pin=True) as rig:
+        rig.start_sim()
+        for _ in range(FEW):
+            before = _ksn_counter(rig)
+            charged = sum(bool(e["charged"]) for e in rig.hw.ledger())
+            sent = len(_pin_requests(rig))
+            rig.start_fw(failpoint=point)
+            _pin_sale(rig, rng)
+            assert rig.wait_fw_exit(timeout=20) == -9, f"fault point {point} never fired"
+            assert _ksn_counter(rig) == before + 1, (before, _ksn_counter(rig))
+            # killed after the counter: the block was never sent; after the send: it was
+            assert len(_pin_requests(rig)) == sent + (point == "after_send")
+            _restart_and_check(rig, expect)
+            if point == "after_send":
+                _wait_last_slip(rig)  # NOT COMPLETED, as a copy
+            assert sum(bool(e["charged"]) for e in rig.hw.ledger()) == charged
+            _pin_sale(rig, rng)  # the next PIN sale: a new KSN, approved
+            rig.hw.wait_display("APPROVED", timeout=20)
+            rig.wait_idle(timeout=20)
+            assert _ksn_counter(rig) == before + 2, (before, _ksn_counter(rig))
+            requests = _pin_requests(rig)
+            assert len(requests) == sent + 1 + (point == "after_send")
+            assert requests[-1]["code"] == "00", requests[-1]
+            assert sum(bool(e["charged"]) for e in rig.hw.ledger()) == charged + 1
+            rig.kill_fw()
+        # each KSN the host saw, it saw once: it answers 81 to one it has seen (9.2)
+        # (a 0200 killed after its send may have had its answer refused by the dead
+        # socket: no code then)
+        requests = _pin_requests(rig)
+        assert all(m["code"] in ("00", None) for m in requests), requests
+        assert "already used" not in (rig.tmp / "hwsim.log").read_text(errors="replace")
+        # every block made is counted: the ones sent and the ones killed before the send
+        assert _ksn_counter(rig) == len(requests) + (FEW if point == "after_pin_counter"
+                                                     else 0)
+        reversals = [m for m in rig.hw.messages() if m["mti"] in ("0400", "0401")]
+        if point == "after_send":
+            assert len({m["stan"] for m in reversals}) == FEW, reversals
+            assert all(m["fields"].get("39") == "68" for m in reversals), reversals
+        else:
+            assert reversals == [], reversals
+        # host-interface 9.1: never 52 or 53 in a reversal (`pin`: field 52 was there)
+        assert not any("52" in m["fields"] or "53" in m["fields"] or m["pin"]
+                       for m in reversals), reversals
+        receipts = rig.hw.receipts()
+        assert sum("APPROVED" in r for r in receipts) == FEW, receipts
 
 
 def _last_sale(rig: Rig) -> tuple[int, str, int] | None:

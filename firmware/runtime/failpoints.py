@@ -53,6 +53,9 @@ POINTS = (
     # chip sales (firmware/runtime/chip.py, decisions.py)
     "chip_second_ac",  # the host's answer journaled, the second GENERATE AC not yet sent
     "after_chip_settled",  # the card's decision journaled, not yet shown
+    # the online PIN (firmware/runtime/pinkeys.py)
+    "after_pin_counter",  # the DUKPT counter advanced and journaled, the PIN block not yet
+    #                       made nor sent: that KSN is skipped, never used
 )
 
 

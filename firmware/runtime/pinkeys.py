@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from firmware import dukpt, pinkeyfile
 from firmware.errors import PinKeyError
+from firmware.runtime import failpoints
 from firmware.runtime.statedir import LOCK_NAME
 
 log = logging.getLogger("posterm.pinkeys")
@@ -146,6 +147,7 @@ class PinKeys:
                     raise PinKeyError(
                         f"DUKPT key {self.key_id()}: transaction counter exhausted; no more "
                         "online PINs until a new key is loaded (posterm key-load)")
+                failpoints.hit("after_pin_counter")  # the counter on disk, no block yet
                 if self.method == dukpt.AES:
                     pin_key = dukpt.aes_pin_key(bytes(self._key), self._ident, counter)
                     block = dukpt.format4_encipher(pin_key, pin, pan,
