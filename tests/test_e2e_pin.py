@@ -137,7 +137,13 @@ def test_three_wrong_offline_pins_block_it_with_a_last_try_warning(chippin: Rig)
     chippin.hw.wait_display("LAST PIN TRY", timeout=30)
     chippin.hw.press(WRONG)
     chippin.hw.press("OK")
-    chippin.hw.wait_display("PIN BLOCKED", timeout=30)
+    # PIN BLOCKED stays only until the kernel goes on (tens of ms): the log and the
+    # receipt's TVR (byte 3: PIN try limit exceeded, Book 3 Annex C5) tell it
+    wait_until(lambda: "PIN entry: blocked" in chippin.log(), 30, "never blocked")
+    chippin.hw.wait_display("APPROVED", timeout=30)
+    receipt = chippin.wait_receipts(1)[-1]
+    tvr = next(line.split()[-1] for line in receipt.splitlines() if line.startswith("TVR"))
+    assert int(tvr[4:6], 16) & 0x20, tvr
     _no_digits_anywhere(chippin, WRONG)
 
 
@@ -164,3 +170,20 @@ def test_a_pin_entry_left_alone_times_out_and_sends_nothing(tmp_path: pathlib.Pa
         rig.hw.press("1")
         rig.hw.wait_display("PIN TIMED OUT", timeout=20)
         assert rig.hw.ledger() == []
+
+
+def test_a_pin_block_that_cannot_be_made_ends_the_sale_not_the_terminal(
+        tmp_path: pathlib.Path) -> None:
+    """Whatever fails while the block is made (here an unexpected fault right after the
+    KSN counter is journaled), the sale ends on the screen with nothing sent, and the
+    next sale goes through."""
+    with Rig(tmp_path, pin=True) as rig:
+        rig.start_sim()
+        rig.start_fw(raise_at="after_pin_counter")
+        rig.sale("1250", STRIPE_PIN_CARD, service_code="120")
+        _key_pin(rig, PIN)
+        rig.hw.wait_display("PIN PAD FAULT", timeout=20)
+        assert rig.hw.ledger() == []
+        rig.sale("1250", STRIPE_PIN_CARD, service_code="120")
+        _key_pin(rig, PIN)
+        rig.hw.wait_display("APPROVED", timeout=20)

@@ -146,3 +146,17 @@ def _icc_key(card: Any) -> tuple[bytes, int]:
     from hwsim import chipfiles
     k = emvca.ICC_KEYS[chipfiles.ICC_KEY_FOR_CA[card.profile.ca_index]]
     return k.modulus, k.exponent
+
+
+def test_a_key_store_that_fails_is_a_failed_entry_not_a_hang() -> None:
+    from firmware.errors import PinKeyError
+
+    class Broken(FakeKeys):
+        def online_block(self, pin: bytearray, pan: str, fill: bytes | None = None
+                         ) -> tuple[bytes, bytes]:
+            pin[:] = bytes(len(pin))
+            raise PinKeyError("the KSN counter is spent")
+
+    pad = KeypadPinPad(lambda e: None, Broken(), timeout=5)
+    result = asyncio.run(_enter(pad, "1 2 3 4 OK", pad.online("4", 1, bypass=False)))
+    assert result.status == "failed" and pad.take_block() is None

@@ -194,8 +194,12 @@ class Parts:
         request = effect.request
 
         async def take() -> None:
-            self.emit(PinTaken(await pad.online(request.card.pan, request.amount,
-                                                bypass=False)))
+            try:
+                result = await pad.online(request.card.pan, request.amount, bypass=False)
+            except Exception:  # the sale must still end: nothing was sent
+                self.emit(PinTaken(PinResult("failed")))
+                raise
+            self.emit(PinTaken(result))
         self.spawn(take(), "pin entry")
 
     def chip_choose(self, effect: ChipChoice) -> None:

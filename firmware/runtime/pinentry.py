@@ -136,7 +136,11 @@ class KeypadPinPad:
         try:
             if status != "entered":
                 return PinResult(status)
-            self._held = self.keys.online_block(self._digits, pan)
+            try:
+                self._held = self.keys.online_block(self._digits, pan)
+            except (KeyStoreError, ValueError) as exc:  # no block: the PIN pad failed
+                log.error("online PIN block not made: %s", exc)
+                return PinResult("failed")
             log.info("online PIN entered: PIN block made under KSN counter %d",
                      self.keys.counter())
             return PinResult("entered")
