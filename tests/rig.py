@@ -68,9 +68,11 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Rig:
     def __init__(self, tmp: pathlib.Path, *, tls: bool = False, web: bool = False,
                  overrides: dict[str, dict[str, Any]] | None = None,
-                 pcsc: Any = None, pin: bool = False) -> None:
+                 pcsc: Any = None, pin: bool | str = False) -> None:
         self.tmp = tmp
-        self.pin = pin  # [pin] on, with hwsim's test DUKPT key in the state directory
+        # [pin] on, with hwsim's test DUKPT key in the state directory: True (AES) or
+        # "tdes" (TDES DUKPT, [pin] method = "tdes")
+        self.pin = pin
         # a private pcscd with a vpcd reader (tests/chiprig.py): hwsim's chip slot plugs
         # into it and the firmware's [chip] reader is its reader
         self.pcsc = pcsc
@@ -79,6 +81,8 @@ class Rig:
         self.tls = tls
         self.web = web  # serve the web page on a free loopback port (self.web_url)
         self.overrides = {k: dict(v) for k, v in FAST.items()}
+        if pin == "tdes":
+            self.overrides["pin"] = {"method": "tdes"}
         for table, keys in (overrides or {}).items():
             self.overrides.setdefault(table, {}).update(keys)
         self.sim: subprocess.Popen[bytes] | None = None
@@ -122,9 +126,10 @@ class Rig:
             overrides.setdefault(table, {}).update(keys)
         self.config_path.write_text(render_config(self.info, state_dir=str(self.state_dir),
                                                   overrides=overrides,
-                                                  chip=self.pcsc is not None, pin=self.pin))
+                                                  chip=self.pcsc is not None,
+                                                  pin=bool(self.pin)))
         if self.pin:
-            write_pin_key(self.state_dir)
+            write_pin_key(self.state_dir, "tdes" if self.pin == "tdes" else "aes")
         return self.config_path
 
     def start_fw(self, *, failpoint: str | None = None, raise_at: str | None = None,

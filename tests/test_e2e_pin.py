@@ -187,3 +187,15 @@ def test_a_pin_block_that_cannot_be_made_ends_the_sale_not_the_terminal(
         rig.sale("1250", STRIPE_PIN_CARD, service_code="120")
         _key_pin(rig, PIN)
         rig.hw.wait_display("APPROVED", timeout=20)
+
+
+def test_tdes_dukpt_by_configuration(tmp_path: pathlib.Path) -> None:
+    """host-interface 9.1: TDES DUKPT (X9.24-1) with an ISO 9564-1 format 0 block and a
+    10-byte KSN where [pin] method says so; the host tells the method by 53's length."""
+    with Rig(tmp_path, pin="tdes") as rig:
+        rig.start()
+        rig.sale("1250", STRIPE_PIN_CARD, service_code="120")
+        _key_pin(rig, PIN)
+        rig.hw.wait_display("APPROVED", timeout=20)
+        assert rig.hw.ledger()[-1].get("pin")
+        _no_digits_anywhere(rig, PIN)
