@@ -139,6 +139,7 @@ class WebUI:
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._static),
+            web.get("/favicon.ico", lambda request: web.Response(status=204)),
             web.get("/api/fleet", self._fleet),
             web.get("/api/terminals/{tid}", self._terminal),
             web.post("/api/terminals/{tid}/commands", self._command),
