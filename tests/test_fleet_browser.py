@@ -54,7 +54,8 @@ def browser() -> Iterator[Any]:
 
 
 def test_the_page_lists_alerts_first_shows_events_and_sends_commands(
-        browser: Any, tmp_path: pathlib.Path, mosquitto: Mosquitto, terminals: Any) -> None:
+        browser: Any, tmp_path: pathlib.Path, mosquitto: Mosquitto,  # noqa: F811
+        terminals: Any) -> None:  # noqa: F811
     from cryptography.hazmat.primitives import serialization
 
     assert run_cli("keygen", str(tmp_path / "keys")).returncode == 0
