@@ -99,7 +99,13 @@ def connect(c: mqtt.Client, broker: Broker, timeout: float) -> None:
         outcome["reason"] = reason
         ready.set()
 
+    def on_gone(cl: mqtt.Client, userdata: Any, *rest: Any) -> None:
+        outcome.setdefault("reason", "the connection was closed (a certificate refused?)")
+        ready.set()
+
     c.on_connect = on_connect
+    c.on_disconnect = on_gone
+    c.on_connect_fail = on_gone
     try:
         c.connect(broker.host, broker.port, keepalive=KEEPALIVE)
     except (OSError, ssl.SSLError) as exc:
@@ -110,8 +116,9 @@ def connect(c: mqtt.Client, broker: Broker, timeout: float) -> None:
         c.loop_stop()
         raise BrokerError(f"the broker {broker.host}:{broker.port} did not answer in "
                           f"{timeout:g} s")
+    c.on_disconnect = c.on_connect_fail = None
     reason = outcome["reason"]
-    if getattr(reason, "is_failure", False):
+    if isinstance(reason, str) or getattr(reason, "is_failure", False):
         c.loop_stop()
         raise BrokerError(f"the broker {broker.host}:{broker.port} refused the console: "
                           f"{reason}")

@@ -139,7 +139,7 @@ class WebUI:
         app.add_routes([
             web.get("/", self._index),
             web.get("/static/{name}", self._static),
-            web.get("/favicon.ico", lambda request: web.Response(status=204)),
+            web.get("/favicon.ico", self._no_icon),
             web.get("/api/fleet", self._fleet),
             web.get("/api/terminals/{tid}", self._terminal),
             web.post("/api/terminals/{tid}/commands", self._command),
@@ -200,6 +200,9 @@ class WebUI:
             raise web.HTTPNotFound(text=f"no such file: {name}\n")
         return web.FileResponse(PAGE_DIR / name,
                                 headers={"Content-Type": f"{STATIC[name]}; charset=utf-8"})
+
+    async def _no_icon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
 
     async def _fleet(self, request: web.Request) -> web.StreamResponse:
         only = request.query.get("alerts") in ("1", "true", "yes")

@@ -573,3 +573,84 @@ def test_the_console_imports_nothing_from_the_firmware() -> None:
                 found.update(a.name.split(".")[0] for a in node.names)
     assert not found & {"firmware", "drivers", "hwsim"}
     assert all(len(p.read_text().splitlines()) < 400 for p in (ROOT / "fleet").rglob("*.py"))
+
+
+# -- TLS with the console's own certificate --------------------------------------------
+
+def make_pki(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    """A test CA, the broker's certificate for 127.0.0.1, the console's client certificate
+    and one from another CA; made here, never committed."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+
+    def issue(cn: str, issuer: tuple[x509.Certificate, Any] | None, ca: bool = False,
+              san: x509.GeneralName | None = None) -> tuple[x509.Certificate, Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+        b = (x509.CertificateBuilder().subject_name(name(cn))
+             .issuer_name(issuer[0].subject if issuer else name(cn))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(start).not_valid_after(start + dt.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san is not None:
+            b = b.add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        return b.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+    folder.mkdir()
+    ca = issue("fleet test CA", None, ca=True)
+    other = issue("another CA", None, ca=True)
+    write("ca", *ca)
+    write("broker", *issue("broker", ca, san=x509.IPAddress(ipaddress.ip_address("127.0.0.1"))))
+    write("console", *issue("posterm-fleet", ca))
+    write("stranger", *issue("posterm-fleet", other))
+    return {stem: folder / stem for stem in ("ca", "broker", "console", "stranger")}
+
+
+@needs_broker
+def test_the_console_connects_with_tls_and_its_own_certificate(tmp_path: pathlib.Path) -> None:
+    from fleet.mqtt import BrokerConfigError, BrokerError, client, connect
+
+    pki = make_pki(tmp_path / "pki")
+    pem = {k: v.with_suffix(".pem") for k, v in pki.items()}
+    tls = Mosquitto(tmp_path, tls=(pem["ca"], pem["broker"], pki["broker"].with_suffix(".key")))
+    try:
+        broker = Broker.parse(f"127.0.0.1:{tls.port}", ca=pem["ca"], cert=pem["console"],
+                              cert_key=pki["console"].with_suffix(".key"))
+        ingest = Ingest(tmp_path / "fleet.db", broker)
+        ingest.start()
+        try:
+            # a terminal over TLS too (the console's certificate will do for the test)
+            t = client(broker, "T0000020")
+            connect(t, broker, WAIT)
+            t.publish("posterm/v1/T0000020/events", json.dumps(
+                {"tid": "T0000020", "seq": 1, "t": utc(NOW), "kind": "restart",
+                 "data": {"reason": "power"}}), qos=1).wait_for_publish(WAIT)
+            t.disconnect()
+            t.loop_stop()
+            wait_for("the event over TLS", lambda: ingest.counts.events == 1)
+        finally:
+            ingest.stop()
+        # a certificate of another CA is refused by the broker; no certificate as well
+        for cert in ("stranger", None):
+            other = Broker.parse(f"127.0.0.1:{tls.port}", ca=pem["ca"],
+                                 cert=pem[cert] if cert else None,
+                                 cert_key=pki[cert].with_suffix(".key") if cert else None)
+            with pytest.raises(BrokerError):
+                connect(client(other, "posterm-fleet-x"), other, 5)
+        with pytest.raises(BrokerConfigError, match="--ca"):
+            Broker.parse("127.0.0.1:8883")
+    finally:
+        tls.stop()
