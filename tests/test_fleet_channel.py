@@ -13,6 +13,8 @@ import json
 import pathlib
 import re
 import signal
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -286,3 +288,133 @@ def test_signed_unsigned_stale_and_replayed_commands(tmp_path: pathlib.Path, bro
         # nothing of that restarted the terminal
         assert states(console).count("offline") == 0
         assert rig.fw is not None and rig.fw.poll() is None
+
+
+def test_a_broker_that_never_answers_changes_nothing_at_the_counter(
+        tmp_path: pathlib.Path, broker: Broker, console: Client) -> None:
+    """The first broker of the list takes the connection and says nothing (no TLS, no
+    CONNACK): sales go on, and the channel gets to the next broker in turn."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                continue
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    table = broker.fleet_table(TID)
+    table["brokers"] = [f"127.0.0.1:{silent.getsockname()[1]}", *table["brokers"]]
+    try:
+        with Rig(tmp_path, overrides={"fleet": table}) as rig:
+            rig.start()
+            wait_until(lambda: held, 10, "the terminal did not try the silent broker")
+            assert "online" not in states(console)
+            approved_sale(rig, "700")  # while the channel waits on the silent broker
+            assert len(rig.wait_receipts(1)) == 1
+            wait_state(console, "online", timeout=30)  # the next broker, in turn
+            wait_until(lambda: any(e["data"].get("amount") == 700
+                                   for e in events(console, "sale")), 15, "no sale event")
+    finally:
+        stop.set()
+        holder.join(5)
+        for s in held + [silent]:
+            s.close()
+
+
+# -- without a broker: the outbox's bound, the scrubbing, the checks, the configuration --
+def test_the_events_outbox_is_bounded_and_says_what_it_dropped(tmp_path: pathlib.Path) -> None:
+    from firmware.runtime.journal import Journal
+    from firmware.runtime.vault import Vault
+
+    journal = Journal(tmp_path / "j.sqlite3", Vault.open(tmp_path / "k", create=True))
+    for i in range(1, 16):
+        assert journal.fleet_add("sale", {"n": i}, "2026-01-01T00:00:00Z", bound=10) == i
+    waiting, last, dropped = journal.fleet_counts()
+    assert (waiting, last, dropped) == (10, 15, 6)
+    first = journal.fleet_next()
+    # the six oldest became one event, with the seq of the newest of them: seqs increase
+    assert first is not None and (first.seq, first.kind, first.data) == (6, "dropped",
+                                                                          {"count": 6})
+    journal.fleet_sent(first.seq, first.kind)
+    nxt = journal.fleet_next()
+    assert nxt is not None and (nxt.seq, nxt.data) == (7, {"n": 7})
+    # an acknowledgement of an event since folded into `dropped` leaves that one waiting
+    for i in range(16, 30):
+        journal.fleet_add("sale", {"n": i}, "2026-01-01T00:00:00Z", bound=10)
+    journal.fleet_sent(7, "sale")
+    head = journal.fleet_next()
+    assert head is not None and head.kind == "dropped" and head.seq >= 7
+    journal.close()
+    # the seq survives a reopening of the journal
+    again = Journal(tmp_path / "j.sqlite3", Vault.open(tmp_path / "k", create=False))
+    assert again.fleet_add("restart", {"reason": "start"}, "2026-01-01T00:00:00Z",
+                           bound=10) == 30
+
+
+def test_scrub_masks_card_numbers_and_track_data() -> None:
+    from firmware.runtime.fleet_words import scrub
+
+    line = "swipe ;4761739001010010=25121010000000000000? pan 5413330089010012 stan 000123"
+    out = scrub(line)
+    assert "4761739001010010" not in out and "5413330089010012" not in out
+    assert "541333******0012" in out and "=2512" not in out and "000123" in out
+    assert not re.search(r"\d{16,}", scrub("x" + "1" * 40))
+
+
+def test_command_checks_in_order(tmp_path: pathlib.Path) -> None:
+    import datetime
+
+    from firmware.runtime.fleet_words import Refused, check
+
+    key = CommandKey(tmp_path)
+    public = key.key.public_key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def refused(cmd: Any, seen: dict[str, str] | None = None) -> str:
+        raw = cmd if isinstance(cmd, bytes) else json.dumps(cmd).encode()
+        with pytest.raises(Refused) as err:
+            check(raw, now=now, seen=seen or {}, key=public)
+        return str(err.value)
+
+    assert refused(b"not json") == "not JSON"
+    assert refused(command("reboot")).startswith("unknown command")
+    assert refused({**command("ping"), "t": "yesterday"}) == "bad t"
+    assert refused(key.sign(command("restart", age=301))) == "stale"
+    ping = command("ping")
+    assert refused(ping, {ping["id"]: "x"}) == "replayed"
+    assert refused(command("params", {"set": {}})) == "unsigned"
+    assert refused({**key.sign(command("restart")), "sig": "!!"}) == "bad signature"
+    signed = key.sign(command("update", {"url": "https://x", "sha256": "ab" * 32}))
+    assert check(json.dumps(signed).encode(), now=now, seen={}, key=public)["cmd"] == "update"
+    with pytest.raises(Refused, match="bad signature"):  # no key configured: none verifies
+        check(json.dumps(signed).encode(), now=now, seen={}, key=None)
+
+
+def test_fleet_configuration_is_checked(tmp_path: pathlib.Path) -> None:
+    from firmware import config
+    from firmware.errors import ConfigError
+    from tests.test_config_declared_once import MINIMAL
+
+    def parse(**fleet: Any) -> Any:
+        return config.parse({**MINIMAL, "fleet": fleet}).fleet
+
+    assert parse().enabled is False and config.parse(MINIMAL).fleet.brokers == ()
+    got = parse(brokers=["mqtt.example.net:8883", "[::1]:8884"], tls=False)
+    assert got.brokers == (("mqtt.example.net", 8883), ("::1", 8884))
+    with pytest.raises(ConfigError, match=r"\[fleet\] brokers"):
+        parse(brokers=["mqtt.example.net"])
+    with pytest.raises(ConfigError, match=r"\[fleet\] ca_file: required"):
+        parse(brokers=["mqtt.example.net:8883"])
+    with pytest.raises(ConfigError, match=r"\[fleet\] reconnect_cap"):
+        parse(reconnect_base=10, reconnect_cap=5)
+    (tmp_path / "not-a-key.pem").write_text("hello")
+    with pytest.raises(ConfigError, match=r"\[fleet\] command_key"):
+        parse(command_key=str(tmp_path / "not-a-key.pem"))
+    assert parse(command_key=str(CommandKey(tmp_path).public)).command_key
