@@ -205,7 +205,7 @@ class Broker:
         cert, key = self.cert(tid)
         return {"brokers": [f"127.0.0.1:{self.port}"], "ca_file": self.ca_cert,
                 "client_cert": cert, "client_key": key, "reconnect_base": 0.2,
-                "reconnect_cap": 1.0, "keepalive": 5, **extra}
+                "reconnect_cap": 10.0, "keepalive": 5, **extra}
 
     def start(self) -> Broker:
         assert MOSQUITTO is not None

@@ -413,7 +413,7 @@ def test_fleet_configuration_is_checked(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError, match=r"\[fleet\] ca_file: required"):
         parse(brokers=["mqtt.example.net:8883"])
     with pytest.raises(ConfigError, match=r"\[fleet\] reconnect_cap"):
-        parse(reconnect_base=10, reconnect_cap=5)
+        parse(reconnect_cap=5)
     (tmp_path / "not-a-key.pem").write_text("hello")
     with pytest.raises(ConfigError, match=r"\[fleet\] command_key"):
         parse(command_key=str(tmp_path / "not-a-key.pem"))
