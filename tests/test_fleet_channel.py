@@ -85,9 +85,13 @@ def approved_sale(rig: Rig, digits: str, pan: str = "4761739001010010") -> None:
 
 def test_state_is_retained_online_and_the_last_will_says_offline(
         tmp_path: pathlib.Path, broker: Broker, console: Client) -> None:
-    with fleet_rig(tmp_path, broker) as rig:
+    with fleet_rig(tmp_path, broker, telemetry_interval=5) as rig:
         rig.start()
         wait_state(console, "online")
+        # periodic telemetry: nothing changes, and it comes again after the interval
+        wait_until(lambda: any(m["facts"]["device"]["uptime"] >= 5
+                               for m in console.payloads(f"{T}/telemetry")), 15,
+                   lambda: f"no periodic telemetry: {console.payloads(f'{T}/telemetry')}")
         online = console.payloads(f"{T}/state")[-1]
         assert online["tid"] == TID and online["version"] and online["since"].endswith("Z")
         # retained: subscribing again gets it from the broker, flagged retained
