@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.config_chip import ChipTable, check_chip, terminal as chip_terminal
+from firmware.config_fleet import FleetTable, check_fleet
 from firmware.config_devices import (
     CardReaderOptions, DeviceConfig, DisplayOptions, GpioOptions, KeypadOptions, PrinterOptions,
 )
@@ -50,9 +51,9 @@ from firmware.errors import ConfigError
 __all__ = ["ADDRESS_LINES", "AMOUNT_MAX", "BAUDRATES", "BLOCKED_BINS_MAX", "DEVICE_TABLES",
            "HOSTNAME_WHAT", "LIMITS", "MAX_FILE_BYTES", "NAME_MAX_BYTES", "PATH_MAX_BYTES",
            "RECEIPT_WIDTH", "REQUIRED_TABLES", "SOCKET_MAX_BYTES", "TABLES", "BatteryConfig",
-           "ChipTable", "Config", "DeviceConfig", "HostConfig", "Maintenance", "ModemConfig",
-           "OperatorConfig", "PinTable", "PowerConfig", "UpdatePolicy", "load", "parse",
-           "parse_window"]
+           "ChipTable", "Config", "DeviceConfig", "FleetTable", "HostConfig", "Maintenance",
+           "ModemConfig", "OperatorConfig", "PinTable", "PowerConfig", "UpdatePolicy", "load",
+           "parse", "parse_window"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +78,7 @@ class Config:
     operator: OperatorConfig
     chip: ChipTable  # the reader's name; the EMV parameters are core.chip (None: no chip)
     pin: PinTable  # the cardholder's PIN and the DUKPT key file
+    fleet: FleetTable  # the fleet channel (docs/fleet.md); no brokers: none
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -182,6 +184,7 @@ TABLES: tuple[TableDecl, ...] = _with_entries((  # in the order they are read
     TableDecl("power", PowerConfig, check=_check_power),
     TableDecl("chip", ChipTable, absent={"enabled": False}, check=check_chip),
     TableDecl("pin", PinTable, check=_check_pin),
+    TableDecl("fleet", FleetTable, check=check_fleet),
 ))
 SCHEMAS = {decl.name: decl.schema for decl in TABLES if not decl.within}
 REQUIRED_TABLES = tuple(decl.name for decl in TABLES if decl.missing)
@@ -269,7 +272,7 @@ def _assemble(tables: dict[str, Any], *, path: Path, raw: dict[str, Any]) -> Con
         link=LinkPolicy(down_after=o.down_after, probe_base=o.probe_base,
                         probe_cap=o.probe_cap),
         modem=tables["modem"], operator=operator, chip=tables["chip"], pin=tables["pin"],
-        raw=raw)
+        fleet=tables["fleet"], raw=raw)
 
 
 # -- the file -----------------------------------------------------------------------------

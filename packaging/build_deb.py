@@ -63,7 +63,8 @@ DEPENDS = (
     # python-escpos 3.1's own requirements that Debian has. Not needed: argcomplete
     # (its command line only), setuptools (build time only), pyusb (USB printers: an
     # extra, and posterm drives network and serial printers). importlib-resources is
-    # vendored: bookworm's 5.1.2 is too old (packaging/vendor.txt).
+    # vendored: bookworm's 5.1.2 is too old (packaging/vendor.txt); so is paho-mqtt
+    # (bookworm's 1.6.1; the fleet channel needs 2.x).
     "python3-pil",                      # 9.4.0
     "python3-qrcode",                   # 7.4.2
     "python3-yaml",                     # 6.0
@@ -78,7 +79,8 @@ RECOMMENDS = ("python3-rpi.gpio | python3-rpi-lgpio",
 SUGGESTS = ("python3-usb",)
 
 LEFT_OUT = {"tests", "test", "docs"}  # folders of vendored wheels that are not code to run
-LICENSE_FILE = re.compile(r"(LICEN[CS]E|COPYING|NOTICE|AUTHORS)", re.I)
+# (paho-mqtt carries its two licences' texts as epl-v20 and edl-v10)
+LICENSE_FILE = re.compile(r"(LICEN[CS]E|COPYING|NOTICE|AUTHORS|[ED]PL-V\d)", re.I)
 LICENSE_NAMES = {"MIT License": "Expat", "MIT": "Expat",  # copyright-format short names
                  "Apache Software License": "Apache-2.0"}
 

@@ -24,7 +24,7 @@ from firmware.core.events import (
 from firmware.core.link import UP
 from firmware.errors import HostError
 from firmware.runtime import batch as batch_close
-from firmware.runtime import failpoints, maintenance, recovery, threads
+from firmware.runtime import failpoints, maintenance, recovery, status, threads
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
 from firmware.runtime.chip import ChipSession
@@ -32,6 +32,7 @@ from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.current import Current
 from firmware.runtime.decisions import Decisions
 from firmware.runtime.display import DisplayKeeper
+from firmware.runtime.fleet import FleetChannel
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
@@ -67,6 +68,14 @@ class Parts:
         self.clock = clock
         self.current, self.emit, self.spawn = current, emit, spawn
         ident = cfg.core.identity
+        # the fleet channel (fleet.py), with [fleet] brokers: it sees every event the
+        # parts emit (faults, closes, changes) on its way to the loop
+        self.fleet = FleetChannel(cfg.fleet, ident.terminal_id, journal,
+                                  facts=self._fleet_doc, idle=current.idle, emit=emit,
+                                  restart=request_restart, version=status.version(),
+                                  clock=clock) if cfg.fleet.enabled else None
+        if self.fleet is not None:
+            emit = self.emit = self._told_fleet(emit, self.fleet)
         self.signals = Signals(devices.pins)
         modem = getattr(devices, "modem", None)
         self.paths = Paths(cfg.modem, modem, emit=self._path_event,
@@ -138,13 +147,15 @@ class Parts:
                                    pin_pad=pin_pad)
         # screens to the display; a sale's outcome, once shown, journaled and logged
         self.announcer = Announcer(self.display, journal, cfg.core.currency_code,
-                                   on_fatal=fail)
+                                   on_fatal=fail, on_outcome=self.fleet.sale_ended
+                                   if self.fleet is not None else None)
         self.in_hand = recovery.InHand(journal)  # the note of a sale not yet journaled
         self.daily = DailyRestart(
             cfg.maintenance, idle=current.idle, emit=emit,
             last_day=lambda: journal.note(maintenance.NOTE),
             remember=lambda day: journal.set_note(maintenance.NOTE, day),
-            restart=request_restart, status=notifier.status, clock=clock.local)
+            restart=self._daily_restart(request_restart), status=notifier.status,
+            clock=clock.local)
         self.power: PowerMonitor | None = monitor_for(
             cfg, getattr(devices, "gauge", None), self.signals, emit=emit,
             checkpoint=journal.checkpoint, request_stop=request_stop, changed=status_changed,
@@ -176,6 +187,8 @@ class Parts:
         tasks["batch close schedule"] = self.schedule.run
         if self.power is not None:
             tasks.update(self.power.tasks())
+        if self.fleet is not None:
+            tasks["fleet"] = self.fleet.run
         return tasks
 
     def chip_begin(self, effect: ChipBegin) -> None:
@@ -226,6 +239,8 @@ class Parts:
         """At the end of a run, its tasks cancelled: the display let go, the queues'
         requests ended, the link and the modem's data session closed."""
         self.display.close()
+        if self.fleet is not None:
+            self.fleet.close()
         if self.chip is not None:
             self.chip.close()
         await self.forwarder.stop()  # before the link closes and fails their requests
@@ -264,6 +279,28 @@ class Parts:
         self.spawn(self.signals.led(state == UP), "led")
         if state == UP:
             self.forwarder.kick()
+
+    @staticmethod
+    def _told_fleet(emit: Callable[[Event], None],
+                    fleet: FleetChannel) -> Callable[[Event], None]:
+        def told(event: Event) -> None:
+            try:
+                fleet.observe(event)
+            except Exception as exc:  # the fleet never stands in an event's way
+                log.error("fleet: %s: %s", type(exc).__name__, exc)
+            emit(event)
+        return told
+
+    def _daily_restart(self, restart: Callable[[], None]) -> Callable[[], None]:
+        def daily() -> None:
+            if self.fleet is not None:
+                self.fleet.restarting("daily restart")
+            restart()
+        return daily
+
+    async def _fleet_doc(self) -> dict[str, Any]:
+        from firmware.runtime.livestatus import LiveStatus  # it imports this module
+        return await LiveStatus(self, self.current).doc()
 
     def _batch_closed(self, close: BatchClose) -> None:
         """A close ended the batch: the daily close is done for the day it ended on."""

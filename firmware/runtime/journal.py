@@ -26,6 +26,7 @@ from firmware.runtime.journal_base import (
 )
 from firmware.runtime.journal_chip import chip_json, upload_icc
 from firmware.runtime.journal_batch import BatchStore
+from firmware.runtime.journal_fleet import FleetStore
 from firmware.runtime.journal_queues import QueueStore
 from firmware.runtime.outbox import PendingAdvice, PendingReversal
 
@@ -63,7 +64,7 @@ class Recovery:
     unprinted: list[SaleRecord]  # final, receipt or slip not printed nor queued: a copy
 
 
-class Journal(QueueStore, BatchStore):
+class Journal(QueueStore, BatchStore, FleetStore):
     """Sale attempts, answers and recovery, on top of the queues and the base."""
 
     def counter(self, key: str) -> int:

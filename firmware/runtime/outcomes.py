@@ -61,9 +61,11 @@ def log_outcome(rec: SaleRecord, currency: str, *, cause: str = "") -> None:
 
 class Announcer:
     def __init__(self, display: DisplayKeeper, journal: Journal, currency: str, *,
-                 on_fatal: Callable[[BaseException], None]) -> None:
+                 on_fatal: Callable[[BaseException], None],
+                 on_outcome: Callable[[SaleRecord], None] | None = None) -> None:
         self.display, self.journal, self.currency, self.on_fatal = (display, journal,
                                                                      currency, on_fatal)
+        self.on_outcome = on_outcome  # the fleet channel's `sale` event (fleet.py)
         self._told: SaleRecord | None = None  # the last outcome shown and logged
 
     def show(self, rows: tuple[str, str, str, str], state: State | None) -> None:
@@ -87,6 +89,8 @@ class Announcer:
             if rec.sale_id:
                 self.journal.mark_shown(rec.sale_id)
             log_outcome(rec, self.currency, cause=cause)
+            if self.on_outcome is not None:
+                self.on_outcome(rec)
         except Exception as exc:
             if is_fatal(exc):  # stop through the one path that says OUT OF ORDER
                 self.on_fatal(exc)
