@@ -23,7 +23,8 @@ client id = the terminal id and the `state` last will (QoS 1, retained), then PU
 it does not do: TLS (each handshake would add its CPU on both sides: the storm is only
 worse with it), subscriptions, telemetry, events.
 
-    python bench/fleet_storm.py [--clients N] [--outage S] [--base S] [--cap S] [--only a|b]
+    python bench/fleet_storm.py [--clients N] [--outage S] [--base S] [--cap S]
+                                [--only a|b] [--quick]
 """
 
 from __future__ import annotations
@@ -264,7 +265,10 @@ def main() -> int:
     ap.add_argument("--base", type=float, default=5.0)
     ap.add_argument("--cap", type=float, default=120.0)
     ap.add_argument("--only", choices=("a", "b"))
+    ap.add_argument("--quick", action="store_true", help="1,000 clients (./run bench --quick)")
     args = ap.parse_args()
+    if args.quick:
+        args.clients = min(args.clients, 1_000)
     binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
                                            if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
     if binary is None:
