@@ -1,0 +1,310 @@
+"""The fleet channel over a clustered broker: no event lost, none doubled after dedup,
+when the node the terminals are on dies mid-stream (issue 21, item 3).
+
+The broker is three nats-server nodes (tests/natscluster.py: JetStream, MQTT over
+TLS with client certificates, MQTT's session and message streams and consumers
+replicated on every node). The terminals here are stand-ins that follow docs/fleet.md
+and the channel's rule for events: a durable outbox, sent in order, each event resent
+until the broker acknowledges it (PUBACK), after any reconnect, and reconnecting to the
+next broker of their list when the connection is lost. The console is a stand-in too:
+a persistent session (clean_session False) subscribed at QoS 1.
+
+The stand-in terminal speaks only the contract; the firmware's own channel
+(firmware/runtime/fleet.py) can replace `StandInTerminal` once it exists: the test
+needs only that it takes a list of brokers and a TLS identity, is fed events, and says
+which seqs the broker has acknowledged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.natscluster import NatsCluster, nats_server
+
+mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
+
+pytestmark = pytest.mark.skipif(
+    nats_server() is None,
+    reason="nats-server is not installed (Debian: apt-get install nats-server); "
+           "the clustered broker test needs it")
+
+TERMINALS = 5
+EVENTS = 120  # per terminal
+INTERVAL = 0.02  # a terminal's events happen this far apart (2.4 s of events each)
+WINDOW = 10  # events in flight (published, not yet acknowledged) per terminal
+CONNECT_WAIT = 5.0
+DEADLINE = 30.0  # the whole exchange, far above what it needs: a hung client fails, not hangs
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _client(client_id: str, cluster: NatsCluster, *, clean: bool) -> Any:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    clean_session=clean, protocol=mqtt.MQTTv311)
+    cert, key = cluster.client_cert(client_id)
+    c.tls_set(ca_certs=cluster.ca_cert, certfile=cert, keyfile=key)
+    return c
+
+
+class StandInTerminal(threading.Thread):
+    """One terminal's channel, as docs/fleet.md has it: client id = the terminal id,
+    `state` retained and as last will, events QoS 1 from an outbox, in order, resent
+    until acknowledged; on a lost connection, the next broker of its list."""
+
+    def __init__(self, tid: str, brokers: list[tuple[str, int]], cluster: NatsCluster) -> None:
+        super().__init__(name=f"terminal-{tid}", daemon=True)
+        self.tid, self.brokers, self.cluster = tid, brokers, cluster
+        self.outbox = {seq: self._event(seq) for seq in range(1, EVENTS + 1)}
+        self.acked: set[int] = set()
+        self.sent = 0  # PUBLISH packets, resends included
+        self.nodes_used: list[int] = []  # index into `brokers` of each session
+        self.errors: list[str] = []
+        self.started = 0.0
+        self.stop = threading.Event()
+
+    def _event(self, seq: int) -> bytes:
+        kind = "sale" if seq % 3 else "fault"
+        data = ({"sale_id": seq, "kind": "purchase", "amount": 100 + seq, "status": "approved",
+                 "entry": "chip"} if kind == "sale" else {"device": "printer", "what": "PAPER OUT"})
+        return json.dumps({"tid": self.tid, "seq": seq, "t": _now(), "kind": kind,
+                           "data": data}).encode()
+
+    def _state(self, state: str) -> bytes:
+        return json.dumps({"tid": self.tid, "state": state, "version": "0.1.0",
+                           "since": _now()}).encode()
+
+    def done(self) -> bool:
+        return len(self.acked) == EVENTS
+
+    def run(self) -> None:
+        self.started = time.monotonic()
+        attempt = 0
+        while not self.stop.is_set() and not self.done():
+            index = attempt % len(self.brokers)
+            attempt += 1
+            try:
+                self._session(index)
+            except Exception as exc:  # a broker refusing or gone: the next one
+                self.errors.append(f"{time.monotonic() - self.started:.2f} node {index}: {exc!r}")
+                time.sleep(0.2)
+
+    def _session(self, index: int) -> None:
+        host, port = self.brokers[index]
+        client = _client(self.tid, self.cluster, clean=False)
+        client.will_set(f"posterm/v1/{self.tid}/state", self._state("offline"), qos=1,
+                        retain=True)
+        up, down = threading.Event(), threading.Event()
+        refused: list[str] = []
+
+        def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any) -> None:
+            if rc.is_failure:
+                refused.append(str(rc))
+                down.set()
+            else:
+                up.set()
+
+        client.on_connect = on_connect
+        client.on_disconnect = lambda c, u, flags, rc, props: down.set()
+        client.connect(host, port, keepalive=5)
+        client.loop_start()
+        try:
+            if not up.wait(CONNECT_WAIT) or down.is_set():
+                raise ConnectionError(f"no CONNACK ({refused or 'timeout'})")
+            self.nodes_used.append(index)
+            client.subscribe(f"posterm/v1/{self.tid}/cmd", qos=1)
+            client.publish(f"posterm/v1/{self.tid}/state", self._state("online"), qos=1,
+                           retain=True)
+            # after a reconnect, everything not acknowledged goes again, oldest first
+            pending = [seq for seq in sorted(self.outbox) if seq not in self.acked]
+            inflight: list[tuple[int, Any]] = []
+            while not down.is_set() and not self.stop.is_set():
+                for seq, _info in [x for x in inflight if x[1].is_published()]:
+                    self.acked.add(seq)
+                inflight = [x for x in inflight if x[0] not in self.acked]
+                happened = min(EVENTS, int((time.monotonic() - self.started) / INTERVAL) + 1)
+                while pending and len(inflight) < WINDOW and pending[0] <= happened:
+                    seq = pending.pop(0)
+                    info = client.publish(f"posterm/v1/{self.tid}/events", self.outbox[seq],
+                                          qos=1)
+                    self.sent += 1
+                    inflight.append((seq, info))
+                if self.done():
+                    return
+                time.sleep(0.005)
+            raise ConnectionError("connection lost")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+
+class Console:
+    """The fleet console's side: a persistent session, events and states at QoS 1."""
+
+    def __init__(self, cluster: NatsCluster) -> None:
+        self.cluster = cluster
+        self.events: list[tuple[str, int]] = []
+        self.bad: list[str] = []
+        self.states: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.client: Any = None
+
+    def connect(self, brokers: list[tuple[str, int]]) -> None:
+        """The first broker of the list that takes the session and acknowledges the
+        subscription within CONNECT_WAIT, trying them in turn until DEADLINE."""
+        deadline = time.monotonic() + DEADLINE
+        for attempt in range(1000):
+            client = _client("console", self.cluster, clean=False)
+            subscribed = threading.Event()
+            client.on_message = self._on_message
+            client.on_connect = lambda c, u, flags, rc, props: c.subscribe(
+                [("posterm/v1/+/events", 1), ("posterm/v1/+/state", 1)])
+            client.on_subscribe = lambda c, u, mid, rcs, props, ev=subscribed: ev.set()
+            try:
+                client.connect(*brokers[attempt % len(brokers)], keepalive=5)
+            except OSError:
+                continue
+            client.loop_start()
+            if subscribed.wait(CONNECT_WAIT):
+                self.client = client
+                return
+            client.disconnect()
+            client.loop_stop()
+            assert time.monotonic() < deadline, "no broker took the console's subscription"
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, c: Any, u: Any, msg: Any) -> None:
+        try:
+            doc = json.loads(msg.payload)
+            tid = msg.topic.split("/")[2]
+            if msg.topic.endswith("/state"):
+                with self.lock:
+                    self.states[tid] = doc["state"]
+                return
+            assert doc["tid"] == tid and set(doc) == {"tid", "seq", "t", "kind", "data"}
+            with self.lock:
+                self.events.append((tid, int(doc["seq"])))
+        except Exception as exc:
+            self.bad.append(f"{msg.topic}: {msg.payload!r}: {exc!r}")
+
+    def distinct(self) -> set[tuple[str, int]]:
+        with self.lock:
+            return set(self.events)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    c = NatsCluster(tmp_path).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _wait(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def _terminals(cluster: NatsCluster) -> list[StandInTerminal]:
+    a, b, c = cluster.mqtt_endpoints()
+    # every terminal starts on node A; half fail over to B first, half to C
+    return [StandInTerminal(f"T{i:07d}", [a, b, c] if i % 2 else [a, c, b], cluster)
+            for i in range(1, TERMINALS + 1)]
+
+
+def _expected() -> set[tuple[str, int]]:
+    return {(f"T{i:07d}", seq) for i in range(1, TERMINALS + 1) for seq in range(1, EVENTS + 1)}
+
+
+def _report(terminals: list[StandInTerminal], console: Console) -> str:
+    counts = Counter(console.events)
+    return (f"sent {sum(t.sent for t in terminals)} PUBLISH for {TERMINALS * EVENTS} events, "
+            f"console got {len(console.events)} ({sum(n - 1 for n in counts.values())} "
+            f"duplicates); sessions per terminal: {[t.nodes_used for t in terminals]}")
+
+
+def test_killing_the_terminals_node_mid_stream_loses_no_event(cluster: NatsCluster) -> None:
+    a, b, c = cluster.mqtt_endpoints()
+    console = Console(cluster)
+    console.connect([b, c])
+    terminals = _terminals(cluster)
+    for t in terminals:
+        t.start()
+    try:
+        # mid-stream: every terminal has had a third of its events acknowledged on A
+        assert _wait(lambda: all(len(t.acked) >= EVENTS // 3 for t in terminals), DEADLINE), \
+            [len(t.acked) for t in terminals]
+        assert not any(t.done() for t in terminals), "the stream ended before the kill"
+        cluster.kill(0)
+        assert _wait(lambda: all(t.done() for t in terminals), DEADLINE), \
+            ([len(t.acked) for t in terminals], [t.errors[-3:] for t in terminals])
+        assert _wait(lambda: console.distinct() >= _expected(), 10), _report(terminals, console)
+    finally:
+        for t in terminals:
+            t.stop.set()
+            t.join(10)
+        console.disconnect()
+    print(_report(terminals, console))
+    for t in terminals:
+        print(t.tid, t.errors)
+    assert console.bad == []
+    assert console.distinct() == _expected()  # every (tid, seq) once after dedup, none missing
+    for t in terminals:  # each went on from A to the next node of its own list
+        assert t.nodes_used[0] == 0 and len(t.nodes_used) >= 2 and 0 not in t.nodes_used[1:], \
+            t.nodes_used
+    assert all(console.states.get(t.tid) == "online" for t in terminals), console.states
+
+
+def test_the_consoles_queued_events_outlive_the_node_it_was_on(cluster: NatsCluster) -> None:
+    """The console's session and its QoS 1 queue are replicated: it leaves, its node
+    dies, the terminals go on; back on another node it gets everything it missed."""
+    a, b, c = cluster.mqtt_endpoints()
+    console = Console(cluster)
+    console.connect([b])
+    console.disconnect()
+    cluster.kill(1)
+    k0 = time.monotonic()
+    cluster.wait_ready([cluster.nodes[0], cluster.nodes[2]])  # the survivors settled
+    print(f"survivors healthy {time.monotonic() - k0:.1f} s after the kill")
+    terminals = [StandInTerminal(f"T{i:07d}", [a, c], cluster) for i in range(1, TERMINALS + 1)]
+    for t in terminals:
+        t.start()
+    t0 = time.monotonic()
+    try:
+        assert _wait(lambda: all(t.done() for t in terminals), DEADLINE), \
+            ([len(t.acked) for t in terminals], [t.errors[-3:] for t in terminals])
+        t1 = time.monotonic()
+        console.connect([c, a])
+        assert _wait(lambda: console.distinct() >= _expected(), 10), _report(terminals, console)
+        t2 = time.monotonic()
+        cluster.restart(1)
+        print(f"terminals done {t1 - t0:.1f} s, console caught up {t2 - t1:.1f} s, "
+              f"node b back {time.monotonic() - t2:.1f} s")
+        for t in terminals:
+            print(t.tid, t.errors)  # the dead node comes back into the cluster
+    finally:
+        for t in terminals:
+            t.stop.set()
+            t.join(10)
+        console.disconnect()
+    print(_report(terminals, console))
+    assert console.bad == []
+    assert console.distinct() == _expected()
