@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 
 from firmware import bundle
 from firmware.config import Config
-from firmware.runtime.fleet_words import Refused
+from firmware.runtime.fleet_words import Refused, scrub
 from firmware.runtime.journal import Journal
 
 log = logging.getLogger("posterm.fleet")
@@ -137,6 +137,8 @@ class FleetUpdate:
         return self.cfg.state_dir / "fleet-update"
 
     def event(self, state: int, result: int, **more: Any) -> None:
+        if "error" in more:  # a server's words too: scrubbed like every text that leaves
+            more["error"] = scrub(str(more["error"]))
         self.tell("update", {"state": state, "result": result, **more})
 
     def started(self) -> None:
@@ -191,7 +193,8 @@ class FleetUpdate:
         try:
             got = await asyncio.to_thread(download, url, path, self.ca_file)
             if got != digest:
-                raise Failed(INTEGRITY, f"SHA-256 {got} is not the one signed ({digest})")
+                raise Failed(INTEGRITY, "the SHA-256 of the bundle fetched is not the one "
+                                        "signed")
             assert self.cfg is not None
             scratch = self.folder / "scratch"
             shutil.rmtree(scratch, ignore_errors=True)
