@@ -304,3 +304,33 @@ def test_a_good_bundle_goes_through_posterm_update(
             assert "bundle verified: posterm 0.2.0 (running 0.1.0)" in log, log
         finally:
             field.stop()
+
+
+def test_a_bundle_that_never_gets_ready_is_rolled_back_and_said_failed(
+        tmp_path: pathlib.Path, broker: Broker, console: Client,
+        files: tuple[pathlib.Path, str]) -> None:
+    from tests.test_update import Field
+
+    folder, base = files
+    key = CommandKey(tmp_path)
+    private, public = bundle.keygen(tmp_path / "update-keys")
+    broken = _bundle(tmp_path, private, "0.3.0~broken")
+    (folder / "broken.bundle").write_bytes(broken.read_bytes())
+    with Rig(tmp_path, overrides={"fleet": broker.fleet_table(
+            TID, command_key=str(key.public))}) as rig:
+        rig.start_sim()
+        field = Field(tmp_path, rig, public)
+        try:
+            field.start()
+            wait_state(console, "online")
+            cmd = key.sign(command("update", {"url": f"{base}/broken.bundle",
+                                              "sha256": _sha(broken)}))
+            answer(console, cmd)
+            seen = wait_update(console, 0, (0, 8), timeout=90)
+            assert [(e["state"], e["result"]) for e in seen][-2:] == [(3, 0), (0, 8)]
+            assert "rolled back" in seen[-1]["error"]
+            field.wait_version("0.1.0")
+            assert (tmp_path / "installed_version").read_text().strip() == "0.1.0"
+            approved_sale(rig, "900")
+        finally:
+            field.stop()
