@@ -297,7 +297,51 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{src}: not valid TOML: {why}") from None
     except RecursionError:
         raise ConfigError(f"{src}: not valid TOML: arrays or tables nested too deeply") from None
+    over = _overlay(data)
+    if over is not None:  # the fleet's parameters, on top of the file
+        return parse(merge(data, over[1]), source=f"{src} + {over[0]}", path=path)
     return parse(data, source=src, path=path)
+
+
+# -- the fleet's parameters: `state_dir/fleet-params.toml` ------------------------------------
+OVERLAY = "fleet-params.toml"  # written by firmware/runtime/fleet_params.py, docs/fleet.md
+
+
+def overlay_path(data: dict[str, Any]) -> Path:
+    """Where the fleet's parameters lie: in the state_dir the file names (or its default)."""
+    terminal = data.get("terminal")
+    state_dir = terminal.get("state_dir") if isinstance(terminal, dict) else None
+    if not isinstance(state_dir, str) or not state_dir:
+        state_dir = next(str(spec.default) for name, _, spec in keys(TerminalTable)
+                         if name == "state_dir")
+    return Path(state_dir) / OVERLAY
+
+
+def merge(data: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any]:
+    """The file's data with each table's keys of `tables` put over its own."""
+    out = dict(data)
+    for name, values in tables.items():
+        base = out.get(name)
+        out[name] = {**(base if isinstance(base, dict) else {}), **values}
+    return out
+
+
+def _overlay(data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The fleet's parameters if the state directory holds them: (its name, its tables)."""
+    path = overlay_path(data)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        over = tomllib.loads(text)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: the fleet's parameters cannot be read "
+                          f"({' '.join(str(exc).split())[:80]}); delete the file to start "
+                          "with the configuration file alone") from None
+    if not all(isinstance(v, dict) for v in over.values()):
+        raise ConfigError(f"{path}: the fleet's parameters must be tables only; delete the "
+                          "file to start with the configuration file alone")
+    return OVERLAY, over
 
 
 def _read(path: Path, shown: str) -> bytes:

@@ -14,8 +14,9 @@ sale is concerned: a broker down or slow changes nothing at the counter.
   only at its PUBACK, so they arrive in order after any outage and across restarts.
 - `cmd` -> `reply`: ping, status, close and restart (at the next idle moment), logs (the
   last lines, scrubbed); restart, params and update must be signed by the fleet's key;
-  a stale or replayed command is refused. params and update are not implemented yet:
-  they are refused with "not implemented" after their checks.
+  a stale or replayed command is refused. params (fleet_params.py): a parameter set
+  checked by the configuration's own code, applied at idle by a restart; update
+  (fleet_update.py): a bundle fetched over HTTPS and handed to `posterm update`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import asyncio
 import collections
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from firmware.config import Config
 from firmware.config_fleet import FleetTable
 from firmware.core.events import (
     CloseDue, CloseFinished, ConditionChanged, Event, LinkChanged, PathChanged, QueueChanged,
@@ -39,6 +41,8 @@ from firmware.core.model import SaleRecord
 from firmware.runtime import fleet_words as words
 from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.fleet_mqtt import Connection
+from firmware.runtime.fleet_params import Params
+from firmware.runtime.fleet_update import FleetUpdate
 from firmware.runtime.journal import Journal
 
 log = logging.getLogger("posterm.fleet")
@@ -72,7 +76,7 @@ class FleetChannel:
     def __init__(self, cfg: FleetTable, tid: str, journal: Journal, *,
                  facts: Callable[[], Awaitable[dict[str, Any]]], idle: Callable[[], bool],
                  emit: Callable[[Event], None], restart: Callable[[], None], version: str,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, config: Config | None = None) -> None:
         self.cfg, self.tid, self.journal, self.clock = cfg, tid.strip(), journal, clock
         self.status_doc, self.idle, self.emit, self.restart = facts, idle, emit, restart
         self.version = version
@@ -95,6 +99,15 @@ class FleetChannel:
         reason = journal.note(RESTART_NOTE) or "start"
         journal.set_note(RESTART_NOTE, "", durable=False)
         self.event("restart", {"reason": reason})
+        # params and update need the whole configuration (None: refused, not implemented)
+        self.params = Params(config, journal)
+        applied = self.params.started()
+        if applied is not None:
+            log.info("fleet parameters version %s applied", applied["version"])
+            self.event("params", applied)
+        self.updates = FleetUpdate(config, journal, version=version, event=self.event,
+                                   ca_file=cfg.ca_file)
+        self.updates.started()
 
     # -- what the runtime tells it (on the loop; never waits) ---------------------------
     def event(self, kind: str, data: dict[str, Any]) -> None:
@@ -139,6 +152,8 @@ class FleetChannel:
             on_published=lambda mid: loop.call_soon_threadsafe(self._published, mid))
         self.conn, self._inflight = conn, None
         conn.start()
+        if self.params.due():  # a set journaled, not yet written (a stop in between)
+            self._at_idle("applied", self._apply_params)
         try:
             await asyncio.gather(self._publisher(), self._telemetry())
         finally:
@@ -214,8 +229,10 @@ class FleetChannel:
 
     async def _facts(self) -> dict[str, Any]:
         doc = await self.status_doc()
-        return words.facts(doc, now=self.clock.utc(), uptime=self.clock.monotonic()
-                           - self.started, conditions=self.conditions)
+        facts = words.facts(doc, now=self.clock.utc(), uptime=self.clock.monotonic()
+                            - self.started, conditions=self.conditions)
+        facts["device"]["params_version"] = self.params.version()
+        return facts
 
     async def _telemetry(self) -> None:
         """Every telemetry_interval, and soon after a change (if the facts differ)."""
@@ -242,7 +259,10 @@ class FleetChannel:
 
     # -- commands -----------------------------------------------------------------------
     def _command(self, raw: bytes) -> None:
-        task = asyncio.ensure_future(self._answer(raw))
+        self._spawn(self._answer(raw))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -287,7 +307,27 @@ class FleetChannel:
             return self._at_idle("close", lambda: self.emit(CloseDue()))
         if name == "restart":
             return self._at_idle("restart", self._restart_now)
-        raise words.Refused("not implemented")  # params, update: not in this version
+        if name == "params":
+            version, tables = await asyncio.to_thread(self.params.check, args)
+            self.params.take(version, tables)
+            log.info("fleet parameters version %d taken: %s", version, sorted(tables))
+            return {**self._at_idle("applied", self._apply_params), "version": version}
+        if name == "update":
+            url, digest = self.updates.check(args)
+            self._spawn(self.updates.run(url, digest, self.idle))
+            return {"update": "downloading"}
+        raise words.Refused("not implemented")
+
+    def _apply_params(self) -> None:
+        try:
+            version = self.params.write()
+        except OSError as exc:  # the state directory full or read-only: the set waits
+            log.error("fleet parameters cannot be written: %s", exc)
+            return
+        if version is not None:
+            self.journal.set_note(RESTART_NOTE, f"fleet parameters {version}")
+            log.info("restart for the fleet parameters version %d", version)
+            self.restart()
 
     def _restart_now(self) -> None:
         self.journal.set_note(RESTART_NOTE, "fleet command")

@@ -73,7 +73,7 @@ class Parts:
         self.fleet = FleetChannel(cfg.fleet, ident.terminal_id, journal,
                                   facts=self._fleet_doc, idle=current.idle, emit=emit,
                                   restart=request_restart, version=status.version(),
-                                  clock=clock) if cfg.fleet.enabled else None
+                                  clock=clock, config=cfg) if cfg.fleet.enabled else None
         if self.fleet is not None:
             emit = self.emit = self._told_fleet(emit, self.fleet)
         self.signals = Signals(devices.pins)
