@@ -118,7 +118,21 @@ def test_a_demo_left_running_is_stopped_by_the_next(tmp_path: pathlib.Path) -> N
 def test_the_fleet_demo_shows_the_terminal_and_its_events_in_the_console(
         tmp_path: pathlib.Path) -> None:
     base = tmp_path / "demo"
-    out = _demo(base, "--fleet", "--no-chip")
+    try:
+        out = _demo(base, "--fleet", "--no-chip", "--keep")
+        # the broker: TLS, client certificates, the fleet's ACL, in the demo's own directory
+        conf = (base / "fleet" / "broker" / "mosquitto.conf").read_text()
+        assert "require_certificate true" in conf and "use_username_as_clientid true" in conf
+        assert "pattern readwrite posterm/v1/%c/#" in (base / "fleet" / "broker" / "acl") \
+            .read_text()
+        # hwsim, posterm, the broker and the console left running; the next demo stops them
+        assert len(_running(base)) == 4, _running(base)
+        assert _demo(base, "--no-chip").count("stopped the demo left running") == 4
+        assert _running(base) == []
+        assert not (base / "fleet").exists()  # a new world: no broker, no console's store
+    finally:
+        for pid in _running(base):
+            os.kill(pid, 9)
     assert "fleet skipped" not in out, out
     url = re.search(r"fleet console: (http://127\.0\.0\.1:\d+/)", out)
     assert url, out
@@ -134,11 +148,25 @@ def test_the_fleet_demo_shows_the_terminal_and_its_events_in_the_console(
     ping = re.search(r"== ping from the console's page: reply (\{.*\})", fleet)
     assert ping and json.loads(ping[1])["ok"] is True, fleet
     assert "4761739001010010" not in fleet  # no card number in anything the fleet saw
-    # the broker: TLS, client certificates, the fleet's ACL, in the demo's own directory
-    conf = (base / "fleet" / "broker" / "mosquitto.conf").read_text()
-    assert "require_certificate true" in conf and "use_username_as_clientid true" in conf
-    assert "listener 1883" not in conf
-    assert _running(base) == []  # broker and console stopped with the rest
+    broker = re.search(r"fleet: mosquitto on 127\.0\.0\.1:(\d+) \(TLS, client certificates", out)
+    assert broker and broker[1] != "1883", out
+
+
+def test_the_fleet_demo_without_mosquitto_sells_without_a_fleet(tmp_path: pathlib.Path) -> None:
+    """No broker binary: one line says why and how to get it, and the sale still happens."""
+    out_path = tmp_path / "out.txt"
+    demo = str(ROOT / "scripts" / "demo.py")
+    code = ("import runpy, sys; import tests.fleetrig; tests.fleetrig.MOSQUITTO = None; "
+            f"sys.argv = [{demo!r}, '--dir', {str(tmp_path / 'demo')!r}, '--fleet', "
+            f"'--no-chip']; runpy.run_path({demo!r}, run_name='__main__')")
+    with open(out_path, "w") as out:
+        done = subprocess.run([sys.executable, "-c", code], env=_env(), stdout=out,
+                              stderr=subprocess.STDOUT, timeout=120, cwd=ROOT)
+    text = out_path.read_text()
+    assert done.returncode == 0, text
+    assert "fleet skipped: mosquitto is not installed (Debian: apt-get install mosquitto)" \
+        in text, text
+    assert "APPROVED" in text and "==== the terminal in its fleet" not in text, text
 
 
 def test_hwsim_writes_fleet_pointing_at_the_given_broker(tmp_path: pathlib.Path) -> None:
