@@ -15,6 +15,12 @@ state directory), and `write_pin_key` writes that key file: the initial key deri
 host-interface 9.2's test BDK for the initial key ID 1234567890123456, as a key
 injection facility would (firmware/dukpt.py's text, mode 600). The caller that writes
 the configuration writes the key file too; the test BDK stays in hwsim's host.
+
+With `fleet=FleetLink(...)` it writes [fleet] (docs/fleet.md): the terminal's management
+channel to the given MQTT brokers over TLS, verified against the given CA, with the
+terminal's client certificate (its CN is the terminal id, `TERMINAL_ID`) and, when given,
+the fleet's public command key. The certificates are the caller's (a test's or the
+demo's, made for that run): nothing here makes or holds one.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import hashlib
 import importlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,8 @@ from firmware.core.emv.params import CaKey
 Scalar = str | int | float | bool | list[str]
 TomlValue = Scalar | list[dict[str, Scalar]]  # a list of tables: an array of tables
 
+# The simulated terminal's id (field 41), also the CN of its fleet client certificate.
+TERMINAL_ID = "TERM0001"
 # Write a [modem] table pointing at hwsim's modem (the firmware accepts [modem]).
 WRITE_MODEM_TABLE = True
 # The simulated terminal's supervisor PIN is 1234 (made with `posterm pin-hash`; a real
@@ -123,14 +132,39 @@ def pin_table(state_dir: str, method: str = dukpt.AES) -> dict[str, TomlValue]:
     return {"enabled": True, "method": method, "key_file": f"{state_dir}/{PIN_KEY_NAME}"}
 
 
-def base_config(info: Mapping[str, Any], *, state_dir: str,
-                chip: bool = False, pin: bool = False) -> dict[str, dict[str, TomlValue]]:
+@dataclass(frozen=True)
+class FleetLink:
+    """Where the terminal's fleet channel goes: brokers ("host:port" or (host, port)),
+    the CA their certificates are checked against, the terminal's client certificate
+    and key, and the fleet's Ed25519 public key for signed commands ("" for none)."""
+
+    brokers: Sequence[str | tuple[str, int]]
+    ca_file: str
+    client_cert: str
+    client_key: str
+    command_key: str = ""
+
+    def table(self) -> dict[str, TomlValue]:
+        """The [fleet] table (other keys keep the firmware's defaults)."""
+        brokers = [b if isinstance(b, str) else f"{b[0]}:{b[1]}" for b in self.brokers]
+        table: dict[str, TomlValue] = {
+            "brokers": brokers, "tls": True, "ca_file": str(self.ca_file),
+            "client_cert": str(self.client_cert), "client_key": str(self.client_key)}
+        if self.command_key:
+            table["command_key"] = str(self.command_key)
+        return table
+
+
+def base_config(info: Mapping[str, Any], *, state_dir: str, chip: bool = False,
+                pin: bool = False, fleet: FleetLink | None = None
+                ) -> dict[str, dict[str, TomlValue]]:
     """The tables and keys of the configuration, before overrides; [chip] when hwsim
-    simulates a chip slot; [pin] when the terminal takes PINs (`write_pin_key` too)."""
+    simulates a chip slot; [pin] when the terminal takes PINs (`write_pin_key` too);
+    [fleet] when `fleet` says where the fleet's brokers are."""
     socket = str(info["control_socket"])
     tables: dict[str, dict[str, TomlValue]] = {
         "terminal": {
-            "id": "TERM0001",
+            "id": TERMINAL_ID,
             "merchant_id": "MERCHANT0000001",
             "merchant_name": "POSTERM DEMO SHOP",
             "address": ["1 MARKET STREET", "SPRINGFIELD"],
@@ -175,6 +209,8 @@ def base_config(info: Mapping[str, Any], *, state_dir: str,
         tables["pin"] = pin_table(state_dir)
         if chip:  # the PIN methods in 9F33: offline plaintext and enciphered, online
             tables["chip"]["capabilities"] = PIN_CAPABILITIES
+    if fleet is not None:
+        tables["fleet"] = fleet.table()
     return tables
 
 
@@ -185,11 +221,13 @@ def render_config(
     overrides: Mapping[str, Mapping[str, TomlValue]] | None = None,
     chip: bool = False,
     pin: bool = False,
+    fleet: FleetLink | None = None,
 ) -> str:
     """TOML text of the firmware configuration; `overrides` replace keys per table (an
     array of tables, such as [chip] "aids", whole); `chip`: hwsim has a chip slot; `pin`:
-    [pin] on, its key file to be written with `write_pin_key(state_dir)`."""
-    tables = base_config(info, state_dir=state_dir, chip=chip, pin=pin)
+    [pin] on, its key file to be written with `write_pin_key(state_dir)`; `fleet`: [fleet]
+    pointing at those brokers with those certificates."""
+    tables = base_config(info, state_dir=state_dir, chip=chip, pin=pin, fleet=fleet)
     for name, keys in (overrides or {}).items():
         tables.setdefault(name, {}).update(keys)
     return dumps(tables)

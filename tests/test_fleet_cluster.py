@@ -9,10 +9,11 @@ until the broker acknowledges it (PUBACK), after any reconnect, and reconnecting
 next broker of their list when the connection is lost. The console is a stand-in too:
 a persistent session (clean_session False) subscribed at QoS 1.
 
-The stand-in terminal speaks only the contract; the firmware's own channel
-(firmware/runtime/fleet.py) can replace `StandInTerminal` once it exists: the test
-needs only that it takes a list of brokers and a TLS identity, is fed events, and says
-which seqs the broker has acknowledged.
+The stand-in terminals load the cluster with many events at once; the last test runs
+the real firmware instead (tests/rig.py against hwsim, [fleet] brokers = the three
+nodes' MQTT endpoints, TLS with the cluster's CA and a client certificate for the
+terminal id): it sells while the node it is connected to is killed, and the console
+ends with every event of the terminal, each seq once after dedup, none missing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Any
 
 import pytest
 
+from hwsim.fwconfig import TERMINAL_ID, FleetLink
 from tests.natscluster import NatsCluster, nats_server
+from tests.rig import Rig
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
 
@@ -154,6 +157,7 @@ class Console:
     def __init__(self, cluster: NatsCluster) -> None:
         self.cluster = cluster
         self.events: list[tuple[str, int]] = []
+        self.kinds: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}  # (kind, data)
         self.bad: list[str] = []
         self.states: dict[str, str] = {}
         self.lock = threading.Lock()
@@ -197,6 +201,7 @@ class Console:
             assert doc["tid"] == tid and set(doc) == {"tid", "seq", "t", "kind", "data"}
             with self.lock:
                 self.events.append((tid, int(doc["seq"])))
+                self.kinds[(tid, int(doc["seq"]))] = (doc["kind"], doc["data"])
         except Exception as exc:
             self.bad.append(f"{msg.topic}: {msg.payload!r}: {exc!r}")
 
@@ -308,3 +313,55 @@ def test_the_consoles_queued_events_outlive_the_node_it_was_on(cluster: NatsClus
     print(_report(terminals, console))
     assert console.bad == []
     assert console.distinct() == _expected()
+
+
+SALES = 4  # the real terminal's: one before the kill, one in flight at the kill, two after
+
+
+def test_a_real_terminal_sells_while_its_node_is_killed(cluster: NatsCluster,
+                                                        tmp_path: Path) -> None:
+    """The firmware's own channel (firmware/runtime/fleet*.py) over the cluster: a sale
+    before the kill, one whose answer comes while its node dies, two while JetStream
+    elects new leaders; the terminal moves to the next node of its list and the console
+    gets every event, each (tid, seq) once after dedup."""
+    a, b, c = cluster.mqtt_endpoints()
+    console = Console(cluster)
+    console.connect([b, c])
+    cert, key = cluster.client_cert(TERMINAL_ID)
+    fleet = {**FleetLink([a, b, c], cluster.ca_cert, cert, key).table(),
+             "reconnect_base": 0.2, "reconnect_cap": 10.0, "keepalive": 5}
+    where = tmp_path / "terminal"
+    where.mkdir()
+    mine = lambda: {seq for tid, seq in console.distinct() if tid == TERMINAL_ID}  # noqa: E731
+    try:
+        with Rig(where, overrides={"fleet": fleet}) as rig:
+            rig.start()
+            assert _wait(lambda: console.states.get(TERMINAL_ID) == "online" and 1 in mine(),
+                         DEADLINE), (console.states, mine(), rig.log()[-2000:])
+            assert f"fleet channel up: {a[0]}:{a[1]}" in rig.log()
+            for n in range(1, SALES + 1):
+                rig.sale(f"{n}00")
+                if n == 2:  # the sale's request is out: its node dies before its end
+                    cluster.kill(0)
+                rig.hw.wait_display("APPROVED")
+                rig.wait_idle()
+            k0 = time.monotonic()
+            assert _wait(lambda: mine() >= set(range(1, SALES + 2)), DEADLINE), \
+                (sorted(mine()), rig.log()[-3000:])
+            print(f"every event at the console {time.monotonic() - k0:.1f} s after the last "
+                  f"sale; {len(console.events)} received for {len(mine())} events")
+            assert _wait(lambda: console.states.get(TERMINAL_ID) == "online", 10)
+            log = rig.log()
+    finally:
+        console.disconnect()
+    assert console.bad == []
+    assert mine() == set(range(1, SALES + 2))  # the restart and the sales, each seq once
+    kinds = {seq: console.kinds[(TERMINAL_ID, seq)] for seq in mine()}
+    assert kinds[1] == ("restart", {"reason": "start"})
+    sales = [data for kind, data in (kinds[s] for s in sorted(kinds)) if kind == "sale"]
+    assert [(d["sale_id"], d["amount"], d["status"]) for d in sales] == \
+        [(n, n * 100, "APPROVED") for n in range(1, SALES + 1)]
+    # it went on from node A to the next of its list, B (or C if B was not ready)
+    moved = [line for line in log.splitlines() if "fleet channel up: " in line]
+    print("\n".join(line for line in log.splitlines() if "fleet" in line))
+    assert len(moved) >= 2 and f":{a[1]}" not in moved[-1], moved
