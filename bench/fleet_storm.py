@@ -300,7 +300,8 @@ def main() -> int:
               f"({r['peak_at']:.1f} s after the restart), most attempts in 1 s "
               f"{r['tries']:6.0f}, attempts {r['attempts']:6.0f}, "
               f"all connected {r['done']:6.1f} s after the restart "
-              f"(first connection of all: {r['setup']:.1f} s)")
+              f"(broker listening again {r['back']:.1f} s after; first connection of all: "
+              f"{r['setup']:.1f} s)")
     for mode in ("b", "h"):
         if "a" in results and mode in results:
             ratio = results["a"]["peak"] / max(1.0, results[mode]["peak"])
