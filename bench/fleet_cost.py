@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import re
 import shutil
@@ -125,6 +124,7 @@ def run(tmp: pathlib.Path, channel: bool, args: argparse.Namespace) -> dict[str,
         got = console.everything()[seen0:] if console is not None else []
         assert "ENTER AMOUNT" in " ".join(rig.hw.display()), "the terminal left the idle screen"
         rss_end = rss_kb(pid)
+        parts = pieces(broker) if broker is not None else []
     finally:
         rig.stop()
         if broker is not None:
@@ -135,24 +135,42 @@ def run(tmp: pathlib.Path, channel: bool, args: argparse.Namespace) -> dict[str,
     standin = sum(v for name, (_, v, _, _) in rows.items() if name.startswith("hwsim-"))
     total = sum(v for _, v, _, _ in rows.values())
     return {"rss_start": rss_start, "rss_sales": rss_sales, "rss_end": rss_end,
-            "rows": rows, "seconds": seconds, "total": total,
+            "rows": rows, "seconds": seconds, "pieces": parts, "total": total,
             "own": total - standin - requests, "requests": requests,
             "cpu": sum(c for _, _, _, c in rows.values()),
             "messages": [t.rsplit("/", 1)[-1] for t, _, _ in got]}
 
 
-def paho_import_kb() -> int:
-    """RssAnon that importing paho-mqtt adds to an interpreter that has what the firmware
-    imports anyway (ssl, cryptography): loaded by the firmware with or without brokers."""
-    code = ("import re, ssl, pathlib\n"
-            "from cryptography.hazmat.primitives.asymmetric import ed25519\n"
-            "def anon():\n"
-            "    t = pathlib.Path('/proc/self/status').read_text()\n"
-            "    return int(re.search(r'RssAnon:\\s+(\\d+)', t)[1])\n"
-            "a = anon()\nimport paho.mqtt.client\nprint(anon() - a)\n")
-    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                         text=True, timeout=60, check=True)
-    return int(out.stdout.strip())
+PIECES = """
+import re, ssl, sys, pathlib
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", pathlib.Path("/proc/self/status").read_text())[1])
+a = rss()
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+out, a = [rss() - a], rss()
+from firmware.runtime import graph, status  # imported with or without brokers
+a = rss()
+status.version()
+out.append(rss() - a); a = rss()
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="TERM0001", protocol=mqtt.MQTTv311)
+c.tls_set(ca_certs=sys.argv[1], certfile=sys.argv[2], keyfile=sys.argv[3],
+          cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+out.append(rss() - a)
+print(*out)
+"""
+
+
+def pieces(broker: Broker) -> list[int]:
+    """VmRSS (kB) that each adds in a bare interpreter: importing paho-mqtt (the
+    firmware does with or without brokers: graph.py imports fleet.py), then, after the
+    firmware's runtime modules, `status.version()` (importlib.metadata: the channel asks
+    it at start and for every gathering of the facts) and a paho client with the
+    terminal's TLS context (what fleet_mqtt.Connection makes)."""
+    cert, key = broker.cert(TID)
+    out = subprocess.run([sys.executable, "-c", PIECES, broker.ca_cert, cert, key],
+                         env=_env(), capture_output=True, text=True, timeout=60, check=True)
+    return [int(x) for x in out.stdout.split()]
 
 
 def show(name: str, r: dict[str, Any]) -> None:
@@ -206,19 +224,22 @@ def main() -> int:
     anon = (on["rss_sales"]["RssAnon"] - off["rss_sales"]["RssAnon"]) / 1024
     print(f"  RSS the channel adds: {added['rss_start']:+.1f} MB after start, "
           f"{added['rss_sales']:+.1f} MB after the sales ({anon:+.1f} MB anonymous), "
-          f"{added['rss_end']:+.1f} MB at the end (goal <= {GOAL_RSS_MB:g} MB); "
-          f"paho-mqtt's modules, loaded with or without brokers: "
-          f"{paho_import_kb() / 1024:.1f} MB")
+          f"{added['rss_end']:+.1f} MB at the end (goal <= {GOAL_RSS_MB:g} MB)")
+    paho, meta, client = (kb / 1024 for kb in on["pieces"])
+    print(f"    measured apart (RSS, a bare interpreter): status.version()'s "
+          f"importlib.metadata, which the channel asks for {meta:.1f} MB; a paho client "
+          f"with the terminal's TLS context {client:.1f} MB; paho-mqtt's modules "
+          f"{paho:.1f} MB, loaded with or without brokers (not in the difference)")
     s = min(on["seconds"], off["seconds"])
     extra = on["own"] / on["seconds"] * s - off["own"] / off["seconds"] * s
     # a PINGREQ is a wake-up to send it and one to read the PINGRESP; a telemetry message
     # wakes the loop (its timer) and paho's thread (to write it)
-    budget = 2 * math.ceil(s / args.keepalive) + 2 * math.ceil(s / args.telemetry)
+    budget = 2 * (s / args.keepalive + s / args.telemetry)
     mqtt = on["rows"].get("fleet mqtt", (0, 0, 0, 0))
     loop_on, loop_off = on["rows"].get("event loop"), off["rows"].get("event loop")
     print(f"  wake-ups the channel adds in {s:.0f} s at rest: {extra:+.0f} "
           f"({extra / s * 60:+.1f} per minute; budget for its keepalive and telemetry "
-          f"about {budget}); paho's thread alone {mqtt[1]} ({mqtt[1] / on['seconds'] * 60:.1f}"
+          f"about {budget:.0f}); paho's thread alone {mqtt[1]} ({mqtt[1] / on['seconds'] * 60:.1f}"
           f" per minute, CPU {mqtt[3] / 1e6:.1f} ms); the event loop "
           f"{(loop_on or (0, 0, 0, 0))[1]} with, {(loop_off or (0, 0, 0, 0))[1]} without")
     cpu_on, cpu_off = (r["cpu"] / 1e9 / r["seconds"] * 100 for r in (on, off))
