@@ -62,8 +62,9 @@ class FleetTable:
     telemetry_interval: float = number(300, lo=5, hi=86400,
                                        help="telemetry at least this often (and on change)")
     # the bounds meet: the cap is never below the base
-    reconnect_base: float = number(1, lo=0.1, hi=10, help="first pause before the brokers "
-                                   "are tried again (full jitter, plus the terminal's offset)")
+    reconnect_base: float = number(5, lo=0.1, hi=10, help="first pause before the brokers "
+                                   "are tried again (full jitter, plus the terminal's offset "
+                                   "over 4 times this)")
     reconnect_cap: float = number(120, lo=10, hi=3600, help="longest such pause")
     outbox_max: int = integer(1000, lo=10, hi=100000, help="events kept unsent at most; the "
                               "oldest are dropped (and counted) beyond")
