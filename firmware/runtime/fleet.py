@@ -86,6 +86,7 @@ class FleetChannel:
             key = serialization.load_pem_public_key(Path(cfg.command_key).read_bytes())
             self.key = key if isinstance(key, Ed25519PublicKey) else None
         self.conditions: dict[str, str] = {}
+        self._path: tuple[str, int, str] | None = None  # the last PathChanged seen
         self.recent = RecentLog()
         logging.getLogger("posterm").addHandler(self.recent)
         self.conn: Connection | None = None
@@ -133,6 +134,11 @@ class FleetChannel:
         elif isinstance(event, CloseFinished):
             self.event("close", {"batch": event.batch, "ok": event.ok,
                                  "balanced": event.balanced, "message": event.message})
+        if isinstance(event, PathChanged):  # the modem's poll says the same every 30 s
+            path = (event.path, event.bars, event.detail)
+            if path == self._path:
+                return
+            self._path = path
         if isinstance(event, CHANGES):
             self._changed.set()
 

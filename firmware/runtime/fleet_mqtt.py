@@ -141,7 +141,11 @@ class Connection:
         accepted = False
         try:
             while not self._stop.is_set():
-                if self.client.loop(timeout=1.0) != mqtt.MQTT_ERR_SUCCESS:
+                # connected, the thread sleeps until the socket or a publish from another
+                # thread (paho's wake-up pair) needs it, or half the keepalive: no tick
+                # every second while the terminal rests
+                wait = min(self.cfg.keepalive / 2, 30.0) if self.connected else 1.0
+                if self.client.loop(timeout=wait) != mqtt.MQTT_ERR_SUCCESS:
                     break
                 accepted = accepted or self.connected
         except Exception as exc:  # a bug or an odd socket error: this session ends
