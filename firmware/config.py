@@ -297,10 +297,13 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{src}: not valid TOML: {why}") from None
     except RecursionError:
         raise ConfigError(f"{src}: not valid TOML: arrays or tables nested too deeply") from None
-    over = _overlay(data)
+    # the file first, checked on its own: its state_dir (where the fleet's parameters
+    # lie) is then a valid path, and any error is the file's
+    cfg = parse(data, source=src, path=path)
+    over = _overlay(cfg.state_dir / OVERLAY)
     if over is not None:  # the fleet's parameters, on top of the file
         return parse(merge(data, over[1]), source=f"{src} + {over[0]}", path=path)
-    return parse(data, source=src, path=path)
+    return cfg
 
 
 # -- the fleet's parameters: `state_dir/fleet-params.toml` ------------------------------------
@@ -326,15 +329,14 @@ def merge(data: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _overlay(data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def _overlay(path: Path) -> tuple[str, dict[str, Any]] | None:
     """The fleet's parameters if the state directory holds them: (its name, its tables)."""
-    path = overlay_path(data)
     try:
         text = path.read_bytes().decode("utf-8")
         over = tomllib.loads(text)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: the fleet's parameters cannot be read "
                           f"({' '.join(str(exc).split())[:80]}); delete the file to start "
                           "with the configuration file alone") from None
