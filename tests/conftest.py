@@ -42,3 +42,7 @@ def rig(tmp_path: pathlib.Path) -> Iterator[Rig]:
         yield r.start()
     finally:
         r.stop()
+
+
+# the fleet tests' private Mosquitto and its console client (tests/fleetrig.py)
+from tests.fleetrig import broker, console  # noqa: E402, F401

@@ -20,16 +20,20 @@ import base64
 import getpass
 import datetime
 import json
+import pathlib
+import re
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hwsim.cards import TEST_CARDS
 from hwsim.testca import make_ca, make_server_cert
 from tests.rig import wait_until
 
@@ -259,3 +264,38 @@ class Broker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- the fleet tests' fixtures (tests/conftest.py makes them everyone's) --------------
+TEST_PANS = [c.pan for c in TEST_CARDS]
+
+
+def scan(messages: list[tuple[str, bytes, bool]]) -> None:
+    """No card data or key material in any payload the terminal published: the test
+    cards' PANs, a run of 16 or more digits, a track separator after digits, a PEM block
+    or a private key's words."""
+    for topic, payload, _ in messages:
+        if topic.endswith("/cmd"):
+            continue  # the console's own
+        text = payload.decode("utf-8", "replace")
+        where = f"{topic}: {text[:300]}"
+        assert not any(pan in text for pan in TEST_PANS), f"a test card's PAN in {where}"
+        assert not re.search(r"\d{16,}", text), f"16 or more digits in a row in {where}"
+        assert not re.search(r"\d=\d", text), f"a track separator after digits in {where}"
+        assert "PRIVATE KEY" not in text and "BEGIN " not in text, f"key material in {where}"
+
+
+@pytest.fixture
+def broker(tmp_path: pathlib.Path) -> Iterator[Broker]:
+    b = Broker(tmp_path)
+    with b:
+        yield b
+        for c in b.clients:
+            scan(c.everything())
+
+
+@pytest.fixture
+def console(broker: Broker) -> Client:
+    c = broker.client("console")
+    c.watch("posterm/v1/#")
+    return c

@@ -22,7 +22,6 @@ client certificate per MQTT client (common name = the client id).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -35,12 +34,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hwsim import testca
+from tests.fleetrig import client_cert
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 20.0
@@ -65,34 +61,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def make_client_cert(folder: Path, ca_cert: str, ca_key: str, common_name: str) -> tuple[str, str]:
-    """A TLS client certificate for `common_name`, signed by the test CA."""
-    ca = x509.load_pem_x509_certificate(Path(ca_cert).read_bytes())
-    signer = serialization.load_pem_private_key(Path(ca_key).read_bytes(), password=None)
-    assert isinstance(signer, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "posterm test"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(signer, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / f"{common_name}.pem", folder / f"{common_name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return str(cert_path), str(key_path)
 
 
 @dataclass
@@ -263,4 +231,6 @@ class NatsCluster:
     def client_cert(self, client_id: str) -> tuple[str, str]:
         if not self.tls:
             raise ValueError("the cluster runs without TLS")
-        return make_client_cert(self.certs / "clients", self.ca_cert, self.ca_key, client_id)
+        folder = self.certs / "clients"
+        folder.mkdir(parents=True, exist_ok=True)
+        return client_cert(folder, self.ca_cert, self.ca_key, client_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.browser import find_chromium, launch
+from tests.browser import find_chromium
+from tests.test_web_browser import browser  # noqa: F401  (the fixture)
 from tests.test_fleet_console import (  # noqa: F401  (mosquitto, terminals: the fixtures)
     WAIT,
     Mosquitto,
@@ -38,19 +38,6 @@ except ImportError as exc:  # pragma: no cover - the test extras install it
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = pathlib.Path(os.environ.get("POSTERM_ARTIFACTS", ROOT / "test-artifacts")) / "fleet"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None or sync_playwright is None:
-        pytest.skip(f"browser tests need a browser: {WHY_NOT}")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = launch(playwright, CHROMIUM)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_the_page_lists_alerts_first_shows_events_and_sends_commands(

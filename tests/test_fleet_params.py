@@ -25,25 +25,9 @@ from firmware import bundle, config
 from firmware.errors import ConfigError
 from tests.fleetrig import Broker, Client, CommandKey, command, free_port
 from tests.rig import Rig, wait_until
-from tests.test_fleet_channel import TID, T, approved_sale, events, scan, states, wait_state
+from tests.test_fleet_channel import TID, T, approved_sale, events, states, wait_state
 
 SHOP = "POSTERM DEMO SHOP"
-
-
-@pytest.fixture
-def broker(tmp_path: pathlib.Path) -> Iterator[Broker]:
-    b = Broker(tmp_path)
-    with b:
-        yield b
-        for c in b.clients:
-            scan(c.everything())
-
-
-@pytest.fixture
-def console(broker: Broker) -> Client:
-    c = broker.client("console")
-    c.watch("posterm/v1/#")
-    return c
 
 
 def answer(console: Client, cmd: dict[str, Any]) -> dict[str, Any]:
