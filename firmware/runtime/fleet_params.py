@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from firmware.config import Config
 from firmware.errors import ConfigError
 from firmware.runtime.fleet_words import Refused
 from firmware.runtime.journal import Journal
+from firmware.runtime.statedir import write_private
 
 PENDING = "fleet_params_pending"  # {"version", "set"}: journaled, not yet written
 WRITTEN = "fleet_params_written"  # the version the overlay file holds, a restart asked
@@ -170,17 +170,6 @@ class Params:
             return None
         version = int(waiting["version"])
         text = toml_text(self._tables({}), version)
-        tmp = self.path.with_name(self.path.name + ".new")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dirfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        write_private(self.path, text.encode("utf-8"))
         self.journal.set_note(WRITTEN, str(version))
         return version

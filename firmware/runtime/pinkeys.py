@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from firmware import dukpt, pinkeyfile
 from firmware.errors import PinKeyError
 from firmware.runtime import failpoints
-from firmware.runtime.statedir import LOCK_NAME
+from firmware.runtime.statedir import LOCK_NAME, write_private
 
 log = logging.getLogger("posterm.pinkeys")
 
@@ -316,25 +316,7 @@ def _firmware_stopped(state_dir: Path) -> Iterator[None]:
 
 
 def _write_private(path: Path, data: bytes, owner_dir: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            if os.geteuid() == 0:  # the service user (the state directory's owner) reads it
-                owner = owner_dir.stat()
-                os.fchown(fd, owner.st_uid, owner.st_gid)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_private(path, data, owner_dir=owner_dir)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PinKeyError(f"cannot write the key file {path}: {exc.strerror}") from None

@@ -92,3 +92,32 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return str(exc)
+
+
+def write_private(path: Path, data: bytes, *, owner_dir: Path | None = None) -> None:
+    """Write a private file whole or not at all, and durably: a temporary file (mode 600)
+    written and fsynced, renamed over `path`, the directory fsynced. As root, the file is
+    given to `owner_dir`'s owner (the service user owns the state directory). OSError
+    for the caller to put in its own words."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            if owner_dir is not None and os.geteuid() == 0:
+                owner = owner_dir.stat()
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from firmware.errors import KeyStoreError
+from firmware.runtime.statedir import write_private
 
 log = logging.getLogger("posterm.vault")
 
@@ -88,18 +89,5 @@ class Vault:
 
 def _create_key(path: Path) -> bytes:
     key = AESGCM.generate_key(bit_length=256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_private(path, key)
     return key
