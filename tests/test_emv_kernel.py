@@ -16,7 +16,7 @@ import pytest
 from firmware.core.emv import kernel, tlv
 from firmware.core.emv.params import AidParams, Terminal
 from firmware.core.emv.steps import (
-    ChipData, Choose, HostReply, Online, Outcome, Response, Send, Txn,
+    ChipData, Choose, HostReply, Online, Outcome, PinResult, PinStep, Response, Send, Txn,
 )
 
 CREDIT = bytes.fromhex("F0000000011010")
@@ -196,11 +196,13 @@ def drive(card: Callable[[bytes], Response], t: Txn | None = None,
           terminal: Terminal | None = None,
           host: Callable[[ChipData], HostReply] = default_host,
           choose: Callable[[tuple[str, ...]], int | None] = lambda labels: 0,
-          limit: int = 2000) -> Run:
+          limit: int = 2000, pad: Callable[[PinStep], PinResult] | None = None) -> Run:
+    """Run the kernel against `card`, answering its questions: the cardholder's choice,
+    the host, and the PIN pad (`pad`; without one, "PIN pad not present")."""
     gen = kernel.run(t or txn(), terminal or test_terminal())
     steps: list[object] = []
     online: list[ChipData] = []
-    reply: Response | int | None | HostReply = None
+    reply: Response | int | None | HostReply | PinResult = None
     step = next(gen)
     for _ in range(limit):
         steps.append(step)
@@ -211,6 +213,8 @@ def drive(card: Callable[[bytes], Response], t: Txn | None = None,
         elif isinstance(step, Online):
             online.append(step.chip)
             reply = host(step.chip)
+        elif isinstance(step, PinStep):
+            reply = pad(step) if pad is not None else PinResult("no_pinpad")
         else:
             raise AssertionError(f"unknown step {step!r}")
         try:

@@ -17,13 +17,14 @@ from datetime import date
 
 import pytest
 
-from firmware.core.emv import kernel, oda, tlv
+from firmware.core.emv import oda, tlv
 from firmware.core.emv.context import MAX_PIN_ENTRIES
 from firmware.core.emv.params import CaKey, Terminal
 from firmware.core.emv.steps import (
-    ChipData, Choose, HostReply, Online, Outcome, PinResult, PinStep, Response, Send,
+    ChipData, HostReply, PinResult, PinStep, Response,
 )
-from tests.test_emv_kernel import OK, FakeCard, default_host, e, sent, test_terminal, txn
+from tests.test_emv_kernel import OK, FakeCard, Run, default_host, e, sent, test_terminal, txn
+from tests.test_emv_kernel import drive as drive_kernel
 from tests.test_emv_kernel_flow import with_records
 from tests.test_emv_kernel_oda import RID, Key, _certificate, _key, _sdad
 
@@ -196,41 +197,11 @@ class Pad:
         return PinResult("failed", sw=r.sw)
 
 
-@dataclass
-class Run:
-    outcome: Outcome
-    steps: list[object]
-    online: list[ChipData]
-
-
 def drive(fake: FakeCard, pad: Pad, terminal: Terminal,
           host: Callable[[ChipData], HostReply] = default_host) -> Run:
     """test_emv_kernel.drive with the PIN pad: the pad talks to the same card."""
     pad.to_card = fake
-    gen = kernel.run(txn(), terminal)
-    steps: list[object] = []
-    online: list[ChipData] = []
-    step = next(gen)
-    for _ in range(2000):
-        steps.append(step)
-        reply: Response | int | None | HostReply | PinResult
-        if isinstance(step, Send):
-            reply = fake(step.apdu)
-        elif isinstance(step, Choose):
-            reply = 0
-        elif isinstance(step, Online):
-            online.append(step.chip)
-            reply = host(step.chip)
-        elif isinstance(step, PinStep):
-            reply = pad(step)
-        else:
-            raise AssertionError(f"unknown step {step!r}")
-        try:
-            step = gen.send(reply)
-        except StopIteration as stop:
-            assert isinstance(stop.value, Outcome)
-            return Run(stop.value, steps, online)
-    raise AssertionError("the kernel did not finish")
+    return drive_kernel(fake, txn(), terminal, host=host, pad=pad)
 
 
 def chip_of(run: Run) -> ChipData:
