@@ -159,3 +159,24 @@ def test_status_writes_no_sql_against_the_journal() -> None:
     text = pathlib.Path(status.__file__).read_text()
     for sql in ("SELECT ", "sqlite3.connect", "FROM sales", "FROM advices", "PRAGMA"):
         assert sql not in text, sql
+
+
+def test_the_version_is_the_installed_distributions_without_importlib_metadata(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """status.version() reads the METADATA that importlib.metadata reads, first on sys.path
+    first, and says "unknown" where there is none (a bare checkout)."""
+    from importlib import metadata
+
+    from firmware.runtime import status as status_mod
+
+    monkeypatch.delenv("POSTERM_VERSION", raising=False)
+    assert status_mod.version() == metadata.version("posterm")
+    ahead = tmp_path / "ahead" / "posterm-9.8.7.dist-info"
+    ahead.mkdir(parents=True)
+    (ahead / "METADATA").write_text("Metadata-Version: 2.4\nName: posterm\nVersion: 9.8.7\n"
+                                    "\nVersion: 1.0 (the description, not a header)\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(ahead.parent),
+                                      *sys.path])
+    assert status_mod.version() == "9.8.7"
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "missing")])
+    assert status_mod.version() == "unknown"

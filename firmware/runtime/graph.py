@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.config import Config
 from firmware.core.effects import ChipBegin, ChipChoice, ChipComplete, ChipStop, TakePin
@@ -32,7 +32,6 @@ from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.current import Current
 from firmware.runtime.decisions import Decisions
 from firmware.runtime.display import DisplayKeeper
-from firmware.runtime.fleet import FleetChannel
 from firmware.runtime.forwarder import Forwarder
 from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
@@ -49,6 +48,9 @@ from firmware.runtime.printqueue import PrintSpooler, Settings
 from firmware.runtime.sdnotify import Notifier
 from firmware.runtime.signals import Signals
 from firmware.runtime.wiring import Devices
+
+if TYPE_CHECKING:  # imported where [fleet] brokers are set (Parts.__init__)
+    from firmware.runtime.fleet import FleetChannel
 
 log = logging.getLogger("posterm")
 Spawn = Callable[[Coroutine[Any, Any, object], str], None]
@@ -70,10 +72,13 @@ class Parts:
         ident = cfg.core.identity
         # the fleet channel (fleet.py), with [fleet] brokers: it sees every event the
         # parts emit (faults, closes, changes) on its way to the loop
-        self.fleet = FleetChannel(cfg.fleet, ident.terminal_id, journal,
-                                  facts=self._fleet_doc, idle=current.idle, emit=emit,
-                                  restart=request_restart, version=status.version(),
-                                  clock=clock, config=cfg) if cfg.fleet.enabled else None
+        self.fleet: FleetChannel | None = None
+        if cfg.fleet.enabled:  # paho and the channel's modules only where it runs
+            from firmware.runtime.fleet import FleetChannel
+            self.fleet = FleetChannel(cfg.fleet, ident.terminal_id, journal,
+                                      facts=self._fleet_doc, idle=current.idle, emit=emit,
+                                      restart=request_restart, version=status.version(),
+                                      clock=clock, config=cfg)
         if self.fleet is not None:
             emit = self.emit = self._told_fleet(emit, self.fleet)
         self.signals = Signals(devices.pins)

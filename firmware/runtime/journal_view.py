@@ -93,6 +93,10 @@ class JournalView:
         self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout,
                                   check_same_thread=False)
         self.db.row_factory = sqlite3.Row
+        # the journal's own small page cache: the running terminal opens a view for each
+        # `posterm status` and each fleet telemetry, in a worker thread, and the quick
+        # check reads every page; SQLite's default 2 MiB stayed in that thread's heap
+        self.db.execute(f"PRAGMA cache_size=-{journal_base.CACHE_KIB}")
 
     def close(self) -> None:
         self.db.close()
