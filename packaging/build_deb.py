@@ -298,9 +298,11 @@ def dist_info(root: Path, version: str) -> None:
 
 
 def units(root: Path) -> list[str]:
-    """systemd/*.service and *.timer with the venv's posterm replaced by /usr/bin/posterm."""
+    """systemd/*.service, *.timer and *.path with the venv's posterm replaced by
+    /usr/bin/posterm."""
     names = []
-    sources = sorted([*(ROOT / "systemd").glob("*.service"), *(ROOT / "systemd").glob("*.timer")])
+    sources = sorted(p for kind in ("service", "timer", "path")
+                     for p in (ROOT / "systemd").glob(f"*.{kind}"))
     for src in sources:
         text = src.read_text()
         text = re.sub(r"(?m)^(ExecStart=[-@:+!]*)\S*/posterm(?=\s|$)", r"\1/usr/bin/posterm",
