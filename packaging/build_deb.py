@@ -246,6 +246,7 @@ def unpack_wheel(wheel: Path, dest: Path) -> Vendored:
             target = dest / member
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+            target.chmod(0o644)  # whatever the builder's umask: the service user reads it
         texts = []
         for info in infos:
             member = PurePosixPath(info.filename)

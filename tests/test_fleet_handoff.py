@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -71,9 +72,13 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+def site(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     monkeypatch.setenv("POSTERM_VERSION", "0.1.0")  # the installed version (status.version)
-    return Site(tmp_path)
+    umask = os.umask(0o022)
+    try:
+        yield Site(tmp_path)
+    finally:  # Updater.apply sets the process's umask to 077: not for the next tests (a
+        os.umask(umask)  # package built afterwards in this worker would be unreadable)
 
 
 def _refused(site: Site, words: str) -> None:
