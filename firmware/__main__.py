@@ -43,8 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         "package, hashes, newer version), wait for an idle terminal, snapshot the journal, "
         "install, restart, and roll back to the previous version and journal if the new one "
         "is not READY and signed on in time. Exit codes: 0 updated, 1 refused (nothing "
-        "changed), 3 rolled back, 4 the rollback failed.")
-    up.add_argument("bundle", help="the update bundle (posterm-bundle make)")
+        "changed), 3 rolled back, 4 the rollback failed. With --fleet-request (root's "
+        "posterm-fleet-update.service, started when the firmware hands over a fleet update): "
+        "the request FILE is taken and removed, the bundle it names must lie in "
+        "state_dir/fleet-update/ and is copied to [update] keep_dir before it is verified, "
+        "the configuration file is read without the fleet's parameters, and the outcome is "
+        "written to result.json beside FILE for the firmware.")
+    up.add_argument("bundle", nargs="?", help="the update bundle (posterm-bundle make)")
+    up.add_argument("--fleet-request", metavar="FILE",
+                    help="take the bundle from the firmware's request FILE instead")
     sub.add_parser(
         "device-allow", help="print a systemd drop-in allowing exactly the configured devices",
         description="Print the [Service] drop-in that lets posterm.service open exactly the "
@@ -92,9 +99,16 @@ EXIT_CODES: tuple[tuple[type[PostermError], str, int], ...] = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "pin-hash":
         return _pin_hash()
+    if args.command == "update" and (args.bundle is None) == (args.fleet_request is None):
+        parser.error("update: give a BUNDLE or --fleet-request FILE (one of them)")
+    if args.command == "update" and args.fleet_request:  # before the configuration: the
+        from firmware.runtime import update_request  # request is taken whatever it says
+
+        return update_request.take(args.config, Path(args.fleet_request))
     try:
         cfg = config_mod.load(args.config)
         if args.command == "check-config":

@@ -44,6 +44,7 @@ from firmware.errors import PostermError
 FORMAT = 1
 MAX_MANIFEST = 64 * 1024
 MAX_PACKAGE = 256 * 1024 * 1024
+MAX_BUNDLE = MAX_PACKAGE + 2 * MAX_MANIFEST + 64 * 1024  # a whole bundle's largest size
 _PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9.+~-]*_[A-Za-z0-9.+~:-]+_[a-z0-9]+\.deb")
 _VERSION = re.compile(r"[0-9][A-Za-z0-9.+~-]{0,63}")
 

@@ -276,7 +276,10 @@ def _assemble(tables: dict[str, Any], *, path: Path, raw: dict[str, Any]) -> Con
 
 
 # -- the file -----------------------------------------------------------------------------
-def load(path: str | Path) -> Config:
+def load(path: str | Path, *, overlay: bool = True) -> Config:
+    """The file, and over it the fleet's parameters from its state_dir unless `overlay` is
+    False: root's `posterm update --fleet-request` reads the file alone, never a file the
+    service user can write (docs/fleet.md)."""
     path = Path(path)
     src = path.name if path.name.isprintable() and path.name else short(path.name)
     shown = str(path) if str(path).isprintable() else short(str(path))
@@ -300,7 +303,7 @@ def load(path: str | Path) -> Config:
     # the file first, checked on its own: its state_dir (where the fleet's parameters
     # lie) is then a valid path, and any error is the file's
     cfg = parse(data, source=src, path=path)
-    over = _overlay(cfg.state_dir / OVERLAY)
+    over = _overlay(cfg.state_dir / OVERLAY) if overlay else None
     if over is not None:  # the fleet's parameters, on top of the file
         return parse(merge(data, over[1]), source=f"{src} + {over[0]}", path=path)
     return cfg

@@ -16,10 +16,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware.config_schema import boolean, custom, integer, number, path
+from firmware.config_schema import boolean, custom, integer, number, path, text
 from firmware.config_values import Table, hostname, why_unreadable
 
 BROKERS_MAX = 8
+HANDOFFS = ("process", "systemd")
+HANDOFF_WHAT = 'must be "process" or "systemd"'
 BROKERS_WHAT = (f'must be a list of at most {BROKERS_MAX} "host:port" strings (a host name or '
                 'IPv4 address, a port 1-65535), e.g. ["mqtt1.example.net:8883"]')
 
@@ -72,6 +74,14 @@ class FleetTable:
                             "restart, params and update must be signed with it; \"\": refused")
     log_file: str = path("", optional=True, help="the file `logs` reads its lines from; \"\": "
                          "the lines this run logged")
+    update_handoff: str = text(
+        "process", check=lambda v: v in HANDOFFS, what=HANDOFF_WHAT,
+        help='how `update` installs a bundle: "process" runs `posterm update` itself (a '
+             'terminal run by hand); "systemd" asks posterm-fleet-update.path, the '
+             "package's root-side service (the service user cannot install)")
+    update_handoff_timeout: float = number(
+        60, lo=5, hi=3600, help='with "systemd": posterm-fleet-update must take the '
+                                "request by then, else the update fails (result 8)")
 
     @property
     def enabled(self) -> bool:

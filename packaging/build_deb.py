@@ -246,6 +246,7 @@ def unpack_wheel(wheel: Path, dest: Path) -> Vendored:
             target = dest / member
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+            target.chmod(0o644)  # whatever the builder's umask: the service user reads it
         texts = []
         for info in infos:
             member = PurePosixPath(info.filename)
@@ -298,9 +299,11 @@ def dist_info(root: Path, version: str) -> None:
 
 
 def units(root: Path) -> list[str]:
-    """systemd/*.service and *.timer with the venv's posterm replaced by /usr/bin/posterm."""
+    """systemd/*.service, *.timer and *.path with the venv's posterm replaced by
+    /usr/bin/posterm."""
     names = []
-    sources = sorted([*(ROOT / "systemd").glob("*.service"), *(ROOT / "systemd").glob("*.timer")])
+    sources = sorted(p for kind in ("service", "timer", "path")
+                     for p in (ROOT / "systemd").glob(f"*.{kind}"))
     for src in sources:
         text = src.read_text()
         text = re.sub(r"(?m)^(ExecStart=[-@:+!]*)\S*/posterm(?=\s|$)", r"\1/usr/bin/posterm",

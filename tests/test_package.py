@@ -164,6 +164,8 @@ def test_package_contents(debs: dict[str, Any], capsys: pytest.CaptureFixture[st
         "/lib/systemd/system/posterm.service": ("-rw-r--r--", "root/root"),
         "/lib/systemd/system/posterm-retry.service": ("-rw-r--r--", "root/root"),
         "/lib/systemd/system/posterm-retry.timer": ("-rw-r--r--", "root/root"),
+        "/lib/systemd/system/posterm-fleet-update.path": ("-rw-r--r--", "root/root"),
+        "/lib/systemd/system/posterm-fleet-update.service": ("-rw-r--r--", "root/root"),
         "/opt/posterm/lib/firmware/__main__.py": ("-rw-r--r--", "root/root"),
         f"/opt/posterm/lib/posterm-{build_deb.project_version()}.dist-info/METADATA":
             ("-rw-r--r--", "root/root"),
@@ -199,6 +201,10 @@ def test_package_contents(debs: dict[str, Any], capsys: pytest.CaptureFixture[st
     unit = (tree / "lib/systemd/system/posterm.service").read_text()
     starts = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     assert starts == ["ExecStart=/usr/bin/posterm --config /etc/posterm/posterm.toml run"]
+    root_side = (tree / "lib/systemd/system/posterm-fleet-update.service").read_text()
+    assert [line for line in root_side.splitlines() if line.startswith("ExecStart=")] == [
+        "ExecStart=/usr/bin/posterm --config /etc/posterm/posterm.toml update "
+        "--fleet-request /var/lib/posterm/fleet-update/request.json"]
     launcher = (tree / "usr/bin/posterm").read_text()
     assert launcher.startswith("#!/usr/bin/python3")
     assert "/opt/posterm/lib" in launcher and "/opt/posterm/vendor" in launcher
@@ -221,6 +227,7 @@ def test_example_configuration_needs_only_site_files(tmp_path: pathlib.Path) -> 
     assert cfg.host.tls and cfg.card_reader.options["port"] == "/dev/ttyUSB0"
     assert cfg.printer.backend == "serial" and cfg.display.backend == "smbus2"
     assert cfg.keypad.backend == "evdev" and cfg.gpio.backend == "rpi"
+    assert cfg.fleet.update_handoff == "systemd"  # root's path unit installs fleet updates
 
 
 # -- 2. a clean Debian root -----------------------------------------------------------------
@@ -485,6 +492,8 @@ def test_installed_posterm_sells(installed: pathlib.Path, tmp_path: pathlib.Path
     state = root / "var/lib/posterm"
     assert state.stat().st_mode & 0o777 == 0o700
     assert (root / "etc/systemd/system/multi-user.target.wants/posterm.service").is_symlink()
+    assert (root / "etc/systemd/system/paths.target.wants/posterm-fleet-update.path"
+            ).is_symlink()
     assert list((root / "opt/posterm/lib/firmware").glob("__pycache__/*.pyc"))
 
     # every shipped module imports on Debian's packages; python3-cryptography (38 on
@@ -605,6 +614,8 @@ def test_upgrade_remove_purge(installed: pathlib.Path, debs: dict[str, Any],
     assert _uid(root, "posterm") is None and _group_members(root, "posterm") is None
     assert _root_run(root, "dpkg-statoverride", "--list", check=False).stdout.strip() == ""
     assert not (root / "etc/systemd/system/multi-user.target.wants/posterm.service").exists()
+    assert not (root / "etc/systemd/system/paths.target.wants/posterm-fleet-update.path"
+                ).exists()
     gone = _root_run(root, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "posterm",
                      check=False)
     assert gone.returncode != 0 or gone.stdout.startswith("pn"), gone.stdout

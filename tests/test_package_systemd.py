@@ -12,7 +12,14 @@ the root, and drives the terminal through hwsim's keypad, card reader and host:
    the sale (APPROVED, one charge, one receipt) and the service comes back;
 3. `posterm update` with real signed bundles, real dpkg and systemctl: a good update to a
    newer package, then a package whose /usr/bin/posterm cannot start, which is rolled back
-   to the previous version with the journal intact.
+   to the previous version with the journal intact;
+4. the fleet's `update` as a packaged terminal takes it: a signed command over a Mosquitto
+   on loopback outside the root (tests/fleetrig.py), the bundle over HTTPS from loopback;
+   the service (user posterm, no privileges) hands it over with its request file
+   ([fleet] update_handoff = "systemd"), and root's posterm-fleet-update.path and .service
+   install it. First a refusal (dpkg-repack, which the rollback needs, not installed yet):
+   result.json, result 8 with root's line, the old version still running; then the newer
+   package, result 1 said by the new version, the journal intact.
 
 Each ends with the money invariant (tests/invariants.py) once the queues have drained. They
 skip, saying why, where this machine cannot install or boot a root.
@@ -21,11 +28,12 @@ skip, saying why, where this machine cannot install or boot a root.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +42,17 @@ import pytest
 
 from firmware import bundle
 from tests import invariants
-from tests.rig import Rig
+from tests.fleetrig import Broker, Client, CommandKey, command
+from tests.test_fleet_channel import TID, T, events, wait_state
+from tests.test_fleet_params import _sha, files, wait_update  # noqa: F401  (files: a fixture)
+from tests.rig import Rig, wait_until
 from tests.test_package import (
     PAN,
     Container,
     _fresh_root,
     _need_root_tools,
     _overrides,
+    _posterm_ids,
     _remove_root,
     _root_run,
     _run,
@@ -89,7 +101,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for suffix, deb in ((GOOD, good), (BROKEN, broken)):
         bundles[suffix] = bundle.make(deb, upstream + suffix, private,
                                       tmp / f"posterm-{upstream}{suffix}.bundle")
-    return {"deb": installed, "version": upstream, "bundles": bundles}
+    return {"deb": installed, "version": upstream, "bundles": bundles, "private": private}
 
 
 # -- a booted terminal ----------------------------------------------------------------------
@@ -167,11 +179,13 @@ def _need_nspawn() -> None:
 
 @contextmanager
 def _terminal(tmp: pathlib.Path, deb: pathlib.Path, *, dropin: str = "",
-              prepare: tuple[str, ...] = (), **tables: dict[str, Any]) -> Iterator[Terminal]:
+              prepare: tuple[str, ...] = (),
+              site: Callable[[pathlib.Path], None] | None = None,
+              **tables: dict[str, Any]) -> Iterator[Terminal]:
     """A root with `deb` installed (its dependencies there already), `prepare` run in
-    it (chroot), the site's configuration for hwsim (plain TCP; `tables` on top of
-    tests.rig.FAST), `dropin` as posterm.service's drop-in, booted; yields once
-    posterm.service is active."""
+    it (chroot), `site` given the root (the site's files), the site's configuration for
+    hwsim (plain TCP; `tables` on top of tests.rig.FAST), `dropin` as posterm.service's
+    drop-in, booted; yields once posterm.service is active."""
     _need_nspawn()
     root, _took = _fresh_root(tmp, deb, deps_installed=True)
     rig = Rig(tmp)
@@ -179,6 +193,8 @@ def _terminal(tmp: pathlib.Path, deb: pathlib.Path, *, dropin: str = "",
     try:
         if prepare:
             _root_run(root, *prepare)
+        if site is not None:
+            site(root)
         rig.start_sim()
         _share_with_posterm(root, rig)
         from hwsim.fwconfig import render_config
@@ -407,6 +423,113 @@ def test_signed_update_and_rollback(signed: dict[str, Any], tmp_path: pathlib.Pa
                      f"rolled back, exit 3, in {took_bad:.1f} s (ready_timeout 10 s); "
                      f"{shown['ActiveState']} again, NRestarts {shown['NRestarts']}")
 
+        term.rig.hw.wait_display("ENTER AMOUNT", timeout=20)
+        term.sale("2000")
+        assert term.status()["last_sale"]["id"] == 2
+        term.money_invariant()
+
+
+# -- 4. the fleet's update, handed to root ---------------------------------------------------
+FLEET_FILES = "/etc/posterm/fleet"  # inside the root: the terminal's certificate, the keys
+
+
+def test_fleet_update_is_installed_by_roots_path_unit(
+        signed: dict[str, Any], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
+        broker: Broker, console: Client, files: tuple[pathlib.Path, str]) -> None:  # noqa: F811
+    version = signed["version"]
+    good: pathlib.Path = signed["bundles"][GOOD]
+    folder, base = files
+    (folder / good.name).write_bytes(good.read_bytes())
+    key = CommandKey(tmp_path / "fleet-key")
+    cert, cert_key = broker.cert(TID)
+    sources = {"ca.pem": broker.ca_cert, "client.pem": cert, "client.key": cert_key,
+               "fleet-key.pub": str(key.public)}
+
+    def site(root: pathlib.Path) -> None:
+        """The terminal's fleet identity, readable by the service user only."""
+        uid, gid = _posterm_ids(root)
+        where = root / FLEET_FILES.lstrip("/")
+        where.mkdir(mode=0o750)
+        os.chown(where, 0, gid)
+        for name, source in sources.items():
+            shutil.copy(source, where / name)
+            os.chown(where / name, uid, gid)
+            (where / name).chmod(0o600)
+
+    fleet = {"brokers": [f"127.0.0.1:{broker.port}"], "ca_file": f"{FLEET_FILES}/ca.pem",
+             "client_cert": f"{FLEET_FILES}/client.pem",
+             "client_key": f"{FLEET_FILES}/client.key",
+             "command_key": f"{FLEET_FILES}/fleet-key.pub", "reconnect_base": 0.2,
+             "keepalive": 5, "update_handoff": "systemd", "update_handoff_timeout": 30.0}
+    # no dpkg-repack yet (a Recommends): root cannot keep the running version to roll
+    # back to, so it refuses the first time, after taking the request
+    with _terminal(tmp_path, signed["deb"], site=site, fleet=fleet,
+                   update={"ready_timeout": 20.0, "idle_wait": 30.0}) as term:
+        box = term.box
+        assert box.show("posterm-fleet-update.path", "ActiveState", "UnitFileState") == \
+            {"ActiveState": "active", "UnitFileState": "enabled"}
+        wait_state(console, "online", timeout=30)
+        term.sale("1250")
+        term.rig.hw.wait_display("ENTER AMOUNT", timeout=20)
+        pid = term.show("MainPID")["MainPID"]
+
+        def update() -> dict[str, Any]:
+            cmd = key.sign(command("update", {"url": f"{base}/{good.name}",
+                                              "sha256": _sha(good)}))
+            console.send(TID, cmd)
+            return console.reply(TID, cmd["id"], timeout=30)
+
+        # 1. refused by root: its result.json read by the firmware, result 8 with its line
+        started = time.monotonic()
+        assert update()["result"] == {"update": "downloading"}
+        seen = wait_update(console, 0, (0, 8), timeout=120)
+        took_refused = time.monotonic() - started
+        assert [(e["state"], e["result"]) for e in seen] == [(1, 0), (2, 0), (3, 0), (0, 8)]
+        error = seen[-1]["error"]
+        assert error.startswith("posterm-fleet-update: exit 1: posterm update: refused: the "
+                                "running version's package cannot be kept"), error
+        root_side = box.show("posterm-fleet-update.service", "Result", "ExecMainStatus",
+                             "ActiveState")
+        assert root_side == {"Result": "exit-code", "ExecMainStatus": "1",
+                             "ActiveState": "failed"}, root_side
+        root_log = box.run("journalctl", "-u", "posterm-fleet-update", "--no-pager", "-o",
+                           "cat", check=False).stdout
+        assert "bundle verified: posterm " + version + GOOD in root_log, root_log
+        state_dir = term.root / "var/lib/posterm/fleet-update"
+        assert not (state_dir / "request.json").exists()  # taken by root
+        assert not (state_dir / "result.json").exists()  # read by the firmware
+        assert term.show("MainPID")["MainPID"] == pid  # never stopped
+        assert term.status()["version"] == version
+
+        # 2. with dpkg-repack there (apt's cache has it): installed, restarted, result 1
+        box.run("apt-get", "install", "-y", "-q", "--no-download", "--no-install-recommends",
+                "dpkg-repack", timeout=120)
+        box.run("systemctl", "reset-failed", "posterm-fleet-update.service")
+        n = len(events(console, "update"))
+        started = time.monotonic()
+        assert update()["result"] == {"update": "downloading"}
+        seen = wait_update(console, n, (0, 1), timeout=180)
+        took_good = time.monotonic() - started
+        assert [(e["state"], e["result"]) for e in seen] == [(1, 0), (2, 0), (3, 0), (0, 1)]
+        assert all(e["version"] == version + GOOD for e in seen[1:]), seen
+        shown = term.wait_active(other_than=pid)
+        assert shown["NRestarts"] == "0", shown
+        root_side = box.show("posterm-fleet-update.service", "Result", "ExecMainStatus")
+        assert root_side == {"Result": "success", "ExecMainStatus": "0"}, root_side
+        assert box.run("dpkg-query", "-W", "-f", "${Version}", "posterm").stdout == \
+            build_deb.debian_version(version + GOOD)
+        status = term.status()
+        assert status["running"] and status["version"] == version + GOOD, status
+        assert status["journal"]["integrity"] == "ok", status
+        last = status["last_sale"]
+        assert (last["id"], last["outcome"], last["amount"]) == (1, "APPROVED", 1250), last
+        wait_until(lambda: any(m["state"] == "online" and m["version"] == version + GOOD
+                               for m in console.payloads(f"{T}/state")), 30,
+                   "the console does not see the terminal online as the new version")
+        _say(capsys, f"fleet update handed to root: refused (no dpkg-repack) in "
+                     f"{took_refused:.1f} s, result 8; {version} -> {version}{GOOD} "
+                     f"(download, request, posterm-fleet-update: repack, dpkg -i, restart, "
+                     f"READY; result 1 from the new version) in {took_good:.1f} s")
         term.rig.hw.wait_display("ENTER AMOUNT", timeout=20)
         term.sale("2000")
         assert term.status()["last_sale"]["id"] == 2

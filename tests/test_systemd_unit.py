@@ -15,7 +15,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-UNITS = ("posterm.service", "posterm-retry.timer", "posterm-retry.service")
+UNITS = ("posterm.service", "posterm-retry.timer", "posterm-retry.service",
+         "posterm-fleet-update.path", "posterm-fleet-update.service")
 EXPOSURE_MAX = 1.5
 
 analyze = shutil.which("systemd-analyze")
@@ -53,6 +54,32 @@ def test_exposure_score(tmp_path: pathlib.Path) -> None:
     worst = [line for line in out.stdout.splitlines() if line.startswith("✗")]
     print("\n".join(worst))
     assert score <= EXPOSURE_MAX
+
+
+# root's fleet update service runs dpkg and systemctl: the file system stays writable and
+# it keeps the capabilities to own files, but no network, devices, namespaces or kernel
+EXPOSURE_MAX_ROOT_SIDE = 2.5
+
+
+def test_fleet_update_service_exposure_and_path(tmp_path: pathlib.Path) -> None:
+    unit = _units(tmp_path) / "posterm-fleet-update.service"
+    out = subprocess.run([str(analyze), "security", "--offline=true", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for posterm-fleet-update\.service: ([0-9.]+)",
+                      out.stdout)
+    assert found, out.stdout + out.stderr
+    score = float(found.group(1))
+    print(f"\nposterm-fleet-update.service exposure score: {score} "
+          f"(must stay <= {EXPOSURE_MAX_ROOT_SIDE})")
+    assert score <= EXPOSURE_MAX_ROOT_SIDE
+    text = unit.read_text()
+    for line in ("Type=oneshot", "NoNewPrivileges=yes", "PrivateNetwork=yes",
+                 "RestrictAddressFamilies=AF_UNIX", "--fleet-request "
+                 "/var/lib/posterm/fleet-update/request.json"):
+        assert line in text, line
+    path = (ROOT / "systemd" / "posterm-fleet-update.path").read_text()
+    assert "PathExists=/var/lib/posterm/fleet-update/request.json" in path
+    assert "WantedBy=paths.target" in path
 
 
 def test_unit_is_notify_with_watchdog_and_never_gives_up() -> None:

@@ -23,12 +23,15 @@ known and `"error"` (one line) on a failure.
    first (signature, package, newer version), so that its refusal is told before
    anything stops: result 5, 6 or 8. State 2.
 3. At the terminal's next idle moment (state 3) the bundle is handed to `posterm update`
-   (firmware/runtime/update.py's `Updater.apply`) run as its own process, in its own
-   session: it stops and restarts this firmware, and must outlive it to roll back. The
-   update is journaled first (note `fleet_update_pending`: the version expected); at the
-   next start the running version says how it ended: result 1, or 8 if it is still the old
-   one (rolled back). If `posterm update` ends while this firmware still runs (it refused,
-   or gave up), result 8 with its last line.
+   (firmware/runtime/update.py's `Updater.apply`), as `[fleet] update_handoff` says:
+   "process" runs it as its own process, in its own session (it stops and restarts this
+   firmware, and must outlive it to roll back); "systemd" asks root's
+   posterm-fleet-update.service through a request file (fleet_handoff.py), for a terminal
+   whose service user cannot install. The update is journaled first (note
+   `fleet_update_pending`: the version expected); at the next start the running version
+   says how it ended: result 1, or 8 if it is still the old one (rolled back). If it ends
+   while this firmware still runs (refused, gave up, or nobody answered the request),
+   result 8 with its last line.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from urllib.parse import urlsplit
 
 from firmware import bundle
 from firmware.config import Config
+from firmware.runtime import fleet_handoff
 from firmware.runtime.fleet_words import Refused, scrub
 from firmware.runtime.journal import Journal
 
@@ -59,7 +63,7 @@ PENDING = "fleet_update_pending"  # {"version", "from"}: handed to `posterm upda
 IDLE, DOWNLOADING, DOWNLOADED, UPDATING = 0, 1, 2, 3  # LwM2M /5/x/3
 INITIAL, UPDATED, NO_SPACE, CONNECTION_LOST, INTEGRITY, UNSUPPORTED, INVALID_URI, FAILED = \
     0, 1, 2, 4, 5, 6, 7, 8  # LwM2M /5/x/5
-LIMIT = bundle.MAX_PACKAGE + 2 * bundle.MAX_MANIFEST + 64 * 1024  # a bundle's largest size
+LIMIT = bundle.MAX_BUNDLE
 TIMEOUT = 30.0  # seconds without a byte: the connection is lost
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -147,6 +151,8 @@ class FleetUpdate:
             pending = json.loads(self.journal.note(PENDING) or "null")
         except ValueError:
             pending = None
+        if self.cfg is not None:  # a hand-off's leftovers: nobody waits for them now
+            fleet_handoff.clear(self.folder)
         if not isinstance(pending, dict):
             return
         self.journal.set_note(PENDING, "")
@@ -223,6 +229,12 @@ class FleetUpdate:
         self.journal.set_note(PENDING, json.dumps({"version": self.new_version,
                                                    "from": self.version}))
         self.event(UPDATING, INITIAL, version=self.new_version)
+        if self.cfg.fleet.update_handoff == "systemd":  # root installs: fleet_handoff.py
+            why = await fleet_handoff.hand_off(self.folder, path, self.new_version,
+                                               self.version,
+                                               timeout=self.cfg.fleet.update_handoff_timeout)
+            self.journal.set_note(PENDING, "")
+            raise Failed(FAILED, why)
         out = self.folder / "update.log"
         argv = [sys.executable, "-m", "firmware", "--config", str(self.cfg.path), "update",
                 str(path)]

@@ -52,9 +52,11 @@ class Updater:
     def ask(self) -> dict[str, Any] | None:
         return status.ask(status.socket_paths(self.cfg.runtime_dir, self.cfg.state_dir))
 
-    def apply(self, bundle_path: Path) -> int:
+    def apply(self, bundle_path: Path, *, installed: bool = False) -> int:
+        """`installed`: the version to be newer than is the installed package's, never the
+        one the running firmware says (root's fleet hand-off trusts nothing it says)."""
         doc = self.ask()
-        running = str(doc["version"]) if doc else status.version()
+        running = str(doc["version"]) if doc and not installed else status.version()
         os.umask(0o077)  # snapshots hold the journal (sealed card data): root's eyes only
         self.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.keep, 0o700)
@@ -197,14 +199,17 @@ def _last_sale_of(path: Path) -> int:
 
 def _restore(snapshot: Path, journal: Path) -> None:
     """Put the snapshot back in place of the journal, with the journal's owner and mode."""
-    st = journal.stat()
+    st = journal.lstat()
     for suffix in ("-wal", "-shm"):
         Path(f"{journal}{suffix}").unlink(missing_ok=True)
     tmp = journal.with_suffix(".restore")
-    shutil.copyfile(snapshot, tmp)
-    os.chmod(tmp, 0o600)
-    try:
-        os.chown(tmp, st.st_uid, st.st_gid)
-    except PermissionError:
-        pass  # not root: the file is ours already
+    # the state directory is the service user's: never follow a link it may have put there
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, open(snapshot, "rb") as src:
+        shutil.copyfileobj(src, out)
+        try:
+            os.fchown(out.fileno(), st.st_uid, st.st_gid)  # the descriptor: never a path
+        except PermissionError:
+            pass  # not root: the file is ours already
     os.replace(tmp, journal)
