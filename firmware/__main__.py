@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return update_request.take(args.config, Path(args.fleet_request))
     try:
-        cfg = config_mod.load(args.config)
+        # `posterm update` runs as root: the file alone, never the fleet's parameters in a
+        # state directory the service user can write (they could name another [update] key)
+        cfg = config_mod.load(args.config, overlay=args.command != "update")
         if args.command == "check-config":
             print(f"{args.config}: configuration is valid")
             return 0

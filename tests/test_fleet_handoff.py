@@ -166,6 +166,19 @@ def test_the_fleet_parameters_cannot_change_roots_update_policy(site: Site) -> N
     _refused(site, "does not verify")
 
 
+def test_posterm_update_by_hand_reads_the_file_alone_too(site: Site) -> None:
+    """`posterm update BUNDLE` runs as root as well: a fleet-params.toml naming another
+    [update] key changes nothing (the bundle signed with that key does not verify)."""
+    other_private, other_public = bundle.keygen(site.tmp / "other-keys")
+    (site.state / "fleet-params.toml").write_text(toml_text(
+        {"update": {"public_key": str(other_public)}}, 9))
+    theirs = site.bundle("0.2.0", key=other_private)
+    done = subprocess.run([sys.executable, "-m", "firmware", "--config", str(site.config),
+                           "update", str(theirs)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode != 0 and "does not verify" in done.stdout + done.stderr, done
+
+
 def test_no_request_is_nothing_to_do(site: Site) -> None:
     assert site.take() == 0
     assert "taken already" in site.said[-1]
