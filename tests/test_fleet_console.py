@@ -33,7 +33,7 @@ from firmware.debversion import key as version_key
 from fleet.alerts import Facts, Policy, alerts
 from fleet.commands import DANGEROUS, CommandError, build, canonical, verify
 from fleet.ingest import Ingest
-from fleet.mqtt import Broker
+from fleet.mqtt import Broker, BrokerConfigError, BrokerError, send
 from fleet.store import Store
 from fleet.web import fleet_view, terminal_view
 
@@ -272,6 +272,62 @@ def test_state_telemetry_and_events_are_stored(console: Ingest, terminals: Any) 
     view = terminal_view(store, "T0000001", NOW, Policy())
     assert view is not None and view["events_kept"] == 3 and view["alerts"] == []
     store.close()
+    assert console.client.version() == "5"  # Mosquitto has it; the terminal speaks 3.1.1
+
+
+@needs_broker
+def test_the_console_speaks_5_or_3_1_1_as_told(tmp_path: pathlib.Path, mosquitto: Mosquitto,
+                                               terminals: Any) -> None:
+    """--mqtt auto (5 here), 5 or 3.1.1: the same console, the same contract; a persistent
+    session under 5 keeps what arrives while the console is away, as under 3.1.1."""
+    t = terminals("T0000030")
+    for mqtt in ("auto", "5", "3.1.1"):
+        broker = Broker.parse(f"127.0.0.1:{mosquitto.port}", plain=True, mqtt=mqtt)
+        ingest = Ingest(tmp_path / f"{mqtt}.db", broker, client_id=f"posterm-fleet-{mqtt}")
+        ingest.start()
+        try:
+            assert ingest.client.version() == ("5" if mqtt == "auto" else mqtt)
+            t.event(1, "restart", reason="start")
+            wait_for(f"the event ({mqtt})", lambda i=ingest: i.counts.events == 1)
+        finally:
+            ingest.stop()
+        t.event(2, "restart", reason="while the console is away")
+        ingest = Ingest(tmp_path / f"{mqtt}.db", broker, client_id=f"posterm-fleet-{mqtt}")
+        ingest.start()
+        try:
+            wait_for(f"the event kept by the session ({mqtt})",
+                     lambda i=ingest: i.counts.events == 1)
+        finally:
+            ingest.stop()
+        command = build("ping", {}, None, dt.datetime.now(dt.timezone.utc))
+        reply = send(broker, t.tid, command, WAIT)
+        assert reply is not None and reply["result"] == {"pong": t.tid}
+    pong = run_cli("send", t.tid, "ping", "--plain", "--broker", f"127.0.0.1:{mosquitto.port}",
+                   "--mqtt", "3.1.1")
+    assert pong.returncode == 0 and json.loads(pong.stdout)["ok"] is True, pong.stderr
+    wrong = run_cli("send", t.tid, "ping", "--plain", "--broker", "127.0.0.1:1", "--mqtt", "4")
+    assert wrong.returncode == 2 and "--mqtt" in wrong.stderr
+    with pytest.raises(BrokerConfigError, match="--mqtt"):
+        Broker.parse("127.0.0.1:1", plain=True, mqtt="3")
+
+
+def test_under_mqtt_5_the_broker_says_why_it_refuses_a_command(broker: Any) -> None:
+    """A command the broker's ACL refuses (sent here with a terminal's certificate, which
+    writes only its own topics): under 5 `send` says so at once in the broker's words;
+    under 3.1.1 the broker acknowledges it in silence and `send` waits for its timeout."""
+    cert, key = broker.cert("TERM0002")
+    for mqtt in ("auto", "3.1.1"):
+        as_other = Broker.parse(f"127.0.0.1:{broker.port}", ca=pathlib.Path(broker.ca_cert),
+                                cert=pathlib.Path(cert), cert_key=pathlib.Path(key),
+                                mqtt=mqtt)
+        command = build("ping", {}, None, dt.datetime.now(dt.timezone.utc))
+        started = time.monotonic()
+        if mqtt == "auto":
+            with pytest.raises(BrokerError, match="refused the command: Not authorized"):
+                send(as_other, "TERM0001", command, WAIT)
+            assert time.monotonic() - started < WAIT / 2
+        else:
+            assert send(as_other, "TERM0001", command, 1.0) is None
 
 
 @needs_broker
