@@ -4,9 +4,10 @@
 certificate (`cert`, `cert_key`), or plain TCP only when `plain` is set (tests, a
 broker on loopback), and which MQTT version (`mqtt`, `--mqtt`): "auto" (the default)
 asks for 5 and, from a broker that refuses it (a CONNACK "unacceptable protocol
-version", as NATS's MQTT answers, or a connection closed before any CONNACK), 3.1.1
-at once; that broker is then spoken to in 3.1.1 for the rest of the process's life, by
-every client (`send` makes one per command). "5" or "3.1.1" forces one. A client keeps
+version", as NATS's MQTT answers, or a connection closed before any CONNACK without
+a socket error: a TLS alert is a refused certificate, said as such), 3.1.1 at once;
+that broker is then spoken to in 3.1.1 for the rest of the process's life, by every
+client (`send` makes one per command). "5" or "3.1.1" forces one. A client keeps
 its version across paho's own reconnections.
 
 What 5 brings, none of it seen by a 3.1.1 peer: the session's lifetime said as a
@@ -108,6 +109,12 @@ class Client(mqtt.Client):
                          clean_session=clean, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
         self.clean = clean
         self.connack: Any = None  # the last CONNACK's reason code (None: none came)
+        self.socket_error = ""  # what paho said of the socket when it failed (a TLS alert)
+        self.on_log = self._said
+
+    def _said(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR and "on socket" in text and not self.socket_error:
+            self.socket_error = text.partition("on socket: ")[2] or text
 
     def use(self, version: MQTTProtocolVersion) -> None:
         self._protocol = version
@@ -157,7 +164,7 @@ def connect(c: Client, broker: Broker, timeout: float) -> None:
     try:
         _connect(c, broker, timeout, mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
     except _NotTaken as exc:
-        if not (v5 and fallback and (exc.refused or c.connack is None)):
+        if not (v5 and fallback and (exc.refused or exc.closed)):
             raise BrokerError(str(exc)) from None
         log.info("the broker %s does not take MQTT 5 (%s): MQTT 3.1.1 with it", where,
                  "refused it" if exc.refused else "closed the connection before answering")
@@ -174,18 +181,19 @@ def connect(c: Client, broker: Broker, timeout: float) -> None:
 
 
 class _NotTaken(BrokerError):
-    """A connection that ended before it was taken (`refused`: the CONNACK said the MQTT
-    version is not one the broker takes)."""
+    """A connection that ended before it was taken: `refused`, the CONNACK said the MQTT
+    version is not one the broker takes; `closed`, it was closed before any CONNACK, with
+    no socket error (a TLS alert, a refused certificate, says nothing of the version)."""
 
-    def __init__(self, message: str, refused: bool) -> None:
+    def __init__(self, message: str, refused: bool, closed: bool) -> None:
         super().__init__(message)
-        self.refused = refused
+        self.refused, self.closed = refused, closed
 
 
 def _connect(c: Client, broker: Broker, timeout: float,
              version: MQTTProtocolVersion) -> None:
     ready, outcome = threading.Event(), {}
-    c.connack = None
+    c.connack, c.socket_error = None, ""
 
     def on_connect(cl: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
@@ -193,7 +201,9 @@ def _connect(c: Client, broker: Broker, timeout: float,
         ready.set()
 
     def on_gone(cl: mqtt.Client, userdata: Any, *rest: Any) -> None:
-        outcome.setdefault("reason", "the connection was closed (a certificate refused?)")
+        outcome.setdefault("reason", f"the connection was closed ({c.socket_error}: a "
+                           "certificate refused?)" if c.socket_error else
+                           "the connection was closed (a certificate refused?)")
         ready.set()
 
     c.use(version)
@@ -220,7 +230,8 @@ def _connect(c: Client, broker: Broker, timeout: float,
         c.loop_stop()
         raise _NotTaken(f"the broker {broker.address} refused the console (MQTT "
                        f"{c.version()}): {outcome['reason']}",
-                       reason is not None and reason == UNSUPPORTED_VERSION)
+                       reason is not None and reason == UNSUPPORTED_VERSION,
+                       closed=reason is None and not c.socket_error)
 
 
 def send(broker: Broker, tid: str, command: dict[str, Any],

@@ -227,6 +227,38 @@ def test_mqtt_5_with_mosquitto_and_3_1_1_when_told(tmp_path: pathlib.Path,
     assert "does not take MQTT 5" not in broker.log()
 
 
+def test_a_refused_certificate_is_said_and_not_taken_for_an_old_broker(
+        tmp_path: pathlib.Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """A certificate of another CA: Mosquitto ends the connection with a TLS alert before
+    any CONNACK. The channel logs the alert, and does not take it for a broker without
+    MQTT 5 (no 3.1.1 attempt after it, nothing remembered)."""
+    from firmware.config_fleet import FleetTable
+    from firmware.runtime import fleet_mqtt
+    from hwsim.testca import make_ca
+    from tests.fleetrig import client_cert
+
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    cert, key = client_cert(other, *make_ca(other), TID)
+    cfg = FleetTable(brokers=(("127.0.0.1", broker.port),), ca_file=broker.ca_cert,
+                     client_cert=cert, client_key=key, reconnect_base=0.2, keepalive=5)
+    conn = fleet_mqtt.Connection(cfg, TID, will=lambda: (f"{T}/state", b"{}"),
+                                 on_up=print, on_down=print, on_message=print,
+                                 on_published=print)
+    caplog.set_level("INFO", logger="posterm.fleet")
+    conn.start()
+    try:
+        wait_until(lambda: sum("ended the connection" in r.message
+                               for r in caplog.records) >= 2, 20, lambda: caplog.text)
+    finally:
+        conn.stop(None)
+    said = [r.message for r in caplog.records if "ended the connection" in r.message]
+    assert "alert" in said[0] and "certificate refused?" in said[0], said
+    assert "does not take MQTT 5" not in caplog.text and not conn.connected
+    assert f"127.0.0.1:{broker.port}" not in fleet_mqtt._ONLY_311
+    assert broker.log().count("certificate verify failed") == len(said)  # one try a round
+
+
 def test_commands_ping_status_logs_close_and_restart(tmp_path: pathlib.Path, broker: Broker,
                                                      console: Client) -> None:
     key = CommandKey(tmp_path)

@@ -30,6 +30,10 @@ is the same in both; 5 adds only what a 3.1.1 peer never sees:
 - the broker's reason codes (and reason string) when it refuses the connection, the
   `cmd` subscription or a message (a PUBACK "not authorized", where 3.1.1 drops the
   message in silence), or ends the connection itself, are logged in its words.
+
+A connection ended by a socket error before any CONNACK (a TLS alert: the broker
+refused the terminal's certificate) is no sign of the version: it is logged with the
+error, in either version, and 3.1.1 is not tried for it.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class Connection:
         self.broker = ""  # "host:port" while connected
         self.protocol: MQTTProtocolVersion = V311  # this connection's version (or the last's)
         self._connack: Any = None  # the last connection's CONNACK reason code, if any
+        self._socket_error = ""  # what paho said of the last connection's socket, if it failed
         self._up = threading.Event()
         self._stop = threading.Event()
         self._rng = random.Random()
@@ -124,6 +129,7 @@ class Connection:
         c.on_connect, c.on_disconnect = self._connected, self._disconnected
         c.on_message, c.on_publish = self._message, self._published
         c.on_subscribe = self._subscribed
+        c.on_log = self._paho_said
         # paho writes a message at once from the thread that publishes it unless it is
         # told someone else writes: then it only wakes this thread's select, and the
         # socket (and its TLS state) is touched by this thread alone
@@ -216,7 +222,7 @@ class Connection:
         # its version, and their mids stay the channel's
         c._protocol = self.protocol = protocol
         c.will_set(topic, payload, qos=1, retain=True)
-        self._connack = None
+        self._connack, self._socket_error = None, ""
         try:
             if protocol == V5:
                 # 3.1.1's clean session: a clean start, and a session that ends with the
@@ -251,12 +257,23 @@ class Connection:
             self.client.loop(timeout=0.1)
         except Exception as exc:
             log.debug("fleet: closing %s: %s", self.broker, exc)
-        self.broker = ""
+        broker, self.broker = self.broker, ""
         if accepted:
             return ACCEPTED
+        if self._connack is None and self._socket_error:  # a TLS alert: not the version
+            log.warning("fleet broker %s ended the connection: %s%s", broker,
+                        self._socket_error, " (the terminal's certificate refused?)"
+                        if "alert" in self._socket_error.lower() else "")
+            return FAILED
         if self._connack is None:
             return CLOSED
         return REFUSED_VERSION if self._connack == UNSUPPORTED_VERSION else FAILED
+
+    def _paho_said(self, client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # a broker that refuses the terminal's certificate answers with a TLS alert, which
+        # paho only logs, then reads as a lost connection: kept for the session's end
+        if level == mqtt.MQTT_LOG_ERR and "on socket" in text and not self._socket_error:
+            self._socket_error = text.partition("on socket: ")[2] or text
 
     def _connected(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                    properties: Any) -> None:
