@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from firmware import debversion
 from firmware.errors import PostermError
 
 FORMAT = 1
@@ -195,16 +195,9 @@ def _manifest(bundle: Path, body: bytes) -> dict[str, object]:
 
 
 def newer(candidate: str, running: str) -> bool:
-    """Debian version order (dpkg --compare-versions where dpkg exists)."""
-    dpkg = shutil.which("dpkg")
-    if dpkg:
-        return subprocess.run([dpkg, "--compare-versions", candidate, "gt", running],
-                              timeout=10).returncode == 0
-    return _parts(candidate) > _parts(running)
-
-
-def _parts(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", version))
+    """Debian version order (firmware/debversion.py: dpkg's, without dpkg), the same the
+    fleet console's version alert uses."""
+    return debversion.newer(candidate, running)
 
 
 # -- command line -------------------------------------------------------------------

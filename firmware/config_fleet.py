@@ -2,7 +2,8 @@
 
 No brokers (the default): no channel at all. With brokers, the runtime's fleet part
 (firmware/runtime/fleet.py) connects to them in turn over TLS with the terminal's client
-certificate; `check_fleet` loads the files now, so a bad one is named by its key.
+certificate, in MQTT 5 where the broker has it (`mqtt`: "auto", "5" or "3.1.1", checked
+here, once); `check_fleet` loads the files now, so a bad one is named by its key.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ HANDOFFS = ("process", "systemd")
 HANDOFF_WHAT = 'must be "process" or "systemd"'
 BROKERS_WHAT = (f'must be a list of at most {BROKERS_MAX} "host:port" strings (a host name or '
                 'IPv4 address, a port 1-65535), e.g. ["mqtt1.example.net:8883"]')
+
+MQTT_VERSIONS = ("auto", "5", "3.1.1")
+MQTT_WHAT = 'must be "auto", "5" or "3.1.1"'
 
 
 def parse_broker(text: str) -> tuple[str, int] | None:
@@ -53,6 +57,9 @@ class FleetTable:
         [], read=_brokers, what=BROKERS_WHAT,
         convert=lambda v: tuple(b for b in (parse_broker(x) for x in v) if b is not None),
         help='MQTT brokers tried in turn, "host:port"; [] for no fleet channel')
+    mqtt: str = text("auto", check=lambda v: v in MQTT_VERSIONS, what=MQTT_WHAT,
+                     help='MQTT version: "auto" (5, or 3.1.1 with a broker that refuses 5, '
+                     'remembered until the firmware restarts), "5" or "3.1.1"')
     tls: bool = boolean(True, help="TLS 1.2+ with the client certificate; `false` only for "
                         "a test broker")
     ca_file: str = path("", optional=True, help="CA bundle (PEM) the brokers' certificates "

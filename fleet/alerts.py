@@ -13,7 +13,13 @@ The alerts, most urgent first (`RANK`):
 - `paper_out`: the printer says PAPER OUT.
 - `battery_low`: below `Policy.battery_low` percent.
 - `mains_lost`: running on its battery.
-- `version_behind`: its version is older than the newest one seen in the fleet.
+- `version_behind`: its version is older than the newest one seen in the fleet, or is
+  not a Debian version at all (whatever a terminal sends, it is never taken for the
+  newest: `newest`).
+
+Versions are in Debian's order, the one the terminal itself uses to take or refuse an
+update (firmware/debversion.py, imported by both: the console imports nothing else
+from the firmware).
 
 The table lists terminals with alerts first, by their most urgent alert, then by how
 many they have, then by terminal id; terminals without alerts follow, by id.
@@ -21,10 +27,12 @@ many they have, then by terminal id; terminals without alerts follow, by id.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from firmware import debversion
 
 RANK = ("offline", "offline_growing", "offline_old", "refused", "out_of_balance",
         "paper_out", "battery_low", "mains_lost", "version_behind")
@@ -106,9 +114,19 @@ def alerts(t: Facts, newest: str | None, now: datetime, policy: Policy) -> list[
         out.append(("battery_low", f"battery {level:g}%"))
     if device.get("power_source") == "battery":
         out.append(("mains_lost", "mains lost"))
-    if newest and t.version and version_key(t.version) < version_key(newest):
-        out.append(("version_behind", f"version {t.version}, newest {newest}"))
+    if newest and t.version is not None:
+        if not debversion.valid(t.version):
+            out.append(("version_behind", f"version {str(t.version)[:40]!r} is not a version "
+                                          f"(newest {newest})"))
+        elif debversion.newer(newest, t.version):
+            out.append(("version_behind", f"version {t.version}, newest {newest}"))
     return [{"code": code, "text": text} for code, text in out]
+
+
+def newest(versions: Iterable[object]) -> str | None:
+    """The newest of the versions in Debian's order; what is not a version is left out."""
+    found = [v for v in versions if isinstance(v, str) and debversion.valid(v)]
+    return max(found, key=debversion.key) if found else None
 
 
 def order_key(tid: str, found: list[dict[str, str]]) -> tuple[int, int, int, str]:
@@ -116,41 +134,3 @@ def order_key(tid: str, found: list[dict[str, str]]) -> tuple[int, int, int, str
     if not found:
         return (1, 0, 0, tid)
     return (0, min(RANK.index(a["code"]) for a in found), -len(found), tid)
-
-
-# -- versions: Debian's order (dpkg's verrevcmp), without calling dpkg ---------------
-
-def _order(c: str) -> int:
-    if c == "~":
-        return -1
-    if c.isdigit():
-        return 0
-    if c.isalpha():
-        return ord(c)
-    return ord(c) + 256
-
-
-def _part_key(text: str) -> tuple[tuple[tuple[int, ...], int], ...]:
-    """A key for one part (upstream or revision) that sorts as dpkg compares them."""
-    key = []
-    for letters, digits in re.findall(r"(\D*)(\d*)", text):
-        if not letters and not digits:
-            continue
-        # a string's end sorts after "~" and before anything else: the 0 terminator
-        key.append((tuple(_order(c) for c in letters) + (0,), int(digits or 0)))
-    return tuple(key)
-
-
-def version_key(version: str) -> tuple[int, object, object]:
-    """Debian version order: `[epoch:]upstream[-revision]`; "1.0~rc1" < "1.0" < "1.0.1"."""
-    epoch, sep, rest = version.partition(":")
-    if not sep or not epoch.isdigit():
-        epoch, rest = "0", version
-    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
-    return (int(epoch), _padded(_part_key(upstream)), _padded(_part_key(revision)))
-
-
-def _padded(key: tuple[tuple[tuple[int, ...], int], ...]) -> tuple[object, ...]:
-    # a shorter part compares as if followed by an empty string and 0: the pad sorts like
-    # dpkg's end of string (above "~", below every other character)
-    return key + (((0,), 0),) * (16 - len(key)) if len(key) < 16 else key

@@ -7,7 +7,8 @@
     posterm-fleet keygen DIR
 
 The database defaults to $POSTERM_FLEET_DB, else posterm-fleet.db here. `--plain`
-connects without TLS (a broker on loopback, tests). Exit codes: 0 done (send: the
+connects without TLS (a broker on loopback, tests); `--mqtt auto|5|3.1.1` chooses the
+MQTT version (auto: 5, or 3.1.1 with a broker that refuses 5). Exit codes: 0 done (send: the
 terminal answered ok), 1 the terminal answered not ok, 2 a usage or configuration
 error (said in one line), 3 no reply within --timeout, 4 the broker cannot be reached.
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 from fleet.alerts import Policy
 from fleet.commands import CommandError, build, keygen, load_key, parse_args
-from fleet.mqtt import Broker, BrokerConfigError, BrokerError, send
+from fleet.mqtt import CHOICES, Broker, BrokerConfigError, BrokerError, send
 from fleet.store import Store
 
 log = logging.getLogger("posterm.fleet")
@@ -41,7 +42,7 @@ def _db(args: argparse.Namespace) -> Path:
 
 def _broker(args: argparse.Namespace) -> Broker:
     return Broker.parse(args.broker, plain=args.plain, ca=args.ca, cert=args.cert,
-                        cert_key=args.cert_key)
+                        cert_key=args.cert_key, mqtt=args.mqtt)
 
 
 def _web_address(text: str) -> tuple[str, int]:
@@ -159,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--ca", type=Path, help="the broker's CA certificate (PEM)")
         s.add_argument("--cert", type=Path, help="the console's client certificate (PEM)")
         s.add_argument("--cert-key", type=Path, help="its private key (PEM)")
+        s.add_argument("--mqtt", choices=CHOICES, default="auto",
+                       help="MQTT version: auto (5, or 3.1.1 with a broker that refuses 5), "
+                            "5 or 3.1.1")
         s.add_argument("--key", type=Path, help="the fleet's Ed25519 signing key (PEM): "
                                                 "params, update and restart need it")
 

@@ -9,7 +9,10 @@ separators=(",", ":"))`, non-ASCII escaped as json.dumps does by default), base6
 it); without it a dangerous command is refused here, before anything is sent.
 
 The arguments are checked before sending so that a typo is told at once rather than
-by the terminal's refusal.
+by the terminal's refusal. `update`'s are checked by the terminal's own check
+(firmware/updateargs.py, the one module of the firmware's the console imports besides
+its version order), so what the console signs the terminal takes, and what the terminal
+would refuse the console refuses in the same words.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from firmware import updateargs
 from fleet.store import utc
 
 COMMANDS = ("ping", "status", "close", "restart", "logs", "params", "update")
@@ -69,11 +72,10 @@ def check_args(cmd: str, args: dict[str, Any]) -> dict[str, Any]:
             raise CommandError('params: set must be {"table": {"key": value}, ...}')
         return {"version": version, "set": tables}
     if cmd == "update":
-        url, sha = args.get("url"), args.get("sha256")
-        if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url):
-            raise CommandError("update: url must be an http(s) URL")
-        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-            raise CommandError("update: sha256 must be 64 lowercase hex digits")
+        try:
+            url, sha = updateargs.check(args)
+        except updateargs.Refused as exc:
+            raise CommandError(f"update: {exc}") from None
         return {"url": url, "sha256": sha}
     return {}
 

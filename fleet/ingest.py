@@ -11,6 +11,10 @@ message the broker counts as delivered is on disk, and a message delivered twice
 are keyed by (tid, seq) in the store. Exactly once, from at least once.
 
 Replies wake whoever waits for them (`expect` before publishing, then `wait_reply`).
+
+MQTT 5 where the broker has it (fleet/mqtt.py): the persistent session is said as a
+session expiry that never comes, and a subscription or a command the broker refuses is
+logged with its reason code; paho reconnects in the version first agreed.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from fleet import TOPIC_ROOT
-from fleet.mqtt import Broker, client, connect, topic
+from fleet.mqtt import Broker, client, connect, topic, why
 from fleet.store import Store
 
 log = logging.getLogger("posterm.fleet.ingest")
@@ -56,6 +60,7 @@ class Ingest:
         self.db, self.broker, self.clock = db, broker, clock
         self.client = client(broker, client_id, clean=False, manual_ack=True)
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.counts = Counts()
         self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._writer: threading.Thread | None = None
@@ -71,21 +76,36 @@ class Ingest:
         self._writer = threading.Thread(target=self._write, name="fleet-writer", daemon=True)
         self._writer.start()
         subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
+
+        def on_subscribe(c: mqtt.Client, userdata: Any, mid: int, codes: Any,
+                         properties: Any) -> None:
+            bad = [code for code in codes if getattr(code, "is_failure", False)]
+            if bad:
+                log.error("the broker refused the console's subscription to %s: %s",
+                          SUBSCRIPTION, why(bad[0], properties))
+            subscribed.set()
+
+        self.client.on_subscribe = on_subscribe
         connect(self.client, self.broker, timeout)
         self.client.on_connect = self._on_reconnect
         self.client.subscribe(SUBSCRIPTION, qos=1)
         if not subscribed.wait(timeout):
             raise TimeoutError("the broker did not confirm the console's subscription")
-        log.info("fleet console subscribed to %s on %s:%d", SUBSCRIPTION, self.broker.host,
-                 self.broker.port)
+        log.info("fleet console subscribed to %s on %s (MQTT %s)", SUBSCRIPTION,
+                 self.broker.address, self.client.version())
 
     def _on_reconnect(self, c: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                       properties: Any) -> None:
         if getattr(reason, "is_failure", False):
-            log.warning("broker refused the console: %s", reason)
+            log.warning("broker refused the console: %s", why(reason, properties))
             return
         c.subscribe(SUBSCRIPTION, qos=1)
+
+    def _on_publish(self, c: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        if getattr(reason, "is_failure", False):  # MQTT 5: a command the broker refused
+            log.warning("the broker refused a command (message %d): %s", mid,
+                        why(reason, properties))
 
     def stop(self) -> None:
         self.client.disconnect()

@@ -95,12 +95,22 @@ def _payload(tid: str, raw: bytes | bytearray, required: Iterable[str]) -> dict[
         raise BadMessage(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadMessage("not a JSON object")
+    if b"\\u" in raw and _lone_surrogate(doc):  # "\udcff" is JSON, but no text SQLite takes
+        raise BadMessage("a string with a lone surrogate (\\ud800-\\udfff): not text")
     missing = [k for k in required if k not in doc]
     if missing:
         raise BadMessage(f"lacks {', '.join(missing)}")
     if "tid" in doc and doc["tid"] != tid:
         raise BadMessage(f"tid {doc['tid']!r} in a message on {tid}'s topic")
     return doc
+
+
+def _lone_surrogate(doc: Any) -> bool:
+    try:
+        json.dumps(doc, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class Store:

@@ -35,7 +35,8 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleet.alerts import Policy, alerts, order_key, part, version_key
+from fleet.alerts import Policy, alerts, order_key, part
+from fleet.alerts import newest as newest_of
 from fleet.commands import CommandError, build
 from fleet.ingest import Ingest
 from fleet.store import Store
@@ -75,8 +76,7 @@ def _summary(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def newest_version(store: Store) -> str | None:
-    versions = store.versions()
-    return max(versions, key=version_key) if versions else None
+    return newest_of(store.versions())
 
 
 def fleet_view(store: Store, now: datetime, policy: Policy,

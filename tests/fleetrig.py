@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from hwsim.cards import TEST_CARDS
 from hwsim.testca import make_ca, make_server_cert
@@ -107,23 +109,38 @@ def command(cmd: str, args: dict[str, Any] | None = None, *, age: float = 0.0,
 
 class Client:
     """A paho client of the test (the console, or a terminal's impostor): what it
-    received, in order, as (topic, payload bytes, retained)."""
+    received, in order, as (topic, payload bytes, retained), and each message's MQTT 5
+    message expiry (`expiries`, None without one). `protocol` "3.1.1" or "5"; `refusals`:
+    the reason codes of the PUBACKs and SUBACKs that refused something (5 only: 3.1.1
+    has none for a publish)."""
 
-    def __init__(self, broker: Broker, cn: str, client_id: str | None = None) -> None:
+    def __init__(self, broker: Broker, cn: str, client_id: str | None = None,
+                 protocol: str = "3.1.1") -> None:
         cert, key = broker.cert(cn)
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.expiries: list[tuple[str, int | None]] = []
         self.lock = threading.Lock()
         self.acks: set[int] = set()
         self.granted: list[Any] = []
+        self.refusals: list[str] = []
         # a persistent session: what arrives while the broker is away is kept for it
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or cn,
-                        protocol=mqtt.MQTTv311, clean_session=False)
+        if protocol == "5":
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or cn,
+                            protocol=mqtt.MQTTv5)
+        else:
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or cn,
+                            protocol=mqtt.MQTTv311, clean_session=False)
         c.tls_set(ca_certs=broker.ca_cert, certfile=cert, keyfile=key,
                   tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.on_message = self._message
-        c.on_publish = lambda _c, _u, mid, _rc, _p: self.acks.add(mid)
-        c.on_subscribe = lambda _c, _u, mid, codes, _p: self.granted.extend(codes)
-        c.connect("127.0.0.1", broker.port)
+        c.on_publish = self._published
+        c.on_subscribe = self._subscribed
+        if protocol == "5":
+            session = Properties(PacketTypes.CONNECT)
+            session.SessionExpiryInterval = 0xFFFFFFFF
+            c.connect("127.0.0.1", broker.port, clean_start=False, properties=session)
+        else:
+            c.connect("127.0.0.1", broker.port)
         c.loop_start()
         wait_until(c.is_connected, 10, f"{cn} did not connect to the broker")
         self.client = c
@@ -131,6 +148,19 @@ class Client:
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.expiries.append((msg.topic, getattr(msg.properties, "MessageExpiryInterval",
+                                                     None)))
+
+    def _published(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any,
+                   properties: Any) -> None:
+        if rc.is_failure:
+            self.refusals.append(str(rc))
+        self.acks.add(mid)
+
+    def _subscribed(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any,
+                    properties: Any) -> None:
+        self.refusals.extend(str(c) for c in codes if c.is_failure)
+        self.granted.extend(codes)
 
     def watch(self, topic: str) -> None:
         before = len(self.granted)
@@ -239,10 +269,16 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait()
 
-    def client(self, cn: str, client_id: str | None = None) -> Client:
-        c = Client(self, cn, client_id)
+    def client(self, cn: str, client_id: str | None = None, protocol: str = "3.1.1") -> Client:
+        c = Client(self, cn, client_id, protocol)
         self.clients.append(c)
         return c
+
+    def connected(self, client_id: str) -> list[str]:
+        """The MQTT version of each connection `client_id` made, from Mosquitto's log
+        ("as TERM0001 (p5, ...": 5; p2: 3.1.1, Mosquitto's own numbers)."""
+        found = re.findall(rf" as {re.escape(client_id)} \(p(\d),", self.log())
+        return [{"5": "5", "2": "3.1.1", "1": "3.1"}[p] for p in found]
 
     def log(self) -> str:
         text = ""

@@ -6,7 +6,9 @@
   core imports only core; firmware/ outside runtime never imports the runtime;
   drivers import only the core's vocabulary, the ports, the errors and other
   drivers; hwsim never imports the runtime nor the drivers, but for the shared
-  helpers of SHARED_WITH_HWSIM, which import nothing from the project.
+  helpers of SHARED_WITH_HWSIM, which import nothing from the project; the fleet
+  console (fleet/) imports only itself and SHARED_WITH_FLEET, which import nothing from
+  the project either.
 - A hardware library is imported only by its own driver.
 """
 
@@ -30,6 +32,8 @@ HARDWARE = {  # library -> the only driver modules that may import it
 DRIVER_MAY = ("firmware.core.events", "firmware.core.card", "firmware.ports", "firmware.errors",
               "drivers")
 SHARED_WITH_HWSIM = ("drivers.fdpump",)  # mechanism without protocol: bytes in and out of an fd
+# what the console must do exactly as the terminal does: version order, the update's checks
+SHARED_WITH_FLEET = ("firmware.debversion", "firmware.updateargs")
 
 
 def _modules(folder: str) -> list[pathlib.Path]:
@@ -98,6 +102,36 @@ def test_what_hwsim_shares_with_the_drivers_imports_nothing_from_the_project(mod
     the simulator and the firmware share is mechanism, never how a device is spoken to."""
     path = ROOT / (module.replace(".", "/") + ".py")
     assert sorted(n for n in _imports(path) if _under(n, "firmware", "drivers", "hwsim")) == []
+
+
+def _imports_named(path: pathlib.Path) -> set[str]:
+    """As `_imports`, and `from package import module` names the module itself."""
+    names = _imports(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+            if any(f"{node.module}.{a.name}" in SHARED_WITH_FLEET for a in node.names):
+                names.discard(node.module)
+    return names
+
+
+def test_the_fleet_console_imports_only_itself_and_what_it_shares() -> None:
+    bad = {_rel(p): sorted(n for n in _imports_named(p) if n.split(".")[0] in
+                           ("firmware", "drivers", "hwsim")
+                           and n not in SHARED_WITH_FLEET and not any(
+                               n.startswith(s + ".") for s in SHARED_WITH_FLEET))
+           for p in sorted((ROOT / "fleet").rglob("*.py"))}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+@pytest.mark.parametrize("module", SHARED_WITH_FLEET)
+def test_what_the_console_shares_with_the_firmware_imports_nothing_from_the_project(
+        module: str) -> None:
+    """The console brings no part of the terminal along: only pure functions both must
+    apply the same way."""
+    path = ROOT / (module.replace(".", "/") + ".py")
+    assert sorted(n for n in _imports(path) if _under(n, "firmware", "drivers", "hwsim",
+                                                      "fleet")) == []
 
 
 def test_a_hardware_library_is_imported_only_by_its_driver() -> None:

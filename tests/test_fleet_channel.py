@@ -151,9 +151,11 @@ def test_events_arrive_in_order_once_after_a_broker_outage(
         assert seqs == list(range(1, len(seqs) + 1)), seqs
 
 
-def test_a_terminal_reads_and_writes_only_its_own_topics(broker: Broker,
-                                                         console: Client) -> None:
-    mine = broker.client(TID)
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_terminal_reads_and_writes_only_its_own_topics(broker: Broker, console: Client,
+                                                         protocol: str) -> None:
+    """Under MQTT 5 as under 3.1.1; 5 also tells the impostor "Not authorized"."""
+    mine = broker.client(TID, protocol=protocol)
     mine.watch(f"{T}/#")
 
     def delivered(marker: bytes) -> None:
@@ -166,7 +168,7 @@ def test_a_terminal_reads_and_writes_only_its_own_topics(broker: Broker,
                    f"{marker!r} not delivered to the terminal")
 
     for cn, client_id in (("TERM0002", None), ("TERM0002", TID)):  # another, an impostor
-        other = broker.client(cn, client_id=client_id)
+        other = broker.client(cn, client_id=client_id, protocol=protocol)
         other.watch(f"{T}/#")
         console.send(TID, command("ping"))
         other.publish(f"{T}/state", b'{"state":"forged"}')
@@ -174,10 +176,87 @@ def test_a_terminal_reads_and_writes_only_its_own_topics(broker: Broker,
         other.send(TID, command("restart", cid="forged"))  # a command to another
         delivered(f"{cn}/{client_id}".encode())
         assert other.everything() == [], f"{cn} as {client_id} read another's topics"
+        # 5: each PUBACK says why the message went nowhere; 3.1.1 acknowledges in silence
+        # (the subscription is granted, and nothing of another's is ever delivered to it)
+        assert other.refusals == (["Not authorized"] * 3 if protocol == "5" else []), \
+            other.refusals
         other.close()
+    assert broker.connected("TERM0002") == [protocol] * 2
     got = [p for t, p, _ in console.everything() + mine.everything() if t.startswith(T)]
     assert not any(b"forged" in p for p in got)
     assert sum(t == f"{T}/cmd" for t, _, _ in mine.everything()) == 2  # the console's
+
+
+def test_mqtt_5_with_mosquitto_and_3_1_1_when_told(tmp_path: pathlib.Path,
+                                                  broker: Broker) -> None:
+    """`[fleet] mqtt = "auto"` (the default) speaks 5 with Mosquitto: its telemetry carries
+    a message expiry, its commands and replies go as ever. "3.1.1" speaks 3.1.1 to the
+    same broker, with the same contract. The console here speaks 5 to both."""
+    console = broker.client("console", protocol="5")
+    console.watch("posterm/v1/#")
+    for mqtt, interval in (("auto", 20), ("3.1.1", 30)):
+        folder = tmp_path / mqtt
+        folder.mkdir()
+        n = len(states(console))
+        with Rig(folder, overrides={"fleet": broker.fleet_table(
+                TID, telemetry_interval=interval,
+                **({} if mqtt == "auto" else {"mqtt": mqtt}))}) as rig:
+            rig.start()
+            wait_state(console, "online", after=n)
+            version = "5" if mqtt == "auto" else "3.1.1"
+            assert broker.connected(TID)[-1] == version, broker.log()[-2000:]
+            assert re.search(rf"fleet channel up: 127\.0\.0\.1:{broker.port} \(MQTT "
+                             rf"{re.escape(version)}\)", rig.log()), rig.log()[-2000:]
+            ping = command("ping")
+            console.send(TID, ping)
+            assert console.reply(TID, ping["id"])["ok"] is True
+            seen = len(console.expiries)
+            approved_sale(rig, "700")  # telemetry on change
+            wait_until(lambda after=seen: any(t == f"{T}/telemetry"
+                                              for t, _ in console.expiries[after:]),
+                       15, "no telemetry after the sale")
+            expiries = {e for t, e in console.expiries[seen:] if t == f"{T}/telemetry"}
+            # 5: a broker keeps it no longer than the interval; 3.1.1 cannot say so
+            if version == "5":
+                assert expiries and all(e is not None and 0 < e <= interval
+                                        for e in expiries), expiries
+            else:
+                assert expiries == {None}
+            assert rig.kill_fw(signal.SIGTERM) == 0
+    assert broker.connected(TID) == ["5", "3.1.1"]
+    assert "does not take MQTT 5" not in broker.log()
+
+
+def test_a_refused_certificate_is_said_and_not_taken_for_an_old_broker(
+        tmp_path: pathlib.Path, broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """A certificate of another CA: Mosquitto ends the connection with a TLS alert before
+    any CONNACK. The channel logs the alert, and does not take it for a broker without
+    MQTT 5 (no 3.1.1 attempt after it, nothing remembered)."""
+    from firmware.config_fleet import FleetTable
+    from firmware.runtime import fleet_mqtt
+    from hwsim.testca import make_ca
+    from tests.fleetrig import client_cert
+
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    cert, key = client_cert(other, *make_ca(other), TID)
+    cfg = FleetTable(brokers=(("127.0.0.1", broker.port),), ca_file=broker.ca_cert,
+                     client_cert=cert, client_key=key, reconnect_base=0.2, keepalive=5)
+    conn = fleet_mqtt.Connection(cfg, TID, will=lambda: (f"{T}/state", b"{}"),
+                                 on_up=print, on_down=print, on_message=print,
+                                 on_published=print)
+    caplog.set_level("INFO", logger="posterm.fleet")
+    conn.start()
+    try:
+        wait_until(lambda: sum("ended the connection" in r.message
+                               for r in caplog.records) >= 2, 20, lambda: caplog.text)
+    finally:
+        conn.stop(None)
+    said = [r.message for r in caplog.records if "ended the connection" in r.message]
+    assert "alert" in said[0] and "certificate refused?" in said[0], said
+    assert "does not take MQTT 5" not in caplog.text and not conn.connected
+    assert f"127.0.0.1:{broker.port}" not in fleet_mqtt._ONLY_311
+    assert broker.log().count("certificate verify failed") == len(said)  # one try a round
 
 
 def test_commands_ping_status_logs_close_and_restart(tmp_path: pathlib.Path, broker: Broker,
@@ -384,6 +463,11 @@ def test_fleet_configuration_is_checked(tmp_path: pathlib.Path) -> None:
         parse(brokers=["mqtt.example.net:8883"])
     with pytest.raises(ConfigError, match=r"\[fleet\] reconnect_cap"):
         parse(reconnect_cap=5)
+    assert parse().mqtt == "auto" and parse(mqtt="3.1.1").mqtt == "3.1.1"
+    for wrong in ("4", "3.1", "v5", 5, ""):
+        with pytest.raises(ConfigError, match=r'\[fleet\] mqtt: must be "auto", "5" or '
+                                              r'"3\.1\.1"'):
+            parse(mqtt=wrong)
     (tmp_path / "not-a-key.pem").write_text("hello")
     with pytest.raises(ConfigError, match=r"\[fleet\] command_key"):
         parse(command_key=str(tmp_path / "not-a-key.pem"))

@@ -18,8 +18,12 @@ ends with every event of the terminal, each seq once after dedup, none missing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
+import socket
+import ssl
+import struct
 import threading
 import time
 from collections import Counter
@@ -29,6 +33,10 @@ from typing import Any
 
 import pytest
 
+from firmware.config_fleet import FleetTable
+from firmware.runtime.fleet_mqtt import Connection
+from fleet.ingest import Ingest
+from fleet.mqtt import Broker, BrokerError, send
 from hwsim.fwconfig import TERMINAL_ID, FleetLink
 from tests.natscluster import NatsCluster, nats_server
 from tests.rig import Rig
@@ -365,3 +373,83 @@ def test_a_real_terminal_sells_while_its_node_is_killed(cluster: NatsCluster,
     moved = [line for line in log.splitlines() if "fleet channel up: " in line]
     print("\n".join(line for line in log.splitlines() if "fleet" in line))
     assert len(moved) >= 2 and f":{a[1]}" not in moved[-1], moved
+    # NATS speaks 3.1.1 only: asked for 5 (auto), each node refused it once, and each
+    # connection after that was 3.1.1, asked for at once
+    assert all(line.endswith("(MQTT 3.1.1)") for line in moved), moved
+    assert f"fleet broker {a[0]}:{a[1]} does not take MQTT 5 (refused it)" in log
+    assert refusals_of_5(cluster)[0] == 1 and max(refusals_of_5(cluster)) == 1, \
+        refusals_of_5(cluster)
+
+
+def refusals_of_5(cluster: NatsCluster) -> list[int]:
+    """How many MQTT 5 CONNECTs each node refused ("unacceptable protocol version of 5")."""
+    return [node.log.read_text(errors="replace").count("unacceptable protocol version of 5")
+            for node in cluster.nodes]
+
+
+def test_terminal_and_console_fall_back_to_3_1_1_once_per_broker(cluster: NatsCluster) -> None:
+    """What NATS answers a v5 CONNECT: a 3.1.1 CONNACK, return code 1 (unacceptable
+    protocol version), then it closes. The terminal's channel (`[fleet] mqtt = "auto"`)
+    and the console (`--mqtt auto`) each ask a node for 5 once, then speak 3.1.1 to it,
+    and a reconnection, a new client of the console, asks for 3.1.1 straight away. The
+    terminal's event reaches the console; forced 5, the console is refused in NATS's
+    words; forced 3.1.1, it never asks for 5."""
+    a, b, _ = cluster.mqtt_endpoints()
+    # the raw answer to a v5 CONNECT (clean start, no properties, client id "x"), over TLS
+    ctx = ssl.create_default_context(cafile=cluster.ca_cert)
+    ctx.load_cert_chain(*cluster.client_cert("probe"))
+    with socket.create_connection(a, 5) as raw, ctx.wrap_socket(raw, server_hostname=a[0]) as s:
+        body = struct.pack("!H4sBBH", 4, b"MQTT", 5, 0x02, 30) + b"\x00" + b"\x00\x01x"
+        s.sendall(bytes([0x10, len(body)]) + body)
+        s.settimeout(5)
+        assert s.recv(16) == bytes([0x20, 0x02, 0x00, 0x01])  # CONNACK, rc 1
+        assert s.recv(16) == b""  # and closed
+    assert refusals_of_5(cluster) == [1, 0, 0]
+
+    cert, key = cluster.client_cert(TERMINAL_ID)
+    cfg = FleetTable(brokers=(a,), ca_file=cluster.ca_cert, client_cert=cert, client_key=key,
+                     reconnect_base=0.2, keepalive=5)
+    ups: list[str] = []
+    acked: list[int] = []
+    conn = Connection(cfg, TERMINAL_ID, will=lambda: (f"posterm/v1/{TERMINAL_ID}/state",
+                                                     b'{"state": "offline"}'),
+                      on_up=ups.append, on_down=lambda: None, on_message=lambda t, p: None,
+                      on_published=acked.append)
+    ccert, ckey = cluster.client_cert("console")
+    console = Broker(a[0], a[1], ca=Path(cluster.ca_cert), cert=Path(ccert),
+                     cert_key=Path(ckey))
+    ingest = Ingest(Path(cluster.root) / "fleet.db", console, client_id="posterm-fleet")
+    conn.start()
+    try:
+        assert _wait(lambda: len(ups) == 1, DEADLINE), ups
+        assert conn.protocol == mqtt.MQTTv311 and refusals_of_5(cluster) == [2, 0, 0]
+        # the connection lost: the channel connects again, in 3.1.1 at once
+        sock = conn.client.socket()
+        assert sock is not None
+        sock.shutdown(socket.SHUT_RDWR)
+        assert _wait(lambda: len(ups) == 2, DEADLINE), ups
+        assert refusals_of_5(cluster) == [2, 0, 0]
+
+        ingest.start()
+        assert ingest.client.protocol == mqtt.MQTTv311 and refusals_of_5(cluster) == [3, 0, 0]
+        event = json.dumps({"tid": TERMINAL_ID, "seq": 1, "t": _now(), "kind": "restart",
+                            "data": {"reason": "start"}}).encode()
+        mid = conn.publish(f"posterm/v1/{TERMINAL_ID}/events", event, qos=1)
+        assert _wait(lambda: mid in acked and ingest.counts.events == 1, DEADLINE), \
+            (acked, ingest.counts)
+        # `send` makes a client per command: the broker's answer is remembered
+        assert send(console, TERMINAL_ID, {"id": "c1", "cmd": "ping", "args": {},
+                                           "t": _now()}, 1) is None  # nobody answers
+        assert refusals_of_5(cluster) == [3, 0, 0]
+        with pytest.raises(BrokerError, match=r"refused the console \(MQTT 5\): "
+                                              r"Unsupported protocol version"):
+            send(dataclasses.replace(console, mqtt="5"), TERMINAL_ID, {}, 5)
+        assert refusals_of_5(cluster) == [4, 0, 0]
+        on_b = Broker(b[0], b[1], ca=Path(cluster.ca_cert), cert=Path(ccert),
+                      cert_key=Path(ckey), mqtt="3.1.1")
+        assert send(on_b, TERMINAL_ID, {"id": "c2", "cmd": "ping", "args": {},
+                                        "t": _now()}, 1) is None
+        assert refusals_of_5(cluster) == [4, 0, 0]
+    finally:
+        conn.stop(None)
+        ingest.stop()

@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleet.alerts import Facts, Policy, alerts, version_key
+from firmware.debversion import key as version_key
+from fleet.alerts import Facts, Policy, alerts
 from fleet.commands import DANGEROUS, CommandError, build, canonical, verify
 from fleet.ingest import Ingest
-from fleet.mqtt import Broker
+from fleet.mqtt import Broker, BrokerConfigError, BrokerError, send
 from fleet.store import Store
 from fleet.web import fleet_view, terminal_view
 
@@ -271,6 +272,62 @@ def test_state_telemetry_and_events_are_stored(console: Ingest, terminals: Any) 
     view = terminal_view(store, "T0000001", NOW, Policy())
     assert view is not None and view["events_kept"] == 3 and view["alerts"] == []
     store.close()
+    assert console.client.version() == "5"  # Mosquitto has it; the terminal speaks 3.1.1
+
+
+@needs_broker
+def test_the_console_speaks_5_or_3_1_1_as_told(tmp_path: pathlib.Path, mosquitto: Mosquitto,
+                                               terminals: Any) -> None:
+    """--mqtt auto (5 here), 5 or 3.1.1: the same console, the same contract; a persistent
+    session under 5 keeps what arrives while the console is away, as under 3.1.1."""
+    t = terminals("T0000030")
+    for mqtt in ("auto", "5", "3.1.1"):
+        broker = Broker.parse(f"127.0.0.1:{mosquitto.port}", plain=True, mqtt=mqtt)
+        ingest = Ingest(tmp_path / f"{mqtt}.db", broker, client_id=f"posterm-fleet-{mqtt}")
+        ingest.start()
+        try:
+            assert ingest.client.version() == ("5" if mqtt == "auto" else mqtt)
+            t.event(1, "restart", reason="start")
+            wait_for(f"the event ({mqtt})", lambda i=ingest: i.counts.events == 1)
+        finally:
+            ingest.stop()
+        t.event(2, "restart", reason="while the console is away")
+        ingest = Ingest(tmp_path / f"{mqtt}.db", broker, client_id=f"posterm-fleet-{mqtt}")
+        ingest.start()
+        try:
+            wait_for(f"the event kept by the session ({mqtt})",
+                     lambda i=ingest: i.counts.events == 1)
+        finally:
+            ingest.stop()
+        command = build("ping", {}, None, dt.datetime.now(dt.timezone.utc))
+        reply = send(broker, t.tid, command, WAIT)
+        assert reply is not None and reply["result"] == {"pong": t.tid}
+    pong = run_cli("send", t.tid, "ping", "--plain", "--broker", f"127.0.0.1:{mosquitto.port}",
+                   "--mqtt", "3.1.1")
+    assert pong.returncode == 0 and json.loads(pong.stdout)["ok"] is True, pong.stderr
+    wrong = run_cli("send", t.tid, "ping", "--plain", "--broker", "127.0.0.1:1", "--mqtt", "4")
+    assert wrong.returncode == 2 and "--mqtt" in wrong.stderr
+    with pytest.raises(BrokerConfigError, match="--mqtt"):
+        Broker.parse("127.0.0.1:1", plain=True, mqtt="3")
+
+
+def test_under_mqtt_5_the_broker_says_why_it_refuses_a_command(broker: Any) -> None:
+    """A command the broker's ACL refuses (sent here with a terminal's certificate, which
+    writes only its own topics): under 5 `send` says so at once in the broker's words;
+    under 3.1.1 the broker acknowledges it in silence and `send` waits for its timeout."""
+    cert, key = broker.cert("TERM0002")
+    for mqtt in ("auto", "3.1.1"):
+        as_other = Broker.parse(f"127.0.0.1:{broker.port}", ca=pathlib.Path(broker.ca_cert),
+                                cert=pathlib.Path(cert), cert_key=pathlib.Path(key),
+                                mqtt=mqtt)
+        command = build("ping", {}, None, dt.datetime.now(dt.timezone.utc))
+        started = time.monotonic()
+        if mqtt == "auto":
+            with pytest.raises(BrokerError, match="refused the command: Not authorized"):
+                send(as_other, "TERM0001", command, WAIT)
+            assert time.monotonic() - started < WAIT / 2
+        else:
+            assert send(as_other, "TERM0001", command, 1.0) is None
 
 
 @needs_broker
@@ -449,7 +506,8 @@ def test_commands_are_checked_before_sending() -> None:
     for cmd, args, words in (("reboot", {}, "unknown command"),
                              ("ping", {"x": 1}, "takes no x"),
                              ("logs", {"lines": 0}, "lines must be"),
-                             ("update", {"url": "ftp://x", "sha256": "0" * 64}, "url"),
+                             ("update", {"url": "ftp://x", "sha256": "0" * 64}, "invalid URI"),
+                             ("update", {"url": "http://x/y", "sha256": "0" * 64}, "https"),
                              ("update", {"url": "https://x", "sha256": "XYZ"}, "sha256"),
                              ("params", {"version": "1", "set": {}}, "set must be")):
         with pytest.raises(CommandError, match=words):
@@ -562,16 +620,20 @@ def test_the_console_is_lint_and_type_clean() -> None:
         assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_the_console_imports_nothing_from_the_firmware() -> None:
+def test_the_console_imports_nothing_from_the_firmware_but_what_it_shares() -> None:
+    """Version order and the update's checks only (tests/test_architecture.py names them):
+    nothing that speaks for the terminal."""
     import ast
     found = set()
     for path in (ROOT / "fleet").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
-                found.add(node.module.split(".")[0])
+                found.update(f"{node.module}.{a.name}" if node.module == "firmware" else
+                             node.module for a in node.names)
             elif isinstance(node, ast.Import):
-                found.update(a.name.split(".")[0] for a in node.names)
-    assert not found & {"firmware", "drivers", "hwsim"}
+                found.update(a.name for a in node.names)
+    assert {n for n in found if n.split(".")[0] in {"firmware", "drivers", "hwsim"}} <= {
+        "firmware.debversion", "firmware.updateargs"}
     assert all(len(p.read_text().splitlines()) < 400 for p in (ROOT / "fleet").rglob("*.py"))
 
 
@@ -643,12 +705,14 @@ def test_the_console_connects_with_tls_and_its_own_certificate(tmp_path: pathlib
             wait_for("the event over TLS", lambda: ingest.counts.events == 1)
         finally:
             ingest.stop()
-        # a certificate of another CA is refused by the broker; no certificate as well
+        # a certificate of another CA is refused by the broker; no certificate as well:
+        # what TLS said is told, and not taken for a broker without MQTT 5 (no 3.1.1 try)
         for cert in ("stranger", None):
             other = Broker.parse(f"127.0.0.1:{tls.port}", ca=pem["ca"],
                                  cert=pem[cert] if cert else None,
                                  cert_key=pki[cert].with_suffix(".key") if cert else None)
-            with pytest.raises(BrokerError):
+            with pytest.raises(BrokerError, match=r"\(MQTT 5\): the connection was closed "
+                                                  r"\(.+: a certificate refused\?\)"):
                 connect(client(other, "posterm-fleet-x"), other, 5)
         with pytest.raises(BrokerConfigError, match="--ca"):
             Broker.parse("127.0.0.1:8883")

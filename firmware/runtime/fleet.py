@@ -25,6 +25,7 @@ import asyncio
 import collections
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -260,7 +261,9 @@ class FleetChannel:
                 continue
             payload = words.dumps({"tid": self.tid, "t": words.utc(self.clock.utc()),
                                    "facts": facts})
-            if self.conn.publish(self._topic("telemetry"), payload, qos=0) is not None:
+            # MQTT 5: a telemetry older than its interval is superseded: a broker drops it
+            if self.conn.publish(self._topic("telemetry"), payload, qos=0,
+                                 expiry=math.ceil(self.cfg.telemetry_interval)) is not None:
                 last, last_at = facts, self.clock.monotonic()
 
     # -- commands -----------------------------------------------------------------------
