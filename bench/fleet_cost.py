@@ -124,7 +124,7 @@ def run(tmp: pathlib.Path, channel: bool, args: argparse.Namespace) -> dict[str,
         got = console.everything()[seen0:] if console is not None else []
         assert "ENTER AMOUNT" in " ".join(rig.hw.display()), "the terminal left the idle screen"
         rss_end = rss_kb(pid)
-        parts = pieces(broker) if broker is not None else []
+        parts = pieces(broker) if broker is not None else None
     finally:
         rig.stop()
         if broker is not None:
@@ -145,32 +145,34 @@ PIECES = """
 import re, ssl, sys, pathlib
 def rss():
     return int(re.search(r"VmRSS:\\s+(\\d+)", pathlib.Path("/proc/self/status").read_text())[1])
-a = rss()
+import firmware.__main__
+from firmware.runtime import app, graph, status  # what every terminal imports
+a, before = rss(), set(sys.modules)
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 out, a = [rss() - a], rss()
-from firmware.runtime import graph, status  # imported with or without brokers
-a = rss()
-status.version()
+from firmware.runtime import fleet  # the channel's own modules
 out.append(rss() - a); a = rss()
 c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="TERM0001", protocol=mqtt.MQTTv311)
 c.tls_set(ca_certs=sys.argv[1], certfile=sys.argv[2], keyfile=sys.argv[3],
           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
 out.append(rss() - a)
 print(*out)
+print(*sorted({m.split(".")[0] for m in set(sys.modules) - before}))
 """
 
 
-def pieces(broker: Broker) -> list[int]:
-    """VmRSS (kB) that each adds in a bare interpreter: importing paho-mqtt (the
-    firmware does with or without brokers: graph.py imports fleet.py), then, after the
-    firmware's runtime modules, `status.version()` (importlib.metadata: the channel asks
-    it at start and for every gathering of the facts) and a paho client with the
-    terminal's TLS context (what fleet_mqtt.Connection makes)."""
+def pieces(broker: Broker) -> tuple[list[int], str]:
+    """VmRSS (kB) that each adds to an interpreter that has imported what every terminal
+    imports (firmware.runtime.app and the rest, as without brokers): paho-mqtt (with the
+    standard library it brings: urllib.request, http.client, the email parser), the
+    channel's own modules, and a paho client with the terminal's TLS context (what
+    fleet_mqtt.Connection makes); and the top-level packages imported for the channel."""
     cert, key = broker.cert(TID)
     out = subprocess.run([sys.executable, "-c", PIECES, broker.ca_cert, cert, key],
                          env=_env(), capture_output=True, text=True, timeout=60, check=True)
-    return [int(x) for x in out.stdout.split()]
+    figures, names = out.stdout.splitlines()[:2]
+    return [int(x) for x in figures.split()], names
 
 
 def show(name: str, r: dict[str, Any]) -> None:
@@ -225,11 +227,11 @@ def main() -> int:
     print(f"  RSS the channel adds: {added['rss_start']:+.1f} MB after start, "
           f"{added['rss_sales']:+.1f} MB after the sales ({anon:+.1f} MB anonymous), "
           f"{added['rss_end']:+.1f} MB at the end (goal <= {GOAL_RSS_MB:g} MB)")
-    paho, meta, client = (kb / 1024 for kb in on["pieces"])
-    print(f"    measured apart (RSS, a bare interpreter): status.version()'s "
-          f"importlib.metadata, which the channel asks for {meta:.1f} MB; a paho client "
-          f"with the terminal's TLS context {client:.1f} MB; paho-mqtt's modules "
-          f"{paho:.1f} MB, loaded with or without brokers (not in the difference)")
+    (paho, own, client), names = on["pieces"][0], on["pieces"][1]
+    print(f"    measured apart (RSS, an interpreter with the modules every terminal imports): "
+          f"paho-mqtt {paho / 1024:.1f} MB (with the standard library it brings), the "
+          f"channel's own modules {own / 1024:.1f} MB, a paho client with the terminal's TLS "
+          f"context {client / 1024:.1f} MB; packages imported for the channel: {names}")
     s = min(on["seconds"], off["seconds"])
     extra = on["own"] / on["seconds"] * s - off["own"] / off["seconds"] * s
     # a PINGREQ is a wake-up to send it and one to read the PINGRESP; a telemetry message

@@ -41,7 +41,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import ssl
 import sys
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware import bundle
+from firmware import updateargs
 from firmware.config import Config
 from firmware.runtime import fleet_handoff
 from firmware.runtime.fleet_words import Refused, scrub
@@ -63,9 +62,7 @@ PENDING = "fleet_update_pending"  # {"version", "from"}: handed to `posterm upda
 IDLE, DOWNLOADING, DOWNLOADED, UPDATING = 0, 1, 2, 3  # LwM2M /5/x/3
 INITIAL, UPDATED, NO_SPACE, CONNECTION_LOST, INTEGRITY, UNSUPPORTED, INVALID_URI, FAILED = \
     0, 1, 2, 4, 5, 6, 7, 8  # LwM2M /5/x/5
-LIMIT = bundle.MAX_BUNDLE
 TIMEOUT = 30.0  # seconds without a byte: the connection is lost
-_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Failed(Exception):
@@ -86,6 +83,9 @@ class _HttpsOnly(urllib.request.HTTPRedirectHandler):
 
 def download(url: str, target: Path, ca_file: str) -> str:
     """Fetch `url` into `target` (blocking: a worker thread's); its SHA-256, hex."""
+    from firmware import bundle  # tarfile and the rest: only when an update comes
+
+    limit = bundle.MAX_BUNDLE
     ctx = ssl.create_default_context(cafile=ca_file or None)
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx),
                                          _HttpsOnly())
@@ -94,15 +94,15 @@ def download(url: str, target: Path, ca_file: str) -> str:
         with opener.open(url, timeout=TIMEOUT) as answer:
             length = int(answer.headers.get("Content-Length") or 0)
             free = shutil.disk_usage(target.parent).free
-            if length > LIMIT or 2 * length + 1024 * 1024 > free:  # the bundle, unpacked
+            if length > limit or 2 * length + 1024 * 1024 > free:  # the bundle, unpacked
                 raise Failed(NO_SPACE, f"the bundle ({length} bytes) does not fit")
             size = 0
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 while chunk := answer.read(64 * 1024):
                     size += len(chunk)
-                    if size > LIMIT:
-                        raise Failed(NO_SPACE, f"the bundle is larger than {LIMIT} bytes")
+                    if size > limit:
+                        raise Failed(NO_SPACE, f"the bundle is larger than {limit} bytes")
                     digest.update(chunk)
                     f.write(chunk)
             if length and size != length:
@@ -170,15 +170,14 @@ class FleetUpdate:
             raise Refused("not implemented")  # a channel made without the configuration
         if self.busy:
             raise Refused("an update is in progress")
-        url, digest = args.get("url"), args.get("sha256")
-        if not isinstance(digest, str) or not _HEX.fullmatch(digest.lower()):
-            raise Refused("sha256: must be 64 hex digits")
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme != "https" or not parts.hostname \
-                or not str(url).isprintable() or len(str(url)) > 2048:
+        try:  # the console's own check, so that both refuse the same in the same words
+            digest = updateargs.check_sha256(args.get("sha256"))
+        except updateargs.Refused as exc:
+            raise Refused(str(exc)) from None
+        if not updateargs.url_ok(args.get("url")):
             self.event(IDLE, INVALID_URI, error="the URL must be https://host/...")
-            raise Refused("invalid URI: must be https://host/...")
-        return str(url), digest.lower()
+            raise Refused(updateargs.BAD_URL)
+        return str(args["url"]), digest
 
     async def run(self, url: str, digest: str, idle: Callable[[], bool]) -> None:
         """The update from its download to its hand-off; each step an event."""
@@ -197,6 +196,8 @@ class FleetUpdate:
         self.folder.mkdir(mode=0o700, exist_ok=True)
         path = self.folder / "update.bundle"
         try:
+            from firmware import bundle  # as download() does: not at rest (0.3 MB)
+
             got = await asyncio.to_thread(download, url, path, self.ca_file)
             if got != digest:
                 raise Failed(INTEGRITY, "the SHA-256 of the bundle fetched is not the one "
