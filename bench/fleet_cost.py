@@ -142,32 +142,38 @@ def run(tmp: pathlib.Path, channel: bool, args: argparse.Namespace) -> dict[str,
 
 
 PIECES = """
-import re, ssl, sys, pathlib
+import re, ssl, sys, pathlib, tracemalloc
 def rss():
     return int(re.search(r"VmRSS:\\s+(\\d+)", pathlib.Path("/proc/self/status").read_text())[1])
 import firmware.__main__
 from firmware.runtime import app, graph, status  # what every terminal imports
-a, before = rss(), set(sys.modules)
+before = set(sys.modules)
+tracemalloc.start()
+a = tracemalloc.get_traced_memory()[0]
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-out, a = [rss() - a], rss()
+out, a = [tracemalloc.get_traced_memory()[0] - a], tracemalloc.get_traced_memory()[0]
 from firmware.runtime import fleet  # the channel's own modules
-out.append(rss() - a); a = rss()
+out.append(tracemalloc.get_traced_memory()[0] - a)
+tracemalloc.stop()
+a = rss()
 c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="TERM0001", protocol=mqtt.MQTTv311)
 c.tls_set(ca_certs=sys.argv[1], certfile=sys.argv[2], keyfile=sys.argv[3],
           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-out.append(rss() - a)
+out.append((rss() - a) * 1024)
 print(*out)
 print(*sorted({m.split(".")[0] for m in set(sys.modules) - before}))
 """
 
 
 def pieces(broker: Broker) -> tuple[list[int], str]:
-    """VmRSS (kB) that each adds to an interpreter that has imported what every terminal
-    imports (firmware.runtime.app and the rest, as without brokers): paho-mqtt (with the
-    standard library it brings: urllib.request, http.client, the email parser), the
-    channel's own modules, and a paho client with the terminal's TLS context (what
-    fleet_mqtt.Connection makes); and the top-level packages imported for the channel."""
+    """Bytes that each adds to an interpreter that has imported what every terminal
+    imports (firmware.runtime.app and the rest, as without brokers): the Python heap
+    (tracemalloc: RSS moves by whole pages and allocator arenas, too coarse for a module)
+    that paho-mqtt takes (with the standard library it imports at its top: urllib.request,
+    http.client, the email parser) and the channel's own modules; the RSS of a paho
+    client with the terminal's TLS context (OpenSSL's memory, which tracemalloc does not
+    see; what fleet_mqtt.Connection makes); and the top-level packages imported."""
     cert, key = broker.cert(TID)
     out = subprocess.run([sys.executable, "-c", PIECES, broker.ca_cert, cert, key],
                          env=_env(), capture_output=True, text=True, timeout=60, check=True)
@@ -228,10 +234,11 @@ def main() -> int:
           f"{added['rss_sales']:+.1f} MB after the sales ({anon:+.1f} MB anonymous), "
           f"{added['rss_end']:+.1f} MB at the end (goal <= {GOAL_RSS_MB:g} MB)")
     (paho, own, client), names = on["pieces"][0], on["pieces"][1]
-    print(f"    measured apart (RSS, an interpreter with the modules every terminal imports): "
-          f"paho-mqtt {paho / 1024:.1f} MB (with the standard library it brings), the "
-          f"channel's own modules {own / 1024:.1f} MB, a paho client with the terminal's TLS "
-          f"context {client / 1024:.1f} MB; packages imported for the channel: {names}")
+    print(f"    measured apart, after the modules every terminal imports: paho-mqtt "
+          f"{paho / 2**20:.2f} MB of Python heap (with the standard library it imports), the "
+          f"channel's own modules {own / 2**20:.2f} MB, a paho client with the terminal's "
+          f"TLS context {client / 2**20:.1f} MB RSS; packages imported for the channel: "
+          f"{names}")
     s = min(on["seconds"], off["seconds"])
     extra = on["own"] / on["seconds"] * s - off["own"] / off["seconds"] * s
     # a PINGREQ is a wake-up to send it and one to read the PINGRESP; a telemetry message
