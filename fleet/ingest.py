@@ -32,7 +32,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from fleet import TOPIC_ROOT
-from fleet.mqtt import Broker, client, connect, topic, why
+from firmware import mqtt5
+from fleet.mqtt import Broker, client, connect, topic
 from fleet.store import Store
 
 log = logging.getLogger("posterm.fleet.ingest")
@@ -82,7 +83,7 @@ class Ingest:
             bad = [code for code in codes if getattr(code, "is_failure", False)]
             if bad:
                 log.error("the broker refused the console's subscription to %s: %s",
-                          SUBSCRIPTION, why(bad[0], properties))
+                          SUBSCRIPTION, mqtt5.why(bad[0], properties))
             subscribed.set()
 
         self.client.on_subscribe = on_subscribe
@@ -97,7 +98,7 @@ class Ingest:
     def _on_reconnect(self, c: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                       properties: Any) -> None:
         if getattr(reason, "is_failure", False):
-            log.warning("broker refused the console: %s", why(reason, properties))
+            log.warning("broker refused the console: %s", mqtt5.why(reason, properties))
             return
         c.subscribe(SUBSCRIPTION, qos=1)
 
@@ -105,7 +106,7 @@ class Ingest:
                     properties: Any) -> None:
         if getattr(reason, "is_failure", False):  # MQTT 5: a command the broker refused
             log.warning("the broker refused a command (message %d): %s", mid,
-                        why(reason, properties))
+                        mqtt5.why(reason, properties))
 
     def stop(self) -> None:
         self.client.disconnect()

@@ -36,8 +36,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from firmware import mqtt5
 from fleet import TOPIC_ROOT
 
 log = logging.getLogger("posterm.fleet.mqtt")
@@ -123,19 +123,6 @@ class Client(mqtt.Client):
         return next((k for k, v in VERSIONS.items() if v == self.protocol), "3.1")
 
 
-def _properties(packet: int, **values: int) -> Properties:
-    props = Properties(packet)  # type: ignore[no-untyped-call]
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
-
-
-def why(reason: Any, properties: Any) -> str:
-    """A reason code in the broker's words, with its reason string when it sent one."""
-    more = getattr(properties, "ReasonString", None)
-    return f"{reason} ({more})" if more else str(reason)
-
-
 def client(broker: Broker, client_id: str, clean: bool = True,
            manual_ack: bool = False) -> Client:
     """A paho client for `broker`, not yet connected."""
@@ -197,7 +184,7 @@ def _connect(c: Client, broker: Broker, timeout: float,
 
     def on_connect(cl: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                    properties: Any) -> None:
-        outcome["reason"], c.connack = why(reason, properties), reason
+        outcome["reason"], c.connack = mqtt5.why(reason, properties), reason
         ready.set()
 
     def on_gone(cl: mqtt.Client, userdata: Any, *rest: Any) -> None:
@@ -214,7 +201,7 @@ def _connect(c: Client, broker: Broker, timeout: float,
         if version == mqtt.MQTTv5:
             expiry = 0 if c.clean else NEVER  # as 3.1.1's clean or persistent session
             c.connect(broker.host, broker.port, keepalive=KEEPALIVE, clean_start=c.clean,
-                      properties=_properties(PacketTypes.CONNECT,
+                      properties=mqtt5.properties(PacketTypes.CONNECT,
                                              SessionExpiryInterval=expiry))
         else:
             c.connect(broker.host, broker.port, keepalive=KEEPALIVE)
@@ -256,13 +243,13 @@ def send(broker: Broker, tid: str, command: dict[str, Any],
                      properties: Any) -> None:
         bad = [code for code in codes if getattr(code, "is_failure", False)]
         if bad:
-            refused["subscription to the reply"] = why(bad[0], properties)
+            refused["subscription to the reply"] = mqtt5.why(bad[0], properties)
         subscribed.set()
 
     def on_publish(cl: mqtt.Client, userdata: Any, mid: int, reason: Any,
                    properties: Any) -> None:
         if getattr(reason, "is_failure", False):
-            refused["command"] = why(reason, properties)
+            refused["command"] = mqtt5.why(reason, properties)
 
     c.on_message = on_message
     c.on_subscribe = on_subscribe

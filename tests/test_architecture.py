@@ -33,7 +33,7 @@ DRIVER_MAY = ("firmware.core.events", "firmware.core.card", "firmware.ports", "f
               "drivers")
 SHARED_WITH_HWSIM = ("drivers.fdpump",)  # mechanism without protocol: bytes in and out of an fd
 # what the console must do exactly as the terminal does: version order, the update's checks
-SHARED_WITH_FLEET = ("firmware.debversion", "firmware.updateargs")
+SHARED_WITH_FLEET = ("firmware.debversion", "firmware.updateargs", "firmware.mqtt5")
 
 
 def _modules(folder: str) -> list[pathlib.Path]:

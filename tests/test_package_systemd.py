@@ -423,10 +423,15 @@ def test_signed_update_and_rollback(signed: dict[str, Any], tmp_path: pathlib.Pa
                      f"rolled back, exit 3, in {took_bad:.1f} s (ready_timeout 10 s); "
                      f"{shown['ActiveState']} again, NRestarts {shown['NRestarts']}")
 
-        term.rig.hw.wait_display("ENTER AMOUNT", timeout=20)
-        term.sale("2000")
-        assert term.status()["last_sale"]["id"] == 2
-        term.money_invariant()
+        _sells_again(term)
+
+
+def _sells_again(term: Terminal) -> None:
+    """After an update: the idle screen, a second sale approved, the money invariant."""
+    term.rig.hw.wait_display("ENTER AMOUNT", timeout=20)
+    term.sale("2000")
+    assert term.status()["last_sale"]["id"] == 2
+    term.money_invariant()
 
 
 # -- 4. the fleet's update, handed to root ---------------------------------------------------
@@ -530,7 +535,4 @@ def test_fleet_update_is_installed_by_roots_path_unit(
                      f"{took_refused:.1f} s, result 8; {version} -> {version}{GOOD} "
                      f"(download, request, posterm-fleet-update: repack, dpkg -i, restart, "
                      f"READY; result 1 from the new version) in {took_good:.1f} s")
-        term.rig.hw.wait_display("ENTER AMOUNT", timeout=20)
-        term.sale("2000")
-        assert term.status()["last_sale"]["id"] == 2
-        term.money_invariant()
+        _sells_again(term)

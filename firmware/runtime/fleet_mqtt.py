@@ -48,8 +48,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
+from firmware import mqtt5
 from firmware.config_fleet import FleetTable
 from firmware.core.backoff import full_jitter
 from firmware.core.link import terminal_offset
@@ -87,20 +87,6 @@ def protocol_for(choice: str, broker: str) -> MQTTProtocolVersion:
     if choice in NAMES.values():
         return V5 if choice == "5" else V311
     return V311 if broker in _ONLY_311 else V5
-
-
-def _properties(packet: int, **values: int) -> Properties:
-    """MQTT 5 properties of one packet (paho leaves them out of a 3.1.1 packet)."""
-    props = Properties(packet)  # type: ignore[no-untyped-call]
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
-
-
-def _why(reason: Any, properties: Any) -> str:
-    """A reason code in the broker's words, with its reason string when it sent one."""
-    more = getattr(properties, "ReasonString", None)
-    return f"{reason} ({more})" if more else str(reason)
 
 
 class Connection:
@@ -149,7 +135,7 @@ class Connection:
         """Hand a message to paho; its mid (QoS 1: `on_published(mid)` at its PUBACK), or
         None when it was not taken. `expiry`: seconds after which a broker speaking MQTT 5
         drops it undelivered (3.1.1 has no such thing: paho leaves it out)."""
-        props = None if expiry is None else _properties(
+        props = None if expiry is None else mqtt5.properties(
             PacketTypes.PUBLISH, MessageExpiryInterval=max(1, int(expiry)))
         try:
             info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
@@ -228,7 +214,7 @@ class Connection:
                 # 3.1.1's clean session: a clean start, and a session that ends with the
                 # connection
                 c.connect(host, port, keepalive=self.cfg.keepalive, clean_start=True,
-                          properties=_properties(PacketTypes.CONNECT, SessionExpiryInterval=0))
+                          properties=mqtt5.properties(PacketTypes.CONNECT, SessionExpiryInterval=0))
             else:
                 c.connect(host, port, keepalive=self.cfg.keepalive)
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -281,7 +267,7 @@ class Connection:
         if rc.is_failure:
             if not (rc == UNSUPPORTED_VERSION and self.cfg.mqtt == "auto"):  # said after
                 log.warning("fleet broker %s refused the connection (MQTT %s): %s",
-                            self.broker, NAMES.get(self.protocol), _why(rc, properties))
+                            self.broker, NAMES.get(self.protocol), mqtt5.why(rc, properties))
             return
         client.subscribe(f"posterm/v1/{self.tid}/cmd", qos=1)
         self._up.set()
@@ -291,7 +277,7 @@ class Connection:
     def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                       properties: Any) -> None:
         if self._up.is_set():
-            log.info("fleet channel down (%s): %s", self.broker, _why(rc, properties))
+            log.info("fleet channel down (%s): %s", self.broker, mqtt5.why(rc, properties))
             self._up.clear()
             self.on_down()
 
@@ -300,7 +286,7 @@ class Connection:
         refused = [c for c in codes if getattr(c, "is_failure", False)]
         if refused:
             log.warning("fleet broker %s refused the subscription to the commands: %s",
-                        self.broker, _why(refused[0], properties))
+                        self.broker, mqtt5.why(refused[0], properties))
 
     def _message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.on_message(message.topic, bytes(message.payload))
@@ -311,5 +297,5 @@ class Connection:
         # 3.1.1 acknowledges and drops it. Either way it is done with: logged, not resent.
         if getattr(rc, "is_failure", False):
             log.warning("fleet broker %s refused message %d: %s", self.broker, mid,
-                        _why(rc, properties))
+                        mqtt5.why(rc, properties))
         self.on_published(mid)
