@@ -28,8 +28,11 @@ the two fsync'd writes the contract puts on this path.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import pathlib
+import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -46,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from firmware.core import iso  # noqa: E402
 from firmware.core.card import CardData  # noqa: E402
 import iso8583  # noqa: E402
+from hwsim.fwconfig import render_config  # noqa: E402
 from hwsim.hostproto import SPEC, encode  # noqa: E402
 from tests.rig import Rig  # noqa: E402
 
@@ -65,9 +69,12 @@ class SaleTimes:
     lcd_bits: int
 
 
-def start_rig(tmp: pathlib.Path) -> Rig:
+def start_rig(tmp: pathlib.Path, hwsim_only: bool = False) -> Rig:
     rig = Rig(tmp, overrides={"operator": {"duplicate_minutes": 0},
                               "timeouts": {"result": 60.0}})
+    if hwsim_only:
+        rig.start_sim()
+        return rig
     rig.start()
     rig.wait_online()
     return rig
@@ -82,6 +89,10 @@ def wait_rows(rig: Rig, test: Any, what: str, timeout: float = 10.0) -> list[str
         if time.monotonic() > deadline:
             raise RuntimeError(f"the display never showed {what}: {rows}")
         time.sleep(POLL)
+
+
+def is_approved(rows: Any) -> bool:
+    return any("APPROVED" in row for row in rows)
 
 
 def is_result(rows: list[str]) -> bool:
@@ -128,13 +139,13 @@ def analyse(swipe: float, entries: list[dict[str, Any]], request_at: float) -> S
         lcd_transactions=len(upto), lcd_bits=sum(lcd_bits(int(e["bytes"])) for e in upto))
 
 
-def host_round_trips(rig: Rig, count: int) -> list[float]:
-    """0200 -> 0210 through the firmware's path (proxy, host) from a bare client."""
+def host_round_trips(address: tuple[str, int], count: int) -> list[float]:
+    """0200 -> 0210 from a bare client at `address` (the firmware's path: proxy, host)."""
     ident = iso.Identity("BENCH001", "BENCHMERCHANT01", "978")
     card = CardData(pan=PAN, expiry="3012", service_code="101",
                     track2=f"{PAN}=30121011000000000000")
     out: list[float] = []
-    with socket.create_connection((rig.info["primary_host"], rig.info["primary_port"])) as s:
+    with socket.create_connection(address) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for n in range(count):
             base = iso.sale_fields(ident, card=card, amount=1000 + n, processing_code=iso.PURCHASE,
@@ -207,25 +218,250 @@ def run(rig: Rig, sales: int, start: int) -> list[SaleTimes]:
     return times
 
 
+# -- the firmware's own time: the real App in this process --------------------------------
+class DisplaySink:
+    """The display port, in process: each screen the runtime hands it, stamped (it runs in
+    the display keeper's thread, as the LCD driver would)."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[float, tuple[str, ...]]] = []
+        self.result: asyncio.Event | None = None  # set once a result screen is shown
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def show(self, rows: Any) -> None:
+        self.shown.append((time.perf_counter(), tuple(rows)))
+        if self.result is not None and self.loop is not None and is_approved(rows):
+            self.loop.call_soon_threadsafe(self.result.set)  # after the stamp
+
+    def close(self) -> None:
+        pass
+
+
+class CardSource:
+    """The card reader port, in process: a swipe's bytes go through the magstripe driver's
+    own framing and track parsing, and the event to the runtime, as the driver does."""
+
+    def __init__(self) -> None:
+        self.emit: Any = None
+
+    async def run(self, emit: Any) -> None:
+        self.emit = emit
+        await asyncio.Event().wait()
+
+    def swipe(self, line: bytes) -> float:
+        from drivers.magstripe import LineFramer, events_from_read
+        t0 = time.perf_counter()
+        for event in events_from_read(LineFramer(), line, time.monotonic()):
+            self.emit(event)
+        return t0
+
+    def close(self) -> None:
+        pass
+
+
+class Stamps:
+    """Wrappers around the parts a sale goes through, each noting when it ran: the core's
+    step (by event), the two journal writes, the 0200 written, the 0210 read."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str, t: float | None = None) -> None:
+        self.marks.setdefault(name, time.perf_counter() if t is None else t)
+
+    def wrap(self, owner: Any, attr: str, before: str | None, after: str | None,
+             when: Any = None) -> None:
+        inner = getattr(owner, attr)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            hit = when is None or when(*args)
+            if hit and before:
+                self.mark(before)
+            out = inner(*args, **kwargs)
+            if hit and after:
+                self.mark(after)
+            return out
+        setattr(owner, attr, wrapped)
+
+
+# the breakdown: (label, from mark, to mark); the host's round trip is taken out
+STEPS = (
+    ("card read (driver parse, queue)", "swipe", "core1"),
+    ("core: the swipe's step", "core1", "core1_end"),
+    ("-> journal (effects, task, fields)", "core1_end", "journal1"),
+    ("journal: `sending` (fsync)", "journal1", "journal1_end"),
+    ("-> 0200 written (build, encode)", "journal1_end", "sent"),
+    ("[host round trip, not counted]", "sent", "answer"),
+    ("answer -> journal (decode, match)", "answer", "journal2"),
+    ("journal: the answer (fsync)", "journal2", "journal2_end"),
+    ("-> core (event, queue)", "journal2_end", "core2"),
+    ("core: the answer's step", "core2", "core2_end"),
+    ("-> screen at the sink", "core2_end", "screen"),
+)
+
+
+async def inprocess_sales(cfg_path: pathlib.Path, log_path: pathlib.Path, sales: int,
+                          warmup: int, prof: Any = None) -> list[dict[str, float]]:
+    from firmware import config as config_mod
+    from firmware.core import iso as iso_mod
+    from firmware.core import machine
+    from firmware.core.events import CardSwiped, HostAnswered, KeyPressed
+    from firmware.runtime import journald
+    from firmware.runtime.app import App
+    from firmware.runtime.journal import Journal
+    from firmware.runtime.vault import Vault
+    from firmware.runtime.wiring import open_devices
+
+    cfg = config_mod.load(str(cfg_path))
+    saved, sys.stderr = sys.stderr, open(log_path, "a")  # the terminal's logging, to a file
+    try:
+        journald.setup(cfg.log_level)
+    finally:
+        sys.stderr = saved
+    state = pathlib.Path(cfg.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)
+    journal = Journal(state / "journal.sqlite3", Vault.open(state / "card.key", create=True))
+    devices = open_devices(cfg)
+    devices.card_reader.close()
+    source, sink = CardSource(), DisplaySink()
+    devices.card_reader, devices.display = source, sink  # type: ignore[assignment]
+    app = App(cfg, devices, journal)
+    sink.loop = asyncio.get_running_loop()
+    st = Stamps()
+    step = machine.step
+
+    def stepped(state: Any, event: Any, now: Any) -> Any:
+        name = ("core1" if isinstance(event, CardSwiped) else
+                "core2" if isinstance(event, HostAnswered) else None)
+        if name:
+            st.mark(name)
+        out = step(state, event, now)
+        if name:
+            st.mark(name + "_end")
+        return out
+    machine.step = stepped  # app.py calls core.step through the module
+    st.wrap(journal, "start_attempt", "journal1", "journal1_end")
+    st.wrap(journal, "record_answer", "journal2", "journal2_end")
+    st.wrap(app.parts.link, "_write", None, "sent", when=lambda doc, **_: doc.get("t") == "0200")
+    decode = iso_mod.decode
+    iso_mod.decode = lambda payload: (st.mark("answer"), decode(payload))[1]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(app.run(stop))
+
+    async def until(test: Any, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not test():
+            if runner.done():
+                runner.result()
+                raise RuntimeError(f"the app stopped while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.0005)
+
+    def phase() -> object:
+        return app.state.phase if app.state is not None else None
+
+    await until(lambda: phase() == machine.Phase.IDLE and app.monitor.state == "UP",
+                "online idle")
+    line = f"%B{PAN}^BENCH/CARD^30121010000000000000?;{PAN}=30121010000000000000?\r\n".encode()
+    out: list[dict[str, float]] = []
+    try:
+        for n in range(warmup + sales):
+            for key in (*f"{10 + n % 90}00", "OK"):
+                app.emit(KeyPressed(key))
+            await until(lambda: phase() == machine.Phase.WAIT_CARD, "SWIPE CARD")
+            await until(lambda: not app.queue.qsize(), "the keys taken")
+            await asyncio.sleep(0.002)  # the SWIPE CARD screen's write is done
+            st.marks.clear()
+            seen = len(sink.shown)
+            sink.result = asyncio.Event()  # waited for, not polled: no bench task in between
+            if os.environ.get("BENCH_TRACE_SQL") and n == warmup:
+                journal.db.set_trace_callback(lambda sql: print("   SQL", " ".join(sql.split())[:150]))
+            if prof is not None and n >= warmup:
+                prof.enable()  # the window from the swipe to the result screen only
+            st.mark("swipe", source.swipe(line))
+            await asyncio.wait_for(sink.result.wait(), 30)
+            if prof is not None:
+                prof.disable()
+            journal.db.set_trace_callback(None)
+            st.mark("screen", next(t for t, rows in sink.shown[seen:] if is_approved(rows)))
+            if n >= warmup:
+                out.append(dict(st.marks))
+            await until(lambda: phase() == machine.Phase.RESULT, "the receipt printed")
+            app.emit(KeyPressed("OK"))
+            await until(lambda: phase() == machine.Phase.IDLE, "the idle screen")
+    finally:
+        machine.step, iso_mod.decode = step, decode
+        stop.set()
+        await runner
+        devices.close()
+        journal.close()
+    return out
+
+
+def inprocess(rig: Rig, sales: int, warmup: int, profile: str = "") -> tuple[list[dict[str, float]], list[float]]:
+    """Run the in-process sales against hwsim's host directly (no proxy): the marks of each
+    sale, and a bare client's round trips to the same host."""
+    state = rig.tmp / "state-inprocess"
+    shutil.rmtree(state, ignore_errors=True)
+    cfg = rig.tmp / "inprocess.toml"
+    overrides = {k: dict(v) for k, v in rig.overrides.items()}
+    address = (str(rig.info["host"]), int(rig.info["host_port"]))
+    overrides.setdefault("host", {}).update({"host": address[0], "port": address[1]})
+    cfg.write_text(render_config(rig.info, state_dir=str(state), overrides=overrides))
+    host = host_round_trips(address, 300)
+    prof = None
+    if profile:
+        import cProfile
+        prof = cProfile.Profile()
+    marks = asyncio.run(inprocess_sales(cfg, rig.tmp / "inprocess.log", sales, warmup, prof))
+    if prof is not None:
+        prof.dump_stats(profile)
+    host += host_round_trips(address, 300)
+    return marks, host
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sales", type=int, default=1500, help="sales in all (default 1500)")
     parser.add_argument("--runs", type=int, default=3, help="runs they are split into")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--inprocess", type=int, default=1500,
+                        help="sales through the real App in this process (default 1500)")
+    parser.add_argument("--only-inprocess", action="store_true",
+                        help="skip the measurement through hwsim")
+    parser.add_argument("--profile", default="",
+                        help="write cProfile's statistics of the in-process sales here")
     args = parser.parse_args()
     per_run = max(1, args.sales // args.runs)
     with tempfile.TemporaryDirectory(prefix="posterm-bench-") as tmp:
-        rig = start_rig(pathlib.Path(tmp))
+        rig = start_rig(pathlib.Path(tmp), hwsim_only=args.only_inprocess)
         try:
-            fsync = fsync_floor(rig.state_dir)
-            host = host_round_trips(rig, 300)
-            run(rig, args.warmup, 0)
-            results = [run(rig, per_run, args.warmup + r * per_run) for r in range(args.runs)]
-            host += host_round_trips(rig, 300)
+            fsync = fsync_floor(rig.state_dir if rig.state_dir.exists() else rig.tmp)
+            results: list[list[SaleTimes]] = []
+            host: list[float] = []
+            if not args.only_inprocess:
+                primary = (str(rig.info["primary_host"]), int(rig.info["primary_port"]))
+                host = host_round_trips(primary, 300)
+                run(rig, args.warmup, 0)
+                results = [run(rig, per_run, args.warmup + r * per_run)
+                           for r in range(args.runs)]
+                host += host_round_trips(primary, 300)
+                rig.kill_fw(signal.SIGTERM)  # one terminal at a time on this host
+            own_marks, own_host = inprocess(rig, args.inprocess, args.warmup, args.profile)
         finally:
             rig.stop()
-    host_med = statistics.median(host)
     fsync_med = statistics.median(fsync)
+    if results:
+        print_hwsim(args, results, host, fsync_med)
+    print_inprocess(own_marks, own_host, fsync, args.runs)
+    return 0
+
+
+def print_hwsim(args: Any, results: list[list[SaleTimes]], host: list[float],
+                fsync_med: float) -> None:
+    host_med = statistics.median(host)
     everything = [t for r in results for t in r]
 
     def runs_of(fn: Any) -> str:
@@ -257,9 +493,6 @@ def main() -> int:
     print("      the round trip (answer's journal write, core, display)")
     print(f"    display: result screen drawing    "
           f"{runs_of(lambda r: pct([t.result_draw for t in r], 50))}")
-    print(f"    fsync floor x 2 (sending, answer) "
-          f"{ms(2 * min(fsync))} {ms(2 * fsync_med)} {ms(2 * max(fsync))}"
-          "  (min/median/max of the probe)")
     held = sum(t.display_before_request for t in everything)
     print(f"  display transfers before the 0200  {held} in {len(everything)} sales "
           f"({held / len(everything):.2f} a sale)")
@@ -269,7 +502,45 @@ def main() -> int:
           f"{bits / 100:.2f} ms at 100 kHz, {bits / 400:.2f} ms at 400 kHz (median)")
     ratio = statistics.median(t.total - host_med for t in everything) / (2 * fsync_med)
     print(f"  own time / (2 fsyncs)              {ratio:.1f}x  (1.0 would be the journal alone)")
-    return 0
+
+
+def print_inprocess(marks: list[dict[str, float]], host: list[float], fsync: list[float],
+                    runs: int) -> None:
+    """The firmware's own time: swipe bytes handed to the driver's parser -> the result
+    screen handed to the display sink, less that sale's own host round trip (0200 written
+    -> 0210 read)."""
+    def gap(m: dict[str, float], a: str, b: str) -> float:
+        return m[b] - m[a]
+
+    whole = [m for m in marks if all(k in m for _, a, b in STEPS for k in (a, b))]
+    if len(whole) < len(marks):  # e.g. an answer that came too late: approved offline
+        print(f"  ({len(marks) - len(whole)} sales without every mark are left out)")
+    marks = whole
+    own = [gap(m, "swipe", "screen") - gap(m, "sent", "answer") for m in marks]
+    size = max(1, len(marks) // runs)
+    chunks = [own[i:i + size] for i in range(0, len(own), size)][:runs]
+    print("the firmware's own time (the real App in this process: card source and display "
+          "sink in process,")
+    print("  journal with its fsyncs, the host link to hwsim's host on loopback, no proxy)")
+    print(f"  sales measured                     {len(marks)} in {len(chunks)} runs")
+    print("                                          min  median     max  (ms, over runs)")
+    print(f"  swipe -> result screen, p50        "
+          f"{spread([pct([gap(m, 'swipe', 'screen') for m in marks[i * size:(i + 1) * size]], 50) for i in range(len(chunks))])}")
+    print(f"  firmware's own time, p50           {spread([pct(c, 50) for c in chunks])}"
+          "   goal <= 2 ms")
+    print(f"  firmware's own time, p99           {spread([pct(c, 99) for c in chunks])}"
+          "   goal <= 5 ms")
+    print(f"  host round trip in the sale, p50   {ms(pct([gap(m, 'sent', 'answer') for m in marks], 50))}"
+          f"  (a bare client's: {ms(statistics.median(host))})")
+    print("  breakdown, ms (p50 / p99 of all sales):")
+    for label, a, b in STEPS:
+        values = [gap(m, a, b) for m in marks]
+        print(f"    {label:36s} {ms(pct(values, 50))} {ms(pct(values, 99))}")
+    print(f"  floor: 2 fsyncs on this file system "
+          f"{ms(2 * min(fsync))} {ms(2 * statistics.median(fsync))} {ms(2 * max(fsync))}"
+          "  (min/median/max of the probe, x 2)")
+    ratio = statistics.median(own) / (2 * statistics.median(fsync))
+    print(f"  own time / (2 fsyncs)              {ratio:.1f}x  (1.0 would be the journal alone)")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from firmware.config_schema import boolean, custom, integer, number, path, text
 from firmware.config_values import Table, hostname, why_unreadable
 
@@ -99,6 +96,10 @@ def check_fleet(t: Table, fleet: FleetTable, _: dict[str, Any]) -> None:
     if fleet.client_key and not fleet.client_cert:
         raise t.error("client_key", "given without client_cert")
     if fleet.command_key:
+        # cryptography's key loading only where a fleet key is configured: not at every start
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         why = why_unreadable(Path(fleet.command_key))
         if why:
             raise t.error("command_key", why, fleet.command_key)

@@ -27,7 +27,6 @@ from firmware.runtime import batch as batch_close
 from firmware.runtime import failpoints, maintenance, recovery, status, threads
 from firmware.runtime.authorizer import Authorizer
 from firmware.runtime.batch import CloseEngine, CloseSchedule
-from firmware.runtime.chip import ChipSession
 from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.current import Current
 from firmware.runtime.decisions import Decisions
@@ -40,7 +39,6 @@ from firmware.runtime.linkmonitor import LinkMonitor
 from firmware.runtime.maintenance import DailyRestart
 from firmware.runtime.operator import OperatorGuard
 from firmware.runtime.outcomes import Announcer
-from firmware.runtime.pinentry import KeypadPinPad, keypad_pinpad
 from firmware.runtime.paths import MODEM, Failover, ModemKeeper, Paths, PrimaryProbe
 from firmware.runtime.power import PowerMonitor, monitor_for
 from firmware.runtime.printing import Prints
@@ -49,8 +47,10 @@ from firmware.runtime.sdnotify import Notifier
 from firmware.runtime.signals import Signals
 from firmware.runtime.wiring import Devices
 
-if TYPE_CHECKING:  # imported where [fleet] brokers are set (Parts.__init__)
+if TYPE_CHECKING:  # imported where [fleet] brokers, [chip], [pin] are set (Parts.__init__)
+    from firmware.runtime.chip import ChipSession
     from firmware.runtime.fleet import FleetChannel
+    from firmware.runtime.pinentry import KeypadPinPad
 
 log = logging.getLogger("posterm")
 Spawn = Callable[[Coroutine[Any, Any, object], str], None]
@@ -108,14 +108,18 @@ class Parts:
                                      pin_block=lambda: self.pinpad.take_block()
                                      if self.pinpad is not None else None)
         # the cardholder's PIN (pinentry.py), when a PIN pad is configured: the keypad
-        self.pinpad: KeypadPinPad | None = keypad_pinpad(cfg, journal, emit) \
-            if cfg.core.pin_entry else None
+        self.pinpad: KeypadPinPad | None = None
+        if cfg.core.pin_entry:  # the PIN pad's modules (DUKPT, the key store) only with [pin]
+            from firmware.runtime.pinentry import keypad_pinpad
+            self.pinpad = keypad_pinpad(cfg, journal, emit)
         # the chip reader and the EMV kernel's session (chip.py), when [chip] is configured
         reader = getattr(devices, "chip_reader", None)
-        self.chip = ChipSession(reader, chip, emit=emit, pan_hash=journal.vault.pan_hash,
-                                sequence=lambda: int(journal.allocate_stan()), spawn=spawn,
-                                pinpad=self.pinpad) \
-            if chip is not None and reader is not None else None
+        self.chip: ChipSession | None = None
+        if chip is not None and reader is not None:  # the EMV kernel only with [chip]
+            from firmware.runtime.chip import ChipSession
+            self.chip = ChipSession(reader, chip, emit=emit, pan_hash=journal.vault.pan_hash,
+                                    sequence=lambda: int(journal.allocate_stan()), spawn=spawn,
+                                    pinpad=self.pinpad)
         self.operator = OperatorGuard(cfg.operator.pin_hash,
                                       attempts=cfg.operator.lockout_attempts,
                                       lockout_minutes=cfg.operator.lockout_minutes,

@@ -166,7 +166,7 @@ class JournalBase:
             self._in_hand_noted = True  # a sale-in-hand note may be in the journal (in_hand)
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            self.db.executescript(SCHEMA)
+            self.db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")  # one fsync, not 30
             self._migrate()
             with self.tx():
                 for key, value in (("next_stan", "1"), ("batch", "1"), ("invoice", "1")):

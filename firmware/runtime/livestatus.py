@@ -15,7 +15,6 @@ from firmware.runtime import status
 from firmware.runtime.current import Current
 from firmware.runtime.graph import Parts
 from firmware.runtime.paths import PRIMARY, modem_facts
-from firmware.runtime.pinkeys import key_path
 from firmware.runtime.status import StatusServer
 
 log = logging.getLogger("posterm")
@@ -48,10 +47,12 @@ class LiveStatus:
 
     async def doc(self) -> dict[str, Any]:
         state_dir = self.parts.cfg.state_dir
-        pin = self.parts.cfg.pin
+        pin, key = self.parts.cfg.pin, None
+        if pin.enabled:  # pinkeys (DUKPT) only where [pin] is on
+            from firmware.runtime.pinkeys import key_path
+            key = (key_path(pin.key_file, state_dir), pin.method)
         facts = await asyncio.to_thread(
-            status.read_journal, state_dir / "journal.sqlite3", state_dir / "card.key",
-            (key_path(pin.key_file, state_dir), pin.method) if pin.enabled else None)
+            status.read_journal, state_dir / "journal.sqlite3", state_dir / "card.key", key)
         return replace(facts, terminal=self.terminal()).to_doc()
 
     async def start(self) -> None:

@@ -31,12 +31,13 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firmware.runtime.journal_view import Batch, Closing, JournalView, LastClose, LastSale
-from firmware.runtime.pinkeys import PinKeyFacts, facts_doc
-from firmware.runtime.pinkeys import facts as pin_key_facts
 from firmware.runtime.journal_view import Queue as Queue  # app.py: the status line's queues
+
+if TYPE_CHECKING:  # pinkeys (DUKPT, cryptography) is imported only where [pin] is on
+    from firmware.runtime.pinkeys import PinKeyFacts
 
 HEALTHY, DEGRADED, DOWN = 0, 1, 2
 SOCKET_NAME = "status.sock"
@@ -135,6 +136,7 @@ class Facts:
             doc["last_sale"] = asdict(self.last_sale) if self.last_sale else None
             doc["batch"] = asdict(self.batch) if self.batch else {}
         if self.pin_key is not None:
+            from firmware.runtime.pinkeys import facts_doc
             doc["pin_key"] = facts_doc(self.pin_key)
         doc.update(running=self.running, version=self.version)
         t = self.terminal
@@ -170,6 +172,8 @@ class Facts:
                 **_known(Link, doc.get("link") or {"state": "", "untrusted": False, "path": "",
                                                    "host": "", "connected": False}))})
         pin = doc.get("pin_key")
+        if pin:
+            from firmware.runtime.pinkeys import PinKeyFacts
         return cls(version=str(doc.get("version", "")), journal_path=journal.get("path", ""),
                    integrity=journal.get("integrity", ""),
                    key_present=bool(key.get("present")), key_readable=bool(key.get("readable")),
@@ -190,6 +194,8 @@ def read_journal(journal_path: Path, key_path: Path,
     """What the journal and the key file say, read-only (JournalView: works with the
     firmware stopped, and from any thread of the running firmware); `pin_key`: the DUKPT
     key file and method when [pin] is enabled (its ID and counter, never the key)."""
+    if pin_key:
+        from firmware.runtime.pinkeys import facts as pin_key_facts
     facts = Facts(version=version(), journal_path=str(journal_path),
                   key_present=key_path.exists(), key_readable=os.access(key_path, os.R_OK))
     if not journal_path.exists():
