@@ -145,7 +145,7 @@ class Parts:
         self.schedule = CloseSchedule(
             cfg.operator.close_time, idle=current.idle, emit=emit,
             in_progress=lambda: journal.close_in_progress() is not None,
-            running=lambda: self.closer.running,
+            running=lambda: self.closer.running, ended=lambda: self.closer.ended,
             last_day=lambda: journal.note(batch_close.NOTE), clock=clock.local,
             monotonic=clock.monotonic)
         # the journal writes the core asks for directly (decisions.py)
