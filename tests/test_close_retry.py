@@ -106,5 +106,5 @@ def test_a_960000_without_an_answer_is_asked_again_a_minute_after_the_close_ende
     assert len(asks) == 2 and len(ended) == 3
     assert asks == pytest.approx([ended[0] + 60.0, ended[1] + 60.0], abs=0.01)
     # each close itself is its 960000's wait: the response timeout
-    assert [e - a for a, e in zip(asks, ended[1:])] == pytest.approx(
+    assert [e - a for a, e in zip(asks, ended[1:], strict=True)] == pytest.approx(
         [RESPONSE_TIMEOUT, RESPONSE_TIMEOUT], abs=0.1)
