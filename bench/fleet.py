@@ -163,6 +163,7 @@ def make_terminal(n: int, port: int, policy: LinkPolicy, fleet: Fleet, seed: int
     monitor = LinkMonitor(policy, tid, link.ensure_connected, fleet.on_change(tid),
                           rng=random.Random(f"{seed}/{tid}"))
     link.listeners.append(lambda ok, reason: monitor.report(ok, reason))
+    link.lost_listeners.append(monitor.lost)  # a loss: a connection attempt at once
     link.listeners.append(fleet.on_attempt)
     return Terminal(tid, link, monitor)
 

@@ -201,6 +201,10 @@ class HwsimClient:
     def host_up(self) -> None:
         self.call(ops.host_up)
 
+    def host_drop(self) -> int:
+        """Drop every open host connection; the host goes on accepting. How many were open."""
+        return int(self.call(ops.host_drop)["dropped"])
+
     def host_default(self, mti: str, code: str) -> None:
         self.call(ops.host_default, mti=mti, code=code)
 

@@ -173,6 +173,18 @@ class AcquirerHost:
             await self._listen()
             log.info("host back up on port %d", self._port)
 
+    def drop_connections(self) -> int:
+        """Close every open connection and go on listening (a NAT that forgot them, a host
+        restarted behind a balancer): a terminal that reconnects is let in. Returns how
+        many were open."""
+        conns = list(self._connections)
+        for conn in conns:
+            conn.close()  # aborts the transport: its serve task sees the end of stream
+        log.info("dropped %d connection(s); still listening on port %d", len(conns),
+                 self._port)
+        self._wire("note", text=f"{len(conns)} connection(s) dropped")
+        return len(conns)
+
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(

@@ -465,6 +465,12 @@ async def host_up(sim: Simulator) -> Reply:
     return await _host_updown(sim, False)
 
 
+@op(help="drop every open host connection and go on accepting new ones", command="drop",
+    show=lambda r, args: f"{r['dropped']} host connection(s) dropped")
+def host_drop(sim: Simulator) -> Reply:
+    return {"dropped": _host(sim).drop_connections()}
+
+
 def _pin_reset_said(reply: Reply, args: argparse.Namespace) -> str:
     whom = "that card" if args.pan else "every card"
     return f"PIN tries reset for {whom} ({reply['reset']} card(s) had wrong PINs counted)"

@@ -80,6 +80,7 @@ class CloseEngine:
         self.outbox = Outbox(journal, link, cfg.response_timeout, on_result,
                              utc=lambda: clock().astimezone(timezone.utc))
         self.running = False
+        self.ended: float | None = None  # monotonic time the last close ended (the schedule)
         self._printing = asyncio.Lock()  # the start-up's Z reports and a close's, one at a time
 
     # -- the task ------------------------------------------------------------------
@@ -104,6 +105,7 @@ class CloseEngine:
             finished = CloseFinished(False, batch, message="TERMINAL ERROR")
         finally:
             self.running = False
+            self.ended = self.monotonic()
         if not finished.ok:
             log.warning("batch %d not closed: %s; it stays open and the close can be "
                         "tried again", finished.batch, finished.message)
@@ -312,7 +314,10 @@ class CloseSchedule:
     """Once a day at `close_time` (local), when the terminal is idle, ask the core for a
     close (CloseDue); it ignores the ask unless idle, so ask again every `retry` seconds
     until a close has been done that day. A close cut short (crash, lost host after an
-    upload) is asked for at once, at start-up and then every `retry` seconds.
+    upload) is asked for at once, at start-up and then every `retry` seconds. `retry`
+    counts from the later of the last ask and the end of the last close (`ended`), so a
+    close that failed, from the menu or asked for here, is asked for again a full
+    `retry` after it ended, never as soon as its result screen has gone.
 
     It sleeps until the close time, the retry, or a `kick` (the app kicks it when the
     terminal goes idle and when a close ends), and at most `poll` seconds, so that a
@@ -321,6 +326,7 @@ class CloseSchedule:
     def __init__(self, close_time: str, *, idle: Callable[[], bool],
                  emit: Callable[[Event], None], in_progress: Callable[[], bool],
                  running: Callable[[], bool], last_day: Callable[[], str],
+                 ended: Callable[[], float | None] = lambda: None,
                  retry: float = 60.0, poll: float = 60.0,
                  clock: Callable[[], datetime] = datetime.now,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -328,6 +334,7 @@ class CloseSchedule:
         self.monotonic = monotonic
         self.idle, self.emit, self.in_progress, self.running = idle, emit, in_progress, running
         self.last_day, self.retry, self.poll, self.clock = last_day, retry, poll, clock
+        self.ended = ended
         self._asked = -1e9
         self._wake = Wake()
 
@@ -356,7 +363,8 @@ class CloseSchedule:
             resume = self.in_progress()
             wait = self.poll
             if resume or self.due() is not None:
-                since = self.monotonic() - self._asked
+                ended = self.ended()
+                since = self.monotonic() - max(self._asked, -1e9 if ended is None else ended)
                 if since < self.retry:
                     wait = min(wait, self.retry - since)
                 elif not self.running() and self.idle():

@@ -90,8 +90,10 @@ class Parts:
         self.monitor = LinkMonitor(
             cfg.link, ident.terminal_id, self.link.probe, self._link_changed,
             echo=self.link.echo, idle_seconds=lambda: clock.monotonic() - self.link.last_traffic,
-            echo_interval=cfg.host.echo_interval, connected=lambda: self.link.connected)
+            echo_interval=cfg.host.echo_interval, connected=lambda: self.link.connected,
+            clock=clock.monotonic)
         self.link.listeners.append(self.monitor.report)
+        self.link.lost_listeners.append(self.monitor.lost)  # reconnect at once on a loss
         self.failover = Failover(self.paths, self.link, busy=current.in_flight) \
             if self.paths is not None else None
         self.forwarder = Forwarder(
@@ -147,7 +149,7 @@ class Parts:
         self.schedule = CloseSchedule(
             cfg.operator.close_time, idle=current.idle, emit=emit,
             in_progress=lambda: journal.close_in_progress() is not None,
-            running=lambda: self.closer.running,
+            running=lambda: self.closer.running, ended=lambda: self.closer.ended,
             last_day=lambda: journal.note(batch_close.NOTE), clock=clock.local,
             monotonic=clock.monotonic)
         # the journal writes the core asks for directly (decisions.py)

@@ -6,7 +6,9 @@ several requests may be outstanding and responses are matched by (41, 11, MTI
 class), never by order. A response matching nothing outstanding is logged and
 discarded (this is how a late 0210 dies). A bad frame, an undecodable message or
 an unknown MTI is a protocol error: the link closes and every outstanding
-request learns its outcome is unknown.
+request learns its outcome is unknown. A signed-on connection that ends without the
+terminal closing it (the host closed it, it broke, a protocol error) is told to
+`lost_listeners`: the link monitor reconnects at once (host-interface.md section 1).
 
 `send()` either writes the whole frame or raises HostUnreachableError, which
 means "nothing was written". After a successful `send()`, `Pending.wait()` gives
@@ -91,11 +93,14 @@ class HostLink:
         self._connect_lock = asyncio.Lock()
         self._ssl = self._ssl_context() if cfg.tls else None
         self.last_traffic = clock.monotonic()
-        self.connected_at = 0.0
+        self.connected_at = 0.0  # when the current connection signed on (0: none has)
         # an echo checking the connection after a timeout; new requests wait for its verdict
         self._check: asyncio.Task[None] | None = None
         # (ok, reason) per connection attempt; untrusted=True is added for a refused TLS identity
         self.listeners: list[Callable[..., None]] = []
+        # (why) when a signed-on connection ends without the terminal closing it: the host
+        # closed it, it broke, or the host broke the protocol (linkmonitor.py reconnects)
+        self.lost_listeners: list[Callable[[str], None]] = []
 
     # -- connection ------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext:
@@ -135,6 +140,7 @@ class HostLink:
 
     async def _connect(self) -> None:
         await self.close()
+        self.connected_at = 0.0  # until this connection has signed on
         paths = self.paths
         order = paths.order() if paths is not None else [PRIMARY]
         failures: list[HostError] = []
@@ -395,15 +401,20 @@ class HostLink:
         except ProtocolError as exc:
             log.error("protocol error on the host link: %s; closing", exc)
             self._fail_all(exc)
+            lost = f"protocol error: {exc}"
         except (asyncio.IncompleteReadError, OSError, ssl.SSLError) as exc:
             why = ("the host closed the connection" if isinstance(exc, asyncio.IncompleteReadError)
                    else (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc))
             log.warning("host connection lost: %s", why)
             self._fail_all(ConnectionLost("the connection to the host broke"))
+            lost = why
         finally:
             writer.close()
             if self._writer is writer:
                 self._writer = None
+        if self.connected_at:  # not the sign-on's own connection: _connect reports that one
+            for listener in self.lost_listeners:
+                listener(lost)
 
 
 def _tls_reason(exc: BaseException) -> str:
