@@ -44,11 +44,11 @@ class Bench:
     """A journal, a host link to an in-process host, and the close engine."""
 
     def __init__(self, tmp: pathlib.Path, host: AcquirerHost, port: int,
-                 response_timeout: float = 1.0) -> None:
+                 response_timeout: float = 1.0, window: int = 16) -> None:
         self.journal = Journal(tmp / "journal.sqlite3", Vault.open(tmp / "card.key", create=True))
         self.host = host
         self.cfg = HostConfig(host="127.0.0.1", port=port, tls=False, connect_timeout=1.0,
-                              response_timeout=response_timeout)
+                              response_timeout=response_timeout, advice_window=window)
         self.link = HostLink(self.cfg, IDENT, self.journal.allocate_stan)
         self.auth = Authorizer(self.journal, self.link, IDENT, response_timeout,
                                before_request=lambda: None, reversal_recorded=lambda: None)
@@ -87,11 +87,11 @@ class Bench:
 
 
 def run(scenario: Callable[[Bench], Awaitable[None]], tmp: pathlib.Path,
-        response_timeout: float = 1.0) -> None:
+        response_timeout: float = 1.0, window: int = 16) -> None:
     async def main() -> None:
         host = AcquirerHost(rng_seed=3)
         port = await host.start()
-        bench = Bench(tmp, host, port, response_timeout)
+        bench = Bench(tmp, host, port, response_timeout, window)
         try:
             await scenario(bench)
         finally:
