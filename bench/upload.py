@@ -270,7 +270,7 @@ def close_cases(args: argparse.Namespace) -> bool:
     print("batch upload benchmark (0500 95, then the 0320s pipelined, then 0500 960000)")
     print(f"  transactions uploaded   {n} (approved online), window {window}")
     logging.getLogger("posterm").setLevel(logging.ERROR)  # a close's out-of-balance warning
-    print("  case                     close s min / median / max   goal     floor"
+    print("  case                         close s min / median / max   goal     floor"
           "                                0320s  most in flight  fsync'd tx/0320")
     ok = True
     cases = [(0.0, window, args.close_runs), (args.rtt, window, args.close_runs)]
@@ -285,7 +285,7 @@ def close_cases(args: argparse.Namespace) -> bool:
                  f"{(math.ceil(n / win) + 2) * latency:.2f} s" if latency else "fsyncs")
         most = max(r.most for r in results)
         txs = statistics.median(r.transactions for r in results) / n
-        print(f"  {name:<24} {spread([r.seconds for r in results], lambda v: f'{v:.2f}'):<28}"
+        print(f"  {name:<28} {spread([r.seconds for r in results], lambda v: f'{v:.2f}'):<28}"
               f" {goal:<8} {floor:<36} {statistics.median(r.uploads for r in results):<6.0f}"
               f" {most if latency else '-':<15} {txs:.3f}")
     print(f"  closed in balance, every sale uploaded once: {'yes' if ok else 'NO'}")
