@@ -20,6 +20,14 @@ Next to each figure, what bounds it: the fsync'd journal transactions per advice
 times the fsync measured here, and at a round trip, the pipelining floor
 (advices / window x round trip).
 
+Then the batch upload (host-interface.md 4, 0320): 500 sales approved online (made
+through the real Authorizer, not timed), the host told to answer the close 95, and
+the real CloseEngine's close timed from its start to its end: 0500 920000, the 500
+0320s pipelined up to the same window, 0500 960000; at 0 ms and at the 100 ms round
+trip (the host's `latency`, as above; in this process, since its ledger must know
+the sales), each checked in balance with every sale uploaded once. Goal: <= 5 s at
+100 ms; its floor: 500 / window x round trip, plus the two 0500s' round trips.
+
     ./run bench            or      .venv/bin/python bench/upload.py --count 1000
 """
 
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import multiprocessing
 import os
@@ -49,6 +58,10 @@ sys.path.insert(0, str(ROOT))
 from firmware.config import HostConfig  # noqa: E402
 from firmware.core import iso  # noqa: E402
 from firmware.core.card import CardData  # noqa: E402
+from firmware.core.events import CloseFinished, Event, HostAnswered  # noqa: E402
+from firmware.core.model import CoreConfig, SaleRequest  # noqa: E402
+from firmware.runtime.authorizer import Authorizer  # noqa: E402
+from firmware.runtime.batch import CloseEngine  # noqa: E402
 from firmware.runtime.forwarder import Forwarder  # noqa: E402
 from firmware.runtime.hostlink import HostLink  # noqa: E402
 from firmware.runtime.journal import Journal  # noqa: E402
@@ -183,6 +196,102 @@ def one_run(count: int, *, latency: float, window: int, own_process: bool) -> Ru
     return Run(elapsed, txs[0], charged, left, cpu)
 
 
+# -- the batch upload -------------------------------------------------------------------
+CORE = CoreConfig(identity=IDENT, merchant_name="BENCH", address=(), currency_code="EUR",
+                  max_amount=10_000_000)
+CLOSE_GOAL = 5.0  # seconds for the close of 500 at a 100 ms round trip
+
+
+@dataclass
+class CloseRun:
+    seconds: float
+    transactions: int  # fsync'd journal transactions during the close
+    uploads: int  # 0320s and 0321s the host received
+    most: int  # 0320s the host held unanswered at once (from their arrival times)
+    ok: bool  # closed in balance, every sale uploaded once
+
+
+async def close_upload(journal: Journal, count: int, *, latency: float,
+                       window: int) -> CloseRun:
+    host = AcquirerHost(rng_seed=1)
+    port = await host.start()
+    cfg = HostConfig(host="127.0.0.1", port=port, tls=False, response_timeout=10.0,
+                     advice_window=window)
+    link = HostLink(cfg, IDENT, journal.allocate_stan)
+    auth = Authorizer(journal, link, IDENT, cfg.response_timeout,
+                      before_request=lambda: None, reversal_recorded=lambda: None)
+    for n in range(count):  # the batch: approved online (amounts ending in 00)
+        req = SaleRequest(kind="purchase", amount=1000 + 100 * n, card=CARD,
+                          local=datetime(2026, 11, 23, 12, 0, 0))
+        assert isinstance(await auth.authorize(req, None), HostAnswered)
+    events: list[Event] = []
+
+    async def nothing() -> None:
+        return None
+
+    async def printed(batch: int, lines: tuple[str, ...]) -> bool:
+        return True
+
+    engine = CloseEngine(journal, link, cfg, CORE, emit=events.append, flush=nothing,
+                         kick=lambda: None, print_z=printed)
+    host.force_out_of_balance(1)
+    host.set_latency(latency)
+    before = len(host.messages())
+    with counting_transactions(journal) as txs:
+        start = time.perf_counter()
+        await engine.run()
+        elapsed = time.perf_counter() - start
+    messages = host.messages()[before:]
+    times = [m["time"] for m in messages if m["mti"] in ("0320", "0321")]
+    most = max((sum(1 for t in times if now - latency < t <= now) for now in times),
+               default=0) if latency else 0
+    [record] = [b for b in host.batches() if b["batch"] == "000001"]
+    ok = (events[-1:] == [CloseFinished(True, 1, balanced=True)]
+          and len(record["uploads"]) == count
+          and all(u["status"] == "matched" for u in record["uploads"]))
+    await link.close()
+    await host.stop()
+    return CloseRun(elapsed, txs[0], len(times), most, ok)
+
+
+def one_close(count: int, *, latency: float, window: int) -> CloseRun:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp)
+        journal = Journal(path / "journal.sqlite3", Vault.open(path / "card.key", create=True))
+        try:
+            return asyncio.run(close_upload(journal, count, latency=latency, window=window))
+        finally:
+            journal.close()
+
+
+def close_cases(args: argparse.Namespace) -> bool:
+    n, window = args.close_count, args.window
+    print()
+    print("batch upload benchmark (0500 95, then the 0320s pipelined, then 0500 960000)")
+    print(f"  transactions uploaded   {n} (approved online), window {window}")
+    logging.getLogger("posterm").setLevel(logging.ERROR)  # a close's out-of-balance warning
+    print("  case                         close s min / median / max   goal     floor"
+          "                                0320s  most in flight  fsync'd tx/0320")
+    ok = True
+    cases = [(0.0, window, args.close_runs), (args.rtt, window, args.close_runs)]
+    if args.slow:
+        cases.append((args.rtt, 1, 1))
+    for latency, win, runs in cases:
+        results = [one_close(n, latency=latency, window=win) for _ in range(runs)]
+        ok &= all(r.ok for r in results)
+        name = f"{latency * 1000:.0f} ms round trip" + (", window 1" if win == 1 else "")
+        goal = f"<= {CLOSE_GOAL:g} s" if latency and win == window else "-"
+        floor = (f"{n}/{win} x {latency * 1000:.0f} ms + 2 x 0500 = "
+                 f"{(math.ceil(n / win) + 2) * latency:.2f} s" if latency else "fsyncs")
+        most = max(r.most for r in results)
+        txs = statistics.median(r.transactions for r in results) / n
+        print(f"  {name:<28} {spread([r.seconds for r in results], lambda v: f'{v:.2f}'):<28}"
+              f" {goal:<8} {floor:<36} {statistics.median(r.uploads for r in results):<6.0f}"
+              f" {most if latency else '-':<15} {txs:.3f}")
+    print(f"  closed in balance, every sale uploaded once: {'yes' if ok else 'NO'}")
+    return ok
+
+
 def fsync_floor(samples: int = 200) -> float:
     """Median seconds of one fsync of a small write, in a directory like the journal's."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +323,15 @@ def main() -> int:
                         help="[host] advice_window (default: the configuration's default)")
     parser.add_argument("--slow", action="store_true",
                         help="also one at a time at the round trip (takes count x rtt)")
+    parser.add_argument("--close-count", type=int, default=500,
+                        help="transactions in the batch upload")
+    parser.add_argument("--close-runs", type=int, default=3,
+                        help="runs of each batch upload case")
+    parser.add_argument("--only-close", action="store_true",
+                        help="only the batch upload cases")
     args = parser.parse_args()
+    if args.only_close:
+        return 0 if close_cases(args) else 1
     floor = fsync_floor()
     cases: list[tuple[str, float, int, bool, int]] = [
         ("0 ms, host in this process", 0.0, args.window, False, args.runs),
@@ -252,6 +369,7 @@ def main() -> int:
     print(f"  peak process RSS        {rss_mb:.1f} MiB")
     print(f"  every sale charged exactly once, queue and sealed data empty: "
           f"{'yes' if ok else 'NO'}")
+    ok &= close_cases(args)
     return 0 if ok else 1
 
 

@@ -175,8 +175,9 @@ class HostConfig:
     echo_interval: float = number(60, lo=10, hi=3600,
                                   help="echo test after this many idle seconds")
     # host-interface.md 1.1: pipelined store-and-forward
-    advice_window: int = integer(16, lo=1, hi=64, help="reversals and offline sales sent "
-                                 "without waiting for their answers (1: one at a time)")
+    advice_window: int = integer(16, lo=1, hi=64, help="reversals, offline sales and a batch "
+                                 "upload's 0320s sent without waiting for their answers (1: "
+                                 "one at a time)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -648,3 +648,40 @@ def test_kill_at_random_close_steps_repeatedly(tmp_path: pathlib.Path) -> None:
             rig.kill_fw()
     print(f"random close kills: {kills} SIGKILLs in {cycles} cycles over 3 batches")
     assert kills >= 3
+
+
+@pytest.mark.parametrize("point", ["upload_item_sent:6", "upload_item_answered:5"])
+def test_kill_mid_pipelined_upload(tmp_path: pathlib.Path, point: str) -> None:
+    """Twelve sales, a window of 4: the upload is killed with 0320s in flight (after the
+    6th written, or the 5th answer journaled, with three or four others outstanding).
+    The restarted terminal resumes the close: the host ends with every transaction
+    uploaded exactly once (a repeat only for one written before the kill), a 0321
+    never before its 0320, the 960000 after every answer, and the batch balanced."""
+    rng = random.Random(point)
+    overrides = {**OVERRIDES, "host": {"advice_window": 4}}
+    with Rig(tmp_path, overrides=overrides) as rig:
+        rig.start_sim()
+        rig.start_fw(failpoint=point)
+        for _ in range(12):
+            rig.sale(_amount(rng), PAN)
+            rig.hw.wait_display("APPROVED")
+            rig.wait_idle()
+        rig.hw.host_out_of_balance(1)
+        _close_from_menu(rig)
+        assert rig.wait_fw_exit(timeout=30) == -9, f"fault point {point} never fired"
+        _restart_after_close_kill(rig)
+        assert _closed_batches(rig) == [1]
+        wait_and_check(rig)
+        problems = check_batches(rig.journal_path, rig.hw.batches(), "TERM0001")
+        assert problems == [], "\n".join(problems)
+        _first_transmissions_are_originals(rig)
+        [record] = [b for b in rig.hw.batches() if b["batch"] == "000001"]
+        assert len(record["uploads"]) == 12
+        assert [u["status"] for u in record["uploads"]] == ["matched"] * 12
+        assert [c["processing_code"] for c in record["closes"]] == ["920000", "960000"]
+        messages = rig.hw.messages()
+        uploads = [n for n, m in enumerate(messages) if m["mti"] in ("0320", "0321")]
+        zeros = [n for n, m in enumerate(messages) if m["mti"] == "0500"]
+        assert zeros[-1] > uploads[-1]
+        assert len({messages[n]["stan"] for n in uploads}) == 12
+        rig.kill_fw()

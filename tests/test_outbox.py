@@ -194,10 +194,14 @@ def test_unsendable_entries_leave_the_queue_and_are_counted(j: Journal) -> None:
 
 
 def test_the_forwarder_has_one_send_path() -> None:
-    """No reversal- or advice-specific copy of the send code is left in the forwarder."""
-    from firmware.runtime import forwarder
+    """No reversal- or advice-specific copy of the send code is left in the forwarder, and
+    the forwarder and the batch upload write through the one pipeline (pipeline.py)."""
+    from firmware.runtime import batch, forwarder, pipeline
 
     text = pathlib.Path(forwarder.__file__).read_text()
     for gone in ("_send_reversals", "_send_advice_batch", 'k[0] == "r"', 'f"r{', 'f"a{'):
         assert gone not in text, gone
-    assert text.count("self.outbox.transmit(") == 1
+    assert text.count("self.pipe.send(") == 1 and "transmit(" not in text
+    assert pathlib.Path(pipeline.__file__).read_text().count("self.outbox.transmit(") == 1
+    close = pathlib.Path(batch.__file__).read_text()
+    assert close.count("self.pipe.send(") == 1 and "transmit(" not in close

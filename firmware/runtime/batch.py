@@ -15,8 +15,15 @@ hears of it (journal_batch.py keeps the state machine):
    new STAN and field 7, journaled before it is written.
 3. 0510 00: the batch is closed; in the same transaction the batch number advances
    and the Z report's lines are kept. 95: the batch is uploaded, one 0320 per
-   counted transaction, oldest first, each with its own STAN and field 7 journaled
-   before its first send and repeated as 0321 when its answer is lost; then a 0500
+   counted transaction, oldest first, pipelined like the advices (pipeline.py, the
+   forwarder's mechanism): at most `[host] advice_window` outstanding, a new one
+   written as soon as an earlier one's answer is journaled (answers that arrive
+   together in one transaction). Each has its own STAN and field 7 journaled before
+   its first send, its `written` mark once it has left, and is repeated as 0321 with
+   the same fields when its answer is lost or busy (91/96), at most UPLOAD_TRIES
+   transmissions in one close; any other code ends it (logged when not 00: the
+   upload goes on). A lost connection fails the answers in flight: they go again as
+   0321s on the next connection. Only once every 0320 is answered, a 0500
    960000 whose answer, 00 or 95, closes the batch either way (95: OUT OF BALANCE -
    CALL HELP DESK). Any other answer, or none: the batch stays open
    (CloseFinished(ok=False)); the next close sends a new 0500 (there is no repeat of
@@ -50,11 +57,13 @@ from firmware.runtime import failpoints
 from firmware.runtime.hostlink import HostLink, Pending
 from firmware.runtime.journal import Journal
 from firmware.runtime.journal_batch import BatchClose
-from firmware.runtime.outbox import Answer, OutboxItem, Outbox, Sent, UploadItem
+from firmware.runtime.outbox import Answer, OutboxItem, OutboxKey, Outbox, Sent, UploadItem
+from firmware.runtime.pipeline import Pipeline
 from firmware.runtime.supervisor import Wake, is_fatal, seconds_until
 
 log = logging.getLogger("posterm.batch")
 UPLOAD_TRIES = 3  # transmissions of one 0320/0321 in one close before it gives up
+PROGRESS_EVERY = 0.25  # seconds between two UPLOADING n OF m screens at most
 NOTE = "last_scheduled_close"  # journal note: the day the scheduled close was done
 
 
@@ -235,37 +244,11 @@ class CloseEngine:
     # -- 0320 ----------------------------------------------------------------------
     async def _upload(self, batch: int) -> None:
         total = len(self.journal.upload_items(batch, pending_only=False))
-        for item in self.journal.upload_items(batch):
-            done = total - len(self.journal.upload_items(batch))
-            self._progress(f"UPLOADING {done + 1} OF {total}")
-            await self._upload_one(item)
+        upload = Upload(self, self.journal.upload_items(batch), total)
+        await upload.run()
         if not self.journal.upload_finished(batch):
             raise CloseFailed("UPLOAD NOT DONE")
         log.info("batch %d: upload of %d transaction(s) answered", batch, total)
-
-    async def _upload_one(self, item: UploadItem) -> None:
-        """One upload item through the outbox's send path (outbox.py): its identity and
-        `written` mark journaled as for any outbox entry; a lost, mismatched or busy
-        answer is repeated as a 0321 with the same fields, at most UPLOAD_TRIES times."""
-        sent: list[Sent] = []
-        for _ in range(UPLOAD_TRIES):
-            sent.clear()
-            try:
-                await self.outbox.transmit([item], _cannot_build, sent.append)
-            except HostUnreachableError as exc:
-                log.warning("batch upload: sale %d not sent: %s", item.sale_id, exc)
-                raise CloseFailed("HOST OFFLINE") from None
-            if not sent:
-                raise CloseFailed("TERMINAL ERROR")  # its row is gone: not a journal we wrote
-            answer = await self.outbox.answer(sent[0].pending, sent[0].what)
-            code = "" if answer is None or iso.mismatch(sent[0].doc, answer) else answer["39"]
-            if not item.is_final(code):
-                continue  # lost or not processed: a 0321 with the same fields
-            self.journal.record_answers([Answer(item.key, code, final=True)])
-            item.log_final(code, journaled=True, mti=sent[0].mti, stan=sent[0].stan)
-            failpoints.hit("upload_item_answered")
-            return
-        raise CloseFailed("NO ANSWER")
 
     # -- closed ----------------------------------------------------------------------
     def _closed(self, close: BatchClose, code: str, *, balanced: bool) -> CloseFinished:
@@ -287,6 +270,94 @@ class CloseEngine:
         self.on_closed(self._reload(close.batch))
         return CloseFinished(True, close.batch, balanced=balanced,
                              message="" if balanced else "OUT OF BALANCE")
+
+
+class Upload:
+    """One close's upload of the items still pending, pipelined (see the module's
+    docstring): the window slides along the items in sale order, so the oldest
+    unanswered ones are always the ones in flight and a repeat goes before anything
+    newer."""
+
+    def __init__(self, engine: CloseEngine, items: list[UploadItem], total: int) -> None:
+        self.engine, self.total = engine, total
+        self.window = max(1, engine.cfg.advice_window)
+        self.queue = items  # pending, oldest first
+        self.tries: dict[OutboxKey, int] = {}
+        self.failed = ""  # why the upload stops ("": it goes on)
+        self.error: BaseException | None = None  # an answer's journal write failed
+        self.changed = asyncio.Event()
+        self.pipe = Pipeline(engine.journal, engine.outbox, answered=self._answered,
+                             after=self.changed.set, on_error=self._error)
+        self._shown = -1e9
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.changed.clear()
+                if self.error is not None:
+                    raise self.error
+                if self.failed or not (self.queue or self.pipe.outstanding):
+                    break
+                if not await self._fill():
+                    await self.changed.wait()
+        finally:
+            await self.pipe.settle()  # every answer in flight journaled (bounded waits)
+            await self.pipe.stop()
+        if self.error is not None:
+            raise self.error
+        if self.failed:
+            raise CloseFailed(self.failed)
+
+    async def _fill(self) -> bool:
+        """Write the items of the window not in flight; True if any were written."""
+        items = [i for i in self.queue[:self.window] if i.key not in self.pipe.outstanding]
+        if not items:
+            return False
+        keys = [i.key for i in items]
+        self.pipe.outstanding.update(keys)  # reserved before any wait
+        handed: set[OutboxKey] = set()
+        try:
+            await self.pipe.send(items, handed, _cannot_build)
+        except HostUnreachableError as exc:
+            log.warning("batch upload: %s not sent: %s", items[0].what, exc)
+            self.failed = "HOST OFFLINE"
+            return False
+        finally:
+            self.pipe.outstanding.difference_update(k for k in keys if k not in handed)
+        if not handed:
+            self.failed = "TERMINAL ERROR"  # their rows are gone: not a journal we wrote
+            return False
+        self._progress()
+        return True
+
+    def _progress(self) -> None:
+        now = self.engine.monotonic()
+        if now - self._shown < PROGRESS_EVERY:
+            return
+        self._shown = now
+        done = self.total - len(self.queue)
+        sent = min(self.total, done + len(self.pipe.outstanding))
+        self.engine._progress(f"UPLOADING {sent} OF {self.total}")
+
+    def _answered(self, answer: Answer, sent: Sent, journaled: bool) -> None:
+        item = sent.item
+        if answer.final:
+            self.queue = [i for i in self.queue if i.key != item.key]
+            item.log_final(answer.code, journaled=journaled, mti=sent.mti, stan=sent.stan)
+            failpoints.hit("upload_item_answered")
+            return
+        tries = self.tries[item.key] = self.tries.get(item.key, 0) + 1
+        log.warning("batch upload: %s %s; %s", sent.what,
+                    f"answered {answer.code}" if answer.code else "no answer",
+                    "will repeat" if tries < UPLOAD_TRIES else
+                    f"{tries} transmissions unanswered: the upload stops here")
+        if tries >= UPLOAD_TRIES and not self.failed:
+            self.failed = "NO ANSWER"
+
+    def _error(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.changed.set()
 
 
 def _cannot_build(item: OutboxItem, exc: Exception) -> None:

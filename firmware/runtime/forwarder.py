@@ -26,6 +26,7 @@ one transaction before the first of them is written; their `written` marks in on
 transaction once they have left the terminal (only then is the next transmission a
 repeat); their answers journaled in one transaction per group that arrived together
 (group commit) before anything is reported or another message takes their place.
+The writing and the group commit are pipeline.py's, shared with the batch upload.
 Live sales come first: no advice is started while a sale is in progress (a sale
 never waits behind the queue; its request may share the connection with advices
 already in flight), and nothing is sent while the link is DOWN (the link monitor
@@ -40,8 +41,7 @@ import asyncio
 import logging
 import random
 import sqlite3
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from firmware.config import HostConfig
 from firmware.core.backoff import full_jitter
@@ -50,6 +50,7 @@ from firmware.runtime.hostlink import HostLink
 from firmware.runtime.journal import Journal
 from firmware.runtime.clock import SYSTEM, Clock
 from firmware.runtime.outbox import URGENT, Answer, Kind, Outbox, OutboxItem, OutboxKey, Sent
+from firmware.runtime.pipeline import Pipeline
 
 log = logging.getLogger("posterm.forward")
 
@@ -74,20 +75,18 @@ class Forwarder:
         self.journal, self.link, self.cfg, self.clock = journal, link, cfg, clock
         self.outbox = Outbox(journal, link, cfg.response_timeout, on_result, utc=clock.utc)
         self.window = max(1, cfg.advice_window)
-        self.on_error = on_error or self._log_error
         self.rng = rng or random.Random()
         self.sale_active, self.link_usable = sale_active, link_usable
         self.on_queue_change = on_queue_change
         # what the forwarder knows of the queues; None: read it again (the journal said so)
         self._reversals: list[OutboxKey] | None = None  # reversals and voids
         self._advices: list[OutboxKey] | None = None
-        self._outstanding: set[OutboxKey] = set()  # written, answer not journaled
+        self.pipe = Pipeline(journal, self.outbox, answered=self._answered,
+                             after=self._answers_journaled, on_error=on_error)
+        self._outstanding = self.pipe.outstanding  # written, answer not journaled
         self._not_before: dict[OutboxKey, float] = {}  # a reversal's next repeat (monotonic)
         self._advices_resume = 0.0  # the advice pipeline pauses until then after a failure
-        self._answers: list[tuple[Answer, Sent]] = []  # to journal in one transaction
-        self._committer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
         journal.add_queue_listener(self.queues_changed)
 
     def kick(self) -> None:
@@ -107,10 +106,7 @@ class Forwarder:
 
     async def stop(self) -> None:
         """Cancel the answer-waiting tasks: nothing may touch the journal after this."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pipe.stop()
 
     # -- the view of the queues -------------------------------------------------
     def _reversal_keys(self) -> list[OutboxKey]:
@@ -232,23 +228,6 @@ class Forwarder:
                   "status`; settle it with the acquirer by hand", item.what, why)
         self.on_queue_change()
 
-    def _task_finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            assert exc is not None
-            self.on_error(exc)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_finished)
-        return task
-
-    @staticmethod
-    def _log_error(exc: BaseException) -> None:
-        log.error("waiting for an answer failed: %s: %s", type(exc).__name__, exc)
-
     # -- sending ------------------------------------------------------------------
     async def flush(self, *, due_only: bool = True) -> None:
         """Write every pending reversal and void that is due and not in flight (no waiting).
@@ -314,12 +293,8 @@ class Forwarder:
     async def _send(self, items: list[OutboxItem], handed: set[OutboxKey]) -> bool:
         """Write these entries of one queue (the one send path, outbox.py) and hand each
         one written to a task awaiting its answer; True if there were any."""
-        def hand_over(sent: Sent) -> None:
-            self._spawn(self._await_answer(sent))
-            handed.add(sent.item.key)
-
         try:
-            unwritten = await self.outbox.transmit(items, self._unsendable, hand_over)
+            unwritten = await self.pipe.send(items, handed, self._unsendable)
         except HostUnreachableError:
             self._later(items)
             if any(i.key.kind not in URGENT for i in items):
@@ -329,30 +304,8 @@ class Forwarder:
         return bool(items)
 
     # -- answers ----------------------------------------------------------------
-    async def _await_answer(self, sent: Sent) -> None:
-        answer = await self.outbox.answer(sent.pending, sent.what)
-        code = answer.get("39", "") if answer is not None else ""
-        rrn = answer.get("37", "").strip() if answer is not None else ""
-        self._answers.append((Answer(sent.item.key, code, sent.item.is_final(code), rrn), sent))
-        if self._committer is None or self._committer.done():
-            self._committer = self._spawn(self._commit_soon())
-
-    async def _commit_soon(self) -> None:
-        """Group commit: the answers that arrived together are journaled in one
-        transaction; only then are they logged, reported and their places taken."""
-        await asyncio.sleep(0)  # let the answers read in the same burst join this one
-        batch, self._answers = self._answers, []
-        if not batch:
-            return
-        try:
-            changed = self.journal.record_answers([a for a, _ in batch])
-        except BaseException:
-            self._answers[:0] = batch  # not journaled: still waiting for their turn
-            raise
-        journaled = {a.key for a in changed}
-        for answer, sent in batch:
-            self._outstanding.discard(answer.key)
-            self._answered(answer, sent, answer.key in journaled)
+    def _answers_journaled(self) -> None:
+        """A group of answers is journaled (pipeline.py): their places may be taken."""
         self.on_queue_change()
         self.kick()
 
