@@ -375,9 +375,7 @@ async def inprocess_sales(cfg_path: pathlib.Path, log_path: pathlib.Path, sales:
             await asyncio.sleep(0.002)  # the SWIPE CARD screen's write is done
             st.marks.clear()
             seen = len(sink.shown)
-            sink.result = asyncio.Event()  # waited for, not polled: no bench task in between
-            if os.environ.get("BENCH_TRACE_SQL") and n == warmup:
-                journal.db.set_trace_callback(lambda sql: print("   SQL", " ".join(sql.split())[:150]))
+            sink.result = asyncio.Event()  # waited for, not polled: no bench task between
             if prof is not None and n >= warmup:
                 prof.enable()  # the window from the swipe to the result screen only
             st.mark("swipe", source.swipe(line))
@@ -400,7 +398,8 @@ async def inprocess_sales(cfg_path: pathlib.Path, log_path: pathlib.Path, sales:
     return out
 
 
-def inprocess(rig: Rig, sales: int, warmup: int, profile: str = "") -> tuple[list[dict[str, float]], list[float]]:
+def inprocess(rig: Rig, sales: int, warmup: int,
+              profile: str = "") -> tuple[list[dict[str, float]], list[float]]:
     """Run the in-process sales against hwsim's host directly (no proxy): the marks of each
     sale, and a bare client's round trips to the same host."""
     state = rig.tmp / "state-inprocess"
@@ -524,13 +523,15 @@ def print_inprocess(marks: list[dict[str, float]], host: list[float], fsync: lis
     print("  journal with its fsyncs, the host link to hwsim's host on loopback, no proxy)")
     print(f"  sales measured                     {len(marks)} in {len(chunks)} runs")
     print("                                          min  median     max  (ms, over runs)")
-    print(f"  swipe -> result screen, p50        "
-          f"{spread([pct([gap(m, 'swipe', 'screen') for m in marks[i * size:(i + 1) * size]], 50) for i in range(len(chunks))])}")
+    shown = [pct([gap(m, "swipe", "screen") for m in marks[i * size:(i + 1) * size]], 50)
+             for i in range(len(chunks))]
+    print(f"  swipe -> result screen, p50        {spread(shown)}")
     print(f"  firmware's own time, p50           {spread([pct(c, 50) for c in chunks])}"
           "   goal <= 2 ms")
     print(f"  firmware's own time, p99           {spread([pct(c, 99) for c in chunks])}"
           "   goal <= 5 ms")
-    print(f"  host round trip in the sale, p50   {ms(pct([gap(m, 'sent', 'answer') for m in marks], 50))}"
+    trip = pct([gap(m, "sent", "answer") for m in marks], 50)
+    print(f"  host round trip in the sale, p50   {ms(trip)}"
           f"  (a bare client's: {ms(statistics.median(host))})")
     print("  breakdown, ms (p50 / p99 of all sales):")
     for label, a, b in STEPS:

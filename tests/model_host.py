@@ -210,7 +210,7 @@ class ModelLink:
         if not self.host.up:
             raise HostUnreachableError("model host down")
 
-    async def send(self, doc: Fields) -> ModelPending:
+    async def send(self, doc: Fields, payload: bytes | None = None) -> ModelPending:
         return self.write_batch(doc)
 
     def write_batch(self, doc: Fields) -> ModelPending:

@@ -123,12 +123,12 @@ class Authorizer:
         doc = iso.financial_request(fixed, stan=int(attempt.stan), utc=utc,
                                     track2=request.card.track2, pin=self._pin_for(request,
                                                                                    sale_id))
-        iso.encode(doc)  # a message that cannot be encoded is never half sent
+        payload = iso.encode(doc)  # a message that cannot be encoded is never half sent
         try:
             await self.link.ensure_connected()
             await _maybe_await(self.before_request())
             progress.may_have_sent = True
-            pending = await self.link.send(doc)
+            pending = await self.link.send(doc, payload)
         except HostNotTrustedError as exc:
             self.journal.attempt_not_sent(attempt)
             return HostUntrusted(attempt.sale_id, str(exc))

@@ -250,7 +250,7 @@ class HostLink:
                 p.future.set_exception(exc)
 
     # -- messages --------------------------------------------------------------
-    async def send(self, doc: Fields) -> Pending:
+    async def send(self, doc: Fields, payload: bytes | None = None) -> Pending:
         """Write one request on a signed-on connection. Raises HostUnreachableError
         when nothing was written. While the connection is being checked after a timeout,
         a new request waits for the verdict rather than go into a dead connection."""
@@ -258,7 +258,7 @@ class HostLink:
         if check is not None and check is not asyncio.current_task():
             await asyncio.wait({check})
         await self.ensure_connected()
-        pending = self._write(doc)
+        pending = self._write(doc, payload=payload)
         await self.flushed()
         return pending
 
@@ -353,12 +353,16 @@ class HostLink:
         finally:
             self._check = None
 
-    def _write(self, doc: Fields, *, notify: bool = True, check: bool = True) -> Pending:
+    def _write(self, doc: Fields, *, notify: bool = True, check: bool = True,
+               payload: bytes | None = None) -> Pending:
+        """`payload`: `doc` encoded already (iso.encode), by a caller that had to know it
+        could be before anything was sent."""
         writer = self._writer
         if writer is None or writer.is_closing():
             reason = f"connection to host {self.address} is closed"
             raise self._fail(reason) if notify else HostUnreachableError(reason) from None
-        payload = iso.encode(doc)
+        if payload is None:
+            payload = iso.encode(doc)
         key = iso.match_key(doc)
         pending = Pending(self, key, doc, check=check)
         try:
