@@ -104,7 +104,12 @@ def test_untrusted_host_is_not_retried_and_goes_to_the_offline_rules() -> None:
     refused = record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")
     st, eff = run(st, OfflineDecided(refused))
     # why not online first, then why not offline: the bank, not the amount, is the cause
-    assert shown(eff).startswith("NOT COMPLETED | HOST NOT TRUSTED | OVER FLOOR LIMIT")
+    # (the amount stays in its row; the rule takes the last row once the slip is out)
+    assert shown(eff).startswith("NOT COMPLETED | SALE       EUR 12.50 | HOST NOT TRUSTED | "
+                                 "PRINTING...")
+    st, eff = run(st, PrintFinished(True))
+    assert [e.rows for e in eff if isinstance(e, Show)][-1][2:] == ("HOST NOT TRUSTED",
+                                                                    "OVER FLOOR LIMIT")
 
 
 def test_offline_refusal_names_the_host_before_the_rule() -> None:
@@ -115,7 +120,9 @@ def test_offline_refusal_names_the_host_before_the_rule() -> None:
             st, eff = run(st, TimerFired("phase", st.token))
     st, eff = run(st, OfflineDecided(record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")))
     rows = [e.rows for e in eff if isinstance(e, Show)][-1]
-    assert rows[:3] == ("NOT COMPLETED", "HOST UNAVAILABLE", "OVER FLOOR LIMIT")
+    assert rows[:3] == ("NOT COMPLETED", "SALE       EUR 12.50", "HOST UNAVAILABLE")
+    st, eff = run(st, PrintFinished(True))
+    assert [e.rows for e in eff if isinstance(e, Show)][-1][3] == "OVER FLOOR LIMIT"
 
 
 def test_link_down_sale_shows_no_intermediate_screen() -> None:
@@ -130,7 +137,8 @@ def test_internal_error_before_anything_was_journaled_ends_as_not_charged() -> N
     st, _ = run(to_card_wait(), CardSwiped(CARD))
     st, eff = run(st, AttemptFailed(None, "TERMINAL ERROR"))
     assert st.phase == Phase.PRINTING
-    assert shown(eff).startswith("NOT COMPLETED | TERMINAL ERROR | NOT CHARGED")
+    assert shown(eff).startswith("NOT COMPLETED | SALE       EUR 12.50 | TERMINAL ERROR | "
+                                 "PRINTING...")
     assert any(isinstance(e, Print) and e.sale_id is None for e in eff)
     st, eff = run(st, PrintFinished(True))
     assert st.phase == Phase.RESULT and st.last is None
