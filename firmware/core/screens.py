@@ -108,9 +108,9 @@ def show(state: State) -> Show:
         return Show(rows(state.message or reader or top, amount_row,
                          "SWIPE OR INSERT CARD" if chip else "SWIPE CARD",
                          _bottom(state, "CANCEL=STOP")))
-    if phase in (Phase.CHIP_READING, Phase.CHIP_COMPLETING):
-        return Show(rows(state.message or top, amount_row, "PLEASE WAIT",
-                         "DO NOT REMOVE CARD"))
+    if phase in (Phase.CHIP_READING, Phase.CHIP_COMPLETING):  # PLEASE WAIT as AUTHORIZING's
+        return Show(rows(state.message or top, amount_row, "DO NOT REMOVE CARD",
+                         _bottom(state, "PLEASE WAIT")))
     if phase == Phase.CHIP_CHOOSE and isinstance(flow, SaleFlow):
         labels = [f"{i} {label}" for i, label in enumerate(flow.labels[:3], 1)]
         return Show(rows(f"SELECT 1-{min(3, len(flow.labels))}  CANCEL=NO", *labels))
@@ -122,7 +122,7 @@ def show(state: State) -> Show:
         said = state.message.split("\n")[:2] if state.message else \
             list(result_lines(state.result)) if state.result is not None else [""]
         said += [""] * (2 - len(said))
-        return Show(rows(said[0], amount_row, said[1], "REMOVE CARD"))
+        return Show(rows(said[0], amount_row, said[1], _bottom(state, "REMOVE CARD")))
     if phase == Phase.AUTHORIZING:
         return Show(rows(top, amount_row, "AUTHORIZING",
                          _bottom(state, state.message or "PLEASE WAIT")))
@@ -206,8 +206,7 @@ def _card_words(rec: SaleRecord) -> str:
 
 
 def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
-    """The outcome in the top row (the link flag kept at its right when it fits), the amount
-    where it stood since its entry, the second word (the approval code, the reason), and
+    """The outcome in the top row, the amount where it stood since its entry, the second word (the approval code, the reason), and
     PRINTING... (then the printer's fault, if any) before the battery level."""
     printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
     amount_row = amount_line(rec.kind, rec.amount, state.cfg.currency_code)
@@ -216,12 +215,12 @@ def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
         nothing = "NOT CREDITED" if rec.kind == "refund" else "NOT CHARGED"
         why = list(dict.fromkeys(x for x in (state.cause, rec.reason or nothing) if x))
         second = why[1] if len(why) > 1 else nothing
-        return (_header(state, "NOT COMPLETED"), amount_row, why[0],
+        return ("NOT COMPLETED", amount_row, why[0],
                 _bottom(state, printing or second))
     top, second = result_lines(rec)
     if not printing and state.chip_in:
         printing = "REMOVE CARD"
-    return _header(state, top), amount_row, second, _bottom(state, printing)
+    return top, amount_row, second, _bottom(state, printing)
 
 
 def _status_rows(state: State, menu: MenuFlow) -> tuple[str, str, str, str]:
