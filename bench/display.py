@@ -81,7 +81,7 @@ def chip_sale(rig: Any, n: int, profile: str) -> tuple[list[dict[str, Any]], lis
     insert = int(rig.hw.i2c_log(since=1 << 62)["next"])
     rig.hw.chip_insert(profile)
     deadline = time.monotonic() + 30
-    while "REMOVE CARD" not in [r.strip() for r in rig.hw.display()]:
+    while not any(r.startswith("REMOVE CARD") for r in rig.hw.display()):
         if time.monotonic() > deadline:
             raise RuntimeError(f"no REMOVE CARD: {rig.hw.display()}")
         time.sleep(0.01)
@@ -156,6 +156,10 @@ def report(title: str, sales: list[list[dict[str, Any]]], goal: bool) -> float:
           f"{_mmm([t[1] for t in totals], '{:.0f}')}, transactions "
           f"{_mmm([t[2] for t in totals], '{:.0f}')}")
     print(f"      bus time at 100 kHz {_mmm(t100)} ms, at 400 kHz {_mmm(t400)} ms")
+    shown = [sum(s["bits"] for s in sale[:-1]) for sale in sales]  # all but the idle screen
+    print(f"      of which before the idle screen (to the result): at 100 kHz "
+          f"{_mmm([ms(b, 100_000) for b in shown])} ms, at 400 kHz "
+          f"{_mmm([ms(b, 400_000) for b in shown])} ms, {len(sales[0]) - 1} transactions")
     if goal:
         floor = statistics.median(t[4] for t in totals)
         screens_n = statistics.median(t[2] for t in totals)
