@@ -194,7 +194,8 @@ def main() -> int:
         finally:
             rig.stop()
     whole = [screens(w, before) for w, before, _ in runs]
-    paid = [[s for s in sale if s["seq"] > swipe] for sale, (_, _, swipe) in zip(whole, runs)]
+    paid = [[s for s in sale if s["seq"] > swipe]
+            for sale, (_, _, swipe) in zip(whole, runs, strict=True)]
     print("display bus benchmark (I2C to the PCF8574/HD44780 at 0x27, counted by hwsim)")
     print(f"  stripe sales: {args.sales} (host answering at once, printer in hwsim, battery "
           "gauge and modem configured)")
@@ -237,7 +238,8 @@ def chip(sales: int) -> None:
         pcscd.stop()
         shutil.rmtree(pcsc_dir, ignore_errors=True)
     whole = [screens(w, before) for w, before, _ in runs]
-    paid = [[s for s in sale if s["seq"] > ins] for sale, (_, _, ins) in zip(whole, runs)]
+    paid = [[s for s in sale if s["seq"] > ins]
+            for sale, (_, _, ins) in zip(whole, runs, strict=True)]
     print(f"  chip sales ({CHIP_PROFILE}, online, host answering at once): {sales}")
     report("card inserted -> result -> card out -> idle", paid, goal=True)
 

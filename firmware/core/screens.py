@@ -206,8 +206,9 @@ def _card_words(rec: SaleRecord) -> str:
 
 
 def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
-    """The outcome in the top row, the amount where it stood since its entry, the second word (the approval code, the reason), and
-    PRINTING... (then the printer's fault, if any) before the battery level."""
+    """The outcome in the top row, the amount where it stood since its entry, the second
+    word (the approval code, the reason), and PRINTING... (then the printer's fault, if
+    any) before the battery level."""
     printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
     amount_row = amount_line(rec.kind, rec.amount, state.cfg.currency_code)
     if rec.status == SaleStatus.FAILED:
