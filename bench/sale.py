@@ -96,7 +96,7 @@ def is_approved(rows: Any) -> bool:
 
 
 def is_result(rows: list[str]) -> bool:
-    return rows[0].startswith("APPROVED") and rows[2].strip() == "PRINTING..."
+    return rows[0].startswith("APPROVED") and rows[3].startswith("PRINTING...")
 
 
 def lcd_bits(size: int) -> int:
@@ -109,12 +109,12 @@ def run_sale(rig: Rig, n: int) -> tuple[float, list[dict[str, Any]]]:
     """One sale from idle back to idle: the swipe's time and the I2C transfers after it."""
     amount = f"{10 + n % 900}00"  # whole euros: the host approves them
     rig.hw.press(amount, "OK")
-    wait_rows(rig, lambda r: r[1].strip() == "SWIPE CARD", "SWIPE CARD")
+    wait_rows(rig, lambda r: r[2].strip() == "SWIPE CARD", "SWIPE CARD")
     mark = int(rig.hw.i2c_log(since=1 << 62)["next"])
     t0 = time.time()
     rig.hw.swipe(PAN)
     t1 = time.time()
-    wait_rows(rig, lambda r: r[0].startswith("APPROVED") and r[2].strip() == "", "the result")
+    wait_rows(rig, lambda r: r[0].startswith("APPROVED") and "PRINTING" not in r[3], "the result")
     log = rig.hw.i2c_log(since=mark)
     if log["dropped"]:
         raise RuntimeError("hwsim's I2C log overflowed during a sale")

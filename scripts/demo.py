@@ -266,7 +266,7 @@ def chip_sale(hw: HwsimClient, amount: str, profile: str) -> None:
     receipts = len(hw.receipts())
     hw.chip_insert(profile)
     print(f"\n(inserted test chip card {profile!r})\n")
-    follow(hw, lambda rows: "REMOVE CARD" in [r.strip() for r in rows], timeout=60)
+    follow(hw, lambda rows: any(r.startswith("REMOVE CARD") for r in rows), timeout=60)
     for _ in range(100):
         if len(hw.receipts()) > receipts:
             break

@@ -104,7 +104,12 @@ def test_untrusted_host_is_not_retried_and_goes_to_the_offline_rules() -> None:
     refused = record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")
     st, eff = run(st, OfflineDecided(refused))
     # why not online first, then why not offline: the bank, not the amount, is the cause
-    assert shown(eff).startswith("NOT COMPLETED | HOST NOT TRUSTED | OVER FLOOR LIMIT")
+    # (the amount stays in its row; the rule takes the last row once the slip is out)
+    assert shown(eff).startswith("NOT COMPLETED | SALE       EUR 12.50 | HOST NOT TRUSTED | "
+                                 "PRINTING...")
+    st, eff = run(st, PrintFinished(True))
+    assert [e.rows for e in eff if isinstance(e, Show)][-1][2:] == ("HOST NOT TRUSTED",
+                                                                    "OVER FLOOR LIMIT")
 
 
 def test_offline_refusal_names_the_host_before_the_rule() -> None:
@@ -115,7 +120,9 @@ def test_offline_refusal_names_the_host_before_the_rule() -> None:
             st, eff = run(st, TimerFired("phase", st.token))
     st, eff = run(st, OfflineDecided(record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")))
     rows = [e.rows for e in eff if isinstance(e, Show)][-1]
-    assert rows[:3] == ("NOT COMPLETED", "HOST UNAVAILABLE", "OVER FLOOR LIMIT")
+    assert rows[:3] == ("NOT COMPLETED", "SALE       EUR 12.50", "HOST UNAVAILABLE")
+    st, eff = run(st, PrintFinished(True))
+    assert [e.rows for e in eff if isinstance(e, Show)][-1][3] == "OVER FLOOR LIMIT"
 
 
 def test_link_down_sale_shows_no_intermediate_screen() -> None:
@@ -130,7 +137,8 @@ def test_internal_error_before_anything_was_journaled_ends_as_not_charged() -> N
     st, _ = run(to_card_wait(), CardSwiped(CARD))
     st, eff = run(st, AttemptFailed(None, "TERMINAL ERROR"))
     assert st.phase == Phase.PRINTING
-    assert shown(eff).startswith("NOT COMPLETED | TERMINAL ERROR | NOT CHARGED")
+    assert shown(eff).startswith("NOT COMPLETED | SALE       EUR 12.50 | TERMINAL ERROR | "
+                                 "PRINTING...")
     assert any(isinstance(e, Print) and e.sale_id is None for e in eff)
     st, eff = run(st, PrintFinished(True))
     assert st.phase == Phase.RESULT and st.last is None
@@ -217,3 +225,47 @@ def test_bad_reads_do_not_hold_the_sale_past_the_card_timeout() -> None:
         assert "CARD NOT READ" in shown(eff)
     st, eff = run(st, TimerFired("phase", token))  # the timer started for the card
     assert st.phase == Phase.IDLE and "NO CARD - CANCELLED" in shown(eff)
+
+
+def _sale_screens(*events: object, link: str = "UP") -> list[tuple[str, ...]]:
+    """Every screen of a sale of 12.50 from its first digit to idle, with a battery gauge and
+    a modem's path in the top row."""
+    from firmware.core.events import BatteryRead, PathChanged
+
+    st, _ = initial(CFG)
+    st, _ = run(st, BatteryRead(64), PathChanged("ETH"), LinkChanged(link))
+    idle = st
+    st, eff = run(st, *keys("1250", "OK"), CardSwiped(CARD), *events)
+    screens = [e.rows for e in eff if isinstance(e, Show)]
+    st, eff = run(st, PrintFinished(True))
+    screens += [e.rows for e in eff if isinstance(e, Show)]
+    st, eff = run(st, KeyPressed("OK"))
+    screens += [e.rows for e in eff if isinstance(e, Show)]
+    assert st.phase == Phase.IDLE
+    from firmware.core.screens import show
+    return [show(idle).rows, *screens]
+
+
+def test_each_outcome_keeps_the_amount_the_top_row_and_the_battery_in_place() -> None:
+    """The layout that keeps the display's traffic down (bench/display.py): the amount in
+    one row and the same columns from the last digit to the result, the idle screen's top
+    row until the outcome takes it, the battery level in its cells, idle back as it was."""
+    outcomes = {
+        "APPROVED": (HostAnswered(record(SaleStatus.APPROVED, "00", approval="123456")),),
+        "DECLINED": (HostAnswered(record(SaleStatus.DECLINED, "05")),),
+        "NOT COMPLETED": (OfflineDecided(record(SaleStatus.FAILED, "",
+                                                reason="OVER FLOOR LIMIT")),),
+        "APPROVED OFFLINE": (OfflineDecided(
+            record(SaleStatus.OFFLINE_APPROVED, "", approval="Y30007")),),
+    }
+    for word, events in outcomes.items():
+        screens = _sale_screens(*events, link="DOWN" if "OFFLINE" in word else "UP")
+        idle, sale = screens[0], screens[1:-1]
+        assert screens[-1][0] == idle[0] and screens[-1][2:] == idle[2:], (word, screens)
+        keyed = next(i for i, s in enumerate(sale) if s[1].endswith("EUR 12.50"))
+        assert all(s[1] == "SALE       EUR 12.50" for s in sale[keyed:]), (word, screens)
+        assert all(s[3].endswith("BAT 64%") for s in sale if "PRINTING" in s[3]
+                   or s[3].startswith(("OK=", "CANCEL", "PLEASE"))), (word, screens)
+        results = [s for s in sale if s[0] == word]
+        assert results and all(s[0] == idle[0] for s in sale[:sale.index(results[0])]), \
+            (word, screens)

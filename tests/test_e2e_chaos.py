@@ -114,8 +114,8 @@ class Watch(threading.Thread):
                     self.timeline.append(rows)
                 kinds = set()
                 if rows and self.armed:
-                    if rows[1].strip() == "AUTHORIZING" or \
-                            rows[1].startswith("HOST BUSY - RETRYING"):
+                    if rows[2].strip() == "AUTHORIZING" or \
+                            rows[2].startswith("HOST BUSY - RETRYING"):
                         kinds.add("sale in flight")
                     if _has(rows, "PRINTING..."):
                         kinds.add("printing")
@@ -260,7 +260,7 @@ class Chaos:
                 return
             if rows[0].strip() in HEADLINES and not _has(rows, "PRINTING"):
                 hw.press("OK")
-            elif rows[0].strip() == "SALE" or _has(rows, "SWIPE CARD") or \
+            elif rows[1].startswith(("SALE ", "REFUND ")) or _has(rows, "SWIPE CARD") or \
                     rows[0].startswith(("MENU", "BANK")) or _has(rows, "HOST BUSY"):
                 hw.press("CANCEL")
             time.sleep(0.1)
@@ -415,7 +415,7 @@ class Chaos:
         with self.watch.lock:
             timeline = list(self.watch.timeline)
         for rows in timeline:
-            money = re.fullmatch(r"EUR (\d+)\.(\d\d)", rows[3].strip())
+            money = re.fullmatch(r"(?:SALE|REFUND) +EUR (\d+)\.(\d\d)", rows[1].strip())
             if rows[0].strip() not in HEADLINES or not money:
                 continue
             heads = shown.setdefault(int(money[1]) * 100 + int(money[2]), [])

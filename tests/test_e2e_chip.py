@@ -54,9 +54,10 @@ def _done(rig: Rig, want: str) -> list[str]:
 
 
 def _asked_to_remove(rig: Rig, timeout: float = 30) -> list[str]:
-    """The display says REMOVE CARD on a row of its own (not DO NOT REMOVE CARD)."""
-    return wait_until(lambda: (lambda rows: rows if "REMOVE CARD" in [
-        r.strip() for r in rows] else None)(rig.hw.display()), timeout,
+    """The display says REMOVE CARD at the start of a row (not DO NOT REMOVE CARD), the
+    battery level, if any, beside it."""
+    return wait_until(lambda: (lambda rows: rows if any(
+        r.startswith("REMOVE CARD") for r in rows) else None)(rig.hw.display()), timeout,
         lambda: f"never asked to remove the card: {rig.hw.display()}")
 
 

@@ -88,7 +88,7 @@ def test_primary_cut_mid_sale_reverses_then_sells_over_4g(tmp_path: pathlib.Path
         time.sleep(0.5)  # the 0200 is with the host
         rig.hw.primary_down("refuse")  # the connection is reset under the sale
         rows = result(rig)
-        assert rows[:2] == ["NO RESPONSE", "NOT CHARGED"], rows
+        assert [rows[0], rows[2]] == ["NO RESPONSE", "NOT CHARGED"], rows
         # the reversal goes out over the modem; the next sale too
         rows = sale(rig, "3000")
         assert rows[0] == "APPROVED", rows
@@ -209,7 +209,7 @@ def test_blackholed_primary_is_found_dead_and_the_next_sale_goes_over_4g(
         assert sale(rig, "1000")[0] == "APPROVED"
         rig.hw.primary_down("blackhole")  # the connection stays up; nothing flows
         rows = sale(rig, "2000")
-        assert rows[:2] == ["NO RESPONSE", "NOT CHARGED"], rows
+        assert [rows[0], rows[2]] == ["NO RESPONSE", "NOT CHARGED"], rows
         wait_log(rig, "the connection is dead")
         wait_path(rig, "4G")  # it failed over at once, without waiting for a sale
         rows = sale(rig, "3000")

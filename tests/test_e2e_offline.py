@@ -52,7 +52,7 @@ def _result(rig: Rig) -> list[str]:
 def go_offline(rig: Rig) -> None:
     rig.hw.host_down()
     rows = offline_sale(rig, "2000")  # the first sale finds the host gone
-    assert rows[0] == "APPROVED OFFLINE" and rows[1].startswith("AUTH Y3"), rows
+    assert rows[0] == "APPROVED OFFLINE" and rows[2].startswith("AUTH Y3"), rows
     rig.wait_led(False)
 
 
@@ -70,14 +70,20 @@ def test_limits_card_rules_then_upload_exactly_once_in_order(rig: Rig) -> None:
     }
     for (digits, pan), reason in refusals.items():
         rows = offline_sale(rig, digits, pan)
-        # the bank is why it could not go online; the rule is why not offline
-        assert rows[:3] == ["NOT COMPLETED", "HOST OFFLINE", reason], (reason, rows)
-    rows = offline_sale(rig, "1000", PAN, expiry="2001")
-    assert "CARD EXPIRED" in rows[2]
+        # the bank is why it could not go online; the rule is why not offline (in the last
+        # row once the slip is out)
+        assert [rows[0], rows[2]] == ["NOT COMPLETED", "HOST OFFLINE"], (reason, rows)
+        rows = rig.hw.wait_display(reason)
+        assert rows[3].startswith(reason), (reason, rows)
+    offline_sale(rig, "1000", PAN, expiry="2001")
+    assert "CARD EXPIRED" in rig.hw.wait_display("CARD EXPIRED")[3]
     assert offline_sale(rig, "1000")[0] == "APPROVED OFFLINE"
     assert offline_sale(rig, "4000")[0] == "APPROVED OFFLINE"  # 7000 in all, 3 sales
-    assert offline_sale(rig, "3500")[2] == "OFFLINE TOTAL FULL"  # 10500 > 10000
-    assert offline_sale(rig, "100")[2] == "OFFLINE COUNT FULL"  # 3 unsent already
+    # the rule takes the last row once the slip is out
+    offline_sale(rig, "3500")
+    assert rig.hw.wait_display("OFFLINE TOTAL FULL")[3].startswith("OFFLINE TOTAL FULL")
+    offline_sale(rig, "100")  # 10500 > 10000 above; now 3 unsent already
+    assert rig.hw.wait_display("OFFLINE COUNT FULL")[3].startswith("OFFLINE COUNT FULL")
     deadline = time.monotonic() + 5
     while len(slips := [r for r in rig.hw.receipts() if "NOT COMPLETED" in r]) < 8:
         assert time.monotonic() < deadline, slips

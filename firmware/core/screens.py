@@ -36,18 +36,28 @@ def _header(state: State, title: str) -> str:
     flag = LINK_FLAGS.get(state.link, state.link)
     tag = path_tag(state)
     room = W - len(title) - 1
-    for right in (f"{tag} {flag}".strip(), f"{state.path} {flag}".strip(), flag):
-        if len(right) <= room:
-            break
+    right = next((r for r in (f"{tag} {flag}".strip(), f"{state.path} {flag}".strip(), flag)
+                  if len(r) <= room), "")
     return title + " " * (W - len(title) - len(right)) + right if right else title
 
 
 def _bottom(state: State, left: str) -> str:
-    """The idle screen's last row: a hint, and the battery level when there is a gauge."""
+    """The last row: a hint (or a word), and the battery level at the right when there is a
+    gauge and it fits. Every screen of a sale keeps the level in the same cells as idle."""
     if state.battery is None:
         return left
     level = f"{'CHG' if state.charging else 'BAT'} {max(0, min(100, state.battery))}%"
-    return left + " " * max(1, W - len(left) - len(level)) + level
+    if len(left) + 1 + len(level) > W:
+        return left
+    return left + " " * (W - len(left) - len(level)) + level
+
+
+def amount_line(kind: str, amount: int, cur: str) -> str:
+    """The amount row of a sale or refund: its word on the left, the amount right-aligned,
+    in the same row and columns from the amount's entry to the result (the display
+    rewrites only what changes); the amount alone, right-aligned, when both do not fit."""
+    label = "REFUND" if kind == "refund" else "SALE"
+    return _labelled(label, money(amount, cur))
 
 
 def _idle_lines(state: State) -> list[str]:
@@ -83,24 +93,24 @@ def show(state: State) -> Show:
         return Show(rows(_header(state, "POSTERM"), said[0], "ENTER AMOUNT",
                          _bottom(state, "F1 MENU")))
     flow = state.flow
+    top = _header(state, "POSTERM")  # the idle screen's top row, kept through a sale
     if phase == Phase.AMOUNT and isinstance(flow, SaleFlow):
         amount = int(flow.digits) if flow.digits else 0
-        title = "REFUND" if flow.kind == "refund" else "SALE"
-        return Show(rows(title, money(amount, cur).rjust(W), state.message,
-                         "OK=CONFIRM"))
-    amount_row = money(state.sale.amount, cur) if state.sale else ""
-    if state.sale is not None and state.sale.kind == "refund":
-        amount_row = _labelled("REFUND", amount_row)
+        return Show(rows(top, amount_line(flow.kind, amount, cur), state.message,
+                         _bottom(state, "OK=CONFIRM")))
+    amount_row = amount_line(state.sale.kind, state.sale.amount, cur) if state.sale else ""
     if phase == Phase.DUPLICATE:
         return Show(rows("POSSIBLE DUPLICATE", amount_row, "OK TO PROCEED",
                          "CANCEL=STOP"))
-    if phase == Phase.WAIT_CARD:
+    if phase == Phase.WAIT_CARD:  # a bad read or a reader fault takes the top row
         reader = next((t for src, t, _b in state.conditions if src == "card_reader"), "")
         chip = state.cfg.chip is not None and not (isinstance(flow, SaleFlow) and flow.fallback)
-        return Show(rows(amount_row, "SWIPE OR INSERT CARD" if chip else "SWIPE CARD",
-                         state.message or reader, "CANCEL=STOP"))
-    if phase in (Phase.CHIP_READING, Phase.CHIP_COMPLETING):
-        return Show(rows(amount_row, "PLEASE WAIT", "DO NOT REMOVE CARD", state.message))
+        return Show(rows(state.message or reader or top, amount_row,
+                         "SWIPE OR INSERT CARD" if chip else "SWIPE CARD",
+                         _bottom(state, "CANCEL=STOP")))
+    if phase in (Phase.CHIP_READING, Phase.CHIP_COMPLETING):  # PLEASE WAIT as AUTHORIZING's
+        return Show(rows(state.message or top, amount_row, "DO NOT REMOVE CARD",
+                         _bottom(state, "PLEASE WAIT")))
     if phase == Phase.CHIP_CHOOSE and isinstance(flow, SaleFlow):
         labels = [f"{i} {label}" for i, label in enumerate(flow.labels[:3], 1)]
         return Show(rows(f"SELECT 1-{min(3, len(flow.labels))}  CANCEL=NO", *labels))
@@ -111,12 +121,14 @@ def show(state: State) -> Show:
     if phase == Phase.REMOVE_CARD:  # the last words: why it ended, else its result
         said = state.message.split("\n")[:2] if state.message else \
             list(result_lines(state.result)) if state.result is not None else [""]
-        return Show(rows(*said, "REMOVE CARD"))
+        said += [""] * (2 - len(said))
+        return Show(rows(said[0], amount_row, said[1], _bottom(state, "REMOVE CARD")))
     if phase == Phase.AUTHORIZING:
-        return Show(rows(amount_row, "AUTHORIZING", state.message or "PLEASE WAIT", ""))
+        return Show(rows(top, amount_row, "AUTHORIZING",
+                         _bottom(state, state.message or "PLEASE WAIT")))
     if phase == Phase.BUSY_WAIT:
-        return Show(rows(amount_row, "HOST BUSY - RETRYING", state.message or "PLEASE WAIT",
-                         "CANCEL=STOP"))
+        return Show(rows(state.message or top, amount_row, "HOST BUSY - RETRYING",
+                         _bottom(state, "CANCEL=STOP")))
     if phase in (Phase.PRINTING, Phase.RESULT) and state.result is not None:
         return Show(rows(*_result_rows(state, state.result)))
     menu = flow if isinstance(flow, MenuFlow) else MenuFlow()
@@ -178,8 +190,9 @@ def _merchant_rows(state: State) -> tuple[str, str, str, str] | None:
 
 
 def _labelled(label: str, amount: str) -> str:
-    """'REFUND     EUR 12.50'; the amount alone when both do not fit (never cut short)."""
-    return two_cols(label, amount, W) if len(label) + 1 + len(amount) <= W else amount
+    """'REFUND     EUR 12.50'; the amount alone, right-aligned in the same columns, when both
+    do not fit (never cut short)."""
+    return two_cols(label, amount, W) if len(label) + 1 + len(amount) <= W else amount.rjust(W)
 
 
 def _kind_word(rec: SaleRecord) -> str:
@@ -193,17 +206,22 @@ def _card_words(rec: SaleRecord) -> str:
 
 
 def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
+    """The outcome in the top row, the amount where it stood since its entry, the second
+    word (the approval code, the reason), and PRINTING... (then the printer's fault, if
+    any) before the battery level."""
     printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
+    amount_row = amount_line(rec.kind, rec.amount, state.cfg.currency_code)
     if rec.status == SaleStatus.FAILED:
-        # why it could not go online, then why the offline rules refused it
+        # why it could not go online (else why the offline rules refused it: the slip
+        # gives that too), and the money word, which never leaves the glass for a word
+        # the slip carries
         nothing = "NOT CREDITED" if rec.kind == "refund" else "NOT CHARGED"
-        why = list(dict.fromkeys(x for x in (state.cause, rec.reason or nothing) if x))
-        second = why[1] if len(why) > 1 else nothing
-        return "NOT COMPLETED", why[0], second, printing or nothing
+        return ("NOT COMPLETED", amount_row, state.cause or rec.reason or nothing,
+                _bottom(state, printing or nothing))
     top, second = result_lines(rec)
     if not printing and state.chip_in:
         printing = "REMOVE CARD"
-    return top, second, printing, money(rec.amount, state.cfg.currency_code)
+    return top, amount_row, second, _bottom(state, printing)
 
 
 def _status_rows(state: State, menu: MenuFlow) -> tuple[str, str, str, str]:
