@@ -103,13 +103,13 @@ def test_untrusted_host_is_not_retried_and_goes_to_the_offline_rules() -> None:
     assert "HOST BUSY" not in shown(eff)
     refused = record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")
     st, eff = run(st, OfflineDecided(refused))
-    # why not online first, then why not offline: the bank, not the amount, is the cause
-    # (the amount stays in its row; the rule takes the last row once the slip is out)
-    assert shown(eff).startswith("NOT COMPLETED | SALE       EUR 12.50 | HOST NOT TRUSTED | "
+    # why not online first, then why not offline: the bank, not the amount, is the cause;
+    # the money word takes the last row once the slip is out
+    assert shown(eff).startswith("NOT COMPLETED | HOST NOT TRUSTED | OVER FLOOR LIMIT | "
                                  "PRINTING...")
     st, eff = run(st, PrintFinished(True))
-    assert [e.rows for e in eff if isinstance(e, Show)][-1][2:] == ("HOST NOT TRUSTED",
-                                                                    "OVER FLOOR LIMIT")
+    assert [e.rows for e in eff if isinstance(e, Show)][-1][1:] == (
+        "HOST NOT TRUSTED", "OVER FLOOR LIMIT", "NOT CHARGED")
 
 
 def test_offline_refusal_names_the_host_before_the_rule() -> None:
@@ -120,9 +120,9 @@ def test_offline_refusal_names_the_host_before_the_rule() -> None:
             st, eff = run(st, TimerFired("phase", st.token))
     st, eff = run(st, OfflineDecided(record(SaleStatus.FAILED, "", reason="OVER FLOOR LIMIT")))
     rows = [e.rows for e in eff if isinstance(e, Show)][-1]
-    assert rows[:3] == ("NOT COMPLETED", "SALE       EUR 12.50", "HOST UNAVAILABLE")
+    assert rows[:3] == ("NOT COMPLETED", "HOST UNAVAILABLE", "OVER FLOOR LIMIT")
     st, eff = run(st, PrintFinished(True))
-    assert [e.rows for e in eff if isinstance(e, Show)][-1][3] == "OVER FLOOR LIMIT"
+    assert [e.rows for e in eff if isinstance(e, Show)][-1][3] == "NOT CHARGED"
 
 
 def test_link_down_sale_shows_no_intermediate_screen() -> None:
@@ -137,8 +137,7 @@ def test_internal_error_before_anything_was_journaled_ends_as_not_charged() -> N
     st, _ = run(to_card_wait(), CardSwiped(CARD))
     st, eff = run(st, AttemptFailed(None, "TERMINAL ERROR"))
     assert st.phase == Phase.PRINTING
-    assert shown(eff).startswith("NOT COMPLETED | SALE       EUR 12.50 | TERMINAL ERROR | "
-                                 "PRINTING...")
+    assert shown(eff).startswith("NOT COMPLETED | TERMINAL ERROR | NOT CHARGED | PRINTING...")
     assert any(isinstance(e, Print) and e.sale_id is None for e in eff)
     st, eff = run(st, PrintFinished(True))
     assert st.phase == Phase.RESULT and st.last is None
@@ -263,7 +262,8 @@ def test_each_outcome_keeps_the_amount_the_top_row_and_the_battery_in_place() ->
         idle, sale = screens[0], screens[1:-1]
         assert screens[-1][0] == idle[0] and screens[-1][2:] == idle[2:], (word, screens)
         keyed = next(i for i, s in enumerate(sale) if s[1].endswith("EUR 12.50"))
-        assert all(s[1] == "SALE       EUR 12.50" for s in sale[keyed:]), (word, screens)
+        assert all(s[1] == "SALE       EUR 12.50" for s in sale[keyed:]
+                   if s[0] != "NOT COMPLETED"), (word, screens)  # it says why instead
         assert all(s[3].endswith("BAT 64%") for s in sale if "PRINTING" in s[3]
                    or s[3].startswith(("OK=", "CANCEL", "PLEASE"))), (word, screens)
         results = [s for s in sale if s[0] == word]

@@ -72,9 +72,9 @@ def test_refund_with_the_host_down_is_never_approved_offline(rig: Rig) -> None:
     rig.hw.host_down()
     refund(rig, "900")
     rows = result(rig)
-    assert rows[0] == "NOT COMPLETED" and rows[1] == "REFUND      EUR 9.00", rows
-    rows = rig.hw.wait_display("REFUND NEEDS HOST")  # once its slip is printed
-    assert rows[3].startswith("REFUND NEEDS HOST"), rows
+    assert rows[:3] == ["NOT COMPLETED", "HOST OFFLINE", "REFUND NEEDS HOST"], rows
+    rows = rig.hw.wait_display("NOT CREDITED")  # once its slip is printed
+    assert rows[3].startswith("NOT CREDITED"), rows
     rig.hw.host_up()
     wait_and_check(rig)
     assert rig.hw.ledger() == []

@@ -208,16 +208,18 @@ def _card_words(rec: SaleRecord) -> str:
 def _result_rows(state: State, rec: SaleRecord) -> tuple[str, str, str, str]:
     """The outcome in the top row, the amount where it stood since its entry, the second
     word (the approval code, the reason), and PRINTING... (then the printer's fault, if
-    any) before the battery level."""
+    any) before the battery level; a sale not completed says why instead of its amount."""
     printing = "PRINTING..." if state.phase == Phase.PRINTING else state.message
     amount_row = amount_line(rec.kind, rec.amount, state.cfg.currency_code)
     if rec.status == SaleStatus.FAILED:
-        # why it could not go online (else why the offline rules refused it: the slip
-        # gives that too), and the money word, which never leaves the glass for a word
-        # the slip carries
+        # why it could not go online, then why the offline rules refused it (what the
+        # cashier can act on: PIN REQUIRED, CARD EXPIRED...), and the money word once
+        # the slip is out: the three say more than the amount, which gives its row up
         nothing = "NOT CREDITED" if rec.kind == "refund" else "NOT CHARGED"
-        return ("NOT COMPLETED", amount_row, state.cause or rec.reason or nothing,
-                _bottom(state, printing or nothing))
+        why = list(dict.fromkeys(x for x in (state.cause, rec.reason or nothing) if x))
+        second = why[1] if len(why) > 1 else nothing
+        last = printing or ("" if second == nothing else nothing)  # said once is enough
+        return "NOT COMPLETED", why[0], second, _bottom(state, last)
     top, second = result_lines(rec)
     if not printing and state.chip_in:
         printing = "REMOVE CARD"
