@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -44,10 +45,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -327,6 +329,44 @@ async def run_sales(cfg_path: pathlib.Path, sales: int, report: Callable[[str], 
     }
 
 
+@contextlib.contextmanager
+def journal_sink(folder: pathlib.Path) -> Iterator[None]:
+    """The App's log lines at INFO through the firmware's own journald handler (as under
+    systemd, so that their cost is in the figures), to a datagram socket here whose
+    messages a thread reads and drops."""
+    from firmware.runtime.journald import JournalHandler
+
+    path = folder / "journal.sock"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(path))
+    sink.settimeout(0.5)
+    done = threading.Event()
+
+    def drain() -> None:
+        while not done.is_set():
+            try:
+                sink.recv(65536)
+            except (TimeoutError, OSError):
+                pass
+
+    reader = threading.Thread(target=drain, name="journal-sink", daemon=True)
+    reader.start()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    handler = JournalHandler(str(path))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        handler.close()
+        done.set()
+        reader.join()
+        sink.close()
+
+
 def fsync_floor(folder: pathlib.Path, count: int = 200) -> float:
     """The median time of one fsync of a small write in `folder` (the journal's floor)."""
     path = folder / "fsync.probe"
@@ -360,9 +400,11 @@ def print_growth(res: dict[str, object]) -> None:
         print(f"  growth per {STEP:,} sales after the first {settled[0]:,}, MB (blocks: "
               "the Python heap's, in thousands):")
         print("    sales           RSS    anon   files  malloc  arenas  blocks  SQLite  WAL+shm")
-        for a, b in zip(settled, settled[1:], strict=False):
+        # the first row: the warm-up's fill (caches reaching their bounds), for comparison
+        for a, b in zip([first, *settled], settled, strict=False):
             blocks = (samples[b]["blocks"] - samples[a]["blocks"]) / 1000
-            print(f"    {a:>6}-{b:<6} {mb('rss', a, b):+7.2f} {mb('anon', a, b):+7.2f} "
+            label = f"{a}-{b}" + ("*" if a == first else "")
+            print(f"    {label:<13} {mb('rss', a, b):+7.2f} {mb('anon', a, b):+7.2f} "
                   f"{mb('file', a, b):+7.2f} {mb('heap_used', a, b):+7.2f} "
                   f"{mb('heap_free', a, b):+7.2f} {blocks:+7.1f} "
                   f"{mb('sqlite', a, b):+7.2f} {mb('wal', a, b) + mb('shm', a, b):+7.2f}")
@@ -372,8 +414,8 @@ def print_growth(res: dict[str, object]) -> None:
               + (f" (x {10_000 / (b - a):.2f} = {mb('rss', a, b) * 10_000 / (b - a):+.2f} MB "
                  "per 10,000 sales)" if b - a != 10_000 else "")
               + f", largest step {max(steps):+.2f} MB; goal <= 1 MB over 10,000 sales")
-        print("    (malloc: glibc's blocks in use; arenas: the free space glibc keeps inside "
-              "its arenas)")
+        print("    (* filling up, not counted in the steps; malloc: glibc's blocks in use; "
+              "arenas: the free space glibc keeps inside its arenas)")
     end = samples[last]
     print(f"  at {last:,} sales: SQLite {end['sqlite'] / 2**20:.2f} MB (the journal's page "
           f"cache {end['cache'] / 2**10:.0f} KiB, capped at {CACHE_KIB} KiB; its statements "
@@ -407,7 +449,6 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds idle after READY before reading RSS")
     args = parser.parse_args()
-    logging.getLogger().setLevel(logging.ERROR)  # the App's sale log lines, not figures
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="posterm-bench-memory-"))
     rig = Rig(tmp, overrides={"operator": {"duplicate_minutes": 0}})
     try:
@@ -423,8 +464,9 @@ def main() -> None:
         floor = fsync_floor(tmp)
         print(f"sales through the real App in this process, devices and host in hwsim "
               f"({args.sales} sales, RSS measured after {min(WARMUP, args.sales)}):", flush=True)
-        res = asyncio.run(run_sales(rig.config_path, args.sales,
-                                    lambda line: print(line, flush=True), args.traced))
+        with journal_sink(tmp):
+            res = asyncio.run(run_sales(rig.config_path, args.sales,
+                                        lambda line: print(line, flush=True), args.traced))
         kinds = res["kinds"]
         assert isinstance(kinds, dict)
         by_kind = ", ".join(f"{k} {v:.1f}" for k, v in kinds.items() if k.isupper())
