@@ -45,10 +45,16 @@ class Census:
         # asyncio's heap of timers keeps a cancelled one until it is due, or until more
         # than half of at least 100 are cancelled: bounded by asyncio, not by the sales
         timers = getattr(asyncio.get_running_loop(), "_scheduled", None)
-        for obj in gc.get_objects():
-            if type(obj) in (dict, list, set, deque) and obj is not self.sizes \
-                    and obj is not timers:
-                self.sizes.append((obj, len(obj)))
+        seen: set[int] = set()
+        for holder in gc.get_objects():
+            # a dict of strings and numbers only is not tracked by the collector: it is
+            # found through what holds it
+            for obj in (holder, *(r for r in gc.get_referents(holder)
+                                  if type(r) is dict and not gc.is_tracked(r))):
+                if type(obj) in (dict, list, set, deque) and id(obj) not in seen and \
+                        all(obj is not mine for mine in (self.sizes, seen, timers)):
+                    seen.add(id(obj))
+                    self.sizes.append((obj, len(obj)))
         self.counts = _alive()
 
     def grown(self, by: int) -> list[str]:
