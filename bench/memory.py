@@ -100,8 +100,12 @@ class Probe:
                     .splitlines() if "libsqlite3" in line), "libsqlite3.so.0")
         self.sqlite = ctypes.CDLL(lib)
         # the sqlite3* of the connection: the first member after PyObject_HEAD in CPython's
-        # pysqlite_Connection (checked below against a status that needs a real handle)
-        self.handle = ctypes.c_void_p.from_address(id(db) + 2 * ctypes.sizeof(ctypes.c_void_p))
+        # pysqlite_Connection, used only once SQLite names the journal's file for it
+        handle = ctypes.c_void_p.from_address(id(db) + 2 * ctypes.sizeof(ctypes.c_void_p))
+        self.sqlite.sqlite3_db_filename.restype = ctypes.c_char_p
+        self.sqlite.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        named = self.sqlite.sqlite3_db_filename(handle, b"main") if handle.value else None
+        self.handle = handle if named and pathlib.Path(named.decode()).samefile(path) else None
 
     def _status(self, op: int) -> int:
         cur, high = ctypes.c_int64(), ctypes.c_int64()
@@ -110,7 +114,7 @@ class Probe:
 
     def _db_status(self, op: int) -> int:
         cur, high = ctypes.c_int(), ctypes.c_int()
-        if self.sqlite.sqlite3_db_status(self.handle, op, ctypes.byref(cur),
+        if self.handle is None or self.sqlite.sqlite3_db_status(self.handle, op, ctypes.byref(cur),
                                          ctypes.byref(high), 0):
             return -1
         return cur.value
@@ -398,7 +402,8 @@ def print_growth(res: dict[str, object]) -> None:
 
     print(f"  RSS {samples[first]['rss'] / 2**20:.1f} MB after {first} sales -> "
           f"{samples[last]['rss'] / 2**20:.1f} MB after {last}: "
-          f"{mb('rss', first, last):+.2f} MB in {res['seconds']:.0f} s")
+          f"{mb('rss', first, last):+.2f} MB in {res['seconds']:.0f} s (goal <= 1 MB over "
+          "10,000 sales)")
     settled = [m for m in marks if m >= min(SETTLED, last)]
     if len(settled) > 1:
         print(f"  growth per {STEP:,} sales after the first {settled[0]:,}, MB (blocks: "
