@@ -34,6 +34,8 @@ def remember(state: State, rec: SaleRecord, pan_hash: str = "") -> State:
     if rec.kind != "purchase" or rec.voided or not key or rec.status not in (
             SaleStatus.APPROVED, SaleStatus.OFFLINE_APPROVED):
         return state
+    if state.cfg.duplicate_minutes <= 0:  # the guard is off: nothing to remember
+        return replace(state, recent=()) if state.recent else state
     window = timedelta(minutes=state.cfg.duplicate_minutes)
     kept = tuple(r for r in state.recent
                  if r.sale_id != rec.sale_id and rec.local - r.local <= window)

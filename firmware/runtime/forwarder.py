@@ -222,6 +222,7 @@ class Forwarder:
     def _unsendable(self, item: OutboxItem, exc: BaseException) -> None:
         why = f"{type(exc).__name__}: {exc}"
         self.journal.unsendable(item.key, why)
+        self._not_before.pop(item.key, None)  # out of the queue for good
         self._reread(item.key.kind)
         log.error("%s CANNOT BE SENT: its message cannot be built (%s). It is out of the "
                   "queue so the rest goes on, kept in the journal, and counted in `posterm "

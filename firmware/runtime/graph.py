@@ -266,7 +266,11 @@ class Parts:
         """The journal's queues changed: the core hears their figures, and each offline
         sale the host refused, once per run (its slip printed, that is journaled)."""
         self.emit(QueueChanged(self.journal.queue_stats()))
-        for _adv_id, record in self.journal.unannounced_refusals():
+        refusals = self.journal.unannounced_refusals()
+        # only those still unannounced in the journal are remembered: the set would
+        # otherwise keep every refused sale of the process's life
+        self._announced.intersection_update(record.sale_id for _, record in refusals)
+        for _adv_id, record in refusals:
             if record.sale_id not in self._announced:
                 self._announced.add(record.sale_id)
                 self.emit(AdviceRefused(record))
