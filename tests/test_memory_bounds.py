@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 
 from firmware.core.events import AdviceRefused, QueueChanged
 from firmware.runtime.display import DisplayKeeper
@@ -172,12 +171,6 @@ class SlowDisplay:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware/runtime/display.py queues every screen asked for until it is written, so a "
-    "display slower than the screens holds one more screen (and its sale's record, through "
-    "the outcome's callback) each time: the growth bench/memory.py measured before it "
-    "waited for the glass. Bounding it (only the newest screen waits) is the display's "
-    "change (issue 22, item 2); remove this mark with it"))
 def test_display_keeper_holds_a_bounded_number_of_screens_while_the_glass_is_slow() -> None:
     async def run() -> tuple[int, list[tuple[str, ...]], list[bool]]:
         display = SlowDisplay()
@@ -198,6 +191,8 @@ def test_display_keeper_holds_a_bounded_number_of_screens_while_the_glass_is_slo
     held, shown, answers = asyncio.run(run())
     assert shown[-1][0] == "SCREEN 49" and all(isinstance(a, bool) for a in answers)
     assert held <= 2, f"{held} screens held for a display that is slow"
+    assert shown == [("SCREEN 0", "", "", ""), ("SCREEN 49", "", "", "")], shown
+    assert all(answers), answers  # each future answers with the screen that stood for it
 
 
 # -- refused offline sales told to the core ----------------------------------------------

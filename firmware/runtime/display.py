@@ -5,10 +5,14 @@ future that says when it is on the glass (True) or could not be written
 (False). Screens are written one after the other in the order they were
 submitted, by one writer task, each in the display's own worker thread, so the
 event loop never waits for the bus: a progress screen such as AUTHORIZING does
-not hold up the request it announces. `show` is `submit` awaited. What may be
-shown is decided before a screen is submitted: the runtime submits a result
-only once it is journaled (app.py), and journals that the merchant has seen it
-when the future says it is on the glass.
+not hold up the request it announces. At most two screens are held: the one being
+written and the newest; a screen not yet started when a newer one comes is never
+written (the glass would show it only to overwrite it), and its future answers with
+the newer one's, so a display slower than the screens holds nothing more. `show` is
+`submit` awaited. What may be shown is decided before a screen is submitted: the
+runtime submits a result only once it is journaled (app.py), and journals that the
+merchant has seen it when the future says it is on the glass (or on it as part of a
+newer screen).
 
 When a write fails (an I2C error: the module unplugged, a loose wire, a glitch)
 or does not finish within `stall` seconds, the keeper logs it once, goes on
@@ -59,7 +63,9 @@ class DisplayKeeper:
         self._fault = ""  # why the display is not in use ("" while it works)
         self._retry: asyncio.Task[None] | None = None
         self._pending: asyncio.Future[object] | None = None  # a write still in its thread
-        self._queue: deque[tuple[Rows, asyncio.Future[bool]]] = deque()  # to write, in order
+        # to write, in order: the screen being written, then at most the newest, each with
+        # the futures of the screens it stands for
+        self._queue: deque[tuple[Rows, list[asyncio.Future[bool]]]] = deque()
         self._writer: asyncio.Task[None] | None = None
         self.failures = 0  # failed writes since the display last worked
 
@@ -77,7 +83,12 @@ class DisplayKeeper:
         if self._fault:
             done.set_result(False)
             return done
-        self._queue.append((self._wanted, done))
+        if len(self._queue) > 1:  # not yet started: the newest stands for it
+            _, superseded = self._queue.pop()
+            superseded.append(done)
+            self._queue.append((self._wanted, superseded))
+        else:
+            self._queue.append((self._wanted, [done]))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._drain(),
                                                                   name="display writer")
@@ -104,9 +115,8 @@ class DisplayKeeper:
                 task.cancel()
         self._retry = self._writer = None
         while self._queue:
-            _, done = self._queue.popleft()
-            if not done.done():
-                done.set_result(False)
+            _, futures = self._queue.popleft()
+            _answer(futures, False)
 
     # -- internals --------------------------------------------------------------
 
@@ -117,7 +127,7 @@ class DisplayKeeper:
         # an Authorize journals and writes its 0200 before the AUTHORIZING screen goes out.
         await asyncio.sleep(0)
         while self._queue:
-            rows, done = self._queue[0]
+            rows, futures = self._queue[0]
             ok = False
             if not self._fault:
                 problem = await self._write(rows)
@@ -128,8 +138,7 @@ class DisplayKeeper:
                 else:
                     ok = True
             self._queue.popleft()
-            if not done.done():
-                done.set_result(ok)
+            _answer(futures, ok)
 
     async def _write(self, rows: Rows) -> str:
         """Write `rows` in the display's thread: "" when done, STALE when only a write that
@@ -196,3 +205,9 @@ class DisplayKeeper:
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change()
+
+
+def _answer(futures: list[asyncio.Future[bool]], ok: bool) -> None:
+    for done in futures:
+        if not done.done():
+            done.set_result(ok)
