@@ -100,6 +100,10 @@ def test_a_close_resumed_after_a_crash_is_not_called_daily_and_is_announced(
         _close_from_menu(rig)
         assert rig.wait_fw_exit(timeout=20) == -9
         since = int(rig.hw.i2c_log(since=1 << 62)["next"])
+        # the resumed close's 0500 answered after 0.8 s: its screen stays long enough to be
+        # drawn (the display keeper draws the newest screen, and a close that ends while
+        # the glass is still being initialised would never show its CLOSING screen)
+        rig.hw.host_fault("delay", seconds=0.8, mti="0500")
         rig.start_fw()
         rig.hw.wait_display("BATCH 1 CLOSED", timeout=30)
         # every screen the display showed after the restart, from hwsim's I2C log

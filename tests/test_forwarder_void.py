@@ -114,9 +114,9 @@ def test_the_void_message_on_the_wire(tmp_path: pathlib.Path) -> None:
                                   (sale_id,)).fetchone()[0]
         sent = b.link._write
 
-        def spy(doc: dict[str, str]) -> Any:
+        def spy(doc: dict[str, str], **kw: Any) -> Any:
             seen.append(dict(doc))
-            return sent(doc)
+            return sent(doc, **kw)
 
         b.link._write = spy  # type: ignore[method-assign]
         await b.drain()
