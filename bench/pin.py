@@ -186,7 +186,7 @@ def _e2e_sale(rig: Any, amount: str) -> tuple[float, float]:
         raise RuntimeError("hwsim's I2C log overflowed during a sale")
     screens = [e for e in log["entries"] if e["addr"] == LCD and "rows" in e]
     shown = next((e for e in screens if e["rows"][0].startswith("APPROVED")), None)
-    asked = next((e for e in screens if "AUTHORIZING" in e["rows"][1]), None)
+    asked = next((e for e in screens if any("AUTHORIZING" in r for r in e["rows"])), None)
     if shown is None or asked is None:
         raise RuntimeError(f"the I2C log has no AUTHORIZING or no APPROVED screen: {screens}")
     rig.wait_idle(timeout=30)
