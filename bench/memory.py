@@ -53,7 +53,8 @@ import threading
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,6 +67,22 @@ WARMUP = 200  # sales before the first RSS reading
 STEP = 1000  # sales between two samples
 SETTLED = 2000  # growth is reported per step after this many sales
 
+
+def waiter(app: Any, runner: asyncio.Task[Any]) -> Callable[..., Awaitable[None]]:
+    """`await until(test, what)`: wait for `test()` to hold while the App in this process
+    runs (`runner`), failing with `what` when it stops or 30 s (`timeout`) pass
+    (bench/sale.py's in-process sales use it too)."""
+    async def until(test: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not test():
+            if runner.done():
+                runner.result()
+                raise RuntimeError(f"the app stopped while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what} "
+                                   f"(phase {app.state.phase if app.state else None})")
+            await asyncio.sleep(0.0005)
+    return until
 
 def rss_kb(pid: int | str = "self") -> dict[str, int]:
     text = pathlib.Path(f"/proc/{pid}/status").read_text()
@@ -244,16 +261,7 @@ async def run_sales(cfg_path: pathlib.Path, sales: int, report: Callable[[str], 
     stop = asyncio.Event()
     runner = asyncio.create_task(app.run(stop))
 
-    async def until(test: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not test():
-            if runner.done():
-                runner.result()
-                raise RuntimeError(f"the app stopped while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what} "
-                                   f"(phase {app.state.phase if app.state else None})")
-            await asyncio.sleep(0.0005)
+    until = waiter(app, runner)
 
     def phase() -> object:
         return app.state.phase if app.state is not None else None

@@ -51,6 +51,7 @@ from firmware.core.card import CardData  # noqa: E402
 import iso8583  # noqa: E402
 from hwsim.fwconfig import render_config  # noqa: E402
 from hwsim.hostproto import SPEC, encode  # noqa: E402
+from bench.memory import waiter  # noqa: E402
 from tests.rig import Rig  # noqa: E402
 
 PAN = "4761739001010010"
@@ -349,15 +350,7 @@ async def inprocess_sales(cfg_path: pathlib.Path, log_path: pathlib.Path, sales:
     stop = asyncio.Event()
     runner = asyncio.create_task(app.run(stop))
 
-    async def until(test: Any, what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not test():
-            if runner.done():
-                runner.result()
-                raise RuntimeError(f"the app stopped while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.0005)
+    until = waiter(app, runner)  # bench/memory.py's
 
     def phase() -> object:
         return app.state.phase if app.state is not None else None
