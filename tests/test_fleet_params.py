@@ -17,6 +17,7 @@ import ssl
 import threading
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -253,16 +254,20 @@ def test_update_refused_on_a_wrong_sha256_an_unreachable_url_or_a_bad_url(
         approved_sale(rig, "700")
 
 
-def test_a_good_bundle_goes_through_posterm_update(
-        tmp_path: pathlib.Path, broker: Broker, console: Client,
-        files: tuple[pathlib.Path, str]) -> None:
+@contextmanager
+def _field_offered(tmp_path: pathlib.Path, broker: Broker, console: Client,
+                   files: tuple[pathlib.Path, str],
+                   version: str) -> Iterator[tuple[Rig, Any, pathlib.Path, dict[str, Any]]]:
+    """A terminal in the field (tests/test_update.py's Field: dpkg and systemctl stand-ins)
+    online at the console, with a signed update command for a bundle of `version` served
+    over HTTPS: (rig, field, bundle, command)."""
     from tests.test_update import Field
 
     folder, base = files
     key = CommandKey(tmp_path)
     private, public = bundle.keygen(tmp_path / "update-keys")
-    good = _bundle(tmp_path, private, "0.2.0")
-    (folder / "good.bundle").write_bytes(good.read_bytes())
+    made = _bundle(tmp_path, private, version)
+    (folder / made.name).write_bytes(made.read_bytes())
     with Rig(tmp_path, overrides={"fleet": broker.fleet_table(
             TID, command_key=str(key.public))}) as rig:
         rig.start_sim()
@@ -270,51 +275,40 @@ def test_a_good_bundle_goes_through_posterm_update(
         try:
             field.start()
             wait_state(console, "online")
-            assert console.payloads(f"{T}/state")[-1]["version"] == "0.1.0"
-            cmd = key.sign(command("update", {"url": f"{base}/good.bundle",
-                                              "sha256": _sha(good)}))
-            assert answer(console, cmd)["result"] == {"update": "downloading"}
-            seen = wait_update(console, 0, (0, 1), timeout=60)
-            assert [(e["state"], e["result"]) for e in seen] == [(1, 0), (2, 0), (3, 0),
-                                                                 (0, 1)]
-            assert all(e.get("version") == "0.2.0" for e in seen[1:])
-            field.wait_version("0.2.0")
-            assert (tmp_path / "installed_version").read_text().strip() == "0.2.0"
-            assert (tmp_path / "keep" / "posterm_0.1.0_all.deb").exists()  # to roll back
-            wait_until(lambda: any(s["state"] == "online" and s["version"] == "0.2.0"
-                                   for s in console.payloads(f"{T}/state")), 20,
-                       "the terminal is not online as 0.2.0")
-            log = (rig.state_dir / "fleet-update" / "update.log").read_text()
-            assert "bundle verified: posterm 0.2.0 (running 0.1.0)" in log, log
+            yield rig, field, made, key.sign(command(
+                "update", {"url": f"{base}/{made.name}", "sha256": _sha(made)}))
         finally:
             field.stop()
+
+
+def test_a_good_bundle_goes_through_posterm_update(
+        tmp_path: pathlib.Path, broker: Broker, console: Client,
+        files: tuple[pathlib.Path, str]) -> None:
+    with _field_offered(tmp_path, broker, console, files, "0.2.0") as (rig, field, _, cmd):
+        assert console.payloads(f"{T}/state")[-1]["version"] == "0.1.0"
+        assert answer(console, cmd)["result"] == {"update": "downloading"}
+        seen = wait_update(console, 0, (0, 1), timeout=60)
+        assert [(e["state"], e["result"]) for e in seen] == [(1, 0), (2, 0), (3, 0), (0, 1)]
+        assert all(e.get("version") == "0.2.0" for e in seen[1:])
+        field.wait_version("0.2.0")
+        assert (tmp_path / "installed_version").read_text().strip() == "0.2.0"
+        assert (tmp_path / "keep" / "posterm_0.1.0_all.deb").exists()  # to roll back
+        wait_until(lambda: any(s["state"] == "online" and s["version"] == "0.2.0"
+                               for s in console.payloads(f"{T}/state")), 20,
+                   "the terminal is not online as 0.2.0")
+        log = (rig.state_dir / "fleet-update" / "update.log").read_text()
+        assert "bundle verified: posterm 0.2.0 (running 0.1.0)" in log, log
 
 
 def test_a_bundle_that_never_gets_ready_is_rolled_back_and_said_failed(
         tmp_path: pathlib.Path, broker: Broker, console: Client,
         files: tuple[pathlib.Path, str]) -> None:
-    from tests.test_update import Field
-
-    folder, base = files
-    key = CommandKey(tmp_path)
-    private, public = bundle.keygen(tmp_path / "update-keys")
-    broken = _bundle(tmp_path, private, "0.3.0~broken")
-    (folder / "broken.bundle").write_bytes(broken.read_bytes())
-    with Rig(tmp_path, overrides={"fleet": broker.fleet_table(
-            TID, command_key=str(key.public))}) as rig:
-        rig.start_sim()
-        field = Field(tmp_path, rig, public)
-        try:
-            field.start()
-            wait_state(console, "online")
-            cmd = key.sign(command("update", {"url": f"{base}/broken.bundle",
-                                              "sha256": _sha(broken)}))
-            answer(console, cmd)
-            seen = wait_update(console, 0, (0, 8), timeout=90)
-            assert [(e["state"], e["result"]) for e in seen][-2:] == [(3, 0), (0, 8)]
-            assert "rolled back" in seen[-1]["error"]
-            field.wait_version("0.1.0")
-            assert (tmp_path / "installed_version").read_text().strip() == "0.1.0"
-            approved_sale(rig, "900")
-        finally:
-            field.stop()
+    with _field_offered(tmp_path, broker, console, files, "0.3.0~broken") as (
+            rig, field, _, cmd):
+        answer(console, cmd)
+        seen = wait_update(console, 0, (0, 8), timeout=90)
+        assert [(e["state"], e["result"]) for e in seen][-2:] == [(3, 0), (0, 8)]
+        assert "rolled back" in seen[-1]["error"]
+        field.wait_version("0.1.0")
+        assert (tmp_path / "installed_version").read_text().strip() == "0.1.0"
+        approved_sale(rig, "900")
