@@ -315,6 +315,13 @@ def scan(messages: list[tuple[str, bytes, bool]]) -> None:
             continue  # the console's own
         text = payload.decode("utf-8", "replace")
         where = f"{topic}: {text[:300]}"
+        try:  # a reply echoes the console's request id, random hex: 16 digits in a row
+            doc = json.loads(text)  # happen there by chance, and it is not the terminal's
+            if isinstance(doc, dict) and topic.endswith("/reply"):
+                doc.pop("id", None)
+                text = json.dumps(doc)
+        except ValueError:
+            pass
         assert not any(pan in text for pan in TEST_PANS), f"a test card's PAN in {where}"
         assert not re.search(r"\d{16,}", text), f"16 or more digits in a row in {where}"
         assert not re.search(r"\d=\d", text), f"a track separator after digits in {where}"
